@@ -1,0 +1,1 @@
+"""logins-etl: user-login events from SQS into PostgreSQL, with the PII tokenised and vaulted."""

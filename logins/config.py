@@ -1,0 +1,322 @@
+"""Configuration: `config/<LOGINS_ENV>.yaml` layered over `config/base.yaml`, then validated.
+
+pydantic does the validation (types, ranges, unknown keys) because its errors carry the exact
+location; this module only adds the file that key came from, so a bad config fails at start
+with "file: key: what is wrong".
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from logins.interpolate import InterpolationError, interpolate
+
+DEFAULT_ENV = "local"
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message names the file and the key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- source -------------------------------------------------------------------------------------
+
+
+class SqsRetryConfig(_Strict):
+    """botocore's own retry modes: exponential backoff with jitter, throttling-aware."""
+
+    mode: Literal["standard", "adaptive", "legacy"] = "standard"
+    max_attempts: int = Field(10, ge=1, le=100)
+
+
+class SqsSourceConfig(_Strict):
+    type: Literal["sqs"]
+    queue_url: str
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    wait_time_seconds: int = Field(1, ge=0, le=20, description="long-poll wait in the receiver")
+    visibility_timeout: int = Field(60, ge=1, le=43200)
+    max_messages: int = Field(10, ge=1, le=10, description="per ReceiveMessage call (SQS max 10)")
+    receivers: int = Field(1, ge=1, le=32, description="concurrent receive threads per worker")
+    max_batch: int = Field(1000, ge=1, description="most messages handed to the flow per poll")
+    prefetch: int = Field(2000, ge=10, description="most received messages buffered per worker")
+    stop_when_idle: float | None = Field(
+        None, gt=0, description="end the flow once the queue was empty this many seconds"
+    )
+    retry: SqsRetryConfig = Field(default_factory=SqsRetryConfig)
+
+
+# --- steps --------------------------------------------------------------------------------------
+
+
+class FieldSpec(_Strict):
+    """One field of the producer's message."""
+
+    type: Literal["string", "version"] = "string"
+    required: bool = True
+    nullable: bool = False
+    max_length: int = Field(256, ge=1)
+    format: Literal["ip"] | None = None
+    pii: bool = False
+
+
+class ValidateStep(_Strict):
+    type: Literal["validate"]
+    name: str = "validate"
+    max_body_bytes: int = Field(16384, ge=64, le=262144)
+    fields: dict[str, FieldSpec]
+
+
+class DedupeStep(_Strict):
+    type: Literal["dedupe"]
+    name: str = "dedupe"
+    window_seconds: float = Field(600, gt=0, description="same login within this SentTimestamp gap")
+    shards: int = Field(64, ge=1, le=4096, description="state keys; each holds many fingerprints")
+    max_entries_per_shard: int = Field(50_000, ge=100)
+
+
+class MaskStep(_Strict):
+    type: Literal["mask"]
+    name: str = "mask"
+    algorithm: Literal["blake2b-keyed", "sha256"] = "blake2b-keyed"
+    fields: dict[str, str] = Field(description="input field -> output column holding its token")
+    seal_cache_size: int = Field(200_000, ge=0, description="tokens remembered as already sealed")
+
+
+Step = Annotated[ValidateStep | DedupeStep | MaskStep, Field(discriminator="type")]
+
+
+# --- sink ---------------------------------------------------------------------------------------
+
+
+class DatabaseRetryConfig(_Strict):
+    """Capped exponential backoff with jitter while the database is away."""
+
+    initial_seconds: float = Field(0.5, gt=0)
+    max_seconds: float = Field(10, gt=0)
+    give_up_after_seconds: float = Field(300, gt=0)
+
+
+class PostgresSinkConfig(_Strict):
+    type: Literal["postgres"]
+    dsn: SecretStr
+    table: str = "user_logins"
+    rejected_table: str = "user_logins_rejected"
+    duplicates_table: str = "user_logins_duplicates"
+    ledger_table: str = "logins_ledger"
+    migrate: bool = Field(True, description="apply the idempotent migrations at start")
+    retry: DatabaseRetryConfig = Field(default_factory=DatabaseRetryConfig)
+
+
+# --- secrets, vault, telemetry ------------------------------------------------------------------
+
+
+class VaultConfig(_Strict):
+    public_key_file: Path
+    table: str = "pii_vault"
+    audit_table: str = "pii_audit"
+
+
+class TokensConfig(_Strict):
+    key_file: Path
+
+
+class TelemetryConfig(_Strict):
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    traces: Literal["none", "console", "otlp"] = "none"
+    otlp_endpoint: str | None = None
+    service_name: str = "logins-etl"
+
+
+class AppConfig(_Strict):
+    source: SqsSourceConfig
+    steps: list[Step] = Field(min_length=1)
+    sink: PostgresSinkConfig
+    tokens: TokensConfig
+    vault: VaultConfig
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+
+    @model_validator(mode="after")
+    def _check_pipeline(self) -> AppConfig:
+        """Policy: validate first, every PII field masked, no unkeyed hash, unique step names."""
+        if self.steps[0].type != "validate":
+            raise ValueError("steps: the first step must be 'validate'")
+        names = [s.name for s in self.steps]
+        if len(set(names)) != len(names):
+            raise ValueError(f"steps: step names must be unique, got {names}")
+        validate = self.validate_step
+        masked: set[str] = set()
+        for step in self.steps:
+            if isinstance(step, MaskStep):
+                if step.algorithm != "blake2b-keyed":
+                    raise ValueError(
+                        f"steps.{step.name}.algorithm: {step.algorithm!r} is an unkeyed hash; "
+                        "an attacker enumerates every IPv4 address in minutes. Use 'blake2b-keyed'"
+                    )
+                unknown = set(step.fields) - set(validate.fields)
+                if unknown:
+                    raise ValueError(
+                        f"steps.{step.name}.fields: {sorted(unknown)} not in the validate schema"
+                    )
+                masked |= set(step.fields)
+        unmasked = [n for n, f in validate.fields.items() if f.pii and n not in masked]
+        if unmasked:
+            raise ValueError(f"PII fields {unmasked} are not masked by any mask step")
+        return self
+
+    @property
+    def validate_step(self) -> ValidateStep:
+        step = self.steps[0]
+        assert isinstance(step, ValidateStep)
+        return step
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+
+def config_dir() -> Path:
+    """Where the shipped YAML lives: LOGINS_CONFIG_DIR, else the repo's config/, else ./config."""
+    if "LOGINS_CONFIG_DIR" in os.environ:
+        return Path(os.environ["LOGINS_CONFIG_DIR"])
+    shipped = Path(__file__).resolve().parent.parent / "config"
+    return shipped if shipped.is_dir() else Path.cwd() / "config"
+
+
+def selected_files(env: Mapping[str, str] | None = None) -> list[Path]:
+    """The files that make the config, lowest priority first.
+
+    LOGINS_CONFIG names a file, LOGINS_ENV a file `<env>.yaml` in the config directory; a
+    file may say `extends: other.yaml` (relative to itself) to be layered over that one.
+    """
+    env = os.environ if env is None else env
+    if env.get("LOGINS_CONFIG"):
+        return _with_extends(Path(env["LOGINS_CONFIG"]))
+    name = env.get("LOGINS_ENV") or DEFAULT_ENV
+    directory = config_dir()
+    path = directory / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in directory.glob("*.yaml") if p.stem != "base")
+        raise ConfigError(f"LOGINS_ENV={name!r}: no {path} (known environments: {known})")
+    return _with_extends(path)
+
+
+def _with_extends(path: Path) -> list[Path]:
+    raw = _read_yaml(path)
+    parent = raw.get("extends")
+    if parent is None:
+        return [path]
+    return [*_with_extends(path.parent / str(parent)), path]
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """Deep-merge mappings; a list or scalar in `over` replaces the one in `base`."""
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _defines(raw: Any, path: tuple[str | int, ...]) -> bool:
+    for part in path:
+        in_dict = isinstance(raw, dict) and part in raw
+        in_list = isinstance(raw, list) and isinstance(part, int) and part < len(raw)
+        if not (in_dict or in_list):
+            return False
+        raw = raw[part]
+    return True
+
+
+def _origin(layers: list[tuple[Path, dict[str, Any]]], path: tuple[str | int, ...]) -> str:
+    """The file that set `path` (the highest layer defining it, or a parent of it)."""
+    for depth in range(len(path), -1, -1):
+        for file, raw in reversed(layers):
+            if _defines(raw, path[:depth]) and depth > 0:
+                return str(file)
+    return " + ".join(str(f) for f, _ in layers)
+
+
+def _dotted(path: tuple[str | int, ...]) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def load_config(env: Mapping[str, str] | None = None) -> AppConfig:
+    """Load, layer, interpolate and validate the selected configuration."""
+    env = os.environ if env is None else env
+    files = selected_files(env)
+    layers = [(f, {k: v for k, v in _read_yaml(f).items() if k != "extends"}) for f in files]
+    merged: dict[str, Any] = {}
+    for _, raw in layers:
+        merged = _merge(merged, raw)
+    try:
+        resolved = interpolate(merged, env)
+    except InterpolationError as exc:
+        raise ConfigError(f"{_origin(layers, exc.path)}: {_dotted(exc.path)}: {exc}") from None
+    _apply_operator_overrides(resolved, env)
+    try:
+        return AppConfig.model_validate(resolved)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = _strip_union_tags(tuple(error["loc"]))
+            problems.append(f"{_origin(layers, loc)}: {_dotted(loc)}: {error['msg']}")
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None
+
+
+def _strip_union_tags(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
+    """pydantic puts the discriminator value ('dedupe') in step locations; drop it."""
+    steps = ("validate", "dedupe", "mask")
+    return tuple(p for i, p in enumerate(loc) if not (i > 0 and loc[0] == "steps" and p in steps))
+
+
+def _apply_operator_overrides(resolved: dict[str, Any], env: Mapping[str, str]) -> None:
+    """LOGINS_STOP_WHEN_IDLE works with every config file, so it is applied here, not in YAML."""
+    idle = env.get("LOGINS_STOP_WHEN_IDLE")
+    if idle and isinstance(resolved.get("source"), dict):
+        resolved["source"]["stop_when_idle"] = idle
+
+
+def describe(config: AppConfig) -> dict[str, Any]:
+    """The resolved configuration as plain data with secrets hidden (for `logins check`)."""
+    data = config.model_dump(mode="json")
+    data["sink"]["dsn"] = _redact_dsn(config.sink.dsn.get_secret_value())
+    return data
+
+
+def _redact_dsn(dsn: str) -> str:
+    """Hide the password of a postgresql:// URL, keep the rest (host, db) for debugging."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn if "password" not in dsn else "***"
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -1,0 +1,63 @@
+"""What travels through the dataflow: one `Event` per SQS delivery, from receive to commit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class SqsMessage:
+    """One delivery of an SQS message, as the source hands it to the flow."""
+
+    message_id: str
+    receipt_handle: str
+    body: str
+    sent_timestamp_ms: int  # set by SQS when the producer sent it: the event's time
+    receive_count: int  # ApproximateReceiveCount: >1 means a redelivery
+
+
+@dataclass(slots=True)
+class Rejection:
+    """Why a message cannot become a row. `detail` names fields and limits, never values."""
+
+    reason: str
+    detail: str
+
+
+@dataclass(slots=True, frozen=True)
+class VaultEntry:
+    """A sealed original value, written once per token."""
+
+    token: str
+    field: str
+    sealed: bytes
+    vault_key_id: str
+
+
+@dataclass(slots=True)
+class Event:
+    """A delivery and what the steps decided about it.
+
+    Exactly one outcome: `rejection` set (a rejected row), `duplicate_of` set (a recognised
+    duplicate) or neither (a row). `fields` holds raw values until the mask step replaces
+    the PII with tokens; `masked` is how the sink knows that happened.
+    """
+
+    message: SqsMessage
+    fields: dict[str, Any] | None = None
+    rejection: Rejection | None = None
+    duplicate_of: str | None = None
+    fingerprint: bytes = b""
+    sealed_body: bytes | None = None
+    vault_key_id: str | None = None  # the key `sealed_body` is sealed to
+    vault_entries: list[VaultEntry] = field(default_factory=list)
+    masked: bool = False
+
+    @property
+    def outcome(self) -> str:
+        if self.rejection is not None:
+            return "rejected"
+        if self.duplicate_of is not None:
+            return "duplicate"
+        return "row"

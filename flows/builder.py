@@ -1,0 +1,84 @@
+"""Build the Bytewax dataflow from configuration: the YAML names the source, the steps in
+order and the sink; this module only maps each step type to its operator.
+
+    sqs -> validate -> dedupe (keyed by shard) -> mask + vault -> postgres (delete after commit)
+
+The step's `name` is its Bytewax step id: renaming a stateful step (dedupe) drops its
+recovered state, so names are part of the contract once a flow runs with recovery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow, Stream
+from bytewax.inputs import Source
+
+from connectors.postgres import PostgresSink
+from connectors.sqs import NoDeleter, SqsDeleter, SqsSource
+from flows.steps import dedupe
+from flows.steps.mask import Masker, SealCache
+from flows.steps.validate import Validator
+from logins.config import AppConfig, DedupeStep, MaskStep, ValidateStep
+from logins.keys import load_token_keys, load_vault_public_key
+from logins.records import Event, SqsMessage
+from logins.tokens import Tokenizer
+from logins.vault import Sealer
+
+
+@dataclass
+class Secrets:
+    tokenizer: Tokenizer
+    sealer: Sealer
+
+
+def load_secrets(config: AppConfig) -> Secrets:
+    """The token key and the vault's public key; the private key is never read here."""
+    return Secrets(
+        Tokenizer(load_token_keys(config.tokens.key_file)),
+        Sealer(load_vault_public_key(config.vault.public_key_file)),
+    )
+
+
+def build_flow(
+    config: AppConfig,
+    *,
+    secrets: Secrets | None = None,
+    source: Source[SqsMessage] | None = None,
+    deleter_factory: Callable[[], Any] | None = None,
+) -> Dataflow:
+    """The logins dataflow. `source`/`deleter_factory` replace SQS (in-process benchmarks)."""
+    secrets = secrets or load_secrets(config)
+    mask_steps = [s for s in config.steps if isinstance(s, MaskStep)]
+    cache = SealCache(min((s.seal_cache_size for s in mask_steps), default=0))
+    flow = Dataflow("logins")
+    messages = op.input("sqs", flow, source or SqsSource(config.source))
+    stream: Stream[Any] = messages
+    for step in config.steps:
+        if isinstance(step, ValidateStep):
+            validator = Validator(step, secrets.tokenizer)
+            stream = op.flat_map_batch(step.name, stream, validator.batch)
+        elif isinstance(step, DedupeStep):
+            stream = _dedupe(step, stream)
+        elif isinstance(step, MaskStep):
+            masker = Masker(step, secrets.tokenizer, secrets.sealer, cache)
+            stream = op.flat_map_batch(step.name, stream, masker.batch)
+    if deleter_factory is None:
+        deleter_factory = (lambda: SqsDeleter(config.source)) if source is None else NoDeleter
+    op.output("postgres", stream, PostgresSink(config, cache, deleter_factory))
+    return flow
+
+
+def _dedupe(step: DedupeStep, stream: Stream[Event]) -> Stream[Event]:
+    shards = step.shards
+
+    def keyed(events: list[Event]) -> list[tuple[str, Event]]:
+        return [(dedupe.shard_of(e, shards), e) for e in events]
+
+    keyed_stream = op.flat_map_batch(f"{step.name}_shard", stream, keyed)
+    logic = dedupe.builder(step.window_seconds, step.max_entries_per_shard)
+    deduped = op.stateful_batch(step.name, keyed_stream, logic)
+    return op.key_rm(f"{step.name}_unkey", deduped)

@@ -1,0 +1,1 @@
+"""The dataflow's steps: validate, dedupe, mask. Each is plain Python, testable without Bytewax."""

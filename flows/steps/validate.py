@@ -1,0 +1,108 @@
+"""Validate step: turn a raw SQS body into checked fields, or a rejection with a reason code.
+
+Checks run in a fixed order so every body gets one, predictable reason: size, JSON, object,
+then each field of the schema in order: missing -> null -> type -> length -> value.
+Details name the field and the limit, never the value (it may be PII).
+Unknown extra keys are ignored (the producer may add fields; they are not stored).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from logins.appversion import encode_app_version
+from logins.config import FieldSpec, ValidateStep
+from logins.records import Event, Rejection, SqsMessage
+from logins.tokens import Tokenizer
+
+REASONS = (
+    "too_large",
+    "not_json",
+    "not_object",
+    "missing_field",
+    "null_field",
+    "wrong_type",
+    "too_long",
+    "invalid_value",
+)
+
+
+class Invalid(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        assert reason in REASONS
+        self.rejection = Rejection(reason, detail)
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "object", list: "array", bool: "boolean", int: "number", float: "number"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _check_field(name: str, spec: FieldSpec, obj: dict[str, Any]) -> str | None:
+    if name not in obj:
+        if spec.required:
+            raise Invalid("missing_field", f"{name}: required")
+        return None
+    value = obj[name]
+    if value is None:
+        if spec.nullable:
+            return None
+        raise Invalid("null_field", f"{name}: must not be null")
+    if not isinstance(value, str):
+        raise Invalid("wrong_type", f"{name}: expected string, got {_json_type(value)}")
+    if len(value) > spec.max_length:
+        raise Invalid("too_long", f"{name}: longer than {spec.max_length} characters")
+    if not value.strip():
+        raise Invalid("invalid_value", f"{name}: empty")
+    if spec.format == "ip":
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise Invalid("invalid_value", f"{name}: not an IP address") from None
+    return value
+
+
+class Validator:
+    """Validates bodies against the configured schema; `fingerprint`s valid records for dedupe."""
+
+    def __init__(self, step: ValidateStep, tokenizer: Tokenizer) -> None:
+        self._step = step
+        self._fields = list(step.fields.items())
+        self._tokenizer = tokenizer
+
+    def parse(self, body: str) -> dict[str, Any]:
+        """The checked fields of `body` (version fields also as `<name>_text`), or Invalid."""
+        if len(body) * 4 > self._step.max_body_bytes and (
+            len(body.encode("utf-8", "surrogatepass")) > self._step.max_body_bytes
+        ):
+            raise Invalid("too_large", f"body over {self._step.max_body_bytes} bytes")
+        try:
+            obj = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise Invalid("not_json", "body is not JSON") from None
+        if not isinstance(obj, dict):
+            raise Invalid("not_object", f"body is a JSON {_json_type(obj)}, not an object")
+        fields: dict[str, Any] = {}
+        for name, spec in self._fields:
+            value = _check_field(name, spec, obj)
+            if spec.type == "version":
+                fields[name] = None if value is None else encode_app_version(value)
+                fields[f"{name}_text"] = value
+            else:
+                fields[name] = value
+        return fields
+
+    def __call__(self, message: SqsMessage) -> Event:
+        try:
+            fields = self.parse(message.body)
+        except Invalid as invalid:
+            return Event(message=message, rejection=invalid.rejection)
+        fingerprint = self._tokenizer.fingerprint(list(fields.values()))
+        return Event(message=message, fields=fields, fingerprint=fingerprint)
+
+    def batch(self, messages: Iterable[SqsMessage]) -> list[Event]:
+        return [self(m) for m in messages]

@@ -1,0 +1,204 @@
+"""SQS source (a Bytewax DynamicSource) and the deleter the sink calls after commit.
+
+Every worker polls the same queue; SQS hands out disjoint messages. `next_batch` never blocks
+the worker: background receiver threads long-poll (WaitTimeSeconds) into a bounded buffer,
+and `next_batch` only drains what is already there. Retries of SQS calls (throttling,
+connection errors) are botocore's own retry modes: exponential backoff with jitter.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+from bytewax.inputs import DynamicSource, StatelessSourcePartition
+
+from logins import metrics
+from logins.config import SqsSourceConfig
+from logins.records import SqsMessage
+
+log = logging.getLogger(__name__)
+
+IDLE_POLL = timedelta(milliseconds=50)
+_RECEIVE_ATTRIBUTES = ["SentTimestamp", "ApproximateReceiveCount"]
+_QUEUE_COUNTS = [
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+]
+
+
+def sqs_client(config: SqsSourceConfig) -> Any:
+    """A boto3 SQS client with botocore's retry mode and a read timeout above the long poll."""
+    return boto3.session.Session().client(
+        "sqs",
+        region_name=config.region,
+        endpoint_url=config.endpoint_url,
+        config=Config(
+            retries={"mode": config.retry.mode, "max_attempts": config.retry.max_attempts},
+            connect_timeout=5,
+            read_timeout=config.wait_time_seconds + 10,
+            max_pool_connections=max(10, config.receivers * 2),
+        ),
+    )
+
+
+def to_message(raw: dict[str, Any]) -> SqsMessage:
+    attributes = raw.get("Attributes", {})
+    return SqsMessage(
+        message_id=raw["MessageId"],
+        receipt_handle=raw["ReceiptHandle"],
+        body=raw.get("Body", ""),
+        sent_timestamp_ms=int(attributes.get("SentTimestamp", 0)) or int(time.time() * 1000),
+        receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
+    )
+
+
+class SqsPartition(StatelessSourcePartition[SqsMessage]):
+    def __init__(self, config: SqsSourceConfig, worker_index: int) -> None:
+        self._config = config
+        self._client = sqs_client(config)
+        self._buffer: queue.Queue[SqsMessage] = queue.Queue(maxsize=config.prefetch)
+        self._stopping = threading.Event()
+        self._idle_since: float | None = None
+        self._awake: datetime | None = None
+        self._threads = [
+            threading.Thread(
+                target=self._receive_loop, name=f"sqs-receiver-{worker_index}-{i}", daemon=True
+            )
+            for i in range(config.receivers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _receive_loop(self) -> None:
+        config = self._config
+        while not self._stopping.is_set():
+            if self._buffer.maxsize - self._buffer.qsize() < config.max_messages:
+                time.sleep(0.01)  # back-pressure: the flow is behind; don't hold more messages
+                continue
+            try:
+                response = self._client.receive_message(
+                    QueueUrl=config.queue_url,
+                    MaxNumberOfMessages=config.max_messages,
+                    WaitTimeSeconds=config.wait_time_seconds,
+                    VisibilityTimeout=config.visibility_timeout,
+                    MessageSystemAttributeNames=_RECEIVE_ATTRIBUTES,
+                )
+            except (BotoCoreError, ClientError) as exc:
+                metrics.SQS_ERRORS.inc()
+                log.warning("receive failed after retries; trying again: %s", type(exc).__name__)
+                self._stopping.wait(1.0)
+                continue
+            messages = response.get("Messages", [])
+            metrics.SQS_RECEIVED.inc(len(messages))
+            for raw in messages:
+                self._buffer.put(to_message(raw))
+
+    def _drain(self) -> list[SqsMessage]:
+        items: list[SqsMessage] = []
+        try:
+            while len(items) < self._config.max_batch:
+                items.append(self._buffer.get_nowait())
+        except queue.Empty:
+            pass
+        return items
+
+    def next_batch(self) -> list[SqsMessage]:
+        items = self._drain()
+        now = time.monotonic()
+        if items:
+            self._idle_since = None
+            self._awake = None
+            return items
+        self._awake = datetime.now(timezone.utc) + IDLE_POLL
+        if self._idle_since is None:
+            self._idle_since = now
+        limit = self._config.stop_when_idle
+        if limit is not None and now - self._idle_since >= limit and self._queue_is_empty():
+            return self._finish()
+        return items
+
+    def _finish(self) -> list[SqsMessage]:
+        """Stop receiving; hand over whatever the last receive calls brought, then end."""
+        if not self._stopping.is_set():
+            self._stopping.set()
+            for thread in self._threads:
+                thread.join()
+            leftover = self._drain()
+            if leftover:
+                return leftover
+        log.info("queue idle for %ss and empty: source finished", self._config.stop_when_idle)
+        raise StopIteration
+
+    def _queue_is_empty(self) -> bool:
+        """Nothing visible, in flight (invisible) or delayed: everything was committed."""
+        try:
+            attrs = self._client.get_queue_attributes(
+                QueueUrl=self._config.queue_url, AttributeNames=_QUEUE_COUNTS
+            )["Attributes"]
+        except (BotoCoreError, ClientError) as exc:
+            log.warning("cannot read queue counts: %s", type(exc).__name__)
+            return False
+        return all(int(attrs.get(name, 0)) == 0 for name in _QUEUE_COUNTS)
+
+    def next_awake(self) -> datetime | None:
+        return self._awake
+
+    def close(self) -> None:
+        self._stopping.set()
+
+
+class SqsSource(DynamicSource[SqsMessage]):
+    def __init__(self, config: SqsSourceConfig) -> None:
+        self._config = config
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> SqsPartition:
+        return SqsPartition(self._config, worker_index)
+
+
+class SqsDeleter:
+    """Deletes committed messages (DeleteMessageBatch, 10 a call). A failed delete is not an
+    error: the message comes back after its visibility timeout and its write is a no-op."""
+
+    def __init__(self, config: SqsSourceConfig) -> None:
+        self._config = config
+        self._client = sqs_client(config)
+
+    def delete(self, messages: Sequence[SqsMessage]) -> int:
+        failed = 0
+        for start in range(0, len(messages), 10):
+            chunk = messages[start : start + 10]
+            entries = [
+                {"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(chunk)
+            ]
+            try:
+                response = self._client.delete_message_batch(
+                    QueueUrl=self._config.queue_url, Entries=entries
+                )
+                failed += len(response.get("Failed", []))
+            except (BotoCoreError, ClientError) as exc:
+                failed += len(chunk)
+                log.warning(
+                    "delete failed, %d messages will be redelivered: %s",
+                    len(chunk),
+                    type(exc).__name__,
+                )
+        metrics.SQS_DELETED.inc(len(messages) - failed)
+        metrics.SQS_DELETE_FAILED.inc(failed)
+        return failed
+
+
+class NoDeleter:
+    """For sources that need no acknowledgement (tests, benchmarks, in-process input)."""
+
+    def delete(self, messages: Iterable[SqsMessage]) -> int:
+        return 0

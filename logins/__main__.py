@@ -1,0 +1,5 @@
+"""`python -m logins ...` is the `logins` command."""
+
+from logins.cli import main
+
+main()

@@ -1,0 +1,151 @@
+"""`make demo`: the whole product on a fresh machine with nothing but Python.
+
+Starts moto's SQS server and a private PostgreSQL, generates keys, seeds sample logins, runs
+`python -m bytewax.run flows.logins -w N` as an operator would (environment variables only)
+until the queue is drained, prints a report and stops what it started. Its state is left in
+.demo/ for a look afterwards and wiped at the next run.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from logins.config import load_config
+from logins.embedded import EmbeddedPostgres, EmbeddedSqs
+from logins.generator import generate
+from logins.keys import generate_keys
+from logins.seed import send_bodies
+from logins.stats import collect
+
+QUEUE = "login-queue"
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def run_demo(count: int, workers: int, seed: int, workdir: Path = Path(".demo")) -> int:
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    keys = generate_keys(workdir / "keys")
+    say(f"1/5 keys: token key and vault key pair in {workdir / 'keys'} (demo only)")
+    with EmbeddedPostgres(workdir / "postgres") as postgres, EmbeddedSqs() as sqs:
+        say(f"2/5 services: PostgreSQL at {postgres.dsn}, SQS (moto) at {sqs.endpoint_url}")
+        queue_url = sqs.create_queue(QUEUE, VisibilityTimeout="30")
+        messages = generate(count, seed=seed)
+        send_bodies(sqs.client(), queue_url, (m.body for m in messages))
+        kinds = Counter(m.kind for m in messages)
+        say(f"3/5 seeded {count} messages: {dict(kinds)}")
+        env = {
+            **os.environ,
+            "LOGINS_ENV": "local",
+            "SQS_ENDPOINT_URL": sqs.endpoint_url,
+            "SQS_QUEUE_URL": queue_url,
+            "DATABASE_URL": postgres.dsn,
+            "LOGINS_TOKEN_KEY_FILE": str(keys["token.key"]),
+            "LOGINS_VAULT_PUBLIC_KEY_FILE": str(keys["vault.pub"]),
+            "LOGINS_STOP_WHEN_IDLE": "2",
+            "AWS_ACCESS_KEY_ID": "demo",
+            "AWS_SECRET_ACCESS_KEY": "demo",
+            "AWS_REGION": "us-east-1",
+        }
+        command = [sys.executable, "-m", "bytewax.run", "flows.logins", "-w", str(workers)]
+        say(f"4/5 running: {' '.join(command[1:])} (until the queue is drained)")
+        started = time.monotonic()
+        code = subprocess.run(command, env=env, timeout=600, check=False).returncode
+        say(f"    flow exited with {code} after {time.monotonic() - started:.1f}s")
+        if code != 0:
+            return code
+        config = load_config(env)
+        with psycopg.connect(postgres.dsn, autocommit=True) as conn:
+            ok = _report(conn, config, env, keys, expected=count, queue=sqs, queue_url=queue_url)
+    say("    servers stopped.")
+    return 0 if ok else 1
+
+
+def _report(
+    conn: Any,
+    config: Any,
+    env: dict[str, str],
+    keys: dict[str, Path],
+    *,
+    expected: int,
+    queue: EmbeddedSqs,
+    queue_url: str,
+) -> bool:
+    stats = collect(conn, config)
+    attrs = queue.client().get_queue_attributes(
+        QueueUrl=queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    left = sum(int(v) for v in attrs.values())
+    adds_up = stats.messages == expected and left == 0
+    say("5/5 report")
+    say(
+        f"    messages sent {expected} = rows {stats.rows} + rejected {stats.rejected}"
+        f" + duplicates {stats.duplicates} -> {'adds up' if adds_up else 'DOES NOT ADD UP'};"
+        f" left in queue: {left}"
+    )
+    say(
+        "    rejected by reason: "
+        + ", ".join(f"{r} {n}" for r, n in stats.rejected_by_reason.items())
+    )
+    say(
+        "    distinct tokens: "
+        + ", ".join(f"{c} {n}" for c, n in stats.distinct_tokens.items())
+        + f"; vault entries: {stats.vault_entries}"
+    )
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT user_id, device_type, masked_ip, masked_device_id, locale, app_version,"
+            " app_version_text, create_date FROM {} ORDER BY sent_at LIMIT 5"
+        ).format(sql.Identifier(config.sink.table))
+    ).fetchall()
+    say(
+        "    sample rows (user_id, device_type, masked_ip, masked_device_id, locale,"
+        " app_version, app_version_text, create_date):"
+    )
+    for row in rows:
+        say("      " + " | ".join("null" if v is None else str(v) for v in row))
+    token = rows[0][2]
+    command = [
+        "logins",
+        "reveal",
+        token,
+        "--private-key-file",
+        str(keys["vault.key"]),
+        "--reason",
+        "demo: show how recovery works",
+        "--actor",
+        "demo",
+    ]
+    say(f"    $ {shlex.join(command)}")
+    shown = subprocess.run(
+        [sys.executable, "-m", *command],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    say("      " + (shown.stdout or shown.stderr).strip())
+    say(f"    audit rows in {config.vault.audit_table}: {_audit_rows(conn, config)}")
+    return adds_up and shown.returncode == 0
+
+
+def _audit_rows(conn: Any, config: Any) -> int:
+    row = conn.execute(
+        sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(config.vault.audit_table))
+    ).fetchone()
+    return int(row[0])

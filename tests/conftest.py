@@ -1,0 +1,91 @@
+"""Shared fixtures: a real PostgreSQL and a real SQS-protocol server on loopback, per session.
+
+Nothing is mocked in-process and nothing needs Docker: the servers come from
+``logins.embedded``. If one cannot start, the tests that need it error; they never skip.
+Set LOGINS_TEST_DATABASE_URL to use an existing PostgreSQL instead of the embedded one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Callable, Iterator
+
+import psycopg
+import pytest
+from botocore.exceptions import ClientError
+from psycopg import sql
+
+from logins.embedded import EmbeddedPostgres, EmbeddedSqs, dsn_with_database
+
+DATABASE_URL_ENV = "LOGINS_TEST_DATABASE_URL"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _dummy_aws_env() -> Iterator[None]:
+    """Dummy AWS credentials for moto, inherited by subprocesses (the flow under test).
+
+    A real profile or session token in the developer's shell must never mix in.
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        for name in ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE"):
+            mp.delenv(name, raising=False)
+        yield
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A superuser DSN: $LOGINS_TEST_DATABASE_URL, else an embedded server for the session."""
+    external = os.environ.get(DATABASE_URL_ENV)
+    if external:
+        yield external
+        return
+    with EmbeddedPostgres(tmp_path_factory.mktemp("pg")) as server:
+        yield server.dsn
+
+
+@pytest.fixture
+def make_database(pg_admin_dsn: str) -> Iterator[Callable[[], str]]:
+    """Creates fresh, uniquely named databases on demand; drops them all after the test."""
+    created: list[str] = []
+
+    def make() -> str:
+        name = f"t_{secrets.token_hex(8)}"
+        with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        created.append(name)
+        return dsn_with_database(pg_admin_dsn, name)
+
+    yield make
+    if created:
+        with psycopg.connect(pg_admin_dsn, autocommit=True) as conn:
+            for name in created:
+                # FORCE: a test may leave connections open (or a flow subprocess still running).
+                drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+                conn.execute(drop.format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def database_url(make_database: Callable[[], str]) -> str:
+    """DSN of a fresh database for this test, so tests never see each other's tables."""
+    return make_database()
+
+
+@pytest.fixture(scope="session")
+def sqs() -> Iterator[EmbeddedSqs]:
+    """One SQS-protocol server (moto) for the session, on a free loopback port."""
+    with EmbeddedSqs() as server:
+        yield server
+
+
+@pytest.fixture
+def queue_url(sqs: EmbeddedSqs) -> Iterator[str]:
+    """URL of a fresh queue for this test (moto's state is process-wide: names must differ)."""
+    url = sqs.create_queue(f"logins-test-{secrets.token_hex(8)}")
+    yield url
+    with contextlib.suppress(ClientError):  # the test may have deleted it itself
+        sqs.client().delete_queue(QueueUrl=url)

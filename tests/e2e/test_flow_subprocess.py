@@ -1,0 +1,157 @@
+"""End to end as an operator runs it: `python -m bytewax.run flows.logins -w 2` with the
+environment contract only, then the `logins` CLI (stats, reveal, check) against the result."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from logins.embedded import EmbeddedSqs
+from logins.generator import generate
+from logins.keys import load_token_keys
+from logins.seed import send_bodies
+from logins.tokens import Tokenizer
+from tests.helpers import make_keys, service_env
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run(
+    command: list[str], env: dict[str, str], timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", *command],
+        env={**os.environ, **env},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture
+def env(tmp_path: Path, database_url: str, queue_url: str, sqs: EmbeddedSqs) -> dict[str, str]:
+    keys = make_keys(tmp_path / "keys")
+    return service_env(
+        keys,
+        database_url=database_url,
+        queue_url=queue_url,
+        endpoint_url=sqs.endpoint_url,
+        LOGINS_STOP_WHEN_IDLE="2",
+        LOGINS_LOG_LEVEL="DEBUG",
+        PRIVATE_KEY=str(keys["vault.key"]),
+    )
+
+
+def test_flow_with_two_workers_then_stats_and_reveal(
+    env: dict[str, str], sqs: EmbeddedSqs, queue_url: str, database_url: str
+) -> None:
+    messages = generate(200, seed=21)
+    send_bodies(sqs.client(), queue_url, (m.body for m in messages))
+
+    flow = run(["bytewax.run", "flows.logins", "-w", "2"], env)
+    assert flow.returncode == 0, flow.stderr[-3000:]
+    raw_values = {
+        v
+        for m in messages
+        if m.kind == "valid"
+        for v in (json.loads(m.body)["ip"], json.loads(m.body)["device_id"])
+    }
+    leaked = [v for v in raw_values if v in flow.stdout or v in flow.stderr]
+    assert leaked == [], "raw PII in the flow's DEBUG output"
+
+    stats = run(["logins", "stats", "--json"], env)
+    assert stats.returncode == 0, stats.stderr
+    counts = json.loads(stats.stdout)
+    assert counts["messages"] == len(messages)
+    assert counts["rows"] == sum(m.kind == "valid" for m in messages)
+    assert counts["rejected"] == sum(m.kind == "malformed" for m in messages)
+    assert counts["duplicates"] == sum(m.kind == "resend" for m in messages)
+
+    valid = json.loads(next(m.body for m in messages if m.kind == "valid"))
+    tokenizer = Tokenizer(load_token_keys(Path(env["LOGINS_TOKEN_KEY_FILE"])))
+    token = tokenizer.token("ip", valid["ip"])
+    shown = run(
+        [
+            "logins",
+            "reveal",
+            token,
+            "--private-key-file",
+            env["PRIVATE_KEY"],
+            "--reason",
+            "e2e test",
+            "--actor",
+            "tester",
+            "--json",
+        ],
+        env,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout) == [
+        {"token": token, "field": "ip", "value": valid["ip"], "error": None}
+    ]
+    with psycopg.connect(database_url) as conn:
+        audit = conn.execute(
+            "SELECT actor, reason, action, tokens, succeeded FROM pii_audit"
+        ).fetchall()
+    assert audit == [("tester", "e2e test", "reveal", [token], 1)]
+
+    unknown = run(
+        [
+            "logins",
+            "reveal",
+            token[:-4] + "0000",
+            "--private-key-file",
+            env["PRIVATE_KEY"],
+            "--reason",
+            "e2e test",
+        ],
+        env,
+    )
+    assert unknown.returncode == 1 and "not in the vault" in unknown.stdout
+
+
+def test_reveal_needs_a_reason_and_a_private_key(env: dict[str, str]) -> None:
+    no_reason = run(["logins", "reveal", "k.x", "--private-key-file", env["PRIVATE_KEY"]], env)
+    assert no_reason.returncode == 2 and "--reason" in no_reason.stderr
+    no_key = run(
+        ["logins", "reveal", "k.x", "--reason", "r"], {**env, "LOGINS_VAULT_PRIVATE_KEY": ""}
+    )
+    assert no_key.returncode == 2 and "LOGINS_VAULT_PRIVATE_KEY" in no_key.stderr
+
+
+def test_check_prints_the_config_with_secrets_hidden(env: dict[str, str]) -> None:
+    dsn = "postgresql://app:hunter2@db.internal:5432/logins"
+    checked = run(["logins", "check"], {**env, "DATABASE_URL": dsn})
+    assert checked.returncode == 0, checked.stderr
+    assert "postgresql://app:***@db.internal:5432/logins" in checked.stdout
+    assert "hunter2" not in checked.stdout
+    assert "# ok: token key id" in checked.stdout
+
+
+def test_a_bad_start_names_the_file_and_key(env: dict[str, str], tmp_path: Path) -> None:
+    missing = run(["bytewax.run", "flows.logins"], {**env, "LOGINS_TOKEN_KEY_FILE": ""}, 120)
+    assert missing.returncode != 0
+    assert (
+        "config/base.yaml: tokens.key_file: environment variable LOGINS_TOKEN_KEY_FILE is not"
+        " set" in missing.stderr
+    )
+    absent = run(
+        ["bytewax.run", "flows.logins"],
+        {**env, "LOGINS_TOKEN_KEY_FILE": str(tmp_path / "nope.key")},
+        120,
+    )
+    assert absent.returncode != 0
+    assert f"token key file {tmp_path / 'nope.key'}: no such file" in absent.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("extends: " + str(REPO / "config/local.yaml") + "\nsource:\n  receivers: 0\n")
+    invalid = run(["bytewax.run", "flows.logins"], {**env, "LOGINS_CONFIG": str(bad)}, 120)
+    assert invalid.returncode != 0
+    assert f"{bad}: source.receivers: Input should be greater than or equal to 1" in invalid.stderr

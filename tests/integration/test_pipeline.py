@@ -1,0 +1,251 @@
+"""The flow against a real PostgreSQL and a real SQS-protocol server, run in-process.
+
+The ledger: every message sent ends as exactly one row, one rejected row or one recognised
+duplicate; the three sets of message ids are disjoint and together are what was sent.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from bytewax.testing import TestingSource, cluster_main, run_main
+
+from connectors.sqs import NoDeleter, to_message
+from flows.builder import build_flow, load_secrets
+from logins.config import AppConfig
+from logins.embedded import EmbeddedSqs
+from logins.generator import GeneratedMessage, generate
+from logins.seed import send_bodies
+from tests.helpers import config_for, fetch
+
+
+def run(config: AppConfig, workers: int = 1, **kwargs: Any) -> None:
+    flow = build_flow(config, **kwargs)
+    if workers == 1:
+        run_main(flow)
+    else:
+        cluster_main(flow, [], 0, worker_count_per_proc=workers)
+
+
+def seed(sqs: EmbeddedSqs, queue_url: str, messages: list[GeneratedMessage]) -> list[str]:
+    return send_bodies(sqs.client(), queue_url, (m.body for m in messages))
+
+
+def ledger(conn: Any, config: AppConfig) -> dict[str, set[str]]:
+    sink = config.sink
+    return {
+        "row": {r[0] for r in fetch(conn, f"SELECT message_id FROM {sink.table}")},
+        "rejected": {r[0] for r in fetch(conn, f"SELECT message_id FROM {sink.rejected_table}")},
+        "duplicate": {r[0] for r in fetch(conn, f"SELECT message_id FROM {sink.duplicates_table}")},
+    }
+
+
+def assert_exact_ledger(conn: Any, config: AppConfig, sent_ids: list[str]) -> dict[str, set[str]]:
+    outcome = ledger(conn, config)
+    everything = outcome["row"] | outcome["rejected"] | outcome["duplicate"]
+    assert sum(len(s) for s in outcome.values()) == len(everything), "an id is in two tables"
+    assert everything == set(sent_ids), "missing or unknown message ids"
+    in_ledger = dict(
+        fetch(conn, f"SELECT outcome, count(*) FROM {config.sink.ledger_table} GROUP BY outcome")
+    )
+    assert in_ledger == {k: len(v) for k, v in outcome.items() if v}
+    return outcome
+
+
+def test_generated_messages_end_exactly_once(
+    flow_env: dict[str, str],
+    sqs: EmbeddedSqs,
+    queue_url: str,
+    database_url: str,
+    queue_counts: Callable[[], int],
+) -> None:
+    messages = generate(300, seed=7)
+    sent_ids = seed(sqs, queue_url, messages)
+    config = config_for(flow_env)
+    run(config)
+
+    with psycopg.connect(database_url) as conn:
+        outcome = assert_exact_ledger(conn, config, sent_ids)
+        kinds = Counter(m.kind for m in messages)
+        assert len(outcome["row"]) == kinds["valid"]
+        assert len(outcome["duplicate"]) == kinds["resend"]
+        assert len(outcome["rejected"]) == kinds["malformed"]
+        expected_reasons = Counter(m.reason for m in messages if m.kind == "malformed")
+        assert (
+            dict(fetch(conn, "SELECT reason, count(*) FROM user_logins_rejected GROUP BY reason"))
+            == expected_reasons
+        )
+        # each duplicate points at a row whose fields are the same login
+        for dup, original in fetch(
+            conn, "SELECT message_id, duplicate_of FROM user_logins_duplicates"
+        ):
+            assert original in outcome["row"]
+            assert messages[sent_ids.index(dup)].body == messages[sent_ids.index(original)].body
+
+        rows = fetch(
+            conn,
+            "SELECT message_id, masked_ip, masked_device_id, app_version,"
+            " app_version_text, create_date, sent_at FROM user_logins",
+        )
+        secrets = load_secrets(config)
+        raw_ips = {m.body for m in messages}
+        for message_id, masked_ip, masked_device, _version, version_text, day, sent_at in rows:
+            body = messages[sent_ids.index(message_id)].body
+            assert masked_ip not in body and masked_device not in body
+            assert version_text in body
+            assert day == sent_at.date()
+            assert masked_ip.startswith(secrets.tokenizer.key_id + ".")
+        assert raw_ips  # sanity: the comparison above had bodies to look into
+
+        vault = Counter(f for (f,) in fetch(conn, "SELECT field FROM pii_vault"))
+        distinct = fetch(
+            conn,
+            "SELECT count(DISTINCT masked_ip), count(DISTINCT masked_device_id) FROM user_logins",
+        )[0]
+        assert (vault["ip"], vault["device_id"]) == distinct  # each distinct value sealed once
+    assert queue_counts() == 0
+
+
+def test_two_workers_keep_the_ledger_exact(
+    flow_env: dict[str, str],
+    sqs: EmbeddedSqs,
+    queue_url: str,
+    database_url: str,
+    queue_counts: Callable[[], int],
+) -> None:
+    messages = generate(200, seed=11)
+    sent_ids = seed(sqs, queue_url, messages)
+    config = config_for(flow_env)
+    run(config, workers=2)
+    with psycopg.connect(database_url) as conn:
+        outcome = assert_exact_ledger(conn, config, sent_ids)
+        assert len(outcome["rejected"]) == sum(m.kind == "malformed" for m in messages)
+    assert queue_counts() == 0
+
+
+def test_a_message_delivered_twice_gives_one_row(
+    flow_env: dict[str, str],
+    sqs: EmbeddedSqs,
+    queue_url: str,
+    database_url: str,
+    queue_counts: Callable[[], int],
+) -> None:
+    """First delivery committed but never deleted (a crash between commit and delete); SQS
+    delivers it again after its visibility timeout, and the second write has no effect."""
+    messages = generate(60, seed=3)
+    sent_ids = seed(sqs, queue_url, messages)
+    client = sqs.client()
+    first: list[Any] = []
+    while len(first) < len(messages):
+        response = client.receive_message(
+            QueueUrl=queue_url,
+            MaxNumberOfMessages=10,
+            VisibilityTimeout=2,
+            MessageSystemAttributeNames=["SentTimestamp", "ApproximateReceiveCount"],
+        )
+        first += [to_message(m) for m in response.get("Messages", [])]
+    config = config_for(flow_env)
+    run(config, source=TestingSource(first), deleter_factory=NoDeleter)
+    with psycopg.connect(database_url) as conn:
+        before = assert_exact_ledger(conn, config, sent_ids)
+
+    run(config)  # the real source: every message comes back with ApproximateReceiveCount 2
+    with psycopg.connect(database_url) as conn:
+        after = assert_exact_ledger(conn, config, sent_ids)
+        assert after == before
+        counts = fetch(conn, "SELECT max(receive_count) FROM user_logins_rejected")
+        assert counts[0][0] == 1  # the stored rejection is from the first delivery
+    assert queue_counts() == 0
+
+
+def test_existing_producer_table_is_upgraded_and_keeps_its_rows(
+    flow_env: dict[str, str],
+    sqs: EmbeddedSqs,
+    queue_url: str,
+    database_url: str,
+) -> None:
+    old_rows = [
+        ("u1", "ios", "m-ip-1", "m-dev-1", "RU", 230, "2024-01-02"),
+        ("u2", "android", "m-ip-2", "m-dev-2", None, None, "2024-01-03"),
+    ]
+    with psycopg.connect(database_url) as conn:
+        conn.execute(
+            "CREATE TABLE user_logins(user_id varchar(128), device_type varchar(32),"
+            " masked_ip varchar(256), masked_device_id varchar(256), locale varchar(32),"
+            " app_version integer, create_date date)"
+        )
+        with conn.cursor() as cur:
+            cur.executemany("INSERT INTO user_logins VALUES (%s, %s, %s, %s, %s, %s, %s)", old_rows)
+    messages = generate(50, seed=5)
+    seed(sqs, queue_url, messages)
+    config = config_for(flow_env)
+    run(config)
+    run(config)  # a second start runs the migrations again: idempotent
+    with psycopg.connect(database_url) as conn:
+        kept = fetch(
+            conn,
+            "SELECT user_id, device_type, masked_ip, masked_device_id, locale,"
+            " app_version, create_date::text FROM user_logins"
+            " WHERE message_id IS NULL ORDER BY user_id",
+        )
+        assert kept == old_rows
+        types = dict(
+            fetch(
+                conn,
+                "SELECT column_name, data_type FROM information_schema.columns"
+                " WHERE table_name = 'user_logins'",
+            )
+        )
+        assert types["app_version"] == "integer" and types["create_date"] == "date"
+        assert types["user_id"] == "character varying"
+        assert types["app_version_text"] == "text" and types["message_id"] == "text"
+        new = fetch(conn, "SELECT count(*) FROM user_logins WHERE message_id IS NOT NULL")[0][0]
+        assert new == sum(m.kind == "valid" for m in messages)
+
+
+def test_masking_another_field_and_another_table_is_configuration(
+    flow_env: dict[str, str],
+    sqs: EmbeddedSqs,
+    queue_url: str,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    messages = generate(80, seed=9)
+    seed(sqs, queue_url, messages)
+    config = config_for(
+        flow_env,
+        tmp_path,
+        """
+sink:
+  table: logins_eu
+steps:
+  - type: validate
+    fields:
+      user_id:     {type: string, max_length: 128, pii: true}
+      app_version: {type: version, max_length: 64}
+      device_type: {type: string, max_length: 32}
+      ip:          {type: string, max_length: 64, format: ip, pii: true}
+      locale:      {type: string, max_length: 32, required: false, nullable: true}
+      device_id:   {type: string, max_length: 256, pii: true}
+  - type: dedupe
+  - type: mask
+    fields: {ip: masked_ip, device_id: masked_device_id, user_id: masked_user_id}
+""",
+    )
+    run(config)
+    with psycopg.connect(database_url) as conn:
+        rows = fetch(conn, "SELECT user_id, masked_user_id FROM logins_eu")
+        assert len(rows) == sum(m.kind == "valid" for m in messages)
+        assert all(user is None and token.startswith(masked_prefix(config)) for user, token in rows)
+        assert fetch(conn, "SELECT count(*) FROM pii_vault WHERE field = 'user_id'")[0][0] == len(
+            {t for _, t in rows}
+        )
+        assert fetch(conn, "SELECT to_regclass('user_logins') IS NULL")[0][0]
+
+
+def masked_prefix(config: AppConfig) -> str:
+    return load_secrets(config).tokenizer.key_id + "."

@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bytewax.testing import cluster_main, run_main
+
+from flows.builder import build_flow
 from logins.config import AppConfig, load_config
 from logins.keys import generate_keys
 
@@ -45,3 +48,43 @@ def config_for(env: dict[str, str], tmp_path: Path | None = None, yaml_text: str
 
 def fetch(conn: Any, query: str, *params: Any) -> list[tuple[Any, ...]]:
     return list(conn.execute(query, params).fetchall())
+
+
+def ledger(conn: Any, config: AppConfig) -> dict[str, set[str]]:
+    sink = config.sink
+    return {
+        "row": {r[0] for r in fetch(conn, f"SELECT message_id FROM {sink.table}")},
+        "rejected": {r[0] for r in fetch(conn, f"SELECT message_id FROM {sink.rejected_table}")},
+        "duplicate": {r[0] for r in fetch(conn, f"SELECT message_id FROM {sink.duplicates_table}")},
+    }
+
+
+def assert_exact_ledger(conn: Any, config: AppConfig, sent_ids: list[str]) -> dict[str, set[str]]:
+    outcome = ledger(conn, config)
+    everything = outcome["row"] | outcome["rejected"] | outcome["duplicate"]
+    assert sum(len(s) for s in outcome.values()) == len(everything), "an id is in two tables"
+    assert everything == set(sent_ids), "missing or unknown message ids"
+    in_ledger = dict(
+        fetch(conn, f"SELECT outcome, count(*) FROM {config.sink.ledger_table} GROUP BY outcome")
+    )
+    assert in_ledger == {k: len(v) for k, v in outcome.items() if v}
+    return outcome
+
+
+def ledger_from_dsn(database_url: str, sent_ids: list[str]) -> dict[str, set[str]]:
+    """The exact-ledger check for a run of the default (local) config."""
+    import psycopg
+
+    config = load_config(
+        {"SQS_QUEUE_URL": "q", "LOGINS_TOKEN_KEY_FILE": "k", "LOGINS_VAULT_PUBLIC_KEY_FILE": "v"}
+    )
+    with psycopg.connect(database_url) as conn:
+        return assert_exact_ledger(conn, config, sent_ids)
+
+
+def run(config: AppConfig, workers: int = 1, **kwargs: Any) -> None:
+    flow = build_flow(config, **kwargs)
+    if workers == 1:
+        run_main(flow)
+    else:
+        cluster_main(flow, [], 0, worker_count_per_proc=workers)

@@ -12,48 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from bytewax.testing import TestingSource, cluster_main, run_main
+from bytewax.testing import TestingSource
 
 from connectors.sqs import NoDeleter, to_message
-from flows.builder import build_flow, load_secrets
+from flows.builder import load_secrets
 from logins.config import AppConfig
 from logins.embedded import EmbeddedSqs
 from logins.generator import GeneratedMessage, generate
 from logins.seed import send_bodies
-from tests.helpers import config_for, fetch
-
-
-def run(config: AppConfig, workers: int = 1, **kwargs: Any) -> None:
-    flow = build_flow(config, **kwargs)
-    if workers == 1:
-        run_main(flow)
-    else:
-        cluster_main(flow, [], 0, worker_count_per_proc=workers)
+from tests.helpers import assert_exact_ledger, config_for, fetch, run
 
 
 def seed(sqs: EmbeddedSqs, queue_url: str, messages: list[GeneratedMessage]) -> list[str]:
     return send_bodies(sqs.client(), queue_url, (m.body for m in messages))
-
-
-def ledger(conn: Any, config: AppConfig) -> dict[str, set[str]]:
-    sink = config.sink
-    return {
-        "row": {r[0] for r in fetch(conn, f"SELECT message_id FROM {sink.table}")},
-        "rejected": {r[0] for r in fetch(conn, f"SELECT message_id FROM {sink.rejected_table}")},
-        "duplicate": {r[0] for r in fetch(conn, f"SELECT message_id FROM {sink.duplicates_table}")},
-    }
-
-
-def assert_exact_ledger(conn: Any, config: AppConfig, sent_ids: list[str]) -> dict[str, set[str]]:
-    outcome = ledger(conn, config)
-    everything = outcome["row"] | outcome["rejected"] | outcome["duplicate"]
-    assert sum(len(s) for s in outcome.values()) == len(everything), "an id is in two tables"
-    assert everything == set(sent_ids), "missing or unknown message ids"
-    in_ledger = dict(
-        fetch(conn, f"SELECT outcome, count(*) FROM {config.sink.ledger_table} GROUP BY outcome")
-    )
-    assert in_ledger == {k: len(v) for k, v in outcome.items() if v}
-    return outcome
 
 
 def test_generated_messages_end_exactly_once(

@@ -9,9 +9,10 @@ has no effect, and every message id is in exactly one of: rows, rejected, duplic
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -31,14 +32,27 @@ from connectors.migrations import Column, migrate, row_columns
 from flows.steps.mask import SealCache
 from logins import metrics
 from logins.config import AppConfig
-from logins.records import Event, SqsMessage, VaultEntry
+from logins.records import Event, Rejection, SqsMessage, VaultEntry
 from logins.telemetry import tracer
+from logins.vault import Sealer
 
 log = logging.getLogger(__name__)
 
 
-class Deleter(Protocol):
+class Acker(Protocol):
     def delete(self, messages: Sequence[SqsMessage]) -> int: ...
+    def extend(self, messages: Sequence[SqsMessage]) -> int: ...
+    def release(self, messages: Sequence[SqsMessage], after_seconds: int = 0) -> int: ...
+
+
+# SQLSTATE classes a row's own data can cause (data exception, integrity violation, and an
+# exception raised by a trigger); any other error is the database's or ours, not the row's.
+POISON_SQLSTATE_PREFIXES = ("22", "23", "P0")
+
+
+def is_poison_error(exc: BaseException) -> bool:
+    code = getattr(exc, "sqlstate", None) or ""
+    return isinstance(exc, psycopg.Error) and code.startswith(POISON_SQLSTATE_PREFIXES)
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -190,10 +204,23 @@ class PostgresWriter:
             reraise=True,
         )
 
-    def write(self, events: Sequence[Event]) -> BatchResult:
-        """Commit the batch; retried while the database is unavailable, up to the limit."""
+    def write(
+        self, events: Sequence[Event], on_retry: Callable[[], object] | None = None
+    ) -> BatchResult:
+        """Commit the batch; retried while the database is unavailable, up to the limit.
+        `on_retry` runs before each new attempt (the sink extends SQS visibility there)."""
+        retrying = self._retrying()
+        if on_retry is not None:
+            inner = retrying.before_sleep
+
+            def before_sleep(state: RetryCallState) -> None:
+                if inner is not None:
+                    inner(state)
+                on_retry()
+
+            retrying = retrying.copy(before_sleep=before_sleep)
         try:
-            return self._retrying()(self._write_once, events)
+            return retrying(self._write_once, events)
         except psycopg.OperationalError as exc:
             self._drop_connection()
             raise DatabaseUnavailable(
@@ -265,24 +292,46 @@ def _vault_row(entry: VaultEntry) -> tuple[Any, ...]:
 
 
 class PostgresPartition(StatelessSinkPartition[Event]):
-    def __init__(self, config: AppConfig, cache: SealCache, deleter: Deleter) -> None:
+    """Commits each batch, then deletes its messages. A batch the database refuses because of
+    one row's data is split until that row is alone; it is retried through SQS redelivery and
+    parked as a rejected row (`poison`) once it was received `poison_after_attempts` times."""
+
+    def __init__(self, config: AppConfig, cache: SealCache, acker: Acker, sealer: Sealer) -> None:
+        self._config = config
         self._writer = PostgresWriter(config)
         self._writer.connect()
         self._cache = cache
-        self._deleter = deleter
+        self._acker = acker
+        self._sealer = sealer
 
     def write_batch(self, items: list[Event]) -> None:
         if not items:
             return
+        try:
+            self._write_batch(items)
+        except Exception:
+            # In a cluster other processes only see a bare panic: log the traceback here.
+            log.exception(
+                "sink failed; the flow stops and uncommitted messages return to the "
+                "queue after their visibility timeout"
+            )
+            raise
+
+    def _write_batch(self, items: list[Event]) -> None:
         unmasked = sum(1 for e in items if not e.masked)
         if unmasked:  # configuration policy prevents this; never write raw PII regardless
             raise RuntimeError(f"{unmasked} events reached the sink without a mask step")
         with tracer().start_as_current_span("logins.sink.write_batch") as span:
             started = time.perf_counter()
-            result = self._writer.write(items)
+            self._extend_if_old(items)
+            committed, poisoned = self._write_isolating(items)
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
-            self._cache.mark_committed(v.token for e in items for v in e.vault_entries)
-            failed = self._deleter.delete([e.message for e in items])
+            done = [e for batch, _ in committed for e in batch]
+            self._cache.mark_committed(v.token for e in done for v in e.vault_entries)
+            failed = self._acker.delete([e.message for e in done])
+            if poisoned:
+                self._retry_later(poisoned)
+            result = _sum(r for _, r in committed)
             span.set_attributes(
                 {
                     "logins.batch.size": len(items),
@@ -291,14 +340,98 @@ class PostgresPartition(StatelessSinkPartition[Event]):
                     "logins.batch.duplicates": result.duplicates,
                     "logins.batch.redelivered": result.redelivered,
                     "logins.batch.vault_entries": result.vault_entries,
+                    "logins.batch.poisoned": len(poisoned),
                     "logins.batch.delete_failed": failed,
                 }
             )
-        _count(items, result)
+        _count(done, result)
         log.debug("committed batch: %s, %d deletes failed", result, failed)
+
+    def _extend_if_old(self, items: Sequence[Event]) -> None:
+        """Messages that waited half their visibility timeout get a fresh one before the write,
+        so they do not reappear (and get received again) while they are being written."""
+        limit = time.time() - self._config.source.visibility_timeout / 2
+        old = [e.message for e in items if e.message.received_at < limit]
+        if old:
+            self._acker.extend(old)
+
+    def _write_isolating(
+        self, events: list[Event]
+    ) -> tuple[list[tuple[list[Event], BatchResult]], list[tuple[Event, str]]]:
+        """Write `events`; on a data error, bisect to find the rows the database refuses."""
+
+        def extend() -> None:
+            self._acker.extend([e.message for e in events])
+
+        try:
+            return [(events, self._writer.write(events, on_retry=extend))], []
+        except psycopg.Error as exc:
+            if not is_poison_error(exc):
+                raise
+            if len(events) == 1:
+                event = events[0]
+                if event.message.receive_count >= self._config.sink.poison_after_attempts:
+                    return [([event], self._park(event, exc))], []
+                return [], [(event, _describe(exc))]
+            middle = len(events) // 2
+            left = self._write_isolating(events[:middle])
+            right = self._write_isolating(events[middle:])
+            return left[0] + right[0], left[1] + right[1]
+
+    def _park(self, event: Event, exc: psycopg.Error) -> BatchResult:
+        """Store a row the database keeps refusing as rejected ('poison'), sealed; no values."""
+        detail = f"the database refused the row: {_describe(exc)}"
+        metrics.POISON.labels("parked").inc()
+        log.error(
+            "message %s parked as poison after %d attempts: %s",
+            event.message.message_id,
+            event.message.receive_count,
+            _describe(exc),
+        )
+        fields = json.dumps(event.fields or {}, sort_keys=True, default=str)
+        event.sealed_body = self._sealer.seal_rejected(event.message.message_id, fields)
+        event.vault_key_id = self._sealer.key_id
+        event.rejection = Rejection("poison", detail)
+        return self._writer.write([event])
+
+    def _retry_later(self, poisoned: list[tuple[Event, str]]) -> None:
+        """Not deleted: the message comes back after a short, growing delay and is tried alone."""
+        for event, reason in poisoned:
+            metrics.POISON.labels("retried").inc()
+            log.warning(
+                "message %s refused by the database (attempt %d of %d): %s",
+                event.message.message_id,
+                event.message.receive_count,
+                self._config.sink.poison_after_attempts,
+                reason,
+            )
+        for event, _ in poisoned:
+            delay = min(2**event.message.receive_count, self._config.source.visibility_timeout)
+            self._acker.release([event.message], after_seconds=delay)
 
     def close(self) -> None:
         self._writer.close()
+
+
+def _describe(exc: psycopg.Error) -> str:
+    """SQLSTATE and error class only: PostgreSQL's message may quote the value."""
+    return f"SQLSTATE {exc.sqlstate} ({type(exc).__name__})"
+
+
+def _sum(results: Iterable[BatchResult]) -> BatchResult:
+    totals = [0, 0, 0, 0, 0]
+    for result in results:
+        for i, value in enumerate(
+            (
+                result.rows,
+                result.rejected,
+                result.duplicates,
+                result.redelivered,
+                result.vault_entries,
+            )
+        ):
+            totals[i] += value
+    return BatchResult(*totals)
 
 
 def _count(items: Sequence[Event], result: BatchResult) -> None:
@@ -313,10 +446,17 @@ def _count(items: Sequence[Event], result: BatchResult) -> None:
 
 
 class PostgresSink(DynamicSink[Event]):
-    def __init__(self, config: AppConfig, cache: SealCache, deleter_factory: Any) -> None:
+    def __init__(
+        self,
+        config: AppConfig,
+        cache: SealCache,
+        acker_factory: Callable[[], Acker],
+        sealer: Sealer,
+    ) -> None:
         self._config = config
         self._cache = cache
-        self._deleter_factory = deleter_factory
+        self._acker_factory = acker_factory
+        self._sealer = sealer
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> PostgresPartition:
-        return PostgresPartition(self._config, self._cache, self._deleter_factory())
+        return PostgresPartition(self._config, self._cache, self._acker_factory(), self._sealer)

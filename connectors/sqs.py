@@ -12,7 +12,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -21,7 +21,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from bytewax.inputs import DynamicSource, StatelessSourcePartition
 
-from logins import metrics
+from logins import metrics, shutdown
 from logins.config import SqsSourceConfig
 from logins.records import SqsMessage
 
@@ -51,23 +51,31 @@ def sqs_client(config: SqsSourceConfig) -> Any:
     )
 
 
-def to_message(raw: dict[str, Any]) -> SqsMessage:
+def to_message(raw: dict[str, Any], received_at: float) -> SqsMessage:
     attributes = raw.get("Attributes", {})
     return SqsMessage(
         message_id=raw["MessageId"],
         receipt_handle=raw["ReceiptHandle"],
         body=raw.get("Body", ""),
-        sent_timestamp_ms=int(attributes.get("SentTimestamp", 0)) or int(time.time() * 1000),
+        sent_timestamp_ms=int(attributes.get("SentTimestamp", 0)) or int(received_at * 1000),
         receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
+        received_at=received_at,
     )
 
 
 class SqsPartition(StatelessSourcePartition[SqsMessage]):
+    """One worker's receivers. Ends on idle (LOGINS_STOP_WHEN_IDLE) or on SIGTERM/SIGINT:
+    it hands over what it buffered; messages a receive brings after that are released
+    (visibility 0) so they return to the queue at once instead of after the timeout."""
+
     def __init__(self, config: SqsSourceConfig, worker_index: int) -> None:
         self._config = config
         self._client = sqs_client(config)
-        self._buffer: queue.Queue[SqsMessage] = queue.Queue(maxsize=config.prefetch)
+        self._acker = SqsAcker(config, self._client)
+        self._buffer: queue.SimpleQueue[SqsMessage] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # orders "buffer a receive" against "the source ended"
         self._stopping = threading.Event()
+        self._finished = False
         self._idle_since: float | None = None
         self._awake: datetime | None = None
         self._threads = [
@@ -82,7 +90,7 @@ class SqsPartition(StatelessSourcePartition[SqsMessage]):
     def _receive_loop(self) -> None:
         config = self._config
         while not self._stopping.is_set():
-            if self._buffer.maxsize - self._buffer.qsize() < config.max_messages:
+            if self._buffer.qsize() + config.max_messages > config.prefetch:
                 time.sleep(0.01)  # back-pressure: the flow is behind; don't hold more messages
                 continue
             try:
@@ -98,10 +106,15 @@ class SqsPartition(StatelessSourcePartition[SqsMessage]):
                 log.warning("receive failed after retries; trying again: %s", type(exc).__name__)
                 self._stopping.wait(1.0)
                 continue
-            messages = response.get("Messages", [])
+            now = time.time()
+            messages = [to_message(raw, now) for raw in response.get("Messages", [])]
             metrics.SQS_RECEIVED.inc(len(messages))
-            for raw in messages:
-                self._buffer.put(to_message(raw))
+            with self._lock:
+                if not self._finished:
+                    for message in messages:
+                        self._buffer.put(message)
+                    continue
+            self._acker.release(messages)
 
     def _drain(self) -> list[SqsMessage]:
         items: list[SqsMessage] = []
@@ -113,6 +126,8 @@ class SqsPartition(StatelessSourcePartition[SqsMessage]):
         return items
 
     def next_batch(self) -> list[SqsMessage]:
+        if shutdown.STOPPING.is_set() or self._finished:
+            return self._finish("stop requested")
         items = self._drain()
         now = time.monotonic()
         if items:
@@ -124,19 +139,22 @@ class SqsPartition(StatelessSourcePartition[SqsMessage]):
             self._idle_since = now
         limit = self._config.stop_when_idle
         if limit is not None and now - self._idle_since >= limit and self._queue_is_empty():
-            return self._finish()
+            return self._finish(f"queue idle for {limit}s and empty")
         return items
 
-    def _finish(self) -> list[SqsMessage]:
-        """Stop receiving; hand over whatever the last receive calls brought, then end."""
-        if not self._stopping.is_set():
-            self._stopping.set()
-            for thread in self._threads:
-                thread.join()
-            leftover = self._drain()
-            if leftover:
-                return leftover
-        log.info("queue idle for %ss and empty: source finished", self._config.stop_when_idle)
+    def _finish(self, why: str) -> list[SqsMessage]:
+        """Stop receiving and hand over everything buffered, then end this partition."""
+        self._stopping.set()
+        with self._lock:
+            first = not self._finished
+            self._finished = True
+            leftover: list[SqsMessage] = []
+            while batch := self._drain():
+                leftover += batch
+        if leftover:
+            return leftover
+        if first:
+            log.info("%s: source finished", why)
         raise StopIteration
 
     def _queue_is_empty(self) -> bool:
@@ -165,40 +183,72 @@ class SqsSource(DynamicSource[SqsMessage]):
         return SqsPartition(self._config, worker_index)
 
 
-class SqsDeleter:
-    """Deletes committed messages (DeleteMessageBatch, 10 a call). A failed delete is not an
-    error: the message comes back after its visibility timeout and its write is a no-op."""
+class SqsAcker:
+    """Deletes committed messages and moves visibility, ten per batch call.
 
-    def __init__(self, config: SqsSourceConfig) -> None:
+    None of these failing is an error for the flow: a message not deleted comes back after
+    its visibility timeout and its write is a no-op; a visibility change that fails leaves
+    the message on its old clock (it may come back once more, with the same no-op).
+    """
+
+    def __init__(self, config: SqsSourceConfig, client: Any | None = None) -> None:
         self._config = config
-        self._client = sqs_client(config)
+        self._client = client or sqs_client(config)
 
     def delete(self, messages: Sequence[SqsMessage]) -> int:
-        failed = 0
-        for start in range(0, len(messages), 10):
-            chunk = messages[start : start + 10]
-            entries = [
-                {"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(chunk)
-            ]
-            try:
-                response = self._client.delete_message_batch(
-                    QueueUrl=self._config.queue_url, Entries=entries
-                )
-                failed += len(response.get("Failed", []))
-            except (BotoCoreError, ClientError) as exc:
-                failed += len(chunk)
-                log.warning(
-                    "delete failed, %d messages will be redelivered: %s",
-                    len(chunk),
-                    type(exc).__name__,
-                )
+        failed = self._batched("delete_message_batch", messages, {})
         metrics.SQS_DELETED.inc(len(messages) - failed)
         metrics.SQS_DELETE_FAILED.inc(failed)
         return failed
 
+    def extend(self, messages: Sequence[SqsMessage]) -> int:
+        """Restart the visibility clock of messages still being written."""
+        failed = self._change_visibility(messages, self._config.visibility_timeout)
+        now = time.time()
+        for message in messages:
+            message.received_at = now
+        metrics.SQS_VISIBILITY_EXTENDED.inc(len(messages) - failed)
+        return failed
 
-class NoDeleter:
+    def release(self, messages: Sequence[SqsMessage], after_seconds: int = 0) -> int:
+        """Let messages come back (after `after_seconds`) instead of after the full timeout."""
+        return self._change_visibility(messages, after_seconds)
+
+    def _change_visibility(self, messages: Sequence[SqsMessage], seconds: int) -> int:
+        return self._batched(
+            "change_message_visibility_batch", messages, {"VisibilityTimeout": seconds}
+        )
+
+    def _batched(
+        self, operation: str, messages: Sequence[SqsMessage], extra: dict[str, Any]
+    ) -> int:
+        failed = 0
+        call = getattr(self._client, operation)
+        for start in range(0, len(messages), 10):
+            chunk = messages[start : start + 10]
+            entries = [
+                {"Id": str(i), "ReceiptHandle": m.receipt_handle, **extra}
+                for i, m in enumerate(chunk)
+            ]
+            try:
+                response = call(QueueUrl=self._config.queue_url, Entries=entries)
+                failed += len(response.get("Failed", []))
+            except (BotoCoreError, ClientError) as exc:
+                failed += len(chunk)
+                log.warning(
+                    "%s failed for %d messages: %s", operation, len(chunk), type(exc).__name__
+                )
+        return failed
+
+
+class NoAcker:
     """For sources that need no acknowledgement (tests, benchmarks, in-process input)."""
 
-    def delete(self, messages: Iterable[SqsMessage]) -> int:
+    def delete(self, messages: Sequence[SqsMessage]) -> int:
+        return 0
+
+    def extend(self, messages: Sequence[SqsMessage]) -> int:
+        return 0
+
+    def release(self, messages: Sequence[SqsMessage], after_seconds: int = 0) -> int:
         return 0

@@ -18,7 +18,7 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 
 from connectors.postgres import PostgresSink
-from connectors.sqs import NoDeleter, SqsDeleter, SqsSource
+from connectors.sqs import NoAcker, SqsAcker, SqsSource
 from flows.steps import dedupe
 from flows.steps.mask import Masker, SealCache
 from flows.steps.validate import Validator
@@ -48,9 +48,9 @@ def build_flow(
     *,
     secrets: Secrets | None = None,
     source: Source[SqsMessage] | None = None,
-    deleter_factory: Callable[[], Any] | None = None,
+    acker_factory: Callable[[], Any] | None = None,
 ) -> Dataflow:
-    """The logins dataflow. `source`/`deleter_factory` replace SQS (in-process benchmarks)."""
+    """The logins dataflow. `source`/`acker_factory` replace SQS (in-process benchmarks)."""
     secrets = secrets or load_secrets(config)
     mask_steps = [s for s in config.steps if isinstance(s, MaskStep)]
     cache = SealCache(min((s.seal_cache_size for s in mask_steps), default=0))
@@ -66,9 +66,9 @@ def build_flow(
         elif isinstance(step, MaskStep):
             masker = Masker(step, secrets.tokenizer, secrets.sealer, cache)
             stream = op.flat_map_batch(step.name, stream, masker.batch)
-    if deleter_factory is None:
-        deleter_factory = (lambda: SqsDeleter(config.source)) if source is None else NoDeleter
-    op.output("postgres", stream, PostgresSink(config, cache, deleter_factory))
+    if acker_factory is None:
+        acker_factory = (lambda: SqsAcker(config.source)) if source is None else NoAcker
+    op.output("postgres", stream, PostgresSink(config, cache, acker_factory, secrets.sealer))
     return flow
 
 

@@ -11,6 +11,7 @@ import logging
 import sys
 
 from flows.builder import build_flow
+from logins import shutdown
 from logins.config import ConfigError, load_config
 from logins.keys import KeyFileError
 from logins.telemetry import setup
@@ -18,6 +19,7 @@ from logins.telemetry import setup
 try:
     config = load_config()
     setup(config.telemetry)
+    shutdown.install(config.shutdown_timeout_seconds)
     flow = build_flow(config)
 except (ConfigError, KeyFileError) as exc:
     print(f"logins: cannot start: {exc}", file=sys.stderr)

@@ -114,6 +114,9 @@ class PostgresSinkConfig(_Strict):
     duplicates_table: str = "user_logins_duplicates"
     ledger_table: str = "logins_ledger"
     migrate: bool = Field(True, description="apply the idempotent migrations at start")
+    poison_after_attempts: int = Field(
+        3, ge=1, description="deliveries of a row the database refuses before it is parked"
+    )
     retry: DatabaseRetryConfig = Field(default_factory=DatabaseRetryConfig)
 
 
@@ -145,6 +148,9 @@ class AppConfig(_Strict):
     tokens: TokensConfig
     vault: VaultConfig
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    shutdown_timeout_seconds: float = Field(
+        30, gt=0, description="SIGTERM/SIGINT: longest time to commit what is held, then exit"
+    )
 
     @model_validator(mode="after")
     def _check_pipeline(self) -> AppConfig:

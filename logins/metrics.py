@@ -21,6 +21,10 @@ SQS_DELETED = Counter("logins_sqs_deleted", "Messages deleted from SQS after com
 SQS_DELETE_FAILED = Counter(
     "logins_sqs_delete_failed", "Deletes SQS refused; those messages come back and are no-ops"
 )
+SQS_VISIBILITY_EXTENDED = Counter(
+    "logins_sqs_visibility_extended", "Messages whose visibility was extended during a slow write"
+)
+POISON = Counter("logins_poison", "Messages the database refused, by what happened", ["action"])
 SQS_ERRORS = Counter("logins_sqs_receive_errors", "ReceiveMessage calls that failed after retries")
 DB_RETRIES = Counter("logins_db_retries", "Database write attempts that failed and were retried")
 BATCH_SECONDS = Histogram(

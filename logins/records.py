@@ -15,6 +15,7 @@ class SqsMessage:
     body: str
     sent_timestamp_ms: int  # set by SQS when the producer sent it: the event's time
     receive_count: int  # ApproximateReceiveCount: >1 means a redelivery
+    received_at: float = 0.0  # time.time() when this delivery was received (visibility clock)
 
 
 @dataclass(slots=True)

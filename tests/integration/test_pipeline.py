@@ -6,6 +6,7 @@ duplicate; the three sets of message ids are disjoint and together are what was 
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 import psycopg
 from bytewax.testing import TestingSource
 
-from connectors.sqs import NoDeleter, to_message
+from connectors.sqs import NoAcker, to_message
 from flows.builder import load_secrets
 from logins.config import AppConfig
 from logins.embedded import EmbeddedSqs
@@ -118,9 +119,9 @@ def test_a_message_delivered_twice_gives_one_row(
             VisibilityTimeout=2,
             MessageSystemAttributeNames=["SentTimestamp", "ApproximateReceiveCount"],
         )
-        first += [to_message(m) for m in response.get("Messages", [])]
+        first += [to_message(m, time.time()) for m in response.get("Messages", [])]
     config = config_for(flow_env)
-    run(config, source=TestingSource(first), deleter_factory=NoDeleter)
+    run(config, source=TestingSource(first), acker_factory=NoAcker)
     with psycopg.connect(database_url) as conn:
         before = assert_exact_ledger(conn, config, sent_ids)
 

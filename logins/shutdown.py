@@ -1,0 +1,56 @@
+"""Graceful stop on SIGTERM/SIGINT: stop receiving, commit what is held, exit 0.
+
+The signal only sets `STOPPING`; each source partition sees it on its next poll, hands over
+what it buffered and ends, so Bytewax drains the flow (every held message is committed and
+deleted) and exits 0. A watchdog bounds that: past the timeout the process exits 3 without
+committing more; what it held returns to the queue after its visibility timeout. A second
+signal exits at once (130), with the same guarantee.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from types import FrameType
+
+log = logging.getLogger(__name__)
+
+STOPPING = threading.Event()
+TIMED_OUT_EXIT = 3
+
+
+def install(timeout_seconds: float) -> None:
+    """Install the handlers (main thread only; elsewhere, e.g. in tests, this is a no-op)."""
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if STOPPING.is_set():
+            log.warning(
+                "second %s: exiting now; uncommitted messages return to the queue",
+                signal.Signals(signum).name,
+            )
+            os._exit(130)
+        log.info(
+            "%s: stop receiving, committing what is held (at most %ss)",
+            signal.Signals(signum).name,
+            timeout_seconds,
+        )
+        STOPPING.set()
+        threading.Thread(target=_watchdog, args=(timeout_seconds,), daemon=True).start()
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
+def _watchdog(timeout_seconds: float) -> None:
+    threading.Event().wait(timeout_seconds)
+    log.error(
+        "graceful stop took over %ss: exiting; uncommitted messages return to the queue "
+        "after their visibility timeout",
+        timeout_seconds,
+    )
+    logging.shutdown()
+    os._exit(TIMED_OUT_EXIT)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -45,14 +46,13 @@ class Acker(Protocol):
     def release(self, messages: Sequence[SqsMessage], after_seconds: int = 0) -> int: ...
 
 
-# SQLSTATE classes a row's own data can cause (data exception, integrity violation, and an
-# exception raised by a trigger); any other error is the database's or ours, not the row's.
-POISON_SQLSTATE_PREFIXES = ("22", "23", "P0")
-
-
 def is_poison_error(exc: BaseException) -> bool:
-    code = getattr(exc, "sqlstate", None) or ""
-    return isinstance(exc, psycopg.Error) and code.startswith(POISON_SQLSTATE_PREFIXES)
+    """Errors a row's own data can cause: data exceptions (SQLSTATE 22, or psycopg refusing a
+    value before sending it), integrity violations (23) and exceptions raised by a trigger
+    (P0). Any other error is the database's or ours, not the row's, and stops the flow."""
+    if isinstance(exc, psycopg.DataError | psycopg.IntegrityError):
+        return True
+    return isinstance(exc, psycopg.Error) and (exc.sqlstate or "").startswith("P0")
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -204,23 +204,10 @@ class PostgresWriter:
             reraise=True,
         )
 
-    def write(
-        self, events: Sequence[Event], on_retry: Callable[[], object] | None = None
-    ) -> BatchResult:
-        """Commit the batch; retried while the database is unavailable, up to the limit.
-        `on_retry` runs before each new attempt (the sink extends SQS visibility there)."""
-        retrying = self._retrying()
-        if on_retry is not None:
-            inner = retrying.before_sleep
-
-            def before_sleep(state: RetryCallState) -> None:
-                if inner is not None:
-                    inner(state)
-                on_retry()
-
-            retrying = retrying.copy(before_sleep=before_sleep)
+    def write(self, events: Sequence[Event]) -> BatchResult:
+        """Commit the batch; retried while the database is unavailable, up to the limit."""
         try:
-            return retrying(self._write_once, events)
+            return self._retrying()(self._write_once, events)
         except psycopg.OperationalError as exc:
             self._drop_connection()
             raise DatabaseUnavailable(
@@ -324,7 +311,13 @@ class PostgresPartition(StatelessSinkPartition[Event]):
         with tracer().start_as_current_span("logins.sink.write_batch") as span:
             started = time.perf_counter()
             self._extend_if_old(items)
-            committed, poisoned = self._write_isolating(items)
+            try:
+                with _Heartbeat(self._acker, [e.message for e in items],
+                                self._config.source.visibility_timeout / 2):
+                    committed, poisoned = self._write_isolating(items)
+            except DatabaseUnavailable:
+                self._acker.release([e.message for e in items])  # back to the queue at once
+                raise
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
             done = [e for batch, _ in committed for e in batch]
             self._cache.mark_committed(v.token for e in done for v in e.vault_entries)
@@ -360,11 +353,8 @@ class PostgresPartition(StatelessSinkPartition[Event]):
     ) -> tuple[list[tuple[list[Event], BatchResult]], list[tuple[Event, str]]]:
         """Write `events`; on a data error, bisect to find the rows the database refuses."""
 
-        def extend() -> None:
-            self._acker.extend([e.message for e in events])
-
         try:
-            return [(events, self._writer.write(events, on_retry=extend))], []
+            return [(events, self._writer.write(events))], []
         except psycopg.Error as exc:
             if not is_poison_error(exc):
                 raise
@@ -411,6 +401,31 @@ class PostgresPartition(StatelessSinkPartition[Event]):
 
     def close(self) -> None:
         self._writer.close()
+
+
+class _Heartbeat:
+    """While a batch is being written (a slow statement, database retries), extend its
+    messages' visibility every `interval` seconds so they do not reappear mid-write."""
+
+    def __init__(self, acker: Acker, messages: list[SqsMessage], interval: float) -> None:
+        self._acker = acker
+        self._messages = messages
+        self._interval = interval
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="visibility-heartbeat",
+                                        daemon=True)
+
+    def _run(self) -> None:
+        while not self._done.wait(self._interval):
+            self._acker.extend(self._messages)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
 
 
 def _describe(exc: psycopg.Error) -> str:

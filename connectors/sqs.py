@@ -172,7 +172,11 @@ class SqsPartition(StatelessSourcePartition[SqsMessage]):
         return self._awake
 
     def close(self) -> None:
+        """Wait for receive calls still in flight, so what they bring is released, not held
+        invisible until its timeout (adds up to wait_time_seconds to a stop)."""
         self._stopping.set()
+        for thread in self._threads:
+            thread.join(self._config.wait_time_seconds + 5)
 
 
 class SqsSource(DynamicSource[SqsMessage]):

@@ -56,6 +56,8 @@ def _check_field(name: str, spec: FieldSpec, obj: dict[str, Any]) -> str | None:
         raise Invalid("wrong_type", f"{name}: expected string, got {_json_type(value)}")
     if len(value) > spec.max_length:
         raise Invalid("too_long", f"{name}: longer than {spec.max_length} characters")
+    if "\x00" in value:  # JSON allows "\u0000"; PostgreSQL text cannot hold it
+        raise Invalid("invalid_value", f"{name}: contains NUL")
     if not value.strip():
         raise Invalid("invalid_value", f"{name}: empty")
     if spec.format == "ip":

@@ -77,6 +77,7 @@ class SqsPartition(StatelessSourcePartition[SqsMessage]):
         self._stopping = threading.Event()
         self._finished = False
         self._idle_since: float | None = None
+        self._next_count_check = 0.0
         self._awake: datetime | None = None
         self._threads = [
             threading.Thread(
@@ -138,8 +139,10 @@ class SqsPartition(StatelessSourcePartition[SqsMessage]):
         if self._idle_since is None:
             self._idle_since = now
         limit = self._config.stop_when_idle
-        if limit is not None and now - self._idle_since >= limit and self._queue_is_empty():
-            return self._finish(f"queue idle for {limit}s and empty")
+        if limit is not None and now - self._idle_since >= limit and now >= self._next_count_check:
+            self._next_count_check = now + 1.0  # GetQueueAttributes at most once a second
+            if self._queue_is_empty():
+                return self._finish(f"queue idle for {limit}s and empty")
         return items
 
     def _finish(self, why: str) -> list[SqsMessage]:
@@ -151,10 +154,10 @@ class SqsPartition(StatelessSourcePartition[SqsMessage]):
             leftover: list[SqsMessage] = []
             while batch := self._drain():
                 leftover += batch
+        if first:
+            log.info("%s: source finished (%d buffered messages handed over)", why, len(leftover))
         if leftover:
             return leftover
-        if first:
-            log.info("%s: source finished", why)
         raise StopIteration
 
     def _queue_is_empty(self) -> bool:

@@ -178,7 +178,10 @@ def reveal(
 @click.option("--seed", default=0, show_default=True)
 @click.option("--queue-url", default=None, help="Send to this queue (else print JSON lines).")
 @click.option("--endpoint-url", default=None, help="SQS endpoint (LocalStack, moto).")
-def generate(count: int, seed: int, queue_url: str | None, endpoint_url: str | None) -> None:
+@click.option("--region", envvar="AWS_REGION", default="us-east-1", show_default=True)
+def generate(
+    count: int, seed: int, queue_url: str | None, endpoint_url: str | None, region: str
+) -> None:
     """Realistic sample logins: repeats, a few % malformed, some resends."""
     from logins.generator import iter_messages
     from logins.seed import send_bodies
@@ -190,7 +193,7 @@ def generate(count: int, seed: int, queue_url: str | None, endpoint_url: str | N
         return
     import boto3
 
-    client = boto3.client("sqs", endpoint_url=endpoint_url)
+    client = boto3.client("sqs", endpoint_url=endpoint_url, region_name=region)
     sent = send_bodies(client, queue_url, (m.body for m in messages))
     click.echo(f"sent {len(sent)} messages to {queue_url}")
 

@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from logins.embedded import EmbeddedPostgres, EmbeddedSqs
+from tests.faults.sqs_proxy import SqsFaultProxy
 from tests.helpers import make_keys, service_env
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,7 +42,10 @@ class FlowProcess:
         self._handle = self.log.open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bytewax.run", "flows.logins", *args],
-            env={**os.environ, **env}, cwd=REPO, stdout=self._handle, stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+            cwd=REPO,
+            stdout=self._handle,
+            stderr=subprocess.STDOUT,
         )
 
     def wait(self, timeout: float) -> int:
@@ -88,11 +92,17 @@ def fault_env(
     """The contract's variables for `database_url`, with short visibility for fast recovery."""
 
     def env(database_url: str, yaml_text: str = "", **extra: str) -> dict[str, str]:
-        values = service_env(fault_keys, database_url=database_url, queue_url=queue_url,
-                             endpoint_url=sqs.endpoint_url, **extra)
+        values = service_env(
+            fault_keys,
+            database_url=database_url,
+            queue_url=queue_url,
+            endpoint_url=sqs.endpoint_url,
+            **extra,
+        )
         path = tmp_path / "fault.yaml"
-        path.write_text(f"extends: {REPO / 'config/local.yaml'}\n"
-                        "source:\n  visibility_timeout: 4\n" + yaml_text)
+        path.write_text(
+            f"extends: {REPO / 'config/local.yaml'}\nsource:\n  visibility_timeout: 4\n" + yaml_text
+        )
         return {**values, "LOGINS_CONFIG": str(path)}
 
     return env
@@ -122,7 +132,8 @@ def in_flight(sqs: EmbeddedSqs, queue_url: str) -> tuple[int, int]:
         AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
     )["Attributes"]
     return int(attrs["ApproximateNumberOfMessages"]), int(
-        attrs["ApproximateNumberOfMessagesNotVisible"])
+        attrs["ApproximateNumberOfMessagesNotVisible"]
+    )
 
 
 @pytest.fixture
@@ -130,5 +141,18 @@ def flow_env_faults(
     fault_keys: dict[str, Path], database_url: str, queue_url: str, sqs: EmbeddedSqs
 ) -> dict[str, str]:
     """The contract's variables for an in-process run in batch mode."""
-    return service_env(fault_keys, database_url=database_url, queue_url=queue_url,
-                       endpoint_url=sqs.endpoint_url, LOGINS_STOP_WHEN_IDLE="2")
+    return service_env(
+        fault_keys,
+        database_url=database_url,
+        queue_url=queue_url,
+        endpoint_url=sqs.endpoint_url,
+        LOGINS_STOP_WHEN_IDLE="2",
+    )
+
+
+@pytest.fixture
+def proxy(sqs: EmbeddedSqs) -> Iterator[SqsFaultProxy]:
+    """A fault-injecting proxy in front of moto; point SQS_ENDPOINT_URL at it."""
+    server = SqsFaultProxy(sqs.endpoint_url, seed=7)
+    yield server
+    server.close()

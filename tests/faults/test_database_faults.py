@@ -20,8 +20,11 @@ from tests.helpers import config_for, fetch, ledger_from_dsn, run
 
 
 def test_database_outage_is_retried_and_the_flow_keeps_running(
-    fault_env: Callable[..., dict[str, str]], start_flow: Callable[..., FlowProcess],
-    own_postgres: EmbeddedPostgres, sqs: EmbeddedSqs, queue_url: str,
+    fault_env: Callable[..., dict[str, str]],
+    start_flow: Callable[..., FlowProcess],
+    own_postgres: EmbeddedPostgres,
+    sqs: EmbeddedSqs,
+    queue_url: str,
 ) -> None:
     database_url = own_postgres.create_database("logins")
     messages = generate(1000, seed=71)
@@ -43,8 +46,11 @@ def test_database_outage_is_retried_and_the_flow_keeps_running(
 
 
 def test_database_away_too_long_exits_nonzero_and_loses_nothing(
-    fault_env: Callable[..., dict[str, str]], start_flow: Callable[..., FlowProcess],
-    own_postgres: EmbeddedPostgres, sqs: EmbeddedSqs, queue_url: str,
+    fault_env: Callable[..., dict[str, str]],
+    start_flow: Callable[..., FlowProcess],
+    own_postgres: EmbeddedPostgres,
+    sqs: EmbeddedSqs,
+    queue_url: str,
 ) -> None:
     database_url = own_postgres.create_database("logins")
     messages = generate(600, seed=73)
@@ -69,11 +75,17 @@ def test_database_away_too_long_exits_nonzero_and_loses_nothing(
 
 
 def test_a_row_the_database_refuses_is_isolated_then_parked(
-    flow_env_faults: dict[str, str], database_url: str, sqs: EmbeddedSqs, queue_url: str,
+    flow_env_faults: dict[str, str],
+    database_url: str,
+    sqs: EmbeddedSqs,
+    queue_url: str,
     tmp_path: Path,
 ) -> None:
-    config = config_for(flow_env_faults, tmp_path, "source: {visibility_timeout: 3}\n"
-                        "sink: {poison_after_attempts: 3}\n")
+    config = config_for(
+        flow_env_faults,
+        tmp_path,
+        "source: {visibility_timeout: 3}\nsink: {poison_after_attempts: 3}\n",
+    )
     with psycopg.connect(database_url) as conn:
         migrate(conn, config)
         conn.execute(
@@ -81,38 +93,50 @@ def test_a_row_the_database_refuses_is_isolated_then_parked(
             " IF NEW.device_type = 'poison' THEN RAISE EXCEPTION 'refused'; END IF;"
             " RETURN NEW; END $$"
         )
-        conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON user_logins FOR EACH ROW"
-                     " EXECUTE FUNCTION refuse_poison()")
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON user_logins FOR EACH ROW"
+            " EXECUTE FUNCTION refuse_poison()"
+        )
     messages = [m.body for m in generate(120, seed=75)]
     valid = [json.loads(b) for b in messages if _is_valid(b)]
-    poison = [json.dumps({**valid[i], "device_type": "poison", "user_id": f"p{i}"})
-              for i in range(3)]
+    poison = [
+        json.dumps({**valid[i], "device_type": "poison", "user_id": f"p{i}"}) for i in range(3)
+    ]
     sent = send_bodies(sqs.client(), queue_url, messages + poison)
 
     run(config, workers=2)
 
     with psycopg.connect(database_url) as conn:
         outcome = ledger_from_dsn(database_url, sent)
-        parked = fetch(conn, "SELECT message_id, detail FROM user_logins_rejected"
-                             " WHERE reason = 'poison'")
+        parked = fetch(
+            conn, "SELECT message_id, detail FROM user_logins_rejected WHERE reason = 'poison'"
+        )
         assert {m for m, _ in parked} == set(sent[-3:])
-        assert all(d == "the database refused the row: SQLSTATE P0001 (RaiseException)"
-                   for _, d in parked)
+        assert all(
+            d == "the database refused the row: SQLSTATE P0001 (RaiseException)" for _, d in parked
+        )
         assert set(sent[:-3]) - outcome["rejected"] - outcome["duplicate"] == outcome["row"]
     assert in_flight(sqs, queue_url) == (0, 0)
 
 
 def test_a_batch_slower_than_the_visibility_timeout_stays_invisible(
-    flow_env_faults: dict[str, str], database_url: str, sqs: EmbeddedSqs, queue_url: str,
+    flow_env_faults: dict[str, str],
+    database_url: str,
+    sqs: EmbeddedSqs,
+    queue_url: str,
     tmp_path: Path,
 ) -> None:
     config = config_for(flow_env_faults, tmp_path, "source: {visibility_timeout: 2}\n")
     with psycopg.connect(database_url) as conn:
         migrate(conn, config)
-        conn.execute("CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-                     " PERFORM pg_sleep(3); RETURN NULL; END $$")
-        conn.execute("CREATE TRIGGER slow AFTER INSERT ON logins_ledger FOR EACH STATEMENT"
-                     " EXECUTE FUNCTION slow()")
+        conn.execute(
+            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " PERFORM pg_sleep(3); RETURN NULL; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER slow AFTER INSERT ON logins_ledger FOR EACH STATEMENT"
+            " EXECUTE FUNCTION slow()"
+        )
     messages = generate(60, seed=77)
     sent = send_bodies(sqs.client(), queue_url, (m.body for m in messages))
     received_before = SQS_RECEIVED._value.get()
@@ -125,8 +149,11 @@ def test_a_batch_slower_than_the_visibility_timeout_stays_invisible(
 
 
 def test_two_independent_flows_on_one_queue(
-    fault_env: Callable[..., dict[str, str]], start_flow: Callable[..., FlowProcess],
-    database_url: str, sqs: EmbeddedSqs, queue_url: str,
+    fault_env: Callable[..., dict[str, str]],
+    start_flow: Callable[..., FlowProcess],
+    database_url: str,
+    sqs: EmbeddedSqs,
+    queue_url: str,
 ) -> None:
     """Concurrent consumers (two deployments, not a cluster): SQS may hand both the same
     message (moto does now and then); the ledger keeps one outcome per message."""
@@ -147,7 +174,12 @@ def _is_valid(body: str) -> bool:
         data = json.loads(body)
     except ValueError:
         return False
-    return isinstance(data, dict) and all(
-        isinstance(data.get(k), str) and data.get(k)
-        for k in ("user_id", "app_version", "device_type", "ip", "device_id")
-    ) and len(data["device_type"]) <= 32 and len(data["user_id"]) <= 120
+    return (
+        isinstance(data, dict)
+        and all(
+            isinstance(data.get(k), str) and data.get(k)
+            for k in ("user_id", "app_version", "device_type", "ip", "device_id")
+        )
+        and len(data["device_type"]) <= 32
+        and len(data["user_id"]) <= 120
+    )

@@ -20,6 +20,8 @@ from typing import Any
 
 import orjson
 
+from flows.steps.validate import REASONS as VALIDATOR_REASONS
+
 VALID = "valid"
 RESEND = "resend"
 MALFORMED = "malformed"
@@ -27,16 +29,7 @@ KINDS = (VALID, RESEND, MALFORMED)
 
 # The validator's reason codes, in the order it checks: size, JSON, object, then per field
 # (in FIELDS order) missing -> null -> type -> length -> value.
-REASONS = (
-    "too_large",
-    "not_json",
-    "not_object",
-    "missing_field",
-    "null_field",
-    "wrong_type",
-    "too_long",
-    "invalid_value",
-)
+REASONS = VALIDATOR_REASONS
 FIELDS = ("user_id", "app_version", "device_type", "ip", "locale", "device_id")
 REQUIRED_FIELDS = ("user_id", "app_version", "device_type", "ip", "device_id")  # not locale
 MAX_LENGTHS = {

@@ -11,6 +11,7 @@ import psycopg
 from psycopg import sql
 
 from logins.config import AppConfig, MaskStep
+from logins.vaultschema import tables
 
 # The analysts' table as the producer team published it: every column stays, with its type.
 ANALYST_COLUMNS = (
@@ -134,8 +135,133 @@ def _statements(config: AppConfig) -> list[sql.Composed | sql.SQL]:
             "CREATE TRIGGER logins_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON {}"
             " FOR EACH STATEMENT EXECUTE FUNCTION logins_append_only()"
         ).format(sql.Identifier(vault.audit_table)),
+        *_vault_statements(config),
     ]
     return statements
+
+
+def _vault_statements(config: AppConfig) -> list[sql.Composed | sql.SQL]:
+    """Audit hash chain, erasure tombstones, rotation aliases (all additive and idempotent).
+
+    * `pii_audit` gains `detail`, `prev_hash`, `row_hash`. Rows written before have no hash:
+      the chain starts at the first hashed row (see logins/audit.py). From then on a row
+      without a hash is refused, and no two rows may claim the same predecessor.
+    * `pii_erasures` holds the tokens `logins forget` erased; a trigger on the vault skips
+      an insert of such a token, so a later login with the same value does not re-seal it.
+    * `pii_token_aliases` maps a token under an old token key to the same value's token
+      under the new key (`logins rotate run`).
+    * `user_logins_rejected.body_erased_at`: when `logins forget` erased a sealed body.
+    """
+    t = tables(config)
+    audit = sql.Identifier(t.audit)
+    erasures, aliases = sql.Identifier(t.erasures), sql.Identifier(t.aliases)
+    skip_erased = sql.Identifier(f"{t.vault}_skip_erased")
+    return [
+        *(
+            sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+                audit, sql.Identifier(name), sql.SQL(kind)
+            )
+            for name, kind in (("detail", "jsonb"), ("prev_hash", "text"), ("row_hash", "text"))
+        ),
+        sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} (prev_hash)").format(
+            sql.Identifier(f"{t.audit}_prev_hash_key"), audit
+        ),
+        sql.SQL(
+            "CREATE OR REPLACE FUNCTION logins_audit_chained() RETURNS trigger"
+            " LANGUAGE plpgsql AS $$ BEGIN"
+            " IF NEW.row_hash IS NULL OR NEW.prev_hash IS NULL THEN"
+            " RAISE EXCEPTION 'table % is hash-chained: a row needs prev_hash and row_hash"
+            " (written by an older logins? upgrade it)', TG_TABLE_NAME; END IF;"
+            " RETURN NEW; END $$"
+        ),
+        _trigger_once("logins_audit_chained", t.audit, "logins_audit_chained"),
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} ("
+            " token text PRIMARY KEY,"
+            " field text,"
+            " erased_at timestamptz NOT NULL DEFAULT now(),"
+            " audit_id bigint)"
+        ).format(erasures),
+        sql.SQL(
+            "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+            " IF EXISTS (SELECT 1 FROM {} e WHERE e.token = NEW.token) THEN RETURN NULL; END IF;"
+            " RETURN NEW; END $$"
+        ).format(skip_erased, erasures),
+        _trigger_once("logins_skip_erased", t.vault, f"{t.vault}_skip_erased"),
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} ("
+            " old_token text NOT NULL,"
+            " new_token text NOT NULL,"
+            " field text NOT NULL,"
+            " created_at timestamptz NOT NULL DEFAULT clock_timestamp(),"
+            " PRIMARY KEY (old_token, new_token))"
+        ).format(aliases),
+        sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (new_token)").format(
+            sql.Identifier(f"{t.aliases}_new_token_idx"), aliases
+        ),
+        sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS body_erased_at timestamptz").format(
+            sql.Identifier(t.rejected)
+        ),
+    ]
+
+
+def _trigger_once(trigger: str, table: str, function: str) -> sql.Composed:
+    """A BEFORE INSERT row trigger, created only if missing: re-creating it at every start
+    would lock the table against the pipelines still writing to it."""
+    return sql.SQL(
+        "DO $logins$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = {trigger}"
+        " AND tgrelid = to_regclass(quote_ident({table}))) THEN EXECUTE format("
+        "'CREATE TRIGGER %I BEFORE INSERT ON %I FOR EACH ROW EXECUTE FUNCTION %I()',"
+        " {trigger}, {table}, {function}); END IF; END $logins$"
+    ).format(trigger=sql.Literal(trigger), table=sql.Literal(table), function=sql.Literal(function))
+
+
+def _unified_view(config: AppConfig, conn: psycopg.Connection) -> sql.Composed:
+    """`<table>_unified`: every column of the sink table, plus `<masked column>_current`, the
+    newest token of the same value (via the aliases of `logins rotate run`), so that analysts
+    match a value across old and new tokens. Replaced only if its columns are not what they
+    should be, and never allowed to fail a start (an analyst's view on top of it, say)."""
+    t = tables(config)
+    table, aliases = sql.Identifier(t.sink), sql.Identifier(t.aliases)
+    current = [
+        sql.SQL(
+            "COALESCE((SELECT a.new_token FROM {aliases} a WHERE a.old_token = t.{col}"
+            " ORDER BY a.created_at DESC, a.new_token DESC LIMIT 1), t.{col}) AS {name}"
+        ).format(aliases=aliases, col=sql.Identifier(col), name=sql.Identifier(f"{col}_current"))
+        for col in t.masked.values()
+    ]
+    select = sql.SQL("SELECT t.*{} FROM {} t").format(
+        sql.SQL("").join(sql.SQL(", ") + c for c in current), table
+    )
+    view = sql.Identifier(t.unified_view)
+    create = sql.SQL("CREATE OR REPLACE VIEW {} AS {}").format(view, select).as_string(conn)
+    drop = sql.SQL("DROP VIEW IF EXISTS {}").format(view).as_string(conn)
+    fresh = sql.SQL("CREATE VIEW {} AS {}").format(view, select).as_string(conn)
+    extra = [f"{col}_current" for col in t.masked.values()]
+    body = sql.SQL(
+        "DECLARE want text[]; have text[]; BEGIN"
+        " SELECT array_agg(x ORDER BY x) INTO want FROM (SELECT attname::text AS x"
+        "  FROM pg_attribute WHERE attrelid = to_regclass({table}) AND attnum > 0"
+        "  AND NOT attisdropped UNION ALL SELECT unnest({extra}::text[])) s;"
+        " SELECT array_agg(attname::text ORDER BY attname::text) INTO have FROM pg_attribute"
+        "  WHERE attrelid = to_regclass({view}) AND attnum > 0 AND NOT attisdropped;"
+        " IF have IS NOT DISTINCT FROM want THEN RETURN; END IF;"
+        " BEGIN EXECUTE {create};"
+        " EXCEPTION WHEN others THEN"
+        "  BEGIN EXECUTE {drop}; EXECUTE {fresh};"
+        "  EXCEPTION WHEN others THEN"
+        "   RAISE WARNING 'view % not updated: %', {view}, SQLERRM;"
+        "  END;"
+        " END; END"
+    ).format(
+        table=sql.Literal(sql.Identifier(t.sink).as_string(conn)),
+        view=sql.Literal(view.as_string(conn)),
+        extra=sql.Literal(extra),
+        create=sql.Literal(create),
+        drop=sql.Literal(drop),
+        fresh=sql.Literal(fresh),
+    )
+    return sql.SQL("DO {}").format(sql.Literal(body.as_string(conn)))
 
 
 def migrate(conn: psycopg.Connection, config: AppConfig) -> None:
@@ -144,3 +270,4 @@ def migrate(conn: psycopg.Connection, config: AppConfig) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_ID,))
         for statement in _statements(config):
             cur.execute(statement)
+        cur.execute(_unified_view(config, conn))

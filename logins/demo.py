@@ -139,7 +139,8 @@ def _report(
         timeout=60,
         check=False,
     )
-    say("      " + (shown.stdout or shown.stderr).strip())
+    for line in (shown.stdout or shown.stderr).strip().splitlines():
+        say("      " + line)
     say(f"    audit rows in {config.vault.audit_table}: {_audit_rows(conn, config)}")
     return adds_up and shown.returncode == 0
 

@@ -118,3 +118,38 @@ def generate_keys(directory: Path) -> dict[str, Path]:
     _write_secret(paths["vault.key"], f"{vid} {b64(bytes(private))}\n", 0o600)
     _write_secret(paths["vault.pub"], f"{vid} {b64(bytes(private.public_key))}\n", 0o644)
     return paths
+
+
+def new_token_key_line() -> tuple[str, str]:
+    """A fresh token key: (key id, the line `<key_id> <base64 of 32 random bytes>`)."""
+    key_id = secrets.token_hex(4)
+    return key_id, f"{key_id} {base64.b64encode(secrets.token_bytes(32)).decode()}\n"
+
+
+def generate_token_key(directory: Path) -> Path:
+    """Write only `token.key` into `directory` (mode 0600); refuse to overwrite."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "token.key"
+    if path.exists():
+        raise KeyFileError(f"refusing to overwrite existing key file: {path}")
+    _write_secret(path, new_token_key_line()[1], 0o600)
+    return path
+
+
+def prepend_token_key(path: Path) -> TokenKey:
+    """Make a new token key the active one: put it first in `path`, keep the old lines (they
+    still verify old tokens during the rotation). Replaced atomically, mode 0600."""
+    existing = load_token_keys(path)
+    old_text = path.read_text(encoding="ascii")
+    known = {k.key_id for k in existing}
+    key_id, line = new_token_key_line()
+    while key_id in known:  # 2^-32 per key; never reuse an id
+        key_id, line = new_token_key_line()
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    _write_secret(tmp, line + old_text if old_text.endswith("\n") else f"{line}{old_text}\n", 0o600)
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+    return load_token_keys(path)[0]

@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import getpass
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from logins import audit
 from logins.config import AppConfig
 from logins.tokens import Tokenizer
 from logins.vault import Opener, VaultError
+from logins.vaultschema import tables
+
+NOT_IN_VAULT = "not in the vault (never sealed, or erased)"
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,11 @@ def default_actor() -> str:
         return "unknown"
 
 
+def unique(tokens: list[str]) -> list[str]:
+    """The tokens in their first order, each once."""
+    return list(dict.fromkeys(tokens))
+
+
 def reveal(
     conn: psycopg.Connection[Any],
     config: AppConfig,
@@ -44,37 +54,76 @@ def reveal(
     tokens: list[str],
     reason: str,
     actor: str,
+    detail: dict[str, Any] | None = None,
 ) -> list[Revealed]:
     if not reason.strip():
         raise ValueError("a reason is required to reveal a value")
+    tokens = unique(tokens)
     found = {
-        token: (field, bytes(sealed))
-        for token, field, sealed in conn.execute(
-            sql.SQL("SELECT token, field, sealed FROM {} WHERE token = ANY(%s)").format(
-                sql.Identifier(config.vault.table)
+        token: (field, bytes(sealed), key_id)
+        for token, field, sealed, key_id in conn.execute(
+            sql.SQL(
+                "SELECT token, field, sealed, vault_key_id FROM {} WHERE token = ANY(%s)"
+            ).format(sql.Identifier(config.vault.table)),
+            (tokens,),
+        )
+    }
+    erased = _erasures(conn, config, [t for t in tokens if t not in found])
+    results = [
+        _open_one(token, found.get(token), erased.get(token), opener, tokenizer) for token in tokens
+    ]
+    succeeded = sum(1 for r in results if r.error is None)
+    audit.record(
+        conn,
+        config,
+        actor=actor,
+        reason=reason,
+        action="reveal",
+        tokens=tokens,
+        succeeded=succeeded,
+        failed=len(results) - succeeded,
+        detail=detail,
+    )
+    return results
+
+
+def _erasures(
+    conn: psycopg.Connection[Any], config: AppConfig, tokens: list[str]
+) -> dict[str, tuple[datetime, str | None]]:
+    if not tokens:
+        return {}
+    return {
+        token: (at, field)
+        for token, at, field in conn.execute(
+            sql.SQL("SELECT token, erased_at, field FROM {} WHERE token = ANY(%s)").format(
+                sql.Identifier(tables(config).erasures)
             ),
             (tokens,),
         )
     }
-    results = [_open_one(token, found.get(token), opener, tokenizer) for token in tokens]
-    succeeded = sum(1 for r in results if r.error is None)
-    with conn.transaction():
-        conn.execute(
-            sql.SQL(
-                "INSERT INTO {} (actor, reason, action, tokens, succeeded, failed)"
-                " VALUES (%s, %s, 'reveal', %s, %s, %s)"
-            ).format(sql.Identifier(config.vault.audit_table)),
-            (actor, reason, tokens, succeeded, len(results) - succeeded),
-        )
-    return results
 
 
 def _open_one(
-    token: str, entry: tuple[str, bytes] | None, opener: Opener, tokenizer: Tokenizer
+    token: str,
+    entry: tuple[str, bytes, str] | None,
+    erased: tuple[datetime, str | None] | None,
+    opener: Opener,
+    tokenizer: Tokenizer,
 ) -> Revealed:
     if entry is None:
-        return Revealed(token, None, None, "not in the vault (never sealed, or erased)")
-    field, sealed = entry
+        if erased is not None:
+            day = erased[0].astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+            return Revealed(token, erased[1], None, f"erased on {day} (logins forget)")
+        return Revealed(token, None, None, NOT_IN_VAULT)
+    field, sealed, key_id = entry
+    if key_id != opener.key_id:
+        return Revealed(
+            token,
+            field,
+            None,
+            f"sealed to vault key {key_id}, but this private key is {opener.key_id}"
+            " (a vault rekey in progress? use that key)",
+        )
     try:
         value = opener.open(sealed, field=field, token=token)
     except VaultError as exc:
@@ -82,3 +131,42 @@ def _open_one(
     if not tokenizer.verify(token, field, value):
         return Revealed(token, field, None, "the opened value does not match its token")
     return Revealed(token, field, value, None)
+
+
+@dataclass(frozen=True)
+class UserSelector:
+    """How a user's rows are found: by `user_id`, or by its token if user_id is masked."""
+
+    column: str
+    values: list[str]
+    recorded_as: str  # what the audit row names (never a raw PII value)
+
+
+def user_selector(config: AppConfig, tokenizer: Tokenizer, user_id: str) -> UserSelector:
+    masked = tables(config).masked
+    if "user_id" in masked:
+        candidates = tokenizer.tokens_all_keys("user_id", user_id)
+        return UserSelector(masked["user_id"], candidates, candidates[0])
+    return UserSelector("user_id", [user_id], user_id)
+
+
+def user_tokens(
+    conn: psycopg.Connection[Any], config: AppConfig, selector: UserSelector
+) -> list[tuple[str, str]]:
+    """(column, token) of every masked value in the user's rows of the sink table."""
+    t = tables(config)
+    found: list[tuple[str, str]] = []
+    for column in t.masked.values():
+        for (token,) in conn.execute(
+            sql.SQL(
+                "SELECT DISTINCT {col} FROM {table} WHERE {user} = ANY(%s) AND {col} IS NOT NULL"
+                " ORDER BY 1"
+            ).format(
+                col=sql.Identifier(column),
+                table=sql.Identifier(t.sink),
+                user=sql.Identifier(selector.column),
+            ),
+            (selector.values,),
+        ):
+            found.append((column, token))
+    return found

@@ -9,11 +9,22 @@ The field name is hashed in, so an ip and a device id with the same text differ.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 
 from logins.keys import TokenKey
 
 DIGEST_BYTES = 16
+TOKEN_RE = re.compile(r"[A-Za-z0-9]+\.[0-9a-f]{32}")
+
+
+def is_token(text: str) -> bool:
+    """True if `text` has a token's shape, `<key_id>.<32 hex>` (says nothing about its key)."""
+    return TOKEN_RE.fullmatch(text) is not None
+
+
+def key_id_of(token: str) -> str:
+    return token.split(".", 1)[0]
 
 
 class Tokenizer:
@@ -31,8 +42,18 @@ class Tokenizer:
     def key_id(self) -> str:
         return self._active.key_id
 
+    @property
+    def key_ids(self) -> list[str]:
+        """Every key id this tokenizer knows, the active one first."""
+        return list(self._keys)
+
     def token(self, field: str, value: str) -> str:
         return self._token(self._active, field, value)
+
+    def tokens_all_keys(self, field: str, value: str) -> list[str]:
+        """The value's token under every known key, the active key's first (for lookups
+        that must also find rows written before a rotation)."""
+        return [self._token(key, field, value) for key in self._keys.values()]
 
     def verify(self, token: str, field: str, value: str) -> bool:
         """True if `token` is the token of `value` under the key its id names."""

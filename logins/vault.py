@@ -28,7 +28,9 @@ class Sealer:
         self.key_id = vault_key_id(public_key)
 
     def seal(self, field: str, token: str, value: str) -> bytes:
-        return bytes(self._box.encrypt(f"{field}{SEP}{token}{SEP}{value}".encode()))
+        # surrogatepass, as the token and opening do: any str the token covers can be sealed
+        data = f"{field}{SEP}{token}{SEP}{value}".encode("utf-8", "surrogatepass")
+        return bytes(self._box.encrypt(data))
 
     def seal_rejected(self, message_id: str, body: str) -> bytes:
         """A rejected body, bound to its message id; bytes that are not UTF-8 survive."""
@@ -46,6 +48,7 @@ class Opened:
 class Opener:
     def __init__(self, private_key: PrivateKey) -> None:
         self._box = SealedBox(private_key)
+        self.public_key = private_key.public_key
         self.key_id = vault_key_id(private_key.public_key)
 
     def open(self, sealed: bytes, *, field: str, token: str) -> str:

@@ -1,0 +1,389 @@
+"""Key rotation: a new token key (`rotate_tokens`) and a new vault key pair (`rekey`).
+
+Token key. The token key file's first line is the active key; older lines stay so their
+tokens still verify. After a new key is prepended and the pipelines restarted, new rows
+carry new tokens. `rotate_tokens` walks the vault for entries whose token is under another
+key and, for each, opens the value, computes its token under the active key, seals a new
+entry for that token and records the alias (old token -> new token). Batches are keyset
+pages, each its own transaction, written with ON CONFLICT DO NOTHING; an entry whose alias
+to the active key exists is skipped, so a run can be stopped and started again at any time.
+
+Vault key pair. `rekey` re-seals every vault entry and every sealed rejected body from the
+old key pair to a new public key: only rows still marked with the old vault_key_id, in
+keyset batches, each its own transaction, so it too resumes where it stopped.
+
+Both write an audit row before the first change and another with the counts at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from nacl.exceptions import CryptoError
+from nacl.public import PublicKey
+from psycopg import sql
+
+from logins import audit
+from logins.config import AppConfig
+from logins.keys import vault_key_id
+from logins.tokens import Tokenizer, key_id_of
+from logins.vault import Opener, Sealer, VaultError
+from logins.vaultschema import tables
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class RotationResult:
+    to_key_id: str
+    rotated: int = 0  # entries that got a new token (alias written)
+    failed: int = 0  # entries that could not be opened or verified
+    failures: list[str] = field(default_factory=list)  # "token: why", the first few
+    remaining: int = 0  # entries under an old key still without an alias to the active key
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _note(result: RotationResult | RekeyResult, what: str) -> None:
+    result.failed += 1
+    if len(result.failures) < 20:
+        result.failures.append(what)
+
+
+_PENDING = (
+    "FROM {vault} v WHERE split_part(v.token, '.', 1) <> %(active)s"
+    " AND NOT EXISTS (SELECT 1 FROM {aliases} a WHERE a.old_token = v.token"
+    " AND split_part(a.new_token, '.', 1) = %(active)s)"
+)
+
+
+def pending_rotation(conn: psycopg.Connection[Any], config: AppConfig, active: str) -> int:
+    t = tables(config)
+    row = conn.execute(
+        sql.SQL("SELECT count(*) " + _PENDING).format(
+            vault=sql.Identifier(t.vault), aliases=sql.Identifier(t.aliases)
+        ),
+        {"active": active},
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def rotate_tokens(
+    conn: psycopg.Connection[Any],
+    config: AppConfig,
+    *,
+    opener: Opener,
+    tokenizer: Tokenizer,
+    reason: str,
+    actor: str,
+    batch_size: int = 500,
+    progress: Progress | None = None,
+) -> RotationResult:
+    t = tables(config)
+    active = tokenizer.key_id
+    sealer = Sealer(opener.public_key)
+    result = RotationResult(to_key_id=active)
+    audit.record(
+        conn,
+        config,
+        actor=actor,
+        reason=reason,
+        action="rotate",
+        detail={
+            "phase": "start",
+            "to_token_key": active,
+            "known_token_keys": tokenizer.key_ids,
+            "pending": pending_rotation(conn, config, active),
+        },
+    )
+    select = sql.SQL(
+        "SELECT v.token, v.field, v.sealed, v.vault_key_id " + _PENDING + " AND v.token > %(after)s"
+        " ORDER BY v.token LIMIT %(n)s"
+    ).format(vault=sql.Identifier(t.vault), aliases=sql.Identifier(t.aliases))
+    after = ""
+    while True:
+        batch = conn.execute(select, {"active": active, "after": after, "n": batch_size}).fetchall()
+        if not batch:
+            break
+        after = batch[-1][0]
+        new_entries: list[tuple[str, str, bytes, str]] = []
+        aliases: list[tuple[str, str, str]] = []
+        for token, field_name, sealed, key_id in batch:
+            if key_id != opener.key_id:
+                _note(result, f"{token}: sealed to vault key {key_id}, not {opener.key_id}")
+                continue
+            try:
+                value = opener.open(bytes(sealed), field=field_name, token=token)
+            except VaultError as exc:
+                _note(result, str(exc))
+                continue
+            if not tokenizer.verify(token, field_name, value):
+                _note(
+                    result,
+                    f"{token}: does not verify (token key {key_id_of(token)} not in the key file?)",
+                )
+                continue
+            new = tokenizer.token(field_name, value)
+            new_entries.append(
+                (new, field_name, sealer.seal(field_name, new, value), sealer.key_id)
+            )
+            aliases.append((token, new, field_name))
+        if aliases:
+            result.rotated += _write_rotation(conn, t.vault, t.aliases, new_entries, aliases)
+        if progress:
+            progress(f"rotated {result.rotated}, failed {result.failed}")
+    result.remaining = pending_rotation(conn, config, active)
+    audit.record(
+        conn,
+        config,
+        actor=actor,
+        reason=reason,
+        action="rotate",
+        succeeded=result.rotated,
+        failed=result.failed,
+        detail={"phase": "done", "to_token_key": active, "remaining": result.remaining},
+    )
+    return result
+
+
+def _write_rotation(
+    conn: psycopg.Connection[Any],
+    vault: str,
+    aliases: str,
+    entries: list[tuple[str, str, bytes, str]],
+    links: list[tuple[str, str, str]],
+) -> int:
+    """One batch in one transaction. An old entry erased meanwhile (`logins forget` locks the
+    vault and deletes it) must not come back under its new token, so the old rows are locked
+    FOR SHARE and only those still present are rotated. The table lock is taken first (the
+    mode the pipeline's inserts take): it waits for a running `forget`, and a `forget` that
+    starts now waits for this batch, so the two cannot deadlock on a row."""
+    with conn.transaction():
+        conn.execute(sql.SQL("LOCK TABLE {} IN ROW EXCLUSIVE MODE").format(sql.Identifier(vault)))
+        still = {
+            tok
+            for (tok,) in conn.execute(
+                sql.SQL("SELECT token FROM {} WHERE token = ANY(%s) FOR SHARE").format(
+                    sql.Identifier(vault)
+                ),
+                ([old for old, _, _ in links],),
+            )
+        }
+        keep = [i for i, (old, _, _) in enumerate(links) if old in still]
+        with conn.cursor() as cur:
+            cur.executemany(
+                sql.SQL(
+                    "INSERT INTO {} (token, field, sealed, vault_key_id) VALUES (%s, %s, %s, %s)"
+                    " ON CONFLICT (token) DO NOTHING"
+                ).format(sql.Identifier(vault)),
+                [entries[i] for i in keep],
+            )
+            cur.executemany(
+                sql.SQL(
+                    "INSERT INTO {} (old_token, new_token, field) VALUES (%s, %s, %s)"
+                    " ON CONFLICT DO NOTHING"
+                ).format(sql.Identifier(aliases)),
+                [links[i] for i in keep],
+            )
+    return len(keep)
+
+
+@dataclass
+class RekeyResult:
+    from_key_id: str
+    to_key_id: str
+    vault_rekeyed: int = 0
+    rejected_rekeyed: int = 0
+    failed: int = 0
+    failures: list[str] = field(default_factory=list)
+    remaining_vault: int = 0
+    remaining_rejected: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def _remaining(conn: psycopg.Connection[Any], table: str, key_id: str) -> int:
+    row = conn.execute(
+        sql.SQL("SELECT count(*) FROM {} WHERE vault_key_id = %s").format(sql.Identifier(table)),
+        (key_id,),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def rekey(
+    conn: psycopg.Connection[Any],
+    config: AppConfig,
+    *,
+    old: Opener,
+    new_public: PublicKey,
+    reason: str,
+    actor: str,
+    batch_size: int = 500,
+    progress: Progress | None = None,
+) -> RekeyResult:
+    t = tables(config)
+    sealer = Sealer(new_public)
+    if sealer.key_id == old.key_id:
+        raise ValueError("the new public key is the old key pair's: nothing to re-seal")
+    result = RekeyResult(from_key_id=old.key_id, to_key_id=vault_key_id(new_public))
+    audit.record(
+        conn,
+        config,
+        actor=actor,
+        reason=reason,
+        action="rekey",
+        detail={
+            "phase": "start",
+            "from_vault_key": old.key_id,
+            "to_vault_key": sealer.key_id,
+            "vault_entries": _remaining(conn, t.vault, old.key_id),
+            "rejected_bodies": _remaining(conn, t.rejected, old.key_id),
+        },
+    )
+    after = ""
+    while True:
+        batch = conn.execute(
+            sql.SQL(
+                "SELECT token, field, sealed FROM {} WHERE vault_key_id = %s AND token > %s"
+                " ORDER BY token LIMIT %s"
+            ).format(sql.Identifier(t.vault)),
+            (old.key_id, after, batch_size),
+        ).fetchall()
+        if not batch:
+            break
+        after = batch[-1][0]
+        updates = []
+        for token, field_name, sealed in batch:
+            try:
+                value = old.open(bytes(sealed), field=field_name, token=token)
+            except VaultError as exc:
+                _note(result, str(exc))
+                continue
+            updates.append(
+                (sealer.seal(field_name, token, value), sealer.key_id, token, old.key_id)
+            )
+        result.vault_rekeyed += _update(
+            conn,
+            sql.SQL(
+                "UPDATE {} SET sealed = %s, vault_key_id = %s"
+                " WHERE token = %s AND vault_key_id = %s"
+            ).format(sql.Identifier(t.vault)),
+            updates,
+        )
+        if progress:
+            progress(f"vault entries re-sealed {result.vault_rekeyed}, failed {result.failed}")
+    after = ""
+    while True:
+        batch = conn.execute(
+            sql.SQL(
+                "SELECT message_id, sealed_body FROM {} WHERE vault_key_id = %s"
+                " AND message_id > %s ORDER BY message_id LIMIT %s"
+            ).format(sql.Identifier(t.rejected)),
+            (old.key_id, after, batch_size),
+        ).fetchall()
+        if not batch:
+            break
+        after = batch[-1][0]
+        updates = []
+        for message_id, sealed in batch:
+            body = bytes(sealed)
+            if body:  # an erased body (logins forget) has nothing to re-seal
+                try:
+                    text = old.open_rejected(body, message_id=message_id)
+                except (VaultError, CryptoError, ValueError) as exc:
+                    _note(result, f"message {message_id}: {type(exc).__name__}")
+                    continue
+                body = sealer.seal_rejected(message_id, text)
+            updates.append((body, sealer.key_id, message_id, old.key_id))
+        result.rejected_rekeyed += _update(
+            conn,
+            sql.SQL(
+                "UPDATE {} SET sealed_body = %s, vault_key_id = %s"
+                " WHERE message_id = %s AND vault_key_id = %s"
+            ).format(sql.Identifier(t.rejected)),
+            updates,
+        )
+        if progress:
+            progress(f"rejected bodies re-sealed {result.rejected_rekeyed}, failed {result.failed}")
+    result.remaining_vault = _remaining(conn, t.vault, old.key_id)
+    result.remaining_rejected = _remaining(conn, t.rejected, old.key_id)
+    audit.record(
+        conn,
+        config,
+        actor=actor,
+        reason=reason,
+        action="rekey",
+        succeeded=result.vault_rekeyed + result.rejected_rekeyed,
+        failed=result.failed,
+        detail={
+            "phase": "done",
+            "from_vault_key": old.key_id,
+            "to_vault_key": sealer.key_id,
+            "remaining_vault": result.remaining_vault,
+            "remaining_rejected": result.remaining_rejected,
+        },
+    )
+    return result
+
+
+def _update(conn: psycopg.Connection[Any], statement: sql.Composed, rows: list[Any]) -> int:
+    if not rows:
+        return 0
+    with conn.transaction(), conn.cursor() as cur:
+        cur.executemany(statement, rows, returning=False)
+        return max(cur.rowcount, 0)
+
+
+@dataclass
+class VaultStatus:
+    entries_by_keys: dict[str, int]  # "<token key id>/<vault key id>" -> count
+    rejected_by_vault_key: dict[str, int]
+    rejected_bodies_erased: int
+    aliases: int
+    erasures: int
+    pending_rotation: int | None  # entries not yet rotated to the active token key
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def status(
+    conn: psycopg.Connection[Any], config: AppConfig, active_token_key: str | None
+) -> VaultStatus:
+    t = tables(config)
+
+    def pairs(query: sql.Composed) -> dict[str, int]:
+        return {str(k): int(n) for k, n in conn.execute(query)}
+
+    return VaultStatus(
+        entries_by_keys=pairs(
+            sql.SQL(
+                "SELECT split_part(token, '.', 1) || '/' || vault_key_id, count(*) FROM {}"
+                " GROUP BY 1 ORDER BY 1"
+            ).format(sql.Identifier(t.vault))
+        ),
+        rejected_by_vault_key=pairs(
+            sql.SQL(
+                "SELECT vault_key_id, count(*) FROM {} WHERE octet_length(sealed_body) > 0"
+                " GROUP BY 1 ORDER BY 1"
+            ).format(sql.Identifier(t.rejected))
+        ),
+        rejected_bodies_erased=_count(conn, t.rejected, "octet_length(sealed_body) = 0"),
+        aliases=_count(conn, t.aliases),
+        erasures=_count(conn, t.erasures),
+        pending_rotation=(
+            None if active_token_key is None else pending_rotation(conn, config, active_token_key)
+        ),
+    )
+
+
+def _count(conn: psycopg.Connection[Any], table: str, where: str = "true") -> int:
+    row = conn.execute(
+        sql.SQL("SELECT count(*) FROM {} WHERE {}").format(sql.Identifier(table), sql.SQL(where))
+    ).fetchone()
+    return int(row[0]) if row else 0

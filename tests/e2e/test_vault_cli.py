@@ -1,0 +1,140 @@
+"""The vault's operations as an operator runs them, each `logins` command a subprocess:
+the policy check, then a token key rotation across a restart of the flow, recovery by user,
+erasure, and the audit chain verified (and, after tampering, refused)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from logins.embedded import EmbeddedSqs
+from logins.seed import send_bodies
+from tests.helpers import make_keys, service_env
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run(
+    command: list[str], env: dict[str, str], **kwargs: object
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", *command],
+        env={**os.environ, **env},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def env(tmp_path: Path, database_url: str, queue_url: str, sqs: EmbeddedSqs) -> dict[str, str]:
+    keys = make_keys(tmp_path / "keys")
+    return service_env(
+        keys,
+        database_url=database_url,
+        queue_url=queue_url,
+        endpoint_url=sqs.endpoint_url,
+        LOGINS_STOP_WHEN_IDLE="1",
+        LOGINS_VAULT_PRIVATE_KEY=keys["vault.key"].read_text(),
+    )
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        (
+            "steps:\n  - type: validate\n    fields:\n      ip: {format: ip, pii: true}\n"
+            "  - type: mask\n    algorithm: sha256\n    fields: {ip: masked_ip}\n",
+            "steps.mask.algorithm: 'sha256' is an unkeyed hash; an attacker enumerates every"
+            " IPv4 address in minutes. Use 'blake2b-keyed'",
+        ),
+        (
+            "steps:\n  - type: validate\n    fields:\n      ip: {format: ip, pii: true}\n"
+            "      device_id: {pii: true}\n  - type: mask\n    fields: {ip: masked_ip}\n",
+            "PII fields ['device_id'] are not masked by any mask step",
+        ),
+    ],
+    ids=["unkeyed-hash", "unmasked-pii"],
+)
+def test_check_refuses_a_config_that_would_leak(
+    env: dict[str, str], tmp_path: Path, yaml_text: str, message: str
+) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(f"extends: {REPO / 'config/local.yaml'}\n{yaml_text}")
+    checked = run(["logins", "check"], {**env, "LOGINS_CONFIG": str(path)})
+    assert checked.returncode == 1
+    assert message in checked.stderr
+    assert "Traceback" not in checked.stderr
+    flow = run(["bytewax.run", "flows.logins"], {**env, "LOGINS_CONFIG": str(path)})
+    assert flow.returncode == 2 and message in flow.stderr  # the flow refuses to start too
+
+
+def login(user: str, ip: str, device: str) -> str:
+    return json.dumps(
+        {"user_id": user, "app_version": "2.3.0", "device_type": "ios", "ip": ip,
+         "locale": "US", "device_id": device}
+    )  # fmt: skip
+
+
+def test_rotation_recovery_erasure_and_audit_as_an_operator(
+    env: dict[str, str], sqs: EmbeddedSqs, queue_url: str, database_url: str
+) -> None:
+    send_bodies(
+        sqs.client(),
+        queue_url,
+        [login("u-1", "192.0.2.1", "d-1"), login("u-2", "192.0.2.1", "d-2")],
+    )
+    first = run(["bytewax.run", "flows.logins", "-w", "2"], env)
+    assert first.returncode == 0, first.stderr[-2000:]
+
+    rotated = run(["logins", "rotate", "new-key"], env)
+    assert rotated.returncode == 0 and "new active token key" in rotated.stdout
+    send_bodies(sqs.client(), queue_url, [login("u-1", "192.0.2.1", "d-1")])  # after the restart
+    second = run(["bytewax.run", "flows.logins", "-w", "2"], env)
+    assert second.returncode == 0, second.stderr[-2000:]
+    walked = run(["logins", "rotate", "run", "--reason", "yearly rotation", "--json"], env)
+    assert walked.returncode == 0, walked.stderr
+    assert json.loads(walked.stdout)["remaining"] == 0
+
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute(
+            "SELECT count(DISTINCT masked_ip), count(DISTINCT masked_ip_current),"
+            " count(DISTINCT masked_device_id_current) FROM user_logins_unified"
+        ).fetchone() == (2, 1, 2)
+
+    shown = run(["logins", "reveal", "--user-id", "u-1", "--reason", "support ticket 7"], env)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    assert shown.stdout.count("192.0.2.1") == 2 and shown.stdout.count("d-1") == 2
+
+    forgot = run(["logins", "forget", "--user-id", "u-1", "--reason", "erasure request"], env)
+    assert forgot.returncode == 0, forgot.stderr
+    assert "erased 2 vault entries" in forgot.stdout  # d-1's old and new token
+    assert "kept 2 values other users' rows hold too" in forgot.stdout  # the shared ip
+    after = run(["logins", "reveal", "--user-id", "u-1", "--reason", "check", "--json"], env)
+    errors = [(r["field"], r["error"][:10]) for r in json.loads(after.stdout) if r["error"]]
+    assert after.returncode == 1 and errors == [("device_id", "erased on ")] * 2
+
+    status = run(["logins", "vault", "status"], env)
+    assert status.returncode == 0 and "erased tokens               : 2" in status.stdout
+    listed = run(["logins", "audit", "list", "--json"], env)
+    actions = [r["action"] for r in json.loads(listed.stdout)]
+    assert actions == ["reveal", "forget", "reveal", "rotate", "rotate"]
+    verified = run(["logins", "audit", "verify"], env)
+    assert verified.returncode == 0 and verified.stdout.startswith("ok: 5 rows")
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE pii_audit DISABLE TRIGGER ALL")
+        conn.execute("UPDATE pii_audit SET reason = 'routine' WHERE action = 'forget'")
+        conn.execute("ALTER TABLE pii_audit ENABLE TRIGGER ALL")
+    tampered = run(["logins", "audit", "verify"], env)
+    assert tampered.returncode == 1
+    assert "TAMPERED: row 4: its contents do not match its hash" in tampered.stderr

@@ -1,0 +1,115 @@
+"""Pure parts of the vault's operations: the audit hash chain's canonical form, the token
+key file rotation, how an erasure recognises a user in a rejected body, table names."""
+
+from __future__ import annotations
+
+import dataclasses
+import stat
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from logins import audit
+from logins.erasure import names_user
+from logins.keys import KeyFileError, generate_keys, load_token_keys, prepend_token_key
+from logins.vaultschema import _prefix
+
+ROW = audit.AuditRow(
+    id=7,
+    at=datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone(timedelta(hours=2))),
+    actor="ann",
+    reason="ticket 12",
+    action="reveal",
+    tokens=["k1." + "0" * 32],
+    succeeded=1,
+    failed=0,
+    detail={"user": "u-1", "n": 2},
+)
+
+
+def test_canonical_form_is_fixed() -> None:
+    assert audit.canonical(ROW) == (
+        b'{"action":"reveal","actor":"ann","at":"2026-01-02T01:04:05.678901+00:00",'
+        b'"detail":{"n":2,"user":"u-1"},"failed":0,"id":7,"reason":"ticket 12",'
+        b'"succeeded":1,"tokens":["k1.00000000000000000000000000000000"]}'
+    )
+    same_instant = dataclasses.replace(ROW, at=ROW.at.astimezone(timezone.utc))
+    assert audit.row_hash("p", same_instant) == audit.row_hash("p", ROW)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"id": 8},
+        {"at": ROW.at + timedelta(microseconds=1)},
+        {"actor": "bob"},
+        {"reason": "ticket 13"},
+        {"action": "forget"},
+        {"tokens": []},
+        {"succeeded": 0},
+        {"failed": 1},
+        {"detail": {"user": "u-2", "n": 2}},
+        {"detail": None},
+    ],
+)
+def test_every_field_is_covered_by_the_hash(change: dict[str, object]) -> None:
+    assert audit.row_hash("p", dataclasses.replace(ROW, **change)) != audit.row_hash("p", ROW)
+    assert audit.row_hash("q", ROW) != audit.row_hash("p", ROW)
+
+
+@given(st.text(), st.text())
+def test_field_boundaries_cannot_be_shifted(a: str, b: str) -> None:
+    moved = dataclasses.replace(ROW, actor=a + b, reason="")
+    if b:
+        assert audit.canonical(dataclasses.replace(ROW, actor=a, reason=b)) != audit.canonical(
+            moved
+        )
+
+
+def test_genesis_commits_to_the_rows_before_the_chain() -> None:
+    assert audit.genesis() != audit.genesis([ROW])
+    assert audit.genesis([ROW, dataclasses.replace(ROW, id=8)]) != audit.genesis(
+        [dataclasses.replace(ROW, id=8), ROW]
+    )
+
+
+def test_prepend_token_key_keeps_the_old_lines(tmp_path: Path) -> None:
+    path = generate_keys(tmp_path / "k")["token.key"]
+    old = path.read_text()
+    new = prepend_token_key(path)
+    assert path.read_text().endswith(old)
+    assert load_token_keys(path)[0].key_id == new.key_id
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    prepend_token_key(path)
+    assert len(load_token_keys(path)) == 3
+    assert list(tmp_path.glob("k/.*tmp")) == []
+    with pytest.raises(KeyFileError, match="no such file"):
+        prepend_token_key(tmp_path / "missing.key")
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ('{"user_id": "u-1", "ip": "1.2.3.4"}', True),
+        ('{"user_id": "u-10"}', False),
+        ('[{"deep": {"list": ["x", "u-1"]}}]', True),
+        ('{"u-1": 1}', True),
+        ('{"user_id": "U-1"}', False),
+        ("{'user_id': 'u-1'}", True),  # not JSON: as a whole word
+        ("user u-1x", False),
+        ("user=u-1;", True),
+        ("xu-1", False),
+    ],
+)
+def test_a_rejected_body_names_a_user(body: str, named: bool) -> None:
+    assert names_user(body, "u-1") is named
+
+
+def test_side_table_names_follow_the_vault_table() -> None:
+    assert _prefix("pii_vault") == "pii_"
+    assert _prefix("eu_vault") == "eu_"
+    assert _prefix("vault") == "vault_"
+    assert _prefix("secrets") == "secrets_"

@@ -1,0 +1,93 @@
+"""The flow as operators run it, at its most talkative: `python -m bytewax.run flows.logins
+-w 2` with LOGINS_LOG_LEVEL=DEBUG, JSON logs and every span printed (LOGINS_TRACES=console).
+Nothing it writes holds a raw ip or device id, including from the bodies it rejects, and
+neither does any table (ciphertexts aside), nor what `logins stats` and `logins audit list`
+print afterwards. (tests/integration/test_no_leaks.py adds metrics and the error paths.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+
+from logins.embedded import EmbeddedSqs
+from logins.generator import generate
+from logins.seed import send_bodies
+from tests.helpers import make_keys, service_env
+from tests.integration.leaks import EXTRA_PII, LeakSearch, crafted, raw_values
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", *command],
+        env={**os.environ, **env},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def test_debug_output_json_logs_and_console_spans_hold_no_raw_value(
+    tmp_path: Path, database_url: str, queue_url: str, sqs: EmbeddedSqs
+) -> None:
+    keys = make_keys(tmp_path / "keys")
+    env = service_env(
+        keys,
+        database_url=database_url,
+        queue_url=queue_url,
+        endpoint_url=sqs.endpoint_url,
+        LOGINS_STOP_WHEN_IDLE="1",
+        LOGINS_LOG_LEVEL="DEBUG",
+        LOGINS_LOG_FORMAT="json",
+        LOGINS_TRACES="console",
+    )
+    bodies = [m.body for m in generate(200, seed=41)] + crafted()
+    search = LeakSearch(set(EXTRA_PII).union(*(raw_values(b) for b in bodies)))
+    assert search.hits({"bodies": "\n".join(bodies)})  # the search finds them where they are
+    send_bodies(sqs.client(), queue_url, bodies)
+
+    flow = run(["bytewax.run", "flows.logins", "-w", "2"], env)
+    assert flow.returncode == 0, flow.stderr[-3000:]
+    assert '"name": "logins.sink.write_batch"' in flow.stderr  # spans were printed
+    assert '"level": "DEBUG"' in flow.stderr  # and DEBUG records, as JSON
+
+    stats = run(["logins", "stats"], env)
+    reveal = run(
+        ["logins", "reveal", "--user-id", "u-leak", "--reason", "check", "--json",
+         "--private-key-file", str(keys["vault.key"])],
+        env,
+    )  # fmt: skip
+    audit = run(["logins", "audit", "list", "--json"], env)
+    assert stats.returncode == 0 and audit.returncode == 0
+    with psycopg.connect(database_url) as conn:
+        tables = [
+            (t, c)
+            for t, c in conn.execute(
+                "SELECT table_name, column_name FROM information_schema.columns"
+                " WHERE table_schema = 'public' AND data_type <> 'bytea'"
+            )
+        ]
+        dump = {
+            f"{t}.{c}": "\n".join(str(v) for (v,) in conn.execute(f'SELECT "{c}"::text FROM "{t}"'))
+            for t, c in tables
+        }
+    places = {
+        "flow stdout": flow.stdout,
+        "flow stderr": flow.stderr,
+        "stats": stats.stdout + stats.stderr,
+        "audit list": audit.stdout + audit.stderr,
+        "reveal stderr": reveal.stderr,
+        **dump,
+    }
+    assert search.hits(places) == {}
+    # reveal is the one place values come out, on purpose and on record
+    revealed = {r["value"] for r in json.loads(reveal.stdout)}
+    assert {"198.51.100.235", "dev-ZX81-0007", "203.0.113.196", "dév-ïd-ü-0002"} <= revealed

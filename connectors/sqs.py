@@ -63,15 +63,68 @@ def to_message(raw: dict[str, Any], received_at: float) -> SqsMessage:
     )
 
 
+class InFlight:
+    """Every message this process received and has not deleted or released yet, kept
+    invisible by one heartbeat: whatever waited half its visibility timeout (in the receive
+    buffer, queued behind a slow write, or in a write that retries) gets a fresh timeout.
+    An entry is dropped on delete or release, or when SQS refuses to extend it (another
+    process of a cluster deleted it)."""
+
+    def __init__(self, config: SqsSourceConfig) -> None:
+        self._config = config
+        self._held: dict[str, SqsMessage] = {}
+        self._lock = threading.Lock()
+        self._started = False
+        self._stop = threading.Event()
+
+    def add(self, messages: Sequence[SqsMessage]) -> None:
+        with self._lock:
+            for message in messages:
+                self._held[message.receipt_handle] = message
+
+    def discard(self, messages: Sequence[SqsMessage]) -> None:
+        with self._lock:
+            for message in messages:
+                self._held.pop(message.receipt_handle, None)
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def start(self, acker: SqsAcker) -> None:
+        """Start the heartbeat once per process (every partition calls this)."""
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+        interval = min(1.0, self._config.visibility_timeout / 4)
+        thread = threading.Thread(
+            target=self._beat, args=(acker, interval), name="sqs-visibility", daemon=True
+        )
+        thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _beat(self, acker: SqsAcker, interval: float) -> None:
+        while not self._stop.wait(interval):
+            limit = time.time() - self._config.visibility_timeout / 2
+            with self._lock:
+                due = [m for m in self._held.values() if m.received_at < limit]
+            if due:
+                self.discard(acker.extend(due))
+
+
 class SqsPartition(StatelessSourcePartition[SqsMessage]):
     """One worker's receivers. Ends on idle (LOGINS_STOP_WHEN_IDLE) or on SIGTERM/SIGINT:
     it hands over what it buffered; messages a receive brings after that are released
     (visibility 0) so they return to the queue at once instead of after the timeout."""
 
-    def __init__(self, config: SqsSourceConfig, worker_index: int) -> None:
+    def __init__(self, config: SqsSourceConfig, worker_index: int, inflight: InFlight) -> None:
         self._config = config
         self._client = sqs_client(config)
-        self._acker = SqsAcker(config, self._client)
+        self._inflight = inflight
+        self._acker = SqsAcker(config, inflight, self._client)
+        inflight.start(SqsAcker(config, inflight))
         self._buffer: queue.SimpleQueue[SqsMessage] = queue.SimpleQueue()
         self._lock = threading.Lock()  # orders "buffer a receive" against "the source ended"
         self._stopping = threading.Event()
@@ -110,6 +163,7 @@ class SqsPartition(StatelessSourcePartition[SqsMessage]):
             now = time.time()
             messages = [to_message(raw, now) for raw in response.get("Messages", [])]
             metrics.SQS_RECEIVED.inc(len(messages))
+            self._inflight.add(messages)
             with self._lock:
                 if not self._finished:
                     for message in messages:
@@ -185,9 +239,13 @@ class SqsPartition(StatelessSourcePartition[SqsMessage]):
 class SqsSource(DynamicSource[SqsMessage]):
     def __init__(self, config: SqsSourceConfig) -> None:
         self._config = config
+        self.inflight = InFlight(config)  # shared by this process's partitions and sinks
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> SqsPartition:
-        return SqsPartition(self._config, worker_index)
+        return SqsPartition(self._config, worker_index, self.inflight)
+
+    def acker(self) -> SqsAcker:
+        return SqsAcker(self._config, self.inflight)
 
 
 class SqsAcker:
@@ -198,38 +256,46 @@ class SqsAcker:
     the message on its old clock (it may come back once more, with the same no-op).
     """
 
-    def __init__(self, config: SqsSourceConfig, client: Any | None = None) -> None:
+    def __init__(
+        self, config: SqsSourceConfig, inflight: InFlight, client: Any | None = None
+    ) -> None:
         self._config = config
+        self._inflight = inflight
         self._client = client or sqs_client(config)
 
     def delete(self, messages: Sequence[SqsMessage]) -> int:
-        failed = self._batched("delete_message_batch", messages, {})
+        self._inflight.discard(messages)
+        failed = len(self._batched("delete_message_batch", messages, {}))
         metrics.SQS_DELETED.inc(len(messages) - failed)
         metrics.SQS_DELETE_FAILED.inc(failed)
         return failed
 
-    def extend(self, messages: Sequence[SqsMessage]) -> int:
-        """Restart the visibility clock of messages still being written."""
-        failed = self._change_visibility(messages, self._config.visibility_timeout)
+    def extend(self, messages: Sequence[SqsMessage]) -> list[SqsMessage]:
+        """Restart the visibility clock of messages still held; returns those SQS refused."""
+        failed = self._batched(
+            "change_message_visibility_batch",
+            messages,
+            {"VisibilityTimeout": self._config.visibility_timeout},
+        )
         now = time.time()
         for message in messages:
             message.received_at = now
-        metrics.SQS_VISIBILITY_EXTENDED.inc(len(messages) - failed)
+        metrics.SQS_VISIBILITY_EXTENDED.inc(len(messages) - len(failed))
         return failed
 
     def release(self, messages: Sequence[SqsMessage], after_seconds: int = 0) -> int:
         """Let messages come back (after `after_seconds`) instead of after the full timeout."""
-        return self._change_visibility(messages, after_seconds)
-
-    def _change_visibility(self, messages: Sequence[SqsMessage], seconds: int) -> int:
-        return self._batched(
-            "change_message_visibility_batch", messages, {"VisibilityTimeout": seconds}
+        self._inflight.discard(messages)
+        failed = self._batched(
+            "change_message_visibility_batch", messages, {"VisibilityTimeout": after_seconds}
         )
+        return len(failed)
 
     def _batched(
         self, operation: str, messages: Sequence[SqsMessage], extra: dict[str, Any]
-    ) -> int:
-        failed = 0
+    ) -> list[SqsMessage]:
+        """Call `operation` ten messages at a time; returns the messages it failed for."""
+        failed: list[SqsMessage] = []
         call = getattr(self._client, operation)
         for start in range(0, len(messages), 10):
             chunk = messages[start : start + 10]
@@ -239,9 +305,9 @@ class SqsAcker:
             ]
             try:
                 response = call(QueueUrl=self._config.queue_url, Entries=entries)
-                failed += len(response.get("Failed", []))
+                failed += [chunk[int(f["Id"])] for f in response.get("Failed", [])]
             except (BotoCoreError, ClientError) as exc:
-                failed += len(chunk)
+                failed += chunk
                 log.warning(
                     "%s failed for %d messages: %s", operation, len(chunk), type(exc).__name__
                 )
@@ -254,8 +320,8 @@ class NoAcker:
     def delete(self, messages: Sequence[SqsMessage]) -> int:
         return 0
 
-    def extend(self, messages: Sequence[SqsMessage]) -> int:
-        return 0
+    def extend(self, messages: Sequence[SqsMessage]) -> list[SqsMessage]:
+        return []
 
     def release(self, messages: Sequence[SqsMessage], after_seconds: int = 0) -> int:
         return 0

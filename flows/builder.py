@@ -18,7 +18,7 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 
 from connectors.postgres import PostgresSink
-from connectors.sqs import NoAcker, SqsAcker, SqsSource
+from connectors.sqs import NoAcker, SqsSource
 from flows.steps import dedupe
 from flows.steps.mask import Masker, SealCache
 from flows.steps.validate import Validator
@@ -55,7 +55,10 @@ def build_flow(
     mask_steps = [s for s in config.steps if isinstance(s, MaskStep)]
     cache = SealCache(min((s.seal_cache_size for s in mask_steps), default=0))
     flow = Dataflow("logins")
-    messages = op.input("sqs", flow, source or SqsSource(config.source))
+    if source is None:
+        sqs = SqsSource(config.source)
+        source, acker_factory = sqs, acker_factory or sqs.acker
+    messages = op.input("sqs", flow, source)
     stream: Stream[Any] = messages
     for step in config.steps:
         if isinstance(step, ValidateStep):
@@ -66,9 +69,8 @@ def build_flow(
         elif isinstance(step, MaskStep):
             masker = Masker(step, secrets.tokenizer, secrets.sealer, cache)
             stream = op.flat_map_batch(step.name, stream, masker.batch)
-    if acker_factory is None:
-        acker_factory = (lambda: SqsAcker(config.source)) if source is None else NoAcker
-    op.output("postgres", stream, PostgresSink(config, cache, acker_factory, secrets.sealer))
+    sink = PostgresSink(config, cache, acker_factory or NoAcker, secrets.sealer)
+    op.output("postgres", stream, sink)
     return flow
 
 

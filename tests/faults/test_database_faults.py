@@ -126,18 +126,20 @@ def test_a_batch_slower_than_the_visibility_timeout_stays_invisible(
     queue_url: str,
     tmp_path: Path,
 ) -> None:
-    config = config_for(flow_env_faults, tmp_path, "source: {visibility_timeout: 2}\n")
+    # margins wide enough for a loaded 2-core machine: the heartbeat runs every 2 s, a
+    # message waits at most ~2 s before its write extends it, each statement takes 6 s
+    config = config_for(flow_env_faults, tmp_path, "source: {visibility_timeout: 4}\n")
     with psycopg.connect(database_url) as conn:
         migrate(conn, config)
         conn.execute(
             "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-            " PERFORM pg_sleep(3); RETURN NULL; END $$"
+            " PERFORM pg_sleep(6); RETURN NULL; END $$"
         )
         conn.execute(
             "CREATE TRIGGER slow AFTER INSERT ON logins_ledger FOR EACH STATEMENT"
             " EXECUTE FUNCTION slow()"
         )
-    messages = generate(60, seed=77)
+    messages = generate(40, seed=77)
     sent = send_bodies(sqs.client(), queue_url, (m.body for m in messages))
     received_before = SQS_RECEIVED._value.get()
 

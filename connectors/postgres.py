@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ log = logging.getLogger(__name__)
 
 class Acker(Protocol):
     def delete(self, messages: Sequence[SqsMessage]) -> int: ...
-    def extend(self, messages: Sequence[SqsMessage]) -> int: ...
+    def extend(self, messages: Sequence[SqsMessage]) -> list[SqsMessage]: ...
     def release(self, messages: Sequence[SqsMessage], after_seconds: int = 0) -> int: ...
 
 
@@ -310,11 +309,8 @@ class PostgresPartition(StatelessSinkPartition[Event]):
             raise RuntimeError(f"{unmasked} events reached the sink without a mask step")
         with tracer().start_as_current_span("logins.sink.write_batch") as span:
             started = time.perf_counter()
-            self._extend_if_old(items)
             try:
-                with _Heartbeat(self._acker, [e.message for e in items],
-                                self._config.source.visibility_timeout / 2):
-                    committed, poisoned = self._write_isolating(items)
+                committed, poisoned = self._write_isolating(items)
             except DatabaseUnavailable:
                 self._acker.release([e.message for e in items])  # back to the queue at once
                 raise
@@ -339,14 +335,6 @@ class PostgresPartition(StatelessSinkPartition[Event]):
             )
         _count(done, result)
         log.debug("committed batch: %s, %d deletes failed", result, failed)
-
-    def _extend_if_old(self, items: Sequence[Event]) -> None:
-        """Messages that waited half their visibility timeout get a fresh one before the write,
-        so they do not reappear (and get received again) while they are being written."""
-        limit = time.time() - self._config.source.visibility_timeout / 2
-        old = [e.message for e in items if e.message.received_at < limit]
-        if old:
-            self._acker.extend(old)
 
     def _write_isolating(
         self, events: list[Event]
@@ -401,31 +389,6 @@ class PostgresPartition(StatelessSinkPartition[Event]):
 
     def close(self) -> None:
         self._writer.close()
-
-
-class _Heartbeat:
-    """While a batch is being written (a slow statement, database retries), extend its
-    messages' visibility every `interval` seconds so they do not reappear mid-write."""
-
-    def __init__(self, acker: Acker, messages: list[SqsMessage], interval: float) -> None:
-        self._acker = acker
-        self._messages = messages
-        self._interval = interval
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="visibility-heartbeat",
-                                        daemon=True)
-
-    def _run(self) -> None:
-        while not self._done.wait(self._interval):
-            self._acker.extend(self._messages)
-
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join()
 
 
 def _describe(exc: psycopg.Error) -> str:

@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 from psycopg import sql
 
 from logins.embedded import EmbeddedPostgres, EmbeddedSqs, dsn_with_database
+from tests.helpers import private_data_dir
 
 DATABASE_URL_ENV = "LOGINS_TEST_DATABASE_URL"
 
@@ -44,7 +45,7 @@ def pg_admin_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if external:
         yield external
         return
-    with EmbeddedPostgres(tmp_path_factory.mktemp("pg")) as server:
+    with private_data_dir() as data_dir, EmbeddedPostgres(data_dir) as server:
         yield server.dsn
 
 

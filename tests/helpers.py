@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +92,15 @@ def run(config: AppConfig, workers: int = 1, **kwargs: Any) -> None:
         run_main(flow)
     else:
         cluster_main(flow, [], 0, worker_count_per_proc=workers)
+
+
+@contextlib.contextmanager
+def private_data_dir() -> Iterator[Path]:
+    """A data folder outside pytest's basetemp: every new pytest session as root resets
+    /tmp/pytest-of-root to 0700, which locks the server's unprivileged account out of a
+    running server's files (a PANIC in a concurrent session). Removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="logins-test-pg-"))
+    try:
+        yield path / "data"
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

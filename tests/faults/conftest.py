@@ -17,7 +17,7 @@ import pytest
 
 from logins.embedded import EmbeddedPostgres, EmbeddedSqs
 from tests.faults.sqs_proxy import SqsFaultProxy
-from tests.helpers import make_keys, service_env
+from tests.helpers import make_keys, private_data_dir, service_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -30,7 +30,7 @@ def fault_keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture
 def own_postgres(tmp_path: Path) -> Iterator[EmbeddedPostgres]:
     """A server only this test uses, so the test may stop and restart it."""
-    with EmbeddedPostgres(tmp_path / "pg") as server:
+    with private_data_dir() as data_dir, EmbeddedPostgres(data_dir) as server:
         yield server
 
 

@@ -112,6 +112,7 @@ def rotate_tokens(
         after = batch[-1][0]
         new_entries: list[tuple[str, str, bytes, str]] = []
         aliases: list[tuple[str, str, str]] = []
+        seals = sealer.batch()  # one data key per chunk (docs/vault.md)
         for token, field_name, sealed, key_id in batch:
             if key_id != opener.key_id:
                 _note(result, f"{token}: sealed to vault key {key_id}, not {opener.key_id}")
@@ -128,9 +129,7 @@ def rotate_tokens(
                 )
                 continue
             new = tokenizer.token(field_name, value)
-            new_entries.append(
-                (new, field_name, sealer.seal(field_name, new, value), sealer.key_id)
-            )
+            new_entries.append((new, field_name, seals.seal(field_name, new, value), sealer.key_id))
             aliases.append((token, new, field_name))
         if aliases:
             result.rotated += _write_rotation(conn, t.vault, t.aliases, new_entries, aliases)
@@ -258,15 +257,14 @@ def rekey(
             break
         after = batch[-1][0]
         updates = []
+        seals = sealer.batch()  # one data key per chunk (docs/vault.md)
         for token, field_name, sealed in batch:
             try:
                 value = old.open(bytes(sealed), field=field_name, token=token)
             except VaultError as exc:
                 _note(result, str(exc))
                 continue
-            updates.append(
-                (sealer.seal(field_name, token, value), sealer.key_id, token, old.key_id)
-            )
+            updates.append((seals.seal(field_name, token, value), sealer.key_id, token, old.key_id))
         result.vault_rekeyed += _update(
             conn,
             sql.SQL(
@@ -290,6 +288,7 @@ def rekey(
             break
         after = batch[-1][0]
         updates = []
+        seals = sealer.batch()
         for message_id, sealed in batch:
             body = bytes(sealed)
             if body:  # an erased body (logins forget) has nothing to re-seal
@@ -298,7 +297,7 @@ def rekey(
                 except (VaultError, CryptoError, ValueError) as exc:
                     _note(result, f"message {message_id}: {type(exc).__name__}")
                     continue
-                body = sealer.seal_rejected(message_id, text)
+                body = seals.seal_rejected(message_id, text)
             updates.append((body, sealer.key_id, message_id, old.key_id))
         result.rejected_rekeyed += _update(
             conn,

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from nacl.public import SealedBox
 
 from logins.keys import (
     KeyFileError,
@@ -17,7 +18,7 @@ from logins.keys import (
     load_vault_public_key,
 )
 from logins.tokens import Tokenizer
-from logins.vault import Opener, Sealer, VaultError
+from logins.vault import MAGIC, Opener, Sealer, VaultError
 
 KEY_A = TokenKey("aaaa1111", b"\x01" * 32)
 KEY_B = TokenKey("bbbb2222", b"\x02" * 32)
@@ -113,7 +114,8 @@ def test_public_and_private_key_ids_must_match(tmp_path: Path) -> None:
 
 class _Keys:
     def __init__(self, directory: Path) -> None:
-        paths = generate_keys(directory)
+        paths = self.paths = generate_keys(directory)
+        self.opener_key = load_vault_private_key(paths["vault.key"])
         self.tokenizer = Tokenizer(load_token_keys(paths["token.key"]))
         self.sealer = Sealer(load_vault_public_key(paths["vault.pub"]))
         self.opener = Opener(load_vault_private_key(paths["vault.key"]))
@@ -128,3 +130,47 @@ def _keys() -> _Keys:
 
         _CACHE["k"] = _Keys(Path(tempfile.mkdtemp()) / "keys")
     return _CACHE["k"]
+
+
+def test_a_batch_seals_its_data_key_once_and_each_value_opens_alone() -> None:
+    keys = _keys()
+    values = [f"10.0.{i // 250}.{i % 250}" for i in range(600)]
+    tokens = [keys.tokenizer.token("ip", v) for v in values]
+    batch = keys.sealer.batch()
+    sealed = [batch.seal("ip", t, v) for t, v in zip(tokens, values, strict=True)]
+    body = batch.seal_rejected("m-9", "not json")
+    header = len(MAGIC) + 80  # the sealed data key, shared by the batch
+    assert {s[:header] for s in [*sealed, body]} == {sealed[0][:header]}
+    assert len({s[header : header + 24] for s in [*sealed, body]}) == 601  # no nonce twice
+    assert keys.sealer.batch().seal("ip", tokens[0], values[0])[:header] != sealed[0][:header]
+    fresh = Opener(keys.opener_key)  # opens each entry on its own, in any order
+    for i in (599, 0, 313):
+        assert fresh.open(sealed[i], field="ip", token=tokens[i]) == values[i]
+    assert fresh.open_rejected(body, message_id="m-9") == "not json"
+
+
+def test_a_tampered_or_recombined_entry_does_not_open() -> None:
+    keys = _keys()
+    a, b = keys.sealer.batch(), keys.sealer.batch()
+    token = keys.tokenizer.token("ip", "1.2.3.4")
+    sealed = a.seal("ip", token, "1.2.3.4")
+    other = b.seal("ip", token, "1.2.3.4")
+    flipped = sealed[:-1] + bytes([sealed[-1] ^ 1])
+    header = len(MAGIC) + 80
+    recombined = other[:header] + sealed[header:]  # another batch's data key
+    for bad in (flipped, recombined):
+        with pytest.raises(VaultError, match="cannot open"):
+            keys.opener.open(bad, field="ip", token=token)
+
+
+def test_entries_sealed_in_format_1_still_open() -> None:
+    """Vault rows written before format 2 are one sealed box each, with the same binding."""
+    keys = _keys()
+    token = keys.tokenizer.token("ip", "1.2.3.4")
+    box = SealedBox(load_vault_public_key(keys.paths["vault.pub"]))
+    old = bytes(box.encrypt(f"ip\x00{token}\x001.2.3.4".encode()))
+    assert keys.opener.open(old, field="ip", token=token) == "1.2.3.4"
+    old_body = bytes(box.encrypt(b"rejected\x00m-1\x00{oops"))
+    assert keys.opener.open_rejected(old_body, message_id="m-1") == "{oops"
+    with pytest.raises(VaultError, match="sealed for another token"):
+        keys.opener.open(old, field="ip", token=keys.tokenizer.token("ip", "5.6.7.8"))

@@ -14,14 +14,34 @@ database is the truth.
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
 
 from logins.records import Event
 
-# fingerprint -> (first message id, its SentTimestamp ms); insertion order ~ time order
-DedupeState = dict[bytes, tuple[str, int]]
+# State: fingerprint -> the first message's SentTimestamp (ms, 8 bytes big-endian) followed by
+# its id (UTF-8), in insertion order (~ time order). One bytes object per entry is about 100
+# bytes less than a (str, int) tuple, and a full window is most of the process's memory.
+# Bytewax snapshots the state every epoch (even without recovery), so `snapshot` is a plain
+# copy of this dict. A snapshot written before (fingerprint -> (id, ms)) is still restored.
+DedupeState = dict[bytes, bytes]
+_OldDedupeState = dict[bytes, tuple[str, int]]
+_TS = struct.Struct(">q")
+
+
+def _pack(message_id: str, sent_ms: int) -> bytes:
+    return _TS.pack(sent_ms) + message_id.encode("utf-8", "surrogatepass")
+
+
+def _sent_ms(packed: bytes) -> int:
+    ms: int = _TS.unpack_from(packed)[0]
+    return ms
+
+
+def _message_id(packed: bytes) -> str:
+    return packed[_TS.size :].decode("utf-8", "surrogatepass")
 
 
 def shard_of(event: Event, shards: int) -> str:
@@ -31,11 +51,19 @@ def shard_of(event: Event, shards: int) -> str:
 
 
 class DedupeLogic(StatefulBatchLogic[Event, Event, DedupeState]):
-    def __init__(self, window_seconds: float, max_entries: int, state: DedupeState | None) -> None:
+    def __init__(
+        self,
+        window_seconds: float,
+        max_entries: int,
+        state: DedupeState | _OldDedupeState | None,
+    ) -> None:
         self._window_ms = int(window_seconds * 1000)
         self._max_entries = max_entries
-        self._seen: DedupeState = dict(state or {})
-        self._high_water = max((ts for _, ts in self._seen.values()), default=0)
+        self._seen: DedupeState = {
+            fingerprint: entry if isinstance(entry, bytes) else _pack(*entry)
+            for fingerprint, entry in (state or {}).items()
+        }
+        self._high_water = max(map(_sent_ms, self._seen.values()), default=0)
 
     def on_batch(self, values: list[Event]) -> tuple[list[Event], bool]:
         for event in values:
@@ -48,20 +76,22 @@ class DedupeLogic(StatefulBatchLogic[Event, Event, DedupeState]):
         message = event.message
         sent = message.sent_timestamp_ms
         first = self._seen.get(event.fingerprint)
-        if first is not None and abs(sent - first[1]) <= self._window_ms:
-            if first[0] != message.message_id:
-                event.duplicate_of = first[0]
+        if first is not None and abs(sent - _sent_ms(first)) <= self._window_ms:
+            first_id = _message_id(first)
+            if first_id != message.message_id:
+                event.duplicate_of = first_id
             return
         self._seen.pop(event.fingerprint, None)  # re-insert at the end: it is the newest now
-        self._seen[event.fingerprint] = (message.message_id, sent)
-        self._high_water = max(self._high_water, sent)
+        self._seen[event.fingerprint] = _pack(message.message_id, sent)
+        if sent > self._high_water:
+            self._high_water = sent
 
     def _evict(self) -> None:
         horizon = self._high_water - self._window_ms
         seen = self._seen
         while seen:
             oldest = next(iter(seen))
-            if len(seen) <= self._max_entries and seen[oldest][1] >= horizon:
+            if len(seen) <= self._max_entries and _sent_ms(seen[oldest]) >= horizon:
                 break
             del seen[oldest]
 
@@ -75,7 +105,7 @@ class DedupeLogic(StatefulBatchLogic[Event, Event, DedupeState]):
 def builder(window_seconds: float, max_entries: int) -> Any:
     """The `stateful_batch` builder: a fresh or recovered logic per shard key."""
 
-    def build(state: DedupeState | None) -> DedupeLogic:
+    def build(state: DedupeState | _OldDedupeState | None) -> DedupeLogic:
         return DedupeLogic(window_seconds, max_entries, state)
 
     return build

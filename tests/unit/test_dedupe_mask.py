@@ -68,6 +68,14 @@ def test_state_snapshot_pickles_and_restores() -> None:
     assert out[0].duplicate_of == "a"
 
 
+def test_a_snapshot_in_the_earlier_state_format_is_restored() -> None:
+    """Before the packed format, a snapshot was fingerprint -> (first message id, sent ms)."""
+    restored = DedupeLogic(600, 1000, {b"F": ("a", 0), b"G": ("c", 2 * MINUTE)})
+    out, _ = restored.on_batch([event("b", b"F", 1000), event("d", b"G", 3 * MINUTE)])
+    assert [e.duplicate_of for e in out] == ["a", "c"]
+    assert all(isinstance(v, bytes) for v in restored.snapshot().values())
+
+
 def test_shards_spread_keys() -> None:
     import hashlib
 
@@ -135,3 +143,11 @@ def test_seal_cache_is_bounded() -> None:
     cache.mark_committed(f"t{i}" for i in range(1000))
     assert sum(cache.is_committed(f"t{i}") for i in range(1000)) == 100
     assert cache.is_committed("t999") and not cache.is_committed("t0")
+
+
+def test_seal_cache_keeps_the_tokens_that_come_back() -> None:
+    cache = SealCache(3)
+    cache.mark_committed(["a", "b", "c"])
+    assert cache.committed_among(["a", "x"]) == {"a"}  # "a" is now the most recent
+    cache.mark_committed(["d"])  # evicts the least recently used: "b"
+    assert cache.committed_among(["a", "b", "c", "d"]) == {"a", "c", "d"}

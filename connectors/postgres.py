@@ -9,8 +9,11 @@ has no effect, and every message id is in exactly one of: rows, rejected, duplic
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -30,7 +33,7 @@ from tenacity import (
 
 from connectors.migrations import Column, migrate, row_columns
 from flows.steps.mask import SealCache
-from logins import metrics
+from logins import metrics, shutdown
 from logins.config import AppConfig
 from logins.records import Event, Rejection, SqsMessage, VaultEntry
 from logins.telemetry import tracer
@@ -90,6 +93,9 @@ class PostgresWriter:
         self._config = config
         self._row_columns = row_columns(config)
         self._stage_columns = [*self._row_columns, *_DELIVERY]
+        # Binary COPY: no text escaping of the sealed bytes, no parsing of dates on the server.
+        self._stage_types = [c.sql_type.split("(", 1)[0] for c in self._stage_columns]
+        self._row_plan = _row_plan(self._row_columns)
         self._conn: psycopg.Connection[Any] | None = None
         self._statements = self._build_statements()
 
@@ -112,9 +118,11 @@ class PostgresWriter:
                 "CREATE TEMP TABLE IF NOT EXISTS stage_vault (token text, field text,"
                 " sealed bytea, vault_key_id text) ON COMMIT DELETE ROWS"
             ).format(stage_ddl),
-            "copy_events": sql.SQL("COPY stage_events ({}) FROM STDIN").format(_ids(stage_names)),
+            "copy_events": sql.SQL("COPY stage_events ({}) FROM STDIN (FORMAT BINARY)").format(
+                _ids(stage_names)
+            ),
             "copy_vault": sql.SQL(
-                "COPY stage_vault (token, field, sealed, vault_key_id) FROM STDIN"
+                "COPY stage_vault (token, field, sealed, vault_key_id) FROM STDIN (FORMAT BINARY)"
             ),
             "insert": sql.SQL(
                 "WITH claimed AS ("
@@ -143,9 +151,11 @@ class PostgresWriter:
                 rejected=sql.Identifier(sink.rejected_table),
                 duplicates=sql.Identifier(sink.duplicates_table),
             ),
+            # In token order: two workers' batches may carry the same new token (a seal shared
+            # while in flight); inserting in one global order means they wait, never deadlock.
             "insert_vault": sql.SQL(
                 "WITH ins AS (INSERT INTO {} (token, field, sealed, vault_key_id)"
-                " SELECT token, field, sealed, vault_key_id FROM stage_vault"
+                " SELECT token, field, sealed, vault_key_id FROM stage_vault ORDER BY token"
                 " ON CONFLICT (token) DO NOTHING RETURNING 1) SELECT count(*) FROM ins"
             ).format(sql.Identifier(vault.table)),
         }
@@ -221,14 +231,17 @@ class PostgresWriter:
         try:
             with conn.cursor() as cur:
                 with cur.copy(self._statements["copy_events"]) as copy:
+                    copy.set_types(self._stage_types)
+                    stage_row = self._stage_row
                     for event in unique:
-                        copy.write_row(self._stage_row(event))
+                        copy.write_row(stage_row(event))
                 cur.execute(self._statements["insert"])
                 counts = cur.fetchone()
                 assert counts is not None
                 new_vault = 0
                 if vault:
                     with cur.copy(self._statements["copy_vault"]) as copy:
+                        copy.set_types(_VAULT_TYPES)
                         for entry in vault:
                             copy.write_row(_vault_row(entry))
                     cur.execute(self._statements["insert_vault"])
@@ -249,28 +262,35 @@ class PostgresWriter:
 
     def _stage_row(self, event: Event) -> tuple[Any, ...]:
         message = event.message
-        sent_at = datetime.fromtimestamp(message.sent_timestamp_ms / 1000, tz=timezone.utc)
+        sent_at = _sent_at(message.sent_timestamp_ms)
         fields = event.fields or {}
-        delivery = {
-            "message_id": message.message_id,
-            "sent_at": sent_at,
-            "create_date": sent_at.date(),
-        }
-        values = [
-            delivery[c.name] if c.name in delivery else fields.get(c.name)
-            for c in self._row_columns
-        ]
+        delivery = (message.message_id, sent_at, sent_at.date())
+        get = fields.get
+        values = [get(name) if slot < 0 else delivery[slot] for name, slot in self._row_plan]
         rejection = event.rejection
-        values += [
-            event.outcome,
-            message.receive_count,
-            rejection.reason if rejection else None,
-            rejection.detail if rejection else None,
-            event.sealed_body,
-            event.vault_key_id,
-            event.duplicate_of,
-        ]
+        if rejection is None:
+            outcome = "row" if event.duplicate_of is None else "duplicate"
+            values += (outcome, message.receive_count, None, None,
+                       event.sealed_body, event.vault_key_id, event.duplicate_of)  # fmt: skip
+        else:
+            values += ("rejected", message.receive_count, rejection.reason, rejection.detail,
+                       event.sealed_body, event.vault_key_id, event.duplicate_of)  # fmt: skip
         return tuple(values)
+
+
+_DELIVERY_SLOTS = {"message_id": 0, "sent_at": 1, "create_date": 2}
+_VAULT_TYPES = ["text", "text", "bytea", "text"]
+
+
+def _row_plan(columns: Sequence[Column]) -> list[tuple[str, int]]:
+    """Per row column: (field name, -1) for a field, or (name, index into the delivery tuple)."""
+    return [(c.name, _DELIVERY_SLOTS.get(c.name, -1)) for c in columns]
+
+
+@functools.lru_cache(maxsize=4096)
+def _sent_at(sent_timestamp_ms: int) -> datetime:
+    """SentTimestamp as a datetime (cached: a batch's messages often share the millisecond)."""
+    return datetime.fromtimestamp(sent_timestamp_ms / 1000, tz=timezone.utc)
 
 
 def _vault_row(entry: VaultEntry) -> tuple[Any, ...]:
@@ -280,7 +300,15 @@ def _vault_row(entry: VaultEntry) -> tuple[Any, ...]:
 class PostgresPartition(StatelessSinkPartition[Event]):
     """Commits each batch, then deletes its messages. A batch the database refuses because of
     one row's data is split until that row is alone; it is retried through SQS redelivery and
-    parked as a rejected row (`poison`) once it was received `poison_after_attempts` times."""
+    parked as a rejected row (`poison`) once it was received `poison_after_attempts` times.
+
+    Batches are written on a writer thread of this partition, `sink.queued_batches` deep, so
+    the worker prepares the next batches while PostgreSQL commits this one. Nothing is
+    deleted before its commit, so a batch still queued when the process dies comes back
+    from SQS like any uncommitted message. A failure on the writer thread is raised on the
+    worker by the next `write_batch` (or by `close`: the failure also stops the sources, so
+    the flow ends even if no batch follows); batches queued behind it are released to the
+    queue at once."""
 
     def __init__(self, config: AppConfig, cache: SealCache, acker: Acker, sealer: Sealer) -> None:
         self._config = config
@@ -289,10 +317,44 @@ class PostgresPartition(StatelessSinkPartition[Event]):
         self._cache = cache
         self._acker = acker
         self._sealer = sealer
+        self._failure: BaseException | None = None
+        self._queue: queue.Queue[list[Event] | None] | None = None
+        self._thread: threading.Thread | None = None
+        if config.sink.queued_batches > 0:
+            self._queue = queue.Queue(maxsize=config.sink.queued_batches)
+            self._thread = threading.Thread(target=self._drain, name="postgres-writer", daemon=True)
+            self._thread.start()
 
     def write_batch(self, items: list[Event]) -> None:
         if not items:
             return
+        unmasked = sum(1 for e in items if not e.masked)
+        if unmasked:  # configuration policy prevents this; never write raw PII regardless
+            raise RuntimeError(f"{unmasked} events reached the sink without a mask step")
+        self._raise_failure()
+        if self._queue is None:
+            self._write_logged(items)
+        else:
+            self._queue.put(items)  # blocks while the writer is behind: backpressure
+
+    def _drain(self) -> None:
+        """The writer thread: writes queued batches in order until `close`."""
+        assert self._queue is not None
+        while (items := self._queue.get()) is not None:
+            if self._failure is not None:
+                self._acker.release([e.message for e in items])  # never tried: back at once
+                continue
+            try:
+                self._write_logged(items)
+            except BaseException as exc:  # handed to the worker thread by _raise_failure
+                self._failure = exc
+                shutdown.stop_after_failure()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise RuntimeError("the PostgreSQL sink failed (logged above)") from self._failure
+
+    def _write_logged(self, items: list[Event]) -> None:
         try:
             self._write_batch(items)
         except Exception:
@@ -304,9 +366,6 @@ class PostgresPartition(StatelessSinkPartition[Event]):
             raise
 
     def _write_batch(self, items: list[Event]) -> None:
-        unmasked = sum(1 for e in items if not e.masked)
-        if unmasked:  # configuration policy prevents this; never write raw PII regardless
-            raise RuntimeError(f"{unmasked} events reached the sink without a mask step")
         with tracer().start_as_current_span("logins.sink.write_batch") as span:
             started = time.perf_counter()
             try:
@@ -388,7 +447,12 @@ class PostgresPartition(StatelessSinkPartition[Event]):
             self._acker.release([event.message], after_seconds=delay)
 
     def close(self) -> None:
+        """Write what is queued, then close; raises if the writer thread failed."""
+        if self._queue is not None and self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
         self._writer.close()
+        self._raise_failure()
 
 
 def _describe(exc: psycopg.Error) -> str:

@@ -22,6 +22,7 @@ from connectors.sqs import NoAcker, SqsSource
 from flows.steps import dedupe
 from flows.steps.mask import Masker, SealCache
 from flows.steps.validate import Validator
+from logins import shutdown
 from logins.config import AppConfig, DedupeStep, MaskStep, ValidateStep
 from logins.keys import load_token_keys, load_vault_public_key
 from logins.records import Event, SqsMessage
@@ -51,6 +52,7 @@ def build_flow(
     acker_factory: Callable[[], Any] | None = None,
 ) -> Dataflow:
     """The logins dataflow. `source`/`acker_factory` replace SQS (in-process benchmarks)."""
+    shutdown.reset()  # a stop requested for an earlier flow in this process does not carry over
     secrets = secrets or load_secrets(config)
     mask_steps = [s for s in config.steps if isinstance(s, MaskStep)]
     cache = SealCache(min((s.seal_cache_size for s in mask_steps), default=0))

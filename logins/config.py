@@ -81,7 +81,11 @@ class DedupeStep(_Strict):
     name: str = "dedupe"
     window_seconds: float = Field(600, gt=0, description="same login within this SentTimestamp gap")
     shards: int = Field(64, ge=1, le=4096, description="state keys; each holds many fingerprints")
-    max_entries_per_shard: int = Field(50_000, ge=100)
+    # ~180 bytes per fingerprint: 64 x 2,000 is ~23 MB, the whole window up to ~210 msg/s
+    # sustained; above that rate the horizon is the last ~128k logins (docs/operations.md).
+    max_entries_per_shard: int = Field(
+        2_000, ge=100, description="fingerprints kept per shard (bounds memory)"
+    )
 
 
 class MaskStep(_Strict):
@@ -89,7 +93,11 @@ class MaskStep(_Strict):
     name: str = "mask"
     algorithm: Literal["blake2b-keyed", "sha256"] = "blake2b-keyed"
     fields: dict[str, str] = Field(description="input field -> output column holding its token")
-    seal_cache_size: int = Field(200_000, ge=0, description="tokens remembered as already sealed")
+    # ~175 bytes per token; a token it forgot only costs resending its vault entry, which the
+    # vault's insert skips (ON CONFLICT DO NOTHING).
+    seal_cache_size: int = Field(
+        50_000, ge=0, description="tokens remembered as already in the vault (LRU)"
+    )
 
 
 Step = Annotated[ValidateStep | DedupeStep | MaskStep, Field(discriminator="type")]
@@ -116,6 +124,12 @@ class PostgresSinkConfig(_Strict):
     migrate: bool = Field(True, description="apply the idempotent migrations at start")
     poison_after_attempts: int = Field(
         3, ge=1, description="deliveries of a row the database refuses before it is parked"
+    )
+    queued_batches: int = Field(
+        2,
+        ge=0,
+        le=64,
+        description="batches waiting for the sink's writer thread (0: write on the worker thread)",
     )
     retry: DatabaseRetryConfig = Field(default_factory=DatabaseRetryConfig)
 

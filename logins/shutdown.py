@@ -54,3 +54,15 @@ def _watchdog(timeout_seconds: float) -> None:
     )
     logging.shutdown()
     os._exit(TIMED_OUT_EXIT)
+
+
+def stop_after_failure() -> None:
+    """A part of the flow failed off the worker thread (the sink's writer): stop receiving, so
+    the sources end, the flow drains, and the failure is raised when the sink closes (exit
+    non-zero) instead of waiting for a next batch that may never come."""
+    STOPPING.set()
+
+
+def reset() -> None:
+    """A new flow starts with no stop requested (a process may run several, as tests do)."""
+    STOPPING.clear()

@@ -1,0 +1,128 @@
+"""The sink's writer thread against a real PostgreSQL: batches queue behind the one being
+committed, messages are deleted only after their commit, and a failure on the writer thread
+stops the flow on the worker's next call without losing a message.
+
+The acker records what the sink asks SQS to do (the SQS side is tested through the flow
+elsewhere); what is under test here is the ordering of commits and acks, and the database is
+real.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from connectors.postgres import PostgresPartition
+from flows.builder import load_secrets
+from flows.steps.mask import Masker, SealCache
+from flows.steps.validate import Validator
+from logins import shutdown
+from logins.config import AppConfig, MaskStep, ValidateStep
+from logins.generator import generate
+from logins.records import Event, SqsMessage
+from tests.helpers import config_for, fetch
+
+QUEUED = "sink:\n  queued_batches: 2\n"
+
+
+class RecordingAcker:
+    """Checks, at each delete, that the messages' outcomes are already committed."""
+
+    def __init__(self, database_url: str) -> None:
+        self._database_url = database_url
+        self.deleted: list[str] = []
+        self.released: list[str] = []
+        self.uncommitted_at_delete: list[str] = []
+        self.threads: set[str] = set()
+
+    def delete(self, messages: Sequence[SqsMessage]) -> int:
+        ids = [m.message_id for m in messages]
+        self.threads.add(threading.current_thread().name)
+        with psycopg.connect(self._database_url) as conn:  # another session: sees commits only
+            found = {r[0] for r in fetch(conn, "SELECT message_id FROM logins_ledger")}
+        self.uncommitted_at_delete += [i for i in ids if i not in found]
+        self.deleted += ids
+        return 0
+
+    def extend(self, messages: Sequence[SqsMessage]) -> list[SqsMessage]:
+        return []
+
+    def release(self, messages: Sequence[SqsMessage], after_seconds: int = 0) -> int:
+        self.released += [m.message_id for m in messages]
+        return 0
+
+
+def _batches(config: AppConfig, count: int, size: int) -> list[list[Event]]:
+    secrets = load_secrets(config)
+    validate = next(s for s in config.steps if isinstance(s, ValidateStep))
+    mask = next(s for s in config.steps if isinstance(s, MaskStep))
+    validator = Validator(validate, secrets.tokenizer)
+    masker = Masker(mask, secrets.tokenizer, secrets.sealer, SealCache(1000))
+    bodies = [m.body for m in generate(count * size, seed=11) if m.kind != "resend"]
+    messages = [
+        SqsMessage(f"m-{i:05d}", f"r-{i}", body, 1_760_000_000_000 + i, 1)
+        for i, body in enumerate(bodies)
+    ]
+    return [
+        masker.batch([validator(m) for m in messages[i : i + size]])
+        for i in range(0, len(messages), size)
+    ]
+
+
+def test_batches_commit_in_the_background_and_are_deleted_after_commit(
+    flow_env: dict[str, str], database_url: str, tmp_path: Path
+) -> None:
+    config = config_for(flow_env, tmp_path, QUEUED)
+    acker = RecordingAcker(database_url)
+    batches = _batches(config, 8, 100)
+    partition = PostgresPartition(config, SealCache(1000), acker, load_secrets(config).sealer)
+    for batch in batches:
+        partition.write_batch(batch)
+    partition.close()  # waits for the queued batches
+
+    sent = [e.message.message_id for batch in batches for e in batch]
+    assert acker.deleted == sent  # every message, in order, once
+    assert acker.uncommitted_at_delete == []
+    assert acker.threads == {"postgres-writer"}  # the worker thread did not wait for SQS
+    with psycopg.connect(database_url) as conn:
+        assert fetch(conn, "SELECT count(*) FROM logins_ledger") == [(len(sent),)]
+
+
+def test_a_failure_on_the_writer_thread_stops_the_flow_and_loses_nothing(
+    flow_env: dict[str, str], database_url: str, tmp_path: Path
+) -> None:
+    config = config_for(flow_env, tmp_path, QUEUED)
+    acker = RecordingAcker(database_url)
+    batches = _batches(config, 6, 50)
+    partition = PostgresPartition(config, SealCache(1000), acker, load_secrets(config).sealer)
+    partition.write_batch(batches[0])
+    first = [e.message.message_id for e in batches[0]]
+    deadline = time.monotonic() + 30
+    while acker.deleted != first and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert acker.deleted == first  # committed and deleted in the background
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE logins_ledger RENAME TO logins_ledger_away")
+    accepted = [batches[0]]
+    with pytest.raises(RuntimeError, match="sink failed") as failed:
+        for batch in batches[1:]:
+            partition.write_batch(batch)  # raises once the writer thread has failed
+            accepted.append(batch)
+    assert isinstance(failed.value.__cause__, psycopg.errors.UndefinedTable)
+    try:
+        assert shutdown.STOPPING.is_set()  # the sources stop even if no batch follows
+    finally:
+        shutdown.reset()
+    with pytest.raises(RuntimeError, match="sink failed"):
+        partition.close()
+
+    assert acker.deleted == first  # nothing deleted after the failure
+    # the batch that failed comes back after its visibility timeout; the batches queued
+    # behind it were never tried and are released at once
+    assert len(accepted) >= 2
+    assert acker.released == [e.message.message_id for batch in accepted[2:] for e in batch]

@@ -29,3 +29,16 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache
+
+## make bench: throughput, latency and memory against baselines; writes docs/benchmarks.md and
+## docs/benchmarks.png (~15 min). Optional: BENCH_DATABASE_URL (a PostgreSQL superuser DSN;
+## else an embedded server), BENCH_SQS_ENDPOINT (adds the SQS path).
+.PHONY: bench
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench

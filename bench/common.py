@@ -1,0 +1,279 @@
+"""What every part of the benchmark shares: the work folder, keys, the dataset, the database
+server, fresh databases, and running a flow as a subprocess while watching its memory."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from connectors.generated import write_dataset
+from connectors.migrations import migrate
+from logins.config import AppConfig, load_config
+from logins.embedded import EmbeddedPostgres, dsn_with_database
+from logins.keys import generate_keys
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+UNUSED_QUEUE = "http://unused.invalid/000000000000/bench"  # the in-process source needs none
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+# --- inputs ----------------------------------------------------------------------------------
+
+
+def keys(work: Path) -> dict[str, Path]:
+    folder = work / "keys"
+    if (folder / "token.key").exists():
+        return {n: folder / n for n in ("token.key", "vault.pub", "vault.key")}
+    return generate_keys(folder)
+
+
+def dataset(work: Path, n: int, seed: int) -> tuple[Path, float | None]:
+    """The dataset file for (n, seed), written once; returns it and the seconds writing took."""
+    path = work / f"logins-{n}-seed{seed}.dataset"
+    if path.exists():
+        return path, None
+    started = time.perf_counter()
+    partial = path.with_suffix(".partial")
+    write_dataset(partial, n, seed=seed)
+    partial.rename(path)
+    return path, time.perf_counter() - started
+
+
+# --- the database server ---------------------------------------------------------------------
+
+
+class Server:
+    """BENCH_DATABASE_URL's server (a superuser DSN), else an embedded one in the work folder."""
+
+    def __init__(self, work: Path, admin_dsn: str | None) -> None:
+        self._embedded: EmbeddedPostgres | None = None
+        if admin_dsn:
+            self.admin_dsn = admin_dsn
+        else:
+            self._embedded = EmbeddedPostgres(work / "postgres").start()
+            self.admin_dsn = self._embedded.dsn
+        self.embedded = self._embedded is not None
+
+    def describe(self) -> dict[str, str]:
+        info: dict[str, str] = {}
+        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+            for name in ("server_version", "fsync", "synchronous_commit", "shared_buffers"):
+                row = conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(name))).fetchone()
+                info[name] = str(row[0]) if row else "?"
+        info["version"] = info.pop("server_version")
+        info["where"] = "embedded (pgserver binaries, fsync off)" if self.embedded else "external"
+        return info
+
+    def fresh_database(self, name: str) -> str:
+        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return dsn_with_database(self.admin_dsn, name)
+
+    def drop_database(self, name: str) -> None:
+        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+    def stop(self) -> None:
+        if self._embedded is not None:
+            self._embedded.stop()
+
+
+# --- the flow's environment and schema -------------------------------------------------------
+
+
+def flow_env(keyfiles: dict[str, Path], database_url: str, **extra: str) -> dict[str, str]:
+    """The operator contract's variables (plus the caller's), for a flow subprocess."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOGINS_", "BENCH_", "PG"))}
+    env.update(
+        {
+            "LOGINS_ENV": "local",
+            "DATABASE_URL": database_url,
+            "SQS_QUEUE_URL": UNUSED_QUEUE,
+            "LOGINS_TOKEN_KEY_FILE": str(keyfiles["token.key"]),
+            "LOGINS_VAULT_PUBLIC_KEY_FILE": str(keyfiles["vault.pub"]),
+            "LOGINS_LOG_LEVEL": "WARNING",
+            "PYTHONPATH": str(ROOT),
+            **extra,
+        }
+    )
+    return env
+
+
+def config_for(env: dict[str, str]) -> AppConfig:
+    return load_config(env)
+
+
+def prepare_schema(database_url: str, config: AppConfig) -> None:
+    """The flow's own migrations, then (in this benchmark database only) the ledger's
+    `committed_at` default becomes clock_timestamp(): the time the row was written, not the
+    start of its transaction (now()), so latency is measured to the write, not to the start
+    of the batch's transaction."""
+    with psycopg.connect(database_url) as conn:
+        migrate(conn, config)
+        conn.execute(
+            sql.SQL(
+                "ALTER TABLE {} ALTER COLUMN committed_at SET DEFAULT clock_timestamp()"
+            ).format(sql.Identifier(config.sink.ledger_table))
+        )
+        conn.commit()
+
+
+# --- running a flow --------------------------------------------------------------------------
+
+
+@dataclass
+class ProcessResult:
+    returncode: int
+    wall_seconds: float
+    cpu_seconds: float  # user + system of the flow process
+    peak_rss_mb: float  # ru_maxrss (= VmHWM at exit)
+    rss_samples: list[tuple[float, float]] = field(default_factory=list)  # (s since start, MB)
+    log_path: Path | None = None
+
+
+def _status_mb(pid: int, key: str) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def run_process(
+    argv: Sequence[str], env: dict[str, str], log_path: Path, timeout: float
+) -> ProcessResult:
+    """Run `argv`, sampling its RSS every 0.1 s; peak RSS and CPU time come from wait4."""
+    samples: list[tuple[float, float]] = []
+    with log_path.open("wb") as out:
+        started = time.perf_counter()
+        proc = subprocess.Popen(list(argv), env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.wait(0.1):
+                rss = _status_mb(proc.pid, "VmRSS:")
+                if rss is not None:
+                    samples.append((time.perf_counter() - started, rss))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        deadline = started + timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                proc.kill()
+                pid, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.05)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - started
+        done.set()
+        sampler.join()
+    return ProcessResult(
+        returncode=proc.returncode,
+        wall_seconds=wall,
+        cpu_seconds=usage.ru_utime + usage.ru_stime,
+        peak_rss_mb=usage.ru_maxrss / 1024,
+        rss_samples=samples,
+        log_path=log_path,
+    )
+
+
+def tail(path: Path | None, lines: int = 30) -> str:
+    if path is None or not path.exists():
+        return ""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+# --- reading the ledger ----------------------------------------------------------------------
+
+
+@dataclass
+class Ledger:
+    total: int
+    outcomes: dict[str, int]
+    first_sent: float | None  # epoch seconds
+    first_commit: float | None
+    last_commit: float | None
+    vault_entries: int
+
+
+def read_ledger(database_url: str, config: AppConfig) -> Ledger:
+    sink = config.sink
+    with psycopg.connect(database_url) as conn:
+        outcomes: dict[str, int] = dict(
+            conn.execute(
+                sql.SQL("SELECT outcome, count(*) FROM {} GROUP BY outcome").format(
+                    sql.Identifier(sink.ledger_table)
+                )
+            ).fetchall()
+        )
+        row = conn.execute(
+            sql.SQL(
+                "SELECT extract(epoch FROM min(sent_at)), extract(epoch FROM min(committed_at)),"
+                " extract(epoch FROM max(committed_at)) FROM {}"
+            ).format(sql.Identifier(sink.ledger_table))
+        ).fetchone()
+        vault = conn.execute(
+            sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(config.vault.table))
+        ).fetchone()
+    assert row is not None and vault is not None
+    first_sent, first_commit, last_commit = (None if v is None else float(v) for v in row)
+    return Ledger(
+        sum(outcomes.values()), outcomes, first_sent, first_commit, last_commit, int(vault[0])
+    )
+
+
+@contextlib.contextmanager
+def timed() -> Iterator[list[float]]:
+    """`with timed() as t: ...` leaves the elapsed seconds in t[0]."""
+    box: list[float] = []
+    started = time.perf_counter()
+    try:
+        yield box
+    finally:
+        box.append(time.perf_counter() - started)
+
+
+def as_dict(obj: Any) -> Any:
+    """Dataclasses (nested) as plain data for results.json."""
+    from dataclasses import asdict, is_dataclass
+
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return {k: as_dict(v) for k, v in asdict(obj).items()}
+    if isinstance(obj, dict):
+        return {str(k): as_dict(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [as_dict(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj

@@ -1,0 +1,119 @@
+"""The pipeline itself: `python -m bytewax.run bench.flow -w N` (the production steps and sink,
+fed by the in-process source) into a fresh database; throughput and latency from the ledger."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from bench.common import (
+    PYTHON,
+    Ledger,
+    ProcessResult,
+    Server,
+    config_for,
+    flow_env,
+    log,
+    prepare_schema,
+    read_ledger,
+    run_process,
+    tail,
+)
+from connectors.generated import kinds_of
+
+
+@dataclass
+class FlowRun:
+    name: str
+    messages: int
+    workers: int
+    rate: float | None
+    process: ProcessResult
+    ledger: Ledger
+    expected: dict[str, int]  # outcome -> count the dataset implies
+    exact: bool  # the ledger holds exactly what the dataset implies
+    msgs_per_s: float  # committed / (last commit - first SentTimestamp)
+    latency_ms: dict[str, Any] | None = None
+
+
+def run_flow(
+    server: Server,
+    work: Path,
+    keyfiles: dict[str, Path],
+    data: Path,
+    *,
+    name: str,
+    messages: int,
+    workers: int,
+    rate: float | None = None,
+    timeout: float = 900,
+    keep_database: bool = False,
+    wrap: list[str] | None = None,
+) -> tuple[FlowRun, str]:
+    """One run of bench.flow; returns the result and the database's DSN (dropped unless kept)."""
+    dbname = f"bench_{name}"
+    dsn = server.fresh_database(dbname)
+    extra = {"BENCH_DATASET": str(data), "BENCH_N": str(messages)}
+    if rate is not None:
+        extra["BENCH_RATE"] = str(rate)
+    env = flow_env(keyfiles, dsn, **extra)
+    config = config_for(env)
+    prepare_schema(dsn, config)
+    argv = [*(wrap or []), PYTHON, "-m", "bytewax.run", "bench.flow", "-w", str(workers)]
+    log(
+        f"{name}: {messages:,} messages, {workers} worker(s)"
+        + (f", {rate:g} msg/s" if rate else "")
+    )
+    process = run_process(argv, env, work / f"{name}.log", timeout)
+    if process.returncode != 0:
+        raise RuntimeError(
+            f"{name}: the flow exited {process.returncode}:\n{tail(process.log_path)}"
+        )
+    ledger = read_ledger(dsn, config)
+    kinds = kinds_of(data, messages)
+    expected = {"row": kinds["valid"], "rejected": kinds["malformed"], "duplicate": kinds["resend"]}
+    exact = ledger.total == messages and all(
+        ledger.outcomes.get(k, 0) == v for k, v in expected.items()
+    )
+    elapsed = (ledger.last_commit or 0) - (ledger.first_sent or 0)
+    result = FlowRun(
+        name, messages, workers, rate, process, ledger, expected, exact,
+        ledger.total / elapsed if elapsed > 0 else 0.0,
+    )  # fmt: skip
+    if rate is not None:
+        result.latency_ms = latency(dsn, config.sink.ledger_table)
+    log(
+        f"{name}: {result.msgs_per_s:,.0f} msg/s committed, peak RSS {process.peak_rss_mb:.0f} MB,"
+        f" ledger {'exact' if exact else 'NOT EXACT: ' + str(ledger.outcomes)}"
+    )
+    if not keep_database:
+        server.drop_database(dbname)
+    return result, dsn
+
+
+def latency(dsn: str, ledger_table: str, warmup_seconds: float = 1.0) -> dict[str, Any]:
+    """SentTimestamp (stamped at emission) to the ledger row's clock_timestamp(), in ms, for
+    the messages sent after the first `warmup_seconds` of the run."""
+    query = sql.SQL(
+        "WITH l AS (SELECT extract(epoch FROM committed_at - sent_at) * 1000 AS ms FROM {t}"
+        " WHERE sent_at >= (SELECT min(sent_at) FROM {t}) + make_interval(secs => %s))"
+        " SELECT count(*), percentile_cont(0.5) WITHIN GROUP (ORDER BY ms),"
+        " percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), max(ms),"
+        " percentile_cont(%s::float8[]) WITHIN GROUP (ORDER BY ms) FROM l"
+    ).format(t=sql.Identifier(ledger_table))
+    fractions = [i / 100 for i in range(101)]
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(query, (warmup_seconds, fractions)).fetchone()
+    assert row is not None
+    count, p50, p99, worst, cdf = row
+    return {
+        "count": float(count),
+        "p50": float(p50),
+        "p99": float(p99),
+        "max": float(worst),
+        "percentiles": [float(x) for x in cdf],  # 0th, 1st, ..., 100th
+    }

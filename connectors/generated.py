@@ -1,0 +1,323 @@
+"""In-process source of generated logins: a Bytewax `DynamicSource` that emits the same
+`SqsMessage` items the SQS source emits, without a queue (benchmarks, load tests).
+
+The bodies are `logins.generator.iter_messages(n, seed=...)`: realistic repeats, ~3 %
+malformed, ~2 % resends. Message `i` gets a synthetic, deterministic message id and receipt
+handle, receive count 1, and a `SentTimestamp` stamped when it is emitted (as if the producer
+had just sent it), so SentTimestamp-to-commit is the pipeline's latency.
+
+Messages go out in blocks of `batch_size`; with W workers, worker w emits blocks w, w+W, ...
+The bodies come either from the generator itself (each worker runs it and skips the others'
+blocks) or from a *dataset*: the same stream written once to a file by `write_dataset`, so
+that a measurement does not pay for generating it and every run reads the same bytes.
+
+`rate` (messages/s over all workers) paces the source for a steady offered load; without it
+the source emits as fast as the flow takes batches.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import struct
+import time
+from array import array
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import BinaryIO
+
+import orjson
+from bytewax.inputs import DynamicSource, StatelessSourcePartition
+
+from logins import shutdown
+from logins.generator import KINDS, iter_messages
+from logins.records import SqsMessage
+
+DEFAULT_BATCH = 1000
+_MAGIC = b"LOGINS-DATASET-1\n"
+_TRAILER = struct.Struct("<Q16s")  # index length, magic (padded)
+_BLOCK_HEADER = struct.Struct("<I")  # messages in the block
+_PACED_TICK = timedelta(milliseconds=5)
+
+
+def message_id(seed: int, index: int) -> str:
+    """A random-looking UUID like SQS's, but deterministic: message `index` of a seed always
+    gets the same id (so a replay is a redelivery), and ids are spread like real ones are."""
+    h = hashlib.blake2b(index.to_bytes(8, "little"), key=_seed_key(seed), digest_size=16)
+    x = h.hexdigest()
+    return f"{x[:8]}-{x[8:12]}-4{x[13:16]}-a{x[17:20]}-{x[20:]}"
+
+
+@functools.lru_cache(maxsize=8)
+def _seed_key(seed: int) -> bytes:
+    return hashlib.blake2b(str(seed).encode(), digest_size=16, person=b"logins-gen-id").digest()
+
+
+# --- datasets --------------------------------------------------------------------------------
+
+
+def write_dataset(
+    path: Path, n: int, *, seed: int = 0, block_size: int = DEFAULT_BATCH
+) -> dict[str, int]:
+    """Write `iter_messages(n, seed=seed)` to `path` in blocks; returns the count of each kind.
+
+    A block is its message count, each body's byte length, each message's kind, then the
+    bodies (UTF-8). An index of block offsets follows the blocks.
+    """
+    kind_code = {k: i for i, k in enumerate(KINDS)}
+    counts = dict.fromkeys(KINDS, 0)
+    offsets: list[int] = []
+    with path.open("wb") as out:
+        out.write(_MAGIC)
+        lengths, kinds, bodies = array("I"), bytearray(), bytearray()
+        for generated in iter_messages(n, seed=seed):
+            raw = generated.body.encode("utf-8", "surrogatepass")
+            lengths.append(len(raw))
+            kinds.append(kind_code[generated.kind])
+            bodies += raw
+            counts[generated.kind] += 1
+            if len(lengths) == block_size:
+                offsets.append(_write_block(out, lengths, kinds, bodies))
+                lengths, kinds, bodies = array("I"), bytearray(), bytearray()
+        if lengths:
+            offsets.append(_write_block(out, lengths, kinds, bodies))
+        index = orjson.dumps(
+            {"n": n, "seed": seed, "block_size": block_size, "offsets": offsets, "kinds": counts}
+        )
+        out.write(index)
+        out.write(_TRAILER.pack(len(index), _MAGIC[:16]))
+    return counts
+
+
+def _write_block(out: BinaryIO, lengths: array[int], kinds: bytearray, bodies: bytearray) -> int:
+    offset = out.tell()
+    out.write(_BLOCK_HEADER.pack(len(lengths)))
+    out.write(lengths.tobytes())
+    out.write(kinds)
+    out.write(bodies)
+    return offset
+
+
+class Dataset:
+    """A dataset file opened for reading blocks (one open file per reader)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = path.open("rb")
+        if self._file.read(len(_MAGIC)) != _MAGIC:
+            raise ValueError(f"{path}: not a logins dataset")
+        self._file.seek(-_TRAILER.size, 2)
+        index_length, magic = _TRAILER.unpack(self._file.read(_TRAILER.size))
+        if magic != _MAGIC[:16]:
+            raise ValueError(f"{path}: truncated dataset (no index)")
+        self._file.seek(-_TRAILER.size - index_length, 2)
+        index = orjson.loads(self._file.read(index_length))
+        self.n: int = index["n"]
+        self.seed: int = index["seed"]
+        self.block_size: int = index["block_size"]
+        self.kinds: dict[str, int] = index["kinds"]
+        self._offsets: list[int] = index["offsets"]
+
+    @property
+    def blocks(self) -> int:
+        return len(self._offsets)
+
+    def block(self, number: int) -> tuple[list[str], bytes]:
+        """The bodies of block `number` and their kind codes (indices into KINDS)."""
+        self._file.seek(self._offsets[number])
+        (count,) = _BLOCK_HEADER.unpack(self._file.read(_BLOCK_HEADER.size))
+        lengths = array("I")
+        lengths.frombytes(self._file.read(4 * count))
+        kinds = self._file.read(count)
+        raw = self._file.read(sum(lengths))
+        bodies: list[str] = []
+        start = 0
+        for length in lengths:
+            bodies.append(raw[start : start + length].decode("utf-8", "surrogatepass"))
+            start += length
+        return bodies, kinds
+
+    def iter_bodies(self, limit: int | None = None) -> Iterator[tuple[int, str]]:
+        """(index, body) of the first `limit` messages (all by default), in order."""
+        limit = self.n if limit is None else min(limit, self.n)
+        index = 0
+        for number in range(self.blocks):
+            bodies, _ = self.block(number)
+            for body in bodies:
+                if index >= limit:
+                    return
+                yield index, body
+                index += 1
+
+    def close(self) -> None:
+        self._file.close()
+
+
+# --- the source ------------------------------------------------------------------------------
+
+
+class GeneratedPartition(StatelessSourcePartition[SqsMessage]):
+    """One worker's share: blocks `worker_index`, `worker_index + worker_count`, ..."""
+
+    def __init__(
+        self,
+        blocks: Iterator[tuple[int, list[str]]],
+        seed: int,
+        rate: float | None,
+    ) -> None:
+        self._blocks = blocks
+        self._seed = seed
+        self._rate = rate
+        self._pending: list[tuple[int, str]] = []  # a paced block not yet emitted in full
+        self._started: float | None = None
+        self._emitted = 0
+        self._awake: datetime | None = None
+
+    def next_batch(self) -> list[SqsMessage]:
+        if shutdown.STOPPING.is_set():
+            raise StopIteration
+        if self._rate is None:
+            start, bodies = next(self._blocks)  # StopIteration ends the partition
+            return self._stamp(start, bodies)
+        return self._paced()
+
+    def _paced(self) -> list[SqsMessage]:
+        now = time.monotonic()
+        if self._started is None:
+            self._started = now
+        assert self._rate is not None
+        due = int((now - self._started) * self._rate) - self._emitted
+        out: list[SqsMessage] = []
+        while due > 0:
+            if not self._pending:
+                try:
+                    start, bodies = next(self._blocks)
+                except StopIteration:
+                    if out:
+                        break
+                    raise
+                self._pending = [(start + i, b) for i, b in enumerate(bodies)]
+            take, self._pending = self._pending[:due], self._pending[due:]
+            due -= len(take)
+            out += self._stamp_pairs(take)
+        self._emitted += len(out)
+        self._awake = datetime.now(timezone.utc) + _PACED_TICK
+        return out
+
+    def _stamp(self, start: int, bodies: list[str]) -> list[SqsMessage]:
+        now = time.time()
+        sent = int(now * 1000)
+        seed = self._seed
+        return [
+            SqsMessage(
+                message_id(seed, index),
+                f"AQEB-generated-{seed}-{index}",
+                body,
+                sent,
+                1,
+                now,
+            )
+            for index, body in enumerate(bodies, start)
+        ]
+
+    def _stamp_pairs(self, pairs: list[tuple[int, str]]) -> list[SqsMessage]:
+        now = time.time()
+        sent = int(now * 1000)
+        seed = self._seed
+        return [
+            SqsMessage(message_id(seed, i), f"AQEB-generated-{seed}-{i}", body, sent, 1, now)
+            for i, body in pairs
+        ]
+
+    def next_awake(self) -> datetime | None:
+        return self._awake
+
+
+class GeneratedSource(DynamicSource[SqsMessage]):
+    """`n` generated logins (or all of `dataset`), split by block across the workers."""
+
+    def __init__(
+        self,
+        n: int | None = None,
+        *,
+        seed: int = 0,
+        dataset: Path | None = None,
+        batch_size: int = DEFAULT_BATCH,
+        rate: float | None = None,
+    ) -> None:
+        if dataset is None and n is None:
+            raise ValueError("GeneratedSource needs n or a dataset")
+        if batch_size < 1 or (rate is not None and rate <= 0):
+            raise ValueError("batch_size and rate must be positive")
+        self._n = n
+        self._seed = seed
+        self._dataset = dataset
+        self._batch_size = batch_size
+        self._rate = rate
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> GeneratedPartition:
+        rate = None if self._rate is None else self._rate / worker_count
+        if self._dataset is not None:
+            blocks = _dataset_blocks(self._dataset, self._n, worker_index, worker_count)
+            seed = Dataset(self._dataset).seed
+        else:
+            assert self._n is not None
+            blocks = _generated_blocks(
+                self._n, self._seed, self._batch_size, worker_index, worker_count
+            )
+            seed = self._seed
+        return GeneratedPartition(blocks, seed, rate)
+
+
+def _generated_blocks(
+    n: int, seed: int, size: int, worker: int, workers: int
+) -> Iterator[tuple[int, list[str]]]:
+    bodies: list[str] = []
+    start = 0
+    for index, generated in enumerate(iter_messages(n, seed=seed)):
+        if (index // size) % workers == worker:
+            if not bodies:
+                start = index
+            bodies.append(generated.body)
+            if len(bodies) == size:
+                yield start, bodies
+                bodies = []
+    if bodies:
+        yield start, bodies
+
+
+def _dataset_blocks(
+    path: Path, n: int | None, worker: int, workers: int
+) -> Iterator[tuple[int, list[str]]]:
+    dataset = Dataset(path)
+    limit = dataset.n if n is None else min(n, dataset.n)
+    try:
+        for number in range(worker, dataset.blocks, workers):
+            start = number * dataset.block_size
+            if start >= limit:
+                break
+            bodies, _ = dataset.block(number)
+            yield start, bodies[: limit - start]
+    finally:
+        dataset.close()
+
+
+def kinds_of(path: Path, n: int | None = None) -> dict[str, int]:
+    """How many of the first `n` messages of a dataset are valid, resends and malformed."""
+    dataset = Dataset(path)
+    try:
+        limit = dataset.n if n is None else min(n, dataset.n)
+        if limit == dataset.n:
+            return dict(dataset.kinds)
+        counts = dict.fromkeys(KINDS, 0)
+        for number in range(dataset.blocks):
+            start = number * dataset.block_size
+            if start >= limit:
+                break
+            _, kinds = dataset.block(number)
+            for code in kinds[: limit - start]:
+                counts[KINDS[code]] += 1
+        return counts
+    finally:
+        dataset.close()

@@ -236,9 +236,23 @@ def _exact(r: dict[str, Any]) -> str:
         bad.append("sqs")
     if bad:
         return f"**the ledger did not match the data in {', '.join(bad)}** (see results.json)."
-    return (
-        "in every pipeline run the ledger held exactly one entry per message, and as many rows,"
-        " rejections and duplicates as the generator made valid, malformed and resent messages."
+    text = (
+        "in every pipeline run the ledger held exactly one entry per message, as many"
+        " rejections as the generator made malformed messages, and a row or a duplicate for"
+        " every other message."
+    )
+    missed = [(x["name"], x.get("resends_missed", 0), x["expected"]["duplicate"]) for x in runs]
+    missed = [m for m in missed if m[1]]
+    if not missed:
+        return text + " Every resend was recognised as a duplicate."
+    return text + (
+        " Resends written as rows instead of duplicates: "
+        + ", ".join(f"{name} {n:,} of {of:,}" for name, n, of in missed)
+        + ". With 2 workers the in-process source lets each worker emit its own blocks as"
+        " fast as it goes, so one worker can run far ahead of the other; a resend whose"
+        " original comes from the other worker's block more than the dedupe cap"
+        " (`max_entries_per_shard` x shards) later is not recognised. SQS bounds that skew"
+        " to what the workers hold (`prefetch`), far below the cap; see docs/operations.md."
     )
 
 

@@ -29,6 +29,7 @@ from bench.common import (
     run_process,
     tail,
 )
+from bench.core import accounted
 from connectors.generated import Dataset
 from logins.generator import KINDS
 
@@ -179,9 +180,7 @@ def sqs_path(
         if process.returncode != 0:
             raise RuntimeError(f"sqs flow exited {process.returncode}:\n{tail(process.log_path)}")
         ledger = read_ledger(dsn, config)
-        exact = ledger.total == len(bodies) and all(
-            ledger.outcomes.get(k, 0) == v for k, v in expected.items()
-        )
+        exact = accounted(ledger.total, ledger.outcomes, len(bodies), expected)
         span = (ledger.last_commit or 0) - (ledger.first_commit or 0)
         flow_rate = ledger.total / span if span > 0 else 0.0
         log(f"sqs: flow {flow_rate:,.0f} msg/s (ledger {'exact' if exact else ledger.outcomes})")

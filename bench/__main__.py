@@ -107,6 +107,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         config = config_for(flow_env(keyfiles, dsn))
         rows_file = args.work / "pipeline-rows.copy"
         exported = baselines.export_rows(dsn, config, rows_file)
+        results["statement_ms"] = core.statement_costs(dsn, config)
+        log(f"sink statements, ms per 1,000 rows: {results['statement_ms']}")
         server.drop_database("bench_core_1w")
         log(f"exported the pipeline's {exported:,} rows for the ceiling")
 

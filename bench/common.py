@@ -98,9 +98,41 @@ class Server:
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time used so far by the server's processes: the postmaster's own and reaped
+        children's (a flow's backends, once they exit) plus its live children's. None if the
+        server is not on this machine (or /proc is not readable)."""
+        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+            row = conn.execute("SELECT pg_backend_pid()").fetchone()
+        assert row is not None
+        ticks = os.sysconf("SC_CLK_TCK")
+        try:
+            postmaster = int(_stat(int(row[0]))[1])
+            fields = _stat(postmaster)
+            total = sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
+            for entry in Path("/proc").iterdir():
+                if entry.name.isdigit():
+                    child = _stat(int(entry.name), missing_ok=True)
+                    if child and int(child[1]) == postmaster:
+                        total += int(child[11]) + int(child[12])
+        except (OSError, ValueError, IndexError):
+            return None
+        return total / ticks
+
     def stop(self) -> None:
         if self._embedded is not None:
             self._embedded.stop()
+
+
+def _stat(pid: int, missing_ok: bool = False) -> list[str]:
+    """/proc/PID/stat's fields after the command name: [state, ppid, ...] (index = field - 3)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        if missing_ok:
+            return []
+        raise
+    return text.rsplit(")", 1)[1].split()
 
 
 # --- the flow's environment and schema -------------------------------------------------------

@@ -3,6 +3,7 @@ fed by the in-process source) into a fresh database; throughput and latency from
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,17 @@ from bench.common import (
     config_for,
     flow_env,
     log,
+    median,
     prepare_schema,
     read_ledger,
     run_process,
     tail,
+    timed,
 )
 from connectors.generated import kinds_of
+from connectors.migrations import row_columns
+from connectors.postgres import PostgresWriter
+from logins.config import AppConfig
 
 
 @dataclass
@@ -41,6 +47,7 @@ class FlowRun:
     # resends written as rows: dedupe did not see the original within its bounds (an
     # ordering matter, not a loss: `exact` already holds)
     resends_missed: int = 0
+    postgres_cpu_seconds: float | None = None  # the server's CPU during the run, if local
 
 
 def run_flow(
@@ -71,7 +78,10 @@ def run_flow(
         f"{name}: {messages:,} messages, {workers} worker(s)"
         + (f", {rate:g} msg/s" if rate else "")
     )
+    pg_before = server.cpu_seconds()
     process = run_process(argv, env, work / f"{name}.log", timeout)
+    time.sleep(0.5)  # the flow's backends exit and are reaped
+    pg_after = server.cpu_seconds()
     if process.returncode != 0:
         raise RuntimeError(
             f"{name}: the flow exited {process.returncode}:\n{tail(process.log_path)}"
@@ -85,6 +95,8 @@ def run_flow(
     result = FlowRun(
         name, messages, workers, rate, process, ledger, expected, exact,
         ledger.total / elapsed if elapsed > 0 else 0.0, resends_missed=missed,
+        postgres_cpu_seconds=None if pg_before is None or pg_after is None
+        else pg_after - pg_before,
     )  # fmt: skip
     if rate is not None:
         result.latency_ms = latency(dsn, config.sink.ledger_table)
@@ -134,3 +146,51 @@ def latency(dsn: str, ledger_table: str, warmup_seconds: float = 1.0) -> dict[st
         "max": float(worst),
         "percentiles": [float(x) for x in cdf],  # 0th, 1st, ..., 100th
     }
+
+
+def statement_costs(dsn: str, config: AppConfig, batches: int = 5) -> dict[str, float]:
+    """ms per 1,000 rows of the sink's statements, on the database a run left behind: new
+    message ids and tokens staged as the sink stages them, then the claim-and-insert
+    statement, the vault insert and the commit; and, for scale, the same 1,000 rows inserted
+    into a table with the same columns and no index. Median of `batches`."""
+    statements = PostgresWriter(config).statements
+    table, vault = sql.Identifier(config.sink.table), sql.Identifier(config.vault.table)
+    columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in row_columns(config))
+    stage_rows = sql.SQL(
+        "INSERT INTO stage_events ({c}, outcome, receive_count) SELECT {r}, 'row', 1 FROM {t}"
+        " LIMIT 1000"
+    ).format(c=columns, t=table, r=sql.SQL(", ").join(
+        sql.SQL("md5(random()::text)") if c.name == "message_id" else sql.Identifier(c.name)
+        for c in row_columns(config)
+    ))  # fmt: skip
+    stage_vault = sql.SQL(
+        "INSERT INTO stage_vault SELECT 'bench.' || md5(random()::text), field, sealed,"
+        " vault_key_id FROM {} LIMIT 1000"
+    ).format(vault)
+    times: dict[str, list[float]] = {"insert": [], "insert_vault": [], "commit": [], "plain": []}
+    with psycopg.connect(dsn) as conn:
+        conn.execute(statements["create_stage"])
+        conn.execute(
+            sql.SQL("CREATE TEMP TABLE bench_plain AS SELECT {} FROM {} LIMIT 0").format(
+                columns, table
+            )
+        )
+        conn.commit()
+        for _ in range(batches):
+            conn.execute(stage_rows)
+            conn.execute(stage_vault)
+            for key in ("insert", "insert_vault"):
+                with timed() as took:
+                    conn.execute(statements[key])
+                times[key].append(took[0] * 1000)
+            with timed() as took:
+                conn.commit()
+            times["commit"].append(took[0] * 1000)
+            conn.execute(stage_rows)
+            with timed() as took:
+                conn.execute(
+                    sql.SQL("INSERT INTO bench_plain SELECT {} FROM stage_events").format(columns)
+                )
+            times["plain"].append(took[0] * 1000)
+            conn.rollback()
+    return {key: median(values) for key, values in times.items()}

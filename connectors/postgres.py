@@ -101,6 +101,11 @@ class PostgresWriter:
 
     # -- statements ---------------------------------------------------------------------------
 
+    @property
+    def statements(self) -> dict[str, sql.Composed | sql.SQL]:
+        """The sink's SQL by name (the benchmark times them one by one)."""
+        return dict(self._statements)
+
     def _build_statements(self) -> dict[str, sql.Composed | sql.SQL]:
         sink, vault = self._config.sink, self._config.vault
         stage_names = [c.name for c in self._stage_columns]

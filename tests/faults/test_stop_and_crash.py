@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from logins.embedded import EmbeddedSqs
@@ -116,6 +117,18 @@ def test_kill_9_between_commit_and_delete(
     flow = start_flow(env, "-w", "2")
     wait_until(lambda: ledger_size(database_url) >= 150, 120, "150 committed messages")
 
+    # Each commit now takes 0.5 s more, so batches are being written when SQS goes away
+    # (a fast sink could otherwise have committed and deleted everything it held).
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN PERFORM pg_sleep(0.5); RETURN NULL; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER slow_commit AFTER INSERT ON logins_ledger"
+            " FOR EACH STATEMENT EXECUTE FUNCTION slow_commit()"
+        )
+    time.sleep(0.3)
     proxy.down()
     time.sleep(2)  # the batches in flight commit; their deletes cannot reach SQS
     flow.kill()
@@ -123,6 +136,8 @@ def test_kill_9_between_commit_and_delete(
     committed = ledger_size(database_url)
     # more messages still in the queue than uncommitted ones: some were committed, not deleted
     assert in_queue > sent_so_far - committed
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("DROP TRIGGER slow_commit ON logins_ledger")
     proxy.up()
 
     sent = drain(start_flow, env, producer)

@@ -17,7 +17,7 @@ Both write an audit row before the first change and another with the counts at t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,12 +104,7 @@ def rotate_tokens(
         "SELECT v.token, v.field, v.sealed, v.vault_key_id " + _PENDING + " AND v.token > %(after)s"
         " ORDER BY v.token LIMIT %(n)s"
     ).format(vault=sql.Identifier(t.vault), aliases=sql.Identifier(t.aliases))
-    after = ""
-    while True:
-        batch = conn.execute(select, {"active": active, "after": after, "n": batch_size}).fetchall()
-        if not batch:
-            break
-        after = batch[-1][0]
+    for batch in _chunks(conn, select, {"active": active}, batch_size):
         new_entries: list[tuple[str, str, bytes, str]] = []
         aliases: list[tuple[str, str, str]] = []
         seals = sealer.batch()  # one data key per chunk (docs/vault.md)
@@ -244,18 +239,11 @@ def rekey(
             "rejected_bodies": _remaining(conn, t.rejected, old.key_id),
         },
     )
-    after = ""
-    while True:
-        batch = conn.execute(
-            sql.SQL(
-                "SELECT token, field, sealed FROM {} WHERE vault_key_id = %s AND token > %s"
-                " ORDER BY token LIMIT %s"
-            ).format(sql.Identifier(t.vault)),
-            (old.key_id, after, batch_size),
-        ).fetchall()
-        if not batch:
-            break
-        after = batch[-1][0]
+    select_vault = sql.SQL(
+        "SELECT token, field, sealed FROM {} WHERE vault_key_id = %(key)s AND token > %(after)s"
+        " ORDER BY token LIMIT %(n)s"
+    ).format(sql.Identifier(t.vault))
+    for batch in _chunks(conn, select_vault, {"key": old.key_id}, batch_size):
         updates = []
         seals = sealer.batch()  # one data key per chunk (docs/vault.md)
         for token, field_name, sealed in batch:
@@ -275,18 +263,11 @@ def rekey(
         )
         if progress:
             progress(f"vault entries re-sealed {result.vault_rekeyed}, failed {result.failed}")
-    after = ""
-    while True:
-        batch = conn.execute(
-            sql.SQL(
-                "SELECT message_id, sealed_body FROM {} WHERE vault_key_id = %s"
-                " AND message_id > %s ORDER BY message_id LIMIT %s"
-            ).format(sql.Identifier(t.rejected)),
-            (old.key_id, after, batch_size),
-        ).fetchall()
-        if not batch:
-            break
-        after = batch[-1][0]
+    select_rejected = sql.SQL(
+        "SELECT message_id, sealed_body FROM {} WHERE vault_key_id = %(key)s"
+        " AND message_id > %(after)s ORDER BY message_id LIMIT %(n)s"
+    ).format(sql.Identifier(t.rejected))
+    for batch in _chunks(conn, select_rejected, {"key": old.key_id}, batch_size):
         updates = []
         seals = sealer.batch()
         for message_id, sealed in batch:
@@ -328,6 +309,18 @@ def rekey(
         },
     )
     return result
+
+
+def _chunks(
+    conn: psycopg.Connection[Any], query: sql.Composed, params: dict[str, Any], size: int
+) -> Iterator[list[Any]]:
+    """The rows of `query` (ordered by its first column, with `%(after)s` and `%(n)s`) in chunks
+    of `size`, each read after the last key of the one before: resumable, and rows the caller
+    changed in between are not read twice."""
+    after = ""
+    while rows := conn.execute(query, {**params, "after": after, "n": size}).fetchall():
+        yield rows
+        after = rows[-1][0]
 
 
 def _update(conn: psycopg.Connection[Any], statement: sql.Composed, rows: list[Any]) -> int:

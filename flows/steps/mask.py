@@ -36,9 +36,6 @@ class SealCache:
         self._pending: dict[str, bytes] = {}
         self._lock = threading.Lock()
 
-    def is_committed(self, token: str) -> bool:
-        return bool(self.committed_among([token]))
-
     def committed_among(self, tokens: Iterable[str]) -> set[str]:
         """Those of `tokens` the vault holds (as far as this process knows); refreshes them."""
         found: set[str] = set()
@@ -50,17 +47,11 @@ class SealCache:
                     found.add(token)
         return found
 
-    def pending(self, token: str) -> bytes | None:
-        return self._pending.get(token)
-
     def pending_among(self, tokens: Iterable[str]) -> dict[str, bytes]:
         """The sealed values of those of `tokens` whose first write is still in flight."""
         pending = self._pending
         with self._lock:
             return {t: pending[t] for t in tokens if t in pending}
-
-    def add_pending(self, token: str, sealed: bytes) -> None:
-        self.add_pending_many([(token, sealed)])
 
     def add_pending_many(self, entries: Iterable[tuple[str, bytes]]) -> None:
         limit = max(self._size, 1)

@@ -22,7 +22,7 @@ import hashlib
 import struct
 import time
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import BinaryIO
@@ -206,22 +206,10 @@ class GeneratedPartition(StatelessSourcePartition[SqsMessage]):
         return out
 
     def _stamp(self, start: int, bodies: list[str]) -> list[SqsMessage]:
-        now = time.time()
-        sent = int(now * 1000)
-        seed = self._seed
-        return [
-            SqsMessage(
-                message_id(seed, index),
-                f"AQEB-generated-{seed}-{index}",
-                body,
-                sent,
-                1,
-                now,
-            )
-            for index, body in enumerate(bodies, start)
-        ]
+        return self._stamp_pairs(enumerate(bodies, start))
 
-    def _stamp_pairs(self, pairs: list[tuple[int, str]]) -> list[SqsMessage]:
+    def _stamp_pairs(self, pairs: Iterable[tuple[int, str]]) -> list[SqsMessage]:
+        """Messages `index: body`, sent (SentTimestamp) and received now."""
         now = time.time()
         sent = int(now * 1000)
         seed = self._seed

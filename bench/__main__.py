@@ -27,7 +27,7 @@ from typing import Any
 
 from bench import baselines, core, profile, report
 from bench.common import ROOT, Server, as_dict, config_for, dataset, flow_env, keys, log
-from connectors.generated import Dataset
+from logins.dev.generated import Dataset
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

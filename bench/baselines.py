@@ -20,9 +20,9 @@ import psycopg
 from psycopg import sql
 
 from bench.common import Server, log, median
-from connectors.generated import Dataset
 from connectors.migrations import ANALYST_COLUMNS, row_columns
 from logins.config import AppConfig
+from logins.dev.generated import Dataset
 
 
 @dataclass

@@ -18,10 +18,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from connectors.generated import write_dataset
 from connectors.migrations import migrate
 from logins.config import AppConfig, load_config
-from logins.embedded import EmbeddedPostgres, dsn_with_database
+from logins.dev.embedded import EmbeddedPostgres, dsn_with_database
+from logins.dev.generated import write_dataset
 from logins.keys import generate_keys
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -26,10 +26,10 @@ from bench.common import (
     tail,
     timed,
 )
-from connectors.generated import kinds_of
 from connectors.migrations import row_columns
 from connectors.postgres import PostgresWriter
 from logins.config import AppConfig
+from logins.dev.generated import kinds_of
 
 
 @dataclass

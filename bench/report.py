@@ -91,9 +91,9 @@ def render(r: dict[str, Any]) -> str:
         f" synchronous_commit={pg['synchronous_commit']}, shared_buffers={pg['shared_buffers']})"
     )
     w(
-        f"* **Data:** `logins.generator.iter_messages(n, seed={ds['seed']})`, the same messages for"
-        f" every measurement: {_kinds(ds['kinds'], ds['n'])}. Written once to a dataset file"
-        " (`connectors.generated.write_dataset`) so no run pays for generating it.\n"
+        f"* **Data:** `logins.dev.generator.iter_messages(n, seed={ds['seed']})`, the same messages"
+        f" for every measurement: {_kinds(ds['kinds'], ds['n'])}. Written once to a dataset file"
+        " (`logins.dev.generated.write_dataset`) so no run pays for generating it.\n"
     )
 
     w("## Figures and targets\n")
@@ -319,7 +319,7 @@ METHOD = """
 
 * **Core path.** `python -m bytewax.run bench.flow -w N` runs `flows.builder.build_flow(config,
   source=GeneratedSource(...), acker_factory=NoAcker)`: the production steps and sink, fed by
-  `connectors/generated.py` (SQS-shaped messages in batches of 1,000, a synthetic random-looking
+  `logins/dev/generated.py` (SQS-shaped messages in batches of 1,000, a synthetic random-looking
   message id and receipt handle, `SentTimestamp` stamped at emission). It writes into a fresh
   database on the server above. Throughput = messages in `logins_ledger` ÷ (last ledger write -
   first `SentTimestamp`), so start-up is excluded and everything from the first emitted message

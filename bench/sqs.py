@@ -30,8 +30,8 @@ from bench.common import (
     tail,
 )
 from bench.core import accounted
-from connectors.generated import Dataset
-from logins.generator import KINDS
+from logins.dev.generated import Dataset
+from logins.dev.generator import KINDS
 
 _DUMMY = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
 

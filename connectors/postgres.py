@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any
 
 import psycopg
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -32,20 +32,15 @@ from tenacity import (
 )
 
 from connectors.migrations import Column, migrate, row_columns
-from flows.steps.mask import SealCache
+from connectors.sqs import Acker
 from logins import metrics, shutdown
 from logins.config import AppConfig
-from logins.records import Event, Rejection, SqsMessage, VaultEntry
+from logins.records import Event, Rejection, VaultEntry
+from logins.sealcache import SealCache
 from logins.telemetry import tracer
 from logins.vault import Sealer
 
 log = logging.getLogger(__name__)
-
-
-class Acker(Protocol):
-    def delete(self, messages: Sequence[SqsMessage]) -> int: ...
-    def extend(self, messages: Sequence[SqsMessage]) -> list[SqsMessage]: ...
-    def release(self, messages: Sequence[SqsMessage], after_seconds: int = 0) -> int: ...
 
 
 def is_poison_error(exc: BaseException) -> bool:

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Protocol
 
 import boto3
 from botocore.config import Config
@@ -248,7 +248,17 @@ class SqsSource(DynamicSource[SqsMessage]):
         return SqsAcker(self._config, self.inflight)
 
 
-class SqsAcker:
+class Acker(Protocol):
+    """What the sink calls after its transaction: delete committed messages, keep held ones
+    invisible, let refused ones come back. The SQS source provides one; in-process sources
+    use `NoAcker`."""
+
+    def delete(self, messages: Sequence[SqsMessage]) -> int: ...
+    def extend(self, messages: Sequence[SqsMessage]) -> list[SqsMessage]: ...
+    def release(self, messages: Sequence[SqsMessage], after_seconds: int = 0) -> int: ...
+
+
+class SqsAcker(Acker):
     """Deletes committed messages and moves visibility, ten per batch call.
 
     None of these failing is an error for the flow: a message not deleted comes back after
@@ -314,7 +324,7 @@ class SqsAcker:
         return failed
 
 
-class NoAcker:
+class NoAcker(Acker):
     """For sources that need no acknowledgement (tests, benchmarks, in-process input)."""
 
     def delete(self, messages: Sequence[SqsMessage]) -> int:

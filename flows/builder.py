@@ -10,7 +10,6 @@ recovered state, so names are part of the contract once a flow runs with recover
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import bytewax.operators as op
@@ -20,28 +19,13 @@ from bytewax.inputs import Source
 from connectors.postgres import PostgresSink
 from connectors.sqs import NoAcker, SqsSource
 from flows.steps import dedupe
-from flows.steps.mask import Masker, SealCache
+from flows.steps.mask import Masker
 from flows.steps.validate import Validator
 from logins import shutdown
 from logins.config import AppConfig, DedupeStep, MaskStep, ValidateStep
-from logins.keys import load_token_keys, load_vault_public_key
 from logins.records import Event, SqsMessage
-from logins.tokens import Tokenizer
-from logins.vault import Sealer
-
-
-@dataclass
-class Secrets:
-    tokenizer: Tokenizer
-    sealer: Sealer
-
-
-def load_secrets(config: AppConfig) -> Secrets:
-    """The token key and the vault's public key; the private key is never read here."""
-    return Secrets(
-        Tokenizer(load_token_keys(config.tokens.key_file)),
-        Sealer(load_vault_public_key(config.vault.public_key_file)),
-    )
+from logins.sealcache import SealCache
+from logins.secrets import Secrets, load_secrets
 
 
 def build_flow(

@@ -3,7 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
+
+# Why a message cannot become a row: the validator's codes in the order it checks them (size,
+# JSON, object, then per field: missing -> null -> type -> length -> value), and `poison`, a
+# row the database kept refusing (the sink parks it).
+ValidationReason = Literal[
+    "too_large",
+    "not_json",
+    "not_object",
+    "missing_field",
+    "null_field",
+    "wrong_type",
+    "too_long",
+    "invalid_value",
+]
+RejectionReason = Literal[ValidationReason, "poison"]
+REASONS: tuple[ValidationReason, ...] = get_args(ValidationReason)
 
 
 @dataclass(slots=True)
@@ -22,7 +38,7 @@ class SqsMessage:
 class Rejection:
     """Why a message cannot become a row. `detail` names fields and limits, never values."""
 
-    reason: str
+    reason: RejectionReason
     detail: str
 
 

@@ -1,7 +1,7 @@
 """Shared fixtures: a real PostgreSQL and a real SQS-protocol server on loopback, per session.
 
 Nothing is mocked in-process and nothing needs Docker: the servers come from
-``logins.embedded``. If one cannot start, the tests that need it error; they never skip.
+``logins.dev.embedded``. If one cannot start, the tests that need it error; they never skip.
 Set LOGINS_TEST_DATABASE_URL to use an existing PostgreSQL instead of the embedded one.
 """
 
@@ -17,7 +17,7 @@ import pytest
 from botocore.exceptions import ClientError
 from psycopg import sql
 
-from logins.embedded import EmbeddedPostgres, EmbeddedSqs, dsn_with_database
+from logins.dev.embedded import EmbeddedPostgres, EmbeddedSqs, dsn_with_database
 from tests.helpers import private_data_dir
 
 DATABASE_URL_ENV = "LOGINS_TEST_DATABASE_URL"

@@ -17,23 +17,14 @@ import orjson
 
 from logins.appversion import encode_app_version
 from logins.config import FieldSpec, ValidateStep
-from logins.records import Event, Rejection, SqsMessage
+from logins.records import REASONS, Event, Rejection, SqsMessage, ValidationReason
 from logins.tokens import Tokenizer
 
-REASONS = (
-    "too_large",
-    "not_json",
-    "not_object",
-    "missing_field",
-    "null_field",
-    "wrong_type",
-    "too_long",
-    "invalid_value",
-)
+__all__ = ["REASONS", "Validator"]
 
 
 class Invalid(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: ValidationReason, detail: str) -> None:
         assert reason in REASONS
         self.rejection = Rejection(reason, detail)
 

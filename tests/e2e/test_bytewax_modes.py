@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from logins.embedded import EmbeddedSqs, free_port
-from logins.generator import generate
-from logins.seed import send_bodies
+from logins.dev.embedded import EmbeddedSqs, free_port
+from logins.dev.generator import generate
+from logins.dev.seed import send_bodies
 from tests.helpers import ledger_from_dsn, make_keys, service_env
 
 REPO = Path(__file__).resolve().parents[2]

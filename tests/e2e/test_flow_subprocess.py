@@ -12,10 +12,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from logins.embedded import EmbeddedSqs
-from logins.generator import generate
+from logins.dev.embedded import EmbeddedSqs
+from logins.dev.generator import generate
+from logins.dev.seed import send_bodies
 from logins.keys import load_token_keys
-from logins.seed import send_bodies
 from logins.tokens import Tokenizer
 from tests.helpers import make_keys, service_env
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import psycopg
 
-from logins.embedded import EmbeddedSqs
-from logins.generator import generate
-from logins.seed import send_bodies
+from logins.dev.embedded import EmbeddedSqs
+from logins.dev.generator import generate
+from logins.dev.seed import send_bodies
 from tests.helpers import make_keys, service_env
 from tests.integration.leaks import EXTRA_PII, LeakSearch, crafted, raw_values
 

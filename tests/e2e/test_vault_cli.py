@@ -13,8 +13,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from logins.embedded import EmbeddedSqs
-from logins.seed import send_bodies
+from logins.dev.embedded import EmbeddedSqs
+from logins.dev.seed import send_bodies
 from tests.helpers import make_keys, service_env
 
 REPO = Path(__file__).resolve().parents[2]

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from logins.embedded import EmbeddedPostgres, EmbeddedSqs
+from logins.dev.embedded import EmbeddedPostgres, EmbeddedSqs
 from tests.faults.sqs_proxy import SqsFaultProxy
 from tests.helpers import make_keys, private_data_dir, service_env
 

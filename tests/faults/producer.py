@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from logins.seed import send_bodies
+from logins.dev.seed import send_bodies
 
 
 class PacedProducer(threading.Thread):

@@ -10,10 +10,10 @@ from pathlib import Path
 import psycopg
 
 from connectors.migrations import migrate
-from logins.embedded import EmbeddedPostgres, EmbeddedSqs
-from logins.generator import generate
+from logins.dev.embedded import EmbeddedPostgres, EmbeddedSqs
+from logins.dev.generator import generate
+from logins.dev.seed import send_bodies
 from logins.metrics import SQS_RECEIVED
-from logins.seed import send_bodies
 from tests.faults.conftest import FlowProcess, in_flight, ledger_size, wait_until
 from tests.faults.producer import PacedProducer
 from tests.helpers import config_for, fetch, ledger_from_dsn, run

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from logins.embedded import EmbeddedSqs
-from logins.generator import GeneratedMessage, generate
+from logins.dev.embedded import EmbeddedSqs
+from logins.dev.generator import GeneratedMessage, generate
 from tests.faults.producer import PacedProducer
 from tests.faults.sqs_proxy import SqsFaultProxy
 from tests.helpers import ledger_from_dsn, make_keys, service_env

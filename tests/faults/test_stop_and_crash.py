@@ -13,8 +13,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from logins.embedded import EmbeddedSqs
-from logins.generator import generate
+from logins.dev.embedded import EmbeddedSqs
+from logins.dev.generator import generate
 from tests.faults.conftest import FlowProcess, in_flight, ledger_size, wait_until
 from tests.faults.producer import PacedProducer
 from tests.faults.sqs_proxy import SqsFaultProxy

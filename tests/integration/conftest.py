@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from logins.embedded import EmbeddedSqs
+from logins.dev.embedded import EmbeddedSqs
 from tests.helpers import make_keys, service_env
 
 

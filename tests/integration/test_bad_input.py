@@ -20,10 +20,10 @@ import psycopg
 from bytewax.testing import TestingSource
 
 from connectors.sqs import NoAcker
-from flows.builder import load_secrets
 from flows.steps.validate import REASONS, Validator
 from logins.keys import load_vault_private_key
 from logins.records import SqsMessage
+from logins.secrets import load_secrets
 from logins.vault import Opener
 from tests.helpers import assert_exact_ledger, config_for, fetch, run
 

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
-from logins.embedded import EmbeddedPostgres, EmbeddedSqs, free_port
+from logins.dev.embedded import EmbeddedPostgres, EmbeddedSqs, free_port
 
 pytestmark = pytest.mark.integration
 

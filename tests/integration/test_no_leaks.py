@@ -36,9 +36,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY, generate_latest
 
-from logins.embedded import EmbeddedSqs
-from logins.generator import GeneratedMessage, generate
-from logins.seed import send_bodies
+from logins.dev.embedded import EmbeddedSqs
+from logins.dev.generator import GeneratedMessage, generate
+from logins.dev.seed import send_bodies
 from logins.telemetry import JsonFormatter
 from tests.helpers import assert_exact_ledger, config_for, run
 from tests.integration.leaks import EXTRA_PII, LeakSearch, crafted, raw_values

@@ -16,11 +16,11 @@ import psycopg
 from bytewax.testing import TestingSource
 
 from connectors.sqs import NoAcker, to_message
-from flows.builder import load_secrets
 from logins.config import AppConfig
-from logins.embedded import EmbeddedSqs
-from logins.generator import GeneratedMessage, generate
-from logins.seed import send_bodies
+from logins.dev.embedded import EmbeddedSqs
+from logins.dev.generator import GeneratedMessage, generate
+from logins.dev.seed import send_bodies
+from logins.secrets import load_secrets
 from tests.helpers import assert_exact_ledger, config_for, fetch, run
 
 

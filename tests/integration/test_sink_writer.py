@@ -18,13 +18,14 @@ import psycopg
 import pytest
 
 from connectors.postgres import PostgresPartition
-from flows.builder import load_secrets
-from flows.steps.mask import Masker, SealCache
+from flows.steps.mask import Masker
 from flows.steps.validate import Validator
 from logins import shutdown
 from logins.config import AppConfig, MaskStep, ValidateStep
-from logins.generator import generate
+from logins.dev.generator import generate
 from logins.records import Event, SqsMessage
+from logins.sealcache import SealCache
+from logins.secrets import load_secrets
 from tests.helpers import config_for, fetch
 
 QUEUED = "sink:\n  queued_batches: 2\n"

@@ -12,9 +12,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY, generate_latest
 
-from logins.embedded import EmbeddedSqs
-from logins.generator import generate
-from logins.seed import send_bodies
+from logins.dev.embedded import EmbeddedSqs
+from logins.dev.generator import generate
+from logins.dev.seed import send_bodies
 from tests.helpers import config_for, run
 
 

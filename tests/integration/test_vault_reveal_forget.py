@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 import re
 
-from logins.embedded import EmbeddedSqs
-from logins.seed import send_bodies
+from logins.dev.embedded import EmbeddedSqs
+from logins.dev.seed import send_bodies
 from tests.helpers import run
 from tests.integration.vaultkit import Vault, make_vault, vault
 

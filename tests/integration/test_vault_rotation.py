@@ -9,10 +9,10 @@ import threading
 
 import pytest
 
-from logins.embedded import EmbeddedSqs
+from logins.dev.embedded import EmbeddedSqs
+from logins.dev.seed import send_bodies
 from logins.keys import generate_keys, load_token_keys, load_vault_private_key
 from logins.rotation import rekey, rotate_tokens
-from logins.seed import send_bodies
 from logins.vault import Opener
 from tests.helpers import run
 from tests.integration.vaultkit import Vault, make_vault, vault

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pickle
 
 from flows.steps.dedupe import DedupeLogic, shard_of
-from flows.steps.mask import Masker, SealCache
+from flows.steps.mask import Masker
 from logins.config import MaskStep
 from logins.keys import TokenKey
 from logins.records import Event, Rejection, SqsMessage
+from logins.sealcache import SealCache
 from logins.tokens import Tokenizer
 from logins.vault import Sealer
 

@@ -11,8 +11,8 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, cluster_main, run_main
 
-from connectors.generated import Dataset, GeneratedSource, kinds_of, message_id, write_dataset
-from logins.generator import iter_messages
+from logins.dev.generated import Dataset, GeneratedSource, kinds_of, message_id, write_dataset
+from logins.dev.generator import iter_messages
 from logins.records import SqsMessage
 
 

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from logins.generator import REASONS, GeneratedMessage, generate, iter_messages
+from logins.dev.generator import REASONS, GeneratedMessage, generate, iter_messages
 
 N = 20_000
 MAX_BODY = 16_384

@@ -22,10 +22,10 @@ import psycopg
 from psycopg import sql
 
 from logins.config import load_config
-from logins.embedded import EmbeddedPostgres, EmbeddedSqs
-from logins.generator import generate
+from logins.dev.embedded import EmbeddedPostgres, EmbeddedSqs
+from logins.dev.generator import generate
+from logins.dev.seed import send_bodies
 from logins.keys import generate_keys
-from logins.seed import send_bodies
 from logins.stats import collect
 
 QUEUE = "login-queue"

@@ -1,7 +1,7 @@
 """In-process source of generated logins: a Bytewax `DynamicSource` that emits the same
 `SqsMessage` items the SQS source emits, without a queue (benchmarks, load tests).
 
-The bodies are `logins.generator.iter_messages(n, seed=...)`: realistic repeats, ~3 %
+The bodies are `logins.dev.generator.iter_messages(n, seed=...)`: realistic repeats, ~3 %
 malformed, ~2 % resends. Message `i` gets a synthetic, deterministic message id and receipt
 handle, receive count 1, and a `SentTimestamp` stamped when it is emitted (as if the producer
 had just sent it), so SentTimestamp-to-commit is the pipeline's latency.
@@ -31,7 +31,7 @@ import orjson
 from bytewax.inputs import DynamicSource, StatelessSourcePartition
 
 from logins import shutdown
-from logins.generator import KINDS, iter_messages
+from logins.dev.generator import KINDS, iter_messages
 from logins.records import SqsMessage
 
 DEFAULT_BATCH = 1000

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from flows.steps.validate import REASONS as VALIDATOR_REASONS
+from logins.records import REASONS as VALIDATOR_REASONS
 
 VALID = "valid"
 RESEND = "resend"

@@ -1,0 +1,42 @@
+"""The `logins` command: one module per command group, assembled here.
+
+click, because it gives subcommands, --help, typed options and clean errors with no code
+of ours; every command takes the same LOGINS_ENV / LOGINS_CONFIG selection as the flow.
+
+    setup.py     keygen, check, migrate          recovery.py  reveal, forget
+    stats.py     stats                           audit.py     audit list|verify
+    rotate.py    rotate new-key|run              vault.py     vault status|rekey
+    dev.py       generate, demo (dev tooling)    common.py    what the commands share
+"""
+
+from __future__ import annotations
+
+import click
+
+from logins.cli import audit, dev, recovery, rotate, setup, stats, vault
+
+
+@click.group()
+def main() -> None:
+    """logins-etl: user logins from SQS into PostgreSQL with the PII tokenised and vaulted.
+
+    The configuration is chosen like the flow's: LOGINS_ENV (default local) or LOGINS_CONFIG.
+    """
+
+
+for command in (
+    setup.keygen,
+    setup.check,
+    setup.migrate,
+    stats.stats,
+    recovery.reveal,
+    recovery.forget,
+    audit.audit,
+    rotate.rotate,
+    vault.vault,
+    dev.generate,
+    dev.demo,
+):
+    main.add_command(command)
+
+__all__ = ["main"]

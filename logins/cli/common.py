@@ -1,0 +1,137 @@
+"""What the `logins` commands share: the selected config, connections, key loading, token
+input, and output (tables, JSON). No command lives here."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+import psycopg
+from nacl.public import PrivateKey
+
+from logins.config import AppConfig, ConfigError, load_config
+from logins.keys import (
+    KeyFileError,
+    load_token_keys,
+    load_vault_private_key,
+    private_key_from_text,
+)
+from logins.reveal import default_actor
+from logins.tokens import Tokenizer
+from logins.vaultschema import tables
+
+
+def selected_config() -> AppConfig:
+    try:
+        return load_config()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def connect(config: AppConfig) -> psycopg.Connection[Any]:
+    try:
+        return psycopg.connect(
+            config.sink.dsn.get_secret_value(), autocommit=True, connect_timeout=10
+        )
+    except psycopg.OperationalError as exc:
+        raise click.ClickException(f"cannot connect to the database: {exc}") from None
+
+
+def private_key(private_key_file: Path | None) -> PrivateKey:
+    """The vault private key: --private-key-file, else LOGINS_VAULT_PRIVATE_KEY (the file's
+    content). Never from the configuration."""
+    try:
+        if private_key_file is not None:
+            return load_vault_private_key(private_key_file)
+        if os.environ.get("LOGINS_VAULT_PRIVATE_KEY"):
+            return private_key_from_text(os.environ["LOGINS_VAULT_PRIVATE_KEY"])
+    except (KeyFileError, ValueError) as exc:
+        raise click.ClickException(f"vault private key: {exc}") from None
+    raise click.UsageError("--private-key-file or LOGINS_VAULT_PRIVATE_KEY is required")
+
+
+def tokenizer_of(config: AppConfig) -> Tokenizer:
+    try:
+        return Tokenizer(load_token_keys(config.tokens.key_file))
+    except KeyFileError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def vault_connect(config: AppConfig) -> psycopg.Connection[Any]:
+    """A connection for a vault command, once the schema has what this version needs."""
+    conn = connect(config)
+    t = tables(config)
+    missing = [
+        name
+        for name, present in conn.execute(
+            "SELECT x, to_regclass(quote_ident(x)) IS NOT NULL FROM unnest(%s::text[]) x",
+            ([t.vault, t.audit, t.aliases, t.erasures, t.rejected, t.sink],),
+        )
+        if not present
+    ]
+    chained = conn.execute(
+        "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass(quote_ident(%s))"
+        " AND attname IN ('row_hash', 'prev_hash', 'detail') AND NOT attisdropped",
+        (t.audit,),
+    ).fetchone()
+    if missing or not chained or chained[0] != 3:
+        conn.close()
+        raise click.ClickException(
+            f"the database schema is older than this command (missing: {missing or t.audit});"
+            " run `logins migrate` (or start the flow) first"
+        )
+    return conn
+
+
+def read_tokens(tokens: tuple[str, ...], file: TextIO | None) -> list[str]:
+    found = list(tokens)
+    if file is not None:
+        for line in file:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                found.append(line)
+    return found
+
+
+def printable(text: str) -> str:
+    """A value as shown in a table: control and other invisible characters escaped, so a
+    value cannot move the cursor, recolour the terminal or hide behind spacing."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    cells = [headers, *[[printable(c) for c in r] for r in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def actor_of(actor: str | None) -> str:
+    return actor or default_actor()
+
+
+TOKEN_FILE = click.option(
+    "--file",
+    "file",
+    type=click.File("r"),
+    default=None,
+    help="Read tokens from this file, one per line ('-' for stdin; # comments).",
+)
+PRIVATE_KEY = click.option(
+    "--private-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The vault's private key. Or set LOGINS_VAULT_PRIVATE_KEY to the key file's content.",
+)
+ACTOR = click.option("--actor", default=None, help="Who asks (default: the OS user).")
+REASON = click.option("--reason", required=True, help="Why; recorded in the audit table.")
+
+
+def echo_json(value: Any) -> None:
+    """Print `value` as indented JSON (every command's --json output)."""
+    click.echo(json.dumps(value, indent=2))

@@ -1,0 +1,205 @@
+"""Recovering and erasing values: `logins reveal` and `logins forget` (both audited)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+
+from logins.cli.common import (
+    ACTOR,
+    PRIVATE_KEY,
+    REASON,
+    TOKEN_FILE,
+    actor_of,
+    echo_json,
+    private_key,
+    read_tokens,
+    selected_config,
+    table,
+    tokenizer_of,
+    vault_connect,
+)
+from logins.erasure import Erasure, forget_tokens, forget_user
+from logins.reveal import reveal as do_reveal
+from logins.reveal import user_selector, user_tokens
+from logins.vault import Opener
+
+
+@click.command()
+@click.argument("tokens", nargs=-1)
+@TOKEN_FILE
+@click.option("--user-id", default=None, help="Every masked value in this user's rows.")
+@REASON
+@PRIVATE_KEY
+@ACTOR
+@click.option("--json", "as_json", is_flag=True, help="Exact values as JSON.")
+def reveal(
+    tokens: tuple[str, ...],
+    file: TextIO | None,
+    user_id: str | None,
+    reason: str,
+    private_key_file: Path | None,
+    actor: str | None,
+    as_json: bool,
+) -> None:
+    """Print the original values of TOKENS (audited; each value checked against its token).
+
+    Tokens come from the arguments, --file, and/or --user-id (every masked column of that
+    user's rows in the sink table). The audit row is committed before anything is shown.
+    Exits 1 if any token could not be revealed.
+    """
+    wanted = read_tokens(tokens, file)
+    if not wanted and user_id is None:
+        raise click.UsageError("give tokens, --file or --user-id")
+    if not reason.strip():
+        raise click.UsageError("--reason must say why")
+    private = private_key(private_key_file)
+    config = selected_config()
+    tokenizer = tokenizer_of(config)
+    detail: dict[str, Any] | None = None
+    columns: dict[str, str] = {}
+    with vault_connect(config) as conn:
+        if user_id is not None:
+            selector = user_selector(config, tokenizer, user_id)
+            found = user_tokens(conn, config, selector)
+            detail = {"user": selector.recorded_as, "tokens_in_rows": len(found)}
+            for column, token in found:
+                columns.setdefault(token, column)
+                wanted.append(token)
+        results = do_reveal(
+            conn,
+            config,
+            opener=Opener(private),
+            tokenizer=tokenizer,
+            tokens=wanted,
+            reason=reason,
+            actor=actor_of(actor),
+            detail=detail,
+        )
+    if as_json:
+        echo_json([r.__dict__ for r in results])
+    elif not results:
+        click.echo("no tokens: that user has no rows" if user_id is not None else "no tokens")
+    else:
+        click.echo(
+            table(
+                ["token", "field", "value"],
+                [
+                    [
+                        r.token,
+                        r.field or "-",
+                        r.value if r.value is not None else f"ERROR: {r.error}",
+                    ]
+                    for r in results
+                ],
+            )
+        )
+    if not results or any(r.error for r in results):
+        sys.exit(1)
+
+
+@click.command()
+@click.argument("tokens", nargs=-1)
+@TOKEN_FILE
+@click.option("--user-id", default=None, help="Erase the masked values of this user's rows.")
+@click.option(
+    "--include-shared",
+    is_flag=True,
+    help="With --user-id: also erase values other users' rows hold (a shared ip or device).",
+)
+@REASON
+@click.option(
+    "--private-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --user-id: also search the sealed rejected bodies for the user and erase them."
+    " Or LOGINS_VAULT_PRIVATE_KEY.",
+)
+@ACTOR
+@click.option("--dry-run", is_flag=True, help="Say what would be erased; change nothing.")
+@click.option("--json", "as_json", is_flag=True)
+def forget(
+    tokens: tuple[str, ...],
+    file: TextIO | None,
+    user_id: str | None,
+    include_shared: bool,
+    reason: str,
+    private_key_file: Path | None,
+    actor: str | None,
+    dry_run: bool,
+    as_json: bool,
+) -> None:
+    """Erase vault entries for good: the tokens stay in the tables, the values are gone.
+
+    The audit row and the deletion commit together. Erased tokens are tombstoned, so the
+    pipeline does not seal those values again (under the same token key). See
+    docs/vault.md for shared values and rejected bodies.
+    """
+    wanted = read_tokens(tokens, file)
+    if not wanted and user_id is None:
+        raise click.UsageError("give tokens, --file or --user-id")
+    if include_shared and user_id is None:
+        raise click.UsageError("--include-shared goes with --user-id")
+    if not reason.strip():
+        raise click.UsageError("--reason must say why")
+    opener = None
+    if user_id is not None and (private_key_file or os.environ.get("LOGINS_VAULT_PRIVATE_KEY")):
+        opener = Opener(private_key(private_key_file))
+    config = selected_config()
+    who = actor_of(actor)
+    results: list[Erasure] = []
+    try:
+        with vault_connect(config) as conn:
+            if wanted:
+                results.append(
+                    forget_tokens(
+                        conn, config, tokens=wanted, reason=reason, actor=who, dry_run=dry_run
+                    )
+                )
+            if user_id is not None:
+                results.append(
+                    forget_user(
+                        conn,
+                        config,
+                        selector=user_selector(config, tokenizer_of(config), user_id),
+                        user_id=user_id,
+                        include_shared=include_shared,
+                        reason=reason,
+                        actor=who,
+                        opener=opener,
+                        dry_run=dry_run,
+                    )
+                )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if as_json:
+        echo_json([r.as_dict() for r in results])
+        return
+    for r in results:
+        verb = "would erase" if r.dry_run else "erased"
+        click.echo(
+            f"{verb} {len(r.erased)} vault entries"
+            + (f" (audit row {r.audit_id})" if r.audit_id else "")
+        )
+        for token in r.erased:
+            click.echo(f"  {token}")
+        if r.absent:
+            click.echo(f"not in the vault (erased before, or never sealed): {len(r.absent)}")
+        if r.shared_kept:
+            click.echo(
+                f"kept {len(r.shared_kept)} values other users' rows hold too"
+                " (--include-shared erases them):"
+            )
+            for token in r.shared_kept:
+                click.echo(f"  {token}")
+        if user_id is not None:
+            done = "to erase" if r.dry_run else "erased"
+            click.echo(f"rejected bodies naming the user, {done}: {len(r.rejected_erased)}")
+            if r.rejected_unsearched:
+                click.echo(
+                    f"rejected bodies not searched: {r.rejected_unsearched} (sealed; pass"
+                    " --private-key-file with the key they are sealed to)"
+                )

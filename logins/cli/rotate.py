@@ -1,0 +1,88 @@
+"""`logins rotate new-key|run`: token key rotation."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from logins.cli.common import (
+    ACTOR,
+    PRIVATE_KEY,
+    REASON,
+    actor_of,
+    echo_json,
+    private_key,
+    selected_config,
+    tokenizer_of,
+    vault_connect,
+)
+from logins.keys import KeyFileError, prepend_token_key
+from logins.rotation import rotate_tokens
+from logins.vault import Opener
+
+
+@click.group()
+def rotate() -> None:
+    """Token key rotation: new-key, then restart the pipelines, then run."""
+
+
+@rotate.command("new-key")
+@click.option(
+    "--token-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Default: tokens.key_file of the selected configuration.",
+)
+def rotate_new_key(token_key_file: Path | None) -> None:
+    """Put a new token key first in the token key file (the active one); keep the old lines."""
+    path = token_key_file or selected_config().tokens.key_file
+    try:
+        key = prepend_token_key(path)
+    except (KeyFileError, OSError) as exc:
+        raise click.ClickException(f"cannot rotate {path}: {exc}") from None
+    click.echo(f"new active token key {key.key_id} in {path}; the old keys stay for verifying")
+    click.echo("next: restart the pipelines with this file, then `logins rotate run --reason ...`")
+
+
+@rotate.command("run")
+@REASON
+@PRIVATE_KEY
+@ACTOR
+@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--json", "as_json", is_flag=True)
+def rotate_run(
+    reason: str, private_key_file: Path | None, actor: str | None, batch_size: int, as_json: bool
+) -> None:
+    """Give every vault entry under an old token key its token under the active key, with an
+    alias row old -> new. Resumable: stop and start it again at any time."""
+    private = private_key(private_key_file)
+    config = selected_config()
+    tokenizer = tokenizer_of(config)
+    if len(tokenizer.key_ids) < 2:
+        raise click.ClickException(
+            f"{config.tokens.key_file} holds one key: run `logins rotate new-key` first"
+        )
+    with vault_connect(config) as conn:
+        result = rotate_tokens(
+            conn,
+            config,
+            opener=Opener(private),
+            tokenizer=tokenizer,
+            reason=reason,
+            actor=actor_of(actor),
+            batch_size=batch_size,
+            progress=None if as_json else lambda m: click.echo(m, err=True),
+        )
+    if as_json:
+        echo_json(result.as_dict())
+    else:
+        click.echo(
+            f"rotated {result.rotated} vault entries to token key {result.to_key_id};"
+            f" failed {result.failed}; still to rotate {result.remaining}"
+        )
+        for failure in result.failures:
+            click.echo(f"  {failure}")
+    if result.failed:
+        sys.exit(1)

@@ -1,0 +1,64 @@
+"""Setting up: keys, the config check, the schema migrations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import yaml
+
+from connectors.migrations import migrate as apply
+from logins.cli.common import connect, selected_config
+from logins.config import describe
+from logins.keys import KeyFileError, generate_keys, generate_token_key
+from logins.secrets import load_secrets
+
+
+@click.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--token-only",
+    is_flag=True,
+    help="Write only a new token.key (its line can be prepended to a token key file).",
+)
+def keygen(directory: Path, token_only: bool) -> None:
+    """Write token.key and vault.pub (for the pipeline) and vault.key (keep it elsewhere)."""
+    if token_only:
+        try:
+            click.echo(f"wrote {generate_token_key(directory)}")
+        except KeyFileError as exc:
+            raise click.ClickException(str(exc)) from None
+        return
+    try:
+        paths = generate_keys(directory)
+    except KeyFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    for path in paths.values():
+        click.echo(f"wrote {path}")
+    click.echo(
+        "The pipeline needs token.key and vault.pub only. Move vault.key to whoever may "
+        "reveal values; never deploy it with the pipeline."
+    )
+
+
+@click.command()
+def check() -> None:
+    """Validate the selected configuration and key files; print it with secrets hidden."""
+    config = selected_config()
+    try:
+        secrets = load_secrets(config)
+    except KeyFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(yaml.safe_dump(describe(config), sort_keys=False).rstrip())
+    click.echo(
+        f"# ok: token key id {secrets.tokenizer.key_id}, vault key id {secrets.sealer.key_id}"
+    )
+
+
+@click.command()
+def migrate() -> None:
+    """Apply the idempotent schema migrations (the flow also does this at start)."""
+    config = selected_config()
+    with connect(config) as conn:
+        apply(conn, config)
+    click.echo("migrations applied")

@@ -1,0 +1,30 @@
+"""`logins stats`: what was committed, by outcome and reason, and the vault's size."""
+
+from __future__ import annotations
+
+import click
+
+from logins.cli.common import connect, echo_json, selected_config
+from logins.stats import collect
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def stats(as_json: bool) -> None:
+    """Counts: rows written, rejected by reason, duplicates, vault entries."""
+    config = selected_config()
+    with connect(config) as conn:
+        result = collect(conn, config)
+    if as_json:
+        echo_json(result.as_dict())
+        return
+    click.echo(f"messages committed : {result.messages}")
+    click.echo(f"  rows             : {result.rows}")
+    click.echo(f"  rejected         : {result.rejected}")
+    for reason, count in result.rejected_by_reason.items():
+        click.echo(f"    {reason:<15}: {count}")
+    click.echo(f"  duplicates       : {result.duplicates}")
+    click.echo(f"rows in {config.sink.table:<10} : {result.table_rows}")
+    for column, count in result.distinct_tokens.items():
+        click.echo(f"distinct {column:<10}: {count}")
+    click.echo(f"vault entries      : {result.vault_entries} {result.vault_by_field}")

@@ -1,0 +1,110 @@
+"""`logins vault status|rekey`: the vault's contents by key, and re-sealing to a new key pair."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from logins.cli.common import (
+    ACTOR,
+    REASON,
+    actor_of,
+    echo_json,
+    selected_config,
+    tokenizer_of,
+    vault_connect,
+)
+from logins.keys import KeyFileError, load_vault_private_key, load_vault_public_key
+from logins.rotation import rekey, status
+from logins.vault import Opener
+
+
+@click.group()
+def vault() -> None:
+    """The vault: status, and re-sealing to a new key pair (rekey)."""
+
+
+@vault.command("status")
+@click.option("--json", "as_json", is_flag=True)
+def vault_status(as_json: bool) -> None:
+    """Entries by token key / vault key, aliases, erasures, what a rotation still has to do."""
+    config = selected_config()
+    active = tokenizer_of(config).key_id if config.tokens.key_file.exists() else None
+    with vault_connect(config) as conn:
+        result = status(conn, config, active)
+    if as_json:
+        echo_json(result.as_dict())
+        return
+    click.echo("vault entries by token key / vault key:")
+    for keys, count in result.entries_by_keys.items():
+        click.echo(f"  {keys:<20} {count}")
+    click.echo(f"rejected bodies by vault key: {result.rejected_by_vault_key}")
+    click.echo(f"rejected bodies erased      : {result.rejected_bodies_erased}")
+    click.echo(f"token aliases               : {result.aliases}")
+    click.echo(f"erased tokens               : {result.erasures}")
+    if result.pending_rotation is not None:
+        click.echo(f"to rotate to key {active}  : {result.pending_rotation}")
+
+
+@vault.command("rekey")
+@click.option(
+    "--old-private-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The private key the vault is sealed to now.",
+)
+@click.option(
+    "--new-public-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The new vault.pub (from `logins keygen`).",
+)
+@REASON
+@ACTOR
+@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--json", "as_json", is_flag=True)
+def vault_rekey(
+    old_private_key_file: Path,
+    new_public_key_file: Path,
+    reason: str,
+    actor: str | None,
+    batch_size: int,
+    as_json: bool,
+) -> None:
+    """Re-seal every vault entry and sealed rejected body from the old key pair to the new
+    public key. Resumable: only rows still sealed to the old key are touched."""
+    try:
+        old = Opener(load_vault_private_key(old_private_key_file))
+        new = load_vault_public_key(new_public_key_file)
+    except KeyFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    config = selected_config()
+    try:
+        with vault_connect(config) as conn:
+            result = rekey(
+                conn,
+                config,
+                old=old,
+                new_public=new,
+                reason=reason,
+                actor=actor_of(actor),
+                batch_size=batch_size,
+                progress=None if as_json else lambda m: click.echo(m, err=True),
+            )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    if as_json:
+        echo_json(result.as_dict())
+    else:
+        click.echo(
+            f"re-sealed {result.vault_rekeyed} vault entries and {result.rejected_rekeyed}"
+            f" rejected bodies from vault key {result.from_key_id} to {result.to_key_id};"
+            f" failed {result.failed}; still sealed to the old key: {result.remaining_vault}"
+            f" entries, {result.remaining_rejected} rejected bodies"
+        )
+        for failure in result.failures:
+            click.echo(f"  {failure}")
+    if result.failed:
+        sys.exit(1)

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,6 +21,7 @@ import psycopg
 import pytest
 
 from logins.dev.embedded import EmbeddedPostgres, EmbeddedSqs, free_port
+from tests.helpers import private_data_dir
 
 pytestmark = pytest.mark.integration
 
@@ -88,8 +89,15 @@ def test_each_database_is_fresh_and_distinct(
         assert other.execute("SELECT to_regclass('marker')").fetchone() == (None,)
 
 
-def test_restart_keeps_data_port_and_dsn(tmp_path: Path) -> None:
-    server = EmbeddedPostgres(tmp_path / "pg")
+@pytest.fixture
+def pg_data_dir() -> Iterator[Path]:
+    """A data folder outside pytest's basetemp (see tests.helpers.private_data_dir)."""
+    with private_data_dir() as data_dir:
+        yield data_dir
+
+
+def test_restart_keeps_data_port_and_dsn(pg_data_dir: Path) -> None:
+    server = EmbeddedPostgres(pg_data_dir)
     try:
         server.start()
         dsn, port, first_pid = server.dsn, server.port, server.pid
@@ -120,9 +128,9 @@ def test_restart_keeps_data_port_and_dsn(tmp_path: Path) -> None:
         psycopg.connect(dsn, connect_timeout=2)
 
 
-def test_stop_then_start_is_an_outage_on_the_same_port(tmp_path: Path) -> None:
+def test_stop_then_start_is_an_outage_on_the_same_port(pg_data_dir: Path) -> None:
     port = free_port()
-    with EmbeddedPostgres(tmp_path / "pg", port=port) as server:
+    with EmbeddedPostgres(pg_data_dir, port=port) as server:
         assert server.dsn == f"postgresql://postgres@127.0.0.1:{port}/postgres"
         server.stop()
         with pytest.raises(psycopg.OperationalError):

@@ -13,9 +13,21 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 
+from logins import secretrefs
 from logins.interpolate import InterpolationError, interpolate
+from logins.secretrefs import SecretRef, SecretRefError
 
 DEFAULT_ENV = "local"
 
@@ -116,7 +128,7 @@ class DatabaseRetryConfig(_Strict):
 
 class PostgresSinkConfig(_Strict):
     type: Literal["postgres"]
-    dsn: SecretStr
+    dsn: SecretStr = Field(description="a libpq DSN, or a secretsmanager:/ssm: reference to one")
     table: str = "user_logins"
     rejected_table: str = "user_logins_rejected"
     duplicates_table: str = "user_logins_duplicates"
@@ -132,19 +144,41 @@ class PostgresSinkConfig(_Strict):
         description="batches waiting for the sink's writer thread (0: write on the worker thread)",
     )
     retry: DatabaseRetryConfig = Field(default_factory=DatabaseRetryConfig)
+    # The reference `dsn` was resolved from, if any (shown by describe() instead of the DSN).
+    _dsn_ref: SecretRef | None = PrivateAttr(None)
+
+    @property
+    def dsn_ref(self) -> SecretRef | None:
+        return self._dsn_ref
 
 
 # --- secrets, vault, telemetry ------------------------------------------------------------------
 
 
+def _key_source(value: Any) -> Any:
+    """`secretsmanager:NAME` / `ssm:/path` become a SecretRef; anything else stays a path."""
+    if isinstance(value, str):
+        try:
+            return secretrefs.parse(value) or value
+        except SecretRefError as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
+# A key file's path, or a reference to a secret that holds the file's text (logins.secretrefs).
+KeySource = Annotated[
+    Path | SecretRef, BeforeValidator(_key_source), PlainSerializer(str, return_type=str)
+]
+
+
 class VaultConfig(_Strict):
-    public_key_file: Path
+    public_key_file: KeySource
     table: str = "pii_vault"
     audit_table: str = "pii_audit"
 
 
 class TokensConfig(_Strict):
-    key_file: Path
+    key_file: KeySource
 
 
 class TelemetryConfig(_Strict):
@@ -302,13 +336,28 @@ def load_config(env: Mapping[str, str] | None = None) -> AppConfig:
         raise ConfigError(f"{_origin(layers, exc.path)}: {_dotted(exc.path)}: {exc}") from None
     _apply_operator_overrides(resolved, env)
     try:
-        return AppConfig.model_validate(resolved)
+        config = AppConfig.model_validate(resolved)
     except ValidationError as exc:
         problems = []
         for error in exc.errors():
             loc = _strip_union_tags(tuple(error["loc"]))
             problems.append(f"{_origin(layers, loc)}: {_dotted(loc)}: {error['msg']}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None
+    try:
+        return _resolve_dsn(config)
+    except SecretRefError as exc:
+        raise ConfigError(f"{_origin(layers, ('sink', 'dsn'))}: sink.dsn: {exc}") from None
+
+
+def _resolve_dsn(config: AppConfig) -> AppConfig:
+    """A DSN given as a reference is fetched now, at start (the key files are read later, by
+    the key loaders, which take the same references)."""
+    ref = secretrefs.parse(config.sink.dsn.get_secret_value())
+    if ref is None:
+        return config
+    sink = config.sink.model_copy(update={"dsn": SecretStr(secretrefs.fetch(ref).strip())})
+    sink._dsn_ref = ref
+    return config.model_copy(update={"sink": sink})
 
 
 def _strip_union_tags(loc: tuple[Any, ...]) -> tuple[str | int, ...]:
@@ -327,7 +376,8 @@ def _apply_operator_overrides(resolved: dict[str, Any], env: Mapping[str, str]) 
 def describe(config: AppConfig) -> dict[str, Any]:
     """The resolved configuration as plain data with secrets hidden (for `logins check`)."""
     data = config.model_dump(mode="json")
-    data["sink"]["dsn"] = _redact_dsn(config.sink.dsn.get_secret_value())
+    ref = config.sink.dsn_ref
+    data["sink"]["dsn"] = str(ref) if ref else _redact_dsn(config.sink.dsn.get_secret_value())
     return data
 
 

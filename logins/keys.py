@@ -3,7 +3,9 @@
 Formats are one line of text, `<key_id> <base64>`, so they are easy to put in a secret store.
 A token key file may hold several lines: the first is active, the rest still identify
 old tokens during a rotation. The vault key id is derived from the public key, so a public
-and a private key can never be paired wrongly.
+and a private key can never be paired wrongly. Where the pipeline reads a key (the token key,
+the vault's public key), a reference to AWS Secrets Manager or SSM holding the same text may
+stand instead of the file (`logins.secretrefs`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nacl.public import PrivateKey, PublicKey
+
+from logins.secretrefs import SecretRef, SecretRefError, fetch
 
 
 class KeyFileError(ValueError):
@@ -35,13 +39,27 @@ def vault_key_id(public_key: PublicKey) -> str:
     return hashlib.blake2b(bytes(public_key), digest_size=4, person=b"logins-vault").hexdigest()
 
 
-def _read_lines(path: Path, what: str) -> list[tuple[str, bytes]]:
+KeySource = Path | SecretRef  # a key file, or a reference to a secret holding its text
+
+
+def _read_text(source: KeySource, what: str) -> str:
+    if isinstance(source, SecretRef):
+        try:
+            return fetch(source)
+        except SecretRefError as exc:
+            raise KeyFileError(f"{what} {exc}") from None
     try:
-        text = path.read_text(encoding="ascii")
+        return source.read_text(encoding="ascii")
     except FileNotFoundError:
-        raise KeyFileError(f"{what} {path}: no such file") from None
+        raise KeyFileError(f"{what} {source}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise KeyFileError(f"{what} {path}: cannot read ({type(exc).__name__})") from None
+        raise KeyFileError(f"{what} {source}: cannot read ({type(exc).__name__})") from None
+
+
+def _read_lines(path: KeySource, what: str) -> list[tuple[str, bytes]]:
+    text = _read_text(path, what)
+    if isinstance(path, SecretRef) and not text.isascii():
+        raise KeyFileError(f"{what} {path}: not ASCII text")
     entries = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
@@ -56,7 +74,7 @@ def _read_lines(path: Path, what: str) -> list[tuple[str, bytes]]:
     return entries
 
 
-def load_token_keys(path: Path) -> list[TokenKey]:
+def load_token_keys(path: KeySource) -> list[TokenKey]:
     keys = []
     for key_id, secret in _read_lines(path, "token key file"):
         if len(secret) != 32 or not key_id.isalnum():
@@ -65,7 +83,7 @@ def load_token_keys(path: Path) -> list[TokenKey]:
     return keys
 
 
-def load_vault_public_key(path: Path) -> PublicKey:
+def load_vault_public_key(path: KeySource) -> PublicKey:
     (key_id, raw), *_ = _read_lines(path, "vault public key file")
     if len(raw) != 32:
         raise KeyFileError(f"vault public key file {path}: not a 32-byte Curve25519 key")

@@ -38,6 +38,11 @@ def rotate() -> None:
 def rotate_new_key(token_key_file: Path | None) -> None:
     """Put a new token key first in the token key file (the active one); keep the old lines."""
     path = token_key_file or selected_config().tokens.key_file
+    if not isinstance(path, Path):  # a secretsmanager:/ssm: reference
+        raise click.ClickException(
+            f"tokens.key_file is {path}: put the new key line first in that secret yourself"
+            " (`logins keygen DIR --token-only` writes one), or pass --token-key-file"
+        )
     try:
         key = prepend_token_key(path)
     except (KeyFileError, OSError) as exc:

@@ -31,7 +31,10 @@ def vault() -> None:
 def vault_status(as_json: bool) -> None:
     """Entries by token key / vault key, aliases, erasures, what a rotation still has to do."""
     config = selected_config()
-    active = tokenizer_of(config).key_id if config.tokens.key_file.exists() else None
+    source = config.tokens.key_file
+    active = (
+        tokenizer_of(config).key_id if not isinstance(source, Path) or source.exists() else None
+    )
     with vault_connect(config) as conn:
         result = status(conn, config, active)
     if as_json:

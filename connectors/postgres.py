@@ -167,7 +167,7 @@ class PostgresWriter:
             conn = psycopg.connect(
                 self._config.sink.dsn.get_secret_value(),
                 application_name="logins-etl",
-                connect_timeout=10,
+                connect_timeout=self._config.sink.connect_timeout_seconds,
             )
             if self._config.sink.migrate:
                 migrate(conn, self._config)
@@ -297,6 +297,78 @@ def _vault_row(entry: VaultEntry) -> tuple[Any, ...]:
     return (entry.token, entry.field, entry.sealed, entry.vault_key_id)
 
 
+@dataclass(frozen=True)
+class Committed:
+    """What one `BatchCommitter.commit` did: the parts of the batch that committed, with their
+    counts, and the events the database refused that wait for another delivery (each with
+    the reason: SQLSTATE and error class, never a value)."""
+
+    batches: list[tuple[list[Event], BatchResult]]
+    refused: list[tuple[Event, str]]
+
+    @property
+    def events(self) -> list[Event]:
+        return [e for batch, _ in self.batches for e in batch]
+
+    @property
+    def result(self) -> BatchResult:
+        return _sum(r for _, r in self.batches)
+
+
+class BatchCommitter:
+    """The write path with the poison rule, shared by the flow's sink and the Lambda handler.
+
+    A batch the database refuses because of one row's data is split until that row is alone.
+    The row is parked as a rejected row (`poison`, its fields sealed) once it was received
+    `sink.poison_after_attempts` times; before that it is handed back, to come again through
+    SQS redelivery. Any other error propagates (DatabaseUnavailable after the retries)."""
+
+    def __init__(self, config: AppConfig, sealer: Sealer) -> None:
+        self.writer = PostgresWriter(config)
+        self._poison_after = config.sink.poison_after_attempts
+        self._sealer = sealer
+
+    def commit(self, events: list[Event]) -> Committed:
+        batches, refused = self._write_isolating(events)
+        return Committed(batches, refused)
+
+    def _write_isolating(
+        self, events: list[Event]
+    ) -> tuple[list[tuple[list[Event], BatchResult]], list[tuple[Event, str]]]:
+        """Write `events`; on a data error, bisect to find the rows the database refuses."""
+
+        try:
+            return [(events, self.writer.write(events))], []
+        except psycopg.Error as exc:
+            if not is_poison_error(exc):
+                raise
+            if len(events) == 1:
+                event = events[0]
+                if event.message.receive_count >= self._poison_after:
+                    return [([event], self._park(event, exc))], []
+                return [], [(event, _describe(exc))]
+            middle = len(events) // 2
+            left = self._write_isolating(events[:middle])
+            right = self._write_isolating(events[middle:])
+            return left[0] + right[0], left[1] + right[1]
+
+    def _park(self, event: Event, exc: psycopg.Error) -> BatchResult:
+        """Store a row the database keeps refusing as rejected ('poison'), sealed; no values."""
+        detail = f"the database refused the row: {_describe(exc)}"
+        metrics.POISON.labels("parked").inc()
+        log.error(
+            "message %s parked as poison after %d attempts: %s",
+            event.message.message_id,
+            event.message.receive_count,
+            _describe(exc),
+        )
+        fields = json.dumps(event.fields or {}, sort_keys=True, default=str)
+        event.sealed_body = self._sealer.seal_rejected(event.message.message_id, fields)
+        event.vault_key_id = self._sealer.key_id
+        event.rejection = Rejection("poison", detail)
+        return self.writer.write([event])
+
+
 class PostgresPartition(StatelessSinkPartition[Event]):
     """Commits each batch, then deletes its messages. A batch the database refuses because of
     one row's data is split until that row is alone; it is retried through SQS redelivery and
@@ -312,11 +384,10 @@ class PostgresPartition(StatelessSinkPartition[Event]):
 
     def __init__(self, config: AppConfig, cache: SealCache, acker: Acker, sealer: Sealer) -> None:
         self._config = config
-        self._writer = PostgresWriter(config)
-        self._writer.connect()
+        self._committer = BatchCommitter(config, sealer)
+        self._committer.writer.connect()
         self._cache = cache
         self._acker = acker
-        self._sealer = sealer
         self._failure: BaseException | None = None
         self._queue: queue.Queue[list[Event] | None] | None = None
         self._thread: threading.Thread | None = None
@@ -369,17 +440,17 @@ class PostgresPartition(StatelessSinkPartition[Event]):
         with tracer().start_as_current_span("logins.sink.write_batch") as span:
             started = time.perf_counter()
             try:
-                committed, poisoned = self._write_isolating(items)
+                committed = self._committer.commit(items)
             except DatabaseUnavailable:
                 self._acker.release([e.message for e in items])  # back to the queue at once
                 raise
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
-            done = [e for batch, _ in committed for e in batch]
+            done, poisoned = committed.events, committed.refused
             self._cache.mark_committed(v.token for e in done for v in e.vault_entries)
             failed = self._acker.delete([e.message for e in done])
             if poisoned:
                 self._retry_later(poisoned)
-            result = _sum(r for _, r in committed)
+            result = committed.result
             span.set_attributes(
                 {
                     "logins.batch.size": len(items),
@@ -394,42 +465,6 @@ class PostgresPartition(StatelessSinkPartition[Event]):
             )
         _count(done, result)
         log.debug("committed batch: %s, %d deletes failed", result, failed)
-
-    def _write_isolating(
-        self, events: list[Event]
-    ) -> tuple[list[tuple[list[Event], BatchResult]], list[tuple[Event, str]]]:
-        """Write `events`; on a data error, bisect to find the rows the database refuses."""
-
-        try:
-            return [(events, self._writer.write(events))], []
-        except psycopg.Error as exc:
-            if not is_poison_error(exc):
-                raise
-            if len(events) == 1:
-                event = events[0]
-                if event.message.receive_count >= self._config.sink.poison_after_attempts:
-                    return [([event], self._park(event, exc))], []
-                return [], [(event, _describe(exc))]
-            middle = len(events) // 2
-            left = self._write_isolating(events[:middle])
-            right = self._write_isolating(events[middle:])
-            return left[0] + right[0], left[1] + right[1]
-
-    def _park(self, event: Event, exc: psycopg.Error) -> BatchResult:
-        """Store a row the database keeps refusing as rejected ('poison'), sealed; no values."""
-        detail = f"the database refused the row: {_describe(exc)}"
-        metrics.POISON.labels("parked").inc()
-        log.error(
-            "message %s parked as poison after %d attempts: %s",
-            event.message.message_id,
-            event.message.receive_count,
-            _describe(exc),
-        )
-        fields = json.dumps(event.fields or {}, sort_keys=True, default=str)
-        event.sealed_body = self._sealer.seal_rejected(event.message.message_id, fields)
-        event.vault_key_id = self._sealer.key_id
-        event.rejection = Rejection("poison", detail)
-        return self._writer.write([event])
 
     def _retry_later(self, poisoned: list[tuple[Event, str]]) -> None:
         """Not deleted: the message comes back after a short, growing delay and is tried alone."""
@@ -451,7 +486,7 @@ class PostgresPartition(StatelessSinkPartition[Event]):
         if self._queue is not None and self._thread is not None:
             self._queue.put(None)
             self._thread.join()
-        self._writer.close()
+        self._committer.writer.close()
         self._raise_failure()
 
 

@@ -144,6 +144,9 @@ class PostgresSinkConfig(_Strict):
         description="batches waiting for the sink's writer thread (0: write on the worker thread)",
     )
     retry: DatabaseRetryConfig = Field(default_factory=DatabaseRetryConfig)
+    connect_timeout_seconds: int = Field(
+        10, ge=1, le=300, description="per connection attempt (libpq connect_timeout)"
+    )
     # The reference `dsn` was resolved from, if any (shown by describe() instead of the DSN).
     _dsn_ref: SecretRef | None = PrivateAttr(None)
 

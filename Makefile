@@ -42,3 +42,15 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m bench
+
+## sam build --build-in-source (deploy/lambda/template.yaml): the Lambda function's package in
+## $(ARTIFACTS_DIR): the project and its dependencies for CPython 3.11 (compiled: the code is
+## read-only in Lambda, so .pyc files are made here), and config/ beside them.
+## Run on Linux x86_64 with python3.11 (or `sam build --use-container`).
+LAMBDA_PYTHON ?= python3.11
+.PHONY: build-LoginsFunction
+build-LoginsFunction:
+	$(LAMBDA_PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Lambda runs python3.11"'
+	rm -rf build  # setuptools reuses a stale build/lib: start clean
+	$(LAMBDA_PYTHON) -m pip install --quiet --target "$(ARTIFACTS_DIR)" .
+	cp -R config "$(ARTIFACTS_DIR)/config"

@@ -15,8 +15,11 @@ of the project, so the key loaders and the config can both use it.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -66,13 +69,16 @@ def fetch(ref: SecretRef) -> str:
     service = SERVICES[ref.service]
     client = _client(ref)
     try:
+        with _no_debug_from_botocore():
+            if ref.service == "secretsmanager":
+                answer = client.get_secret_value(SecretId=ref.name)
+            else:
+                answer = client.get_parameter(Name=ref.name, WithDecryption=True)
         if ref.service == "secretsmanager":
-            answer = client.get_secret_value(SecretId=ref.name)
             if "SecretString" not in answer:
                 raise SecretRefError(f"{ref}: the secret holds binary data, not text")
             value: str = answer["SecretString"]
         else:
-            answer = client.get_parameter(Name=ref.name, WithDecryption=True)
             value = answer["Parameter"]["Value"]
     except ClientError as exc:
         code, message = _error_of(exc.response)
@@ -90,6 +96,19 @@ def fetch(ref: SecretRef) -> str:
     if not value.strip():
         raise SecretRefError(f"{ref}: the value is empty")
     return value
+
+
+@contextlib.contextmanager
+def _no_debug_from_botocore() -> Iterator[None]:
+    """botocore logs every response body at DEBUG, so a secret's value too: not while
+    fetching one, whatever level the logging was configured with."""
+    logger = logging.getLogger("botocore")
+    level = logger.level
+    logger.setLevel(max(logging.INFO, level))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _error_of(response: Any) -> tuple[str, str]:

@@ -147,7 +147,7 @@ def test_valid_malformed_and_resent_records_all_commit(
 
 
 def test_a_redelivered_record_has_no_second_effect(
-    lambda_env: Callable[..., AppConfig], database_url: str
+    lambda_env: Callable[..., AppConfig], database_url: str, logs: pytest.LogCaptureFixture
 ) -> None:
     config = lambda_env()
     first = record(json.dumps(login(1)))
@@ -160,6 +160,27 @@ def test_a_redelivered_record_has_no_second_effect(
         rows = fetch(conn, "SELECT count(*) FROM user_logins")
     assert outcome["row"] == {first["messageId"], other["messageId"]}
     assert rows == [(2,)]
+    assert "2 redelivered" in logs.text  # the second batch's two copies
+    assert_no_value_in(logs.text, [login(1), login(2)])
+
+
+def test_dedupe_state_lives_one_invocation(
+    lambda_env: Callable[..., AppConfig], database_url: str, logs: pytest.LogCaptureFixture
+) -> None:
+    """A resend in the same batch is a duplicate; in a later invocation it becomes a row (the
+    flow's window spans batches, Lambda's does not). Either way nothing is lost."""
+    config = lambda_env()
+    first = record(json.dumps(login(1)))
+    sent = int(first["attributes"]["SentTimestamp"])
+    same_batch = record(first["body"], sent_ms=sent + 1_000)
+    later = record(first["body"], sent_ms=sent + 2_000)
+    assert invoke(first, same_batch) == []
+    assert invoke(later) == []
+    with psycopg.connect(database_url) as conn:
+        outcome = assert_exact_ledger(conn, config, ids(first, same_batch, later))
+    assert outcome["duplicate"] == {same_batch["messageId"]}
+    assert outcome["row"] == {first["messageId"], later["messageId"]}
+    assert_no_value_in(logs.text, [login(1)])
 
 
 def test_a_row_the_database_refuses_goes_back_until_it_is_parked(
@@ -237,10 +258,11 @@ def test_a_database_outage_returns_every_record_within_seconds(
     assert invoke(*batch) == []  # Lambda redelivers them; the handler reconnects
     with psycopg.connect(database_url) as conn:
         assert_exact_ledger(conn, config, ids(warm, *batch))
+    assert_no_value_in(logs.text, [login(i) for i in range(4)])
 
 
 def test_no_database_at_cold_start_returns_every_record(
-    lambda_env: Callable[..., AppConfig],
+    lambda_env: Callable[..., AppConfig], logs: pytest.LogCaptureFixture
 ) -> None:
     config = lambda_env(
         DATABASE_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/logins",
@@ -250,6 +272,8 @@ def test_no_database_at_cold_start_returns_every_record(
     started = time.monotonic()
     assert invoke(*batch) == ids(*batch)
     assert time.monotonic() - started < config.sink.retry.give_up_after_seconds + 5
+    assert "database still unavailable after 1.0s" in logs.text
+    assert_no_value_in(logs.text, [login(i) for i in range(3)])
 
 
 def test_connection_and_keys_are_kept_across_invocations(
@@ -257,6 +281,7 @@ def test_connection_and_keys_are_kept_across_invocations(
     database_url: str,
     keys: dict[str, Path],
     secret_store: SecretStore,
+    logs: pytest.LogCaptureFixture,
 ) -> None:
     """Keys and DSN from Secrets Manager and SSM, read once: the second invocation still
     works after the secrets are gone from the store, on the same database session."""
@@ -269,6 +294,7 @@ def test_connection_and_keys_are_kept_across_invocations(
         LOGINS_VAULT_PUBLIC_KEY_FILE=vault_ref,
     )
     first, second = (record(json.dumps(login(i))) for i in (1, 2))
+    logs.clear()  # from here on, only what the handler logs (at DEBUG, botocore's too)
 
     def sessions() -> list[tuple[Any, ...]]:
         with psycopg.connect(database_url) as conn:
@@ -291,6 +317,9 @@ def test_connection_and_keys_are_kept_across_invocations(
         assert_exact_ledger(conn, config, ids(first, second))
         masked = {r[0] for r in fetch(conn, "SELECT masked_device_id FROM user_logins")}
     assert masked == {tokenizer.token("device_id", login(i)["device_id"]) for i in (1, 2)}
+    assert_no_value_in(logs.text, [login(1), login(2)])
+    assert database_url not in logs.text  # botocore logs response bodies at DEBUG
+    assert keys["token.key"].read_text().split()[1] not in logs.text
 
 
 def test_an_empty_event_and_a_record_without_an_id() -> None:

@@ -6,6 +6,7 @@ own error code, within seconds."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -42,7 +43,7 @@ def _key_text(keys: dict[str, Path], name: str) -> str:
 
 
 def test_keys_and_dsn_from_the_stores_work_like_the_files(
-    secret_store: SecretStore, keys: dict[str, Path]
+    secret_store: SecretStore, keys: dict[str, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
     token_ref = secret_store.put_secret(_key_text(keys, "token.key"))
     vault_ref = secret_store.put_parameter(_key_text(keys, "vault.pub"))
@@ -53,6 +54,7 @@ def test_keys_and_dsn_from_the_stores_work_like_the_files(
         LOGINS_TOKEN_KEY_FILE=token_ref,
         LOGINS_VAULT_PUBLIC_KEY_FILE=vault_ref,
     )
+    caplog.set_level(logging.DEBUG)  # botocore logs response bodies at DEBUG
     config = load_config(env)
     assert config.sink.dsn.get_secret_value() == DSN
     secrets = load_secrets(config)
@@ -66,7 +68,7 @@ def test_keys_and_dsn_from_the_stores_work_like_the_files(
     assert shown["tokens"]["key_file"] == token_ref
     assert shown["vault"]["public_key_file"] == vault_ref
     secret_texts = [PASSWORD, *(_key_text(keys, n).split()[1] for n in ("token.key", "vault.pub"))]
-    for where in (json.dumps(shown), repr(config), str(config)):
+    for where in (json.dumps(shown), repr(config), str(config), caplog.text):
         assert not [s for s in secret_texts if s in where]
 
     result = CliRunner().invoke(main, ["check"], env=env)

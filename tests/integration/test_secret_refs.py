@@ -108,6 +108,14 @@ def test_a_missing_secret_names_the_reference_and_the_services_code(
         )
 
 
+def test_a_binary_secret_is_refused(secret_store: SecretStore, keys: dict[str, Path]) -> None:
+    name = f"logins-test/binary-{time.monotonic_ns()}"
+    secret_store.client("secretsmanager").create_secret(Name=name, SecretBinary=b"\x00\x01")
+    env = _env(keys, LOGINS_TOKEN_KEY_FILE=f"secretsmanager:{name}")
+    with pytest.raises(KeyFileError, match=r"holds binary data, not text"):
+        load_secrets(load_config(env))
+
+
 def _user(secret_store: SecretStore, name: str, actions: list[str]) -> dict[str, str]:
     """An IAM user allowed only `actions`, and its access key."""
     iam = secret_store.client("iam")

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from logins.cli import main
 from logins.config import ConfigError, describe, load_config
-from logins.secretrefs import SecretRef, SecretRefError, parse
+from logins.secretrefs import SecretRef, SecretRefError, _region, parse
 
 ENV = {"SQS_QUEUE_URL": "q", "LOGINS_TOKEN_KEY_FILE": "k", "LOGINS_VAULT_PUBLIC_KEY_FILE": "v"}
 
@@ -52,3 +54,18 @@ def test_config_keeps_paths_and_takes_references() -> None:
 def test_a_bad_reference_names_the_file_and_key() -> None:
     with pytest.raises(ConfigError, match=r"base\.yaml: vault\.public_key_file: .*needs a name"):
         load_config({**ENV, "LOGINS_VAULT_PUBLIC_KEY_FILE": "ssm:"})
+
+
+def test_the_region_is_the_arns_else_aws_region(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_REGION", "us-east-2")
+    arn = SecretRef("secretsmanager", "arn:aws:secretsmanager:eu-west-1:1:secret:db-AbCdEf")
+    assert _region(arn) == "eu-west-1"
+    assert _region(SecretRef("ssm", "/logins/vault.pub")) == "us-east-2"
+
+
+def test_rotate_new_key_refuses_a_reference() -> None:
+    result = CliRunner().invoke(
+        main, ["rotate", "new-key"], env={**ENV, "LOGINS_TOKEN_KEY_FILE": "secretsmanager:t"}
+    )
+    assert result.exit_code == 1
+    assert "tokens.key_file is secretsmanager:t: put the new key line first" in result.output

@@ -29,8 +29,8 @@ import psycopg
 
 from connectors.migrations import migrate
 from logins.config import load_config
-from logins.embedded import EmbeddedPostgres, EmbeddedSqs
-from logins.generator import generate
+from logins.dev.embedded import EmbeddedPostgres, EmbeddedSqs
+from logins.dev.generator import generate
 from logins.keys import generate_keys
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,10 +13,11 @@ from collections.abc import Callable
 from typing import Any
 
 from flows.steps import dedupe
-from flows.steps.mask import Masker, SealCache
+from flows.steps.mask import Masker
 from flows.steps.validate import Validator
 from logins.config import AppConfig, DedupeStep, MaskStep, ValidateStep
 from logins.records import Event, SqsMessage
+from logins.sealcache import SealCache
 from logins.tokens import Tokenizer
 from logins.vault import Sealer
 

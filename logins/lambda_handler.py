@@ -30,10 +30,10 @@ import psycopg
 from connectors.postgres import BatchCommitter, DatabaseUnavailable
 from connectors.sqs import to_message
 from flows.batch import BatchSteps
-from flows.builder import load_secrets
 from logins.config import ConfigError, load_config
 from logins.keys import KeyFileError
 from logins.records import SqsMessage
+from logins.secrets import load_secrets
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from psycopg import sql
 from connectors.migrations import migrate
 from logins import lambda_handler
 from logins.config import AppConfig, load_config
-from logins.embedded import free_port
+from logins.dev.embedded import free_port
 from logins.keys import load_token_keys
 from logins.tokens import Tokenizer
 from tests.helpers import assert_exact_ledger, fetch

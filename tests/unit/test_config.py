@@ -110,7 +110,8 @@ def test_missing_secret_variable_is_a_clear_error() -> None:
 
 
 def test_unknown_environment_lists_the_known_ones() -> None:
-    with pytest.raises(ConfigError, match=r"LOGINS_ENV='staging'.*\['docker', 'local', 'prod'\]"):
+    known = r"\['docker', 'lambda', 'local', 'prod'\]"
+    with pytest.raises(ConfigError, match=r"LOGINS_ENV='staging'.*" + known):
         load_config({**ENV, "LOGINS_ENV": "staging"})
 
 

@@ -54,3 +54,14 @@ build-LoginsFunction:
 	rm -rf build  # setuptools reuses a stale build/lib: start clean
 	$(LAMBDA_PYTHON) -m pip install --quiet --target "$(ARTIFACTS_DIR)" .
 	cp -R config "$(ARTIFACTS_DIR)/config"
+
+## make container-test: checks that need a Docker engine (../shared/tools/container-lab setup).
+## Each check is a file in CONTAINER_TESTS, collected only here (never by `make test`).
+## tests/container/check_cluster.py: the image built, then a Bytewax cluster of 3 containers and
+## 3 independent consumers on one LocalStack queue and one PostgreSQL; one container killed
+## with SIGKILL and restarted; every message exactly once (~4 min).
+.PHONY: container-test
+CONTAINER_TESTS += tests/container/check_cluster.py
+
+container-test: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(CONTAINER_TESTS)

@@ -22,6 +22,8 @@ KEY_FILES = {"token.key", "vault.pub"}
 # env names that would hold a credential if given a literal value (paths to files are fine)
 _SECRET_NAME = re.compile(r"PASSWORD|SECRET|DATABASE_URL|TOKEN|_KEY$|CREDENTIAL", re.I)
 _CREDENTIALS_IN_URL = re.compile(r"://[^/@\s:]+:[^/@\s]+@")
+# a reference the flow resolves at start through AWS (the secrets-from-AWS configuration)
+_SECRET_REFERENCE = re.compile(r"^(secretsmanager:|ssm:/)")
 _MIB = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}
 
 Resource = dict[str, Any]
@@ -170,7 +172,7 @@ def _secret_hygiene(resources: list[Resource]) -> Iterator[str]:
         pod = spec.get("template", {}).get("spec", {}) if isinstance(spec, dict) else {}
         for container in pod.get("containers", []) + pod.get("initContainers", []):
             for var in container.get("env", []):
-                literal = "value" in var
+                literal = "value" in var and not _SECRET_REFERENCE.match(str(var["value"]))
                 secret_name = _SECRET_NAME.search(var["name"]) and not var["name"].endswith("_FILE")
                 if literal and secret_name:
                     yield f"{name}: {var['name']} has a literal value; use a secretKeyRef"

@@ -224,6 +224,17 @@ def test_a_broken_promise_is_caught(rendered: dict[str, list[Resource]], case: s
     assert any(expected in p for p in found), found
 
 
+def test_a_secrets_manager_reference_is_not_a_secret_value(
+    rendered: dict[str, list[Resource]],
+) -> None:
+    """DATABASE_URL may name a secret the flow resolves at start (docs/kubernetes.md)."""
+    resources = copy.deepcopy(rendered["prod"])
+    env = _container(resources)["env"]
+    env[:] = [v for v in env if v["name"] != "DATABASE_URL"]
+    env.append({"name": "DATABASE_URL", "value": "secretsmanager:logins/database-url"})
+    assert contract.problems(resources) == []
+
+
 def test_a_broken_kustomization_does_not_render(tmp_path: Path) -> None:
     prod = os.path.relpath(KUBE / "overlays" / "prod", tmp_path)  # kustomize wants it relative
     (tmp_path / "kustomization.yaml").write_text(f"resources:\n  - {prod}\n  - missing.yaml\n")

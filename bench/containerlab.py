@@ -17,6 +17,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -84,6 +85,7 @@ class Lab:
         self.network = f"{self.prefix}-net"
         self.password = secrets.token_hex(12)  # a throwaway server's, made per run
         self._containers: list[str] = []
+        self._ids: dict[str, str] = {}  # name -> container id, for the cgroup readings
         self.keys = self._key_files()
         self.config = self._config_dir()
 
@@ -91,13 +93,13 @@ class Lab:
 
     def start(self) -> None:
         docker("network", "create", self.network)
-        self._run(
+        self.run(
             "postgres",
             ["-e", f"POSTGRES_PASSWORD={self.password}", "-p", "127.0.0.1::5432"],
             POSTGRES_IMAGE,
             [],
         )
-        self._run(
+        self.run(
             "localstack",
             ["-e", "SERVICES=sqs", "-e", "AWS_DEFAULT_REGION=us-east-1", "-p", "127.0.0.1::4566"],
             LOCALSTACK_IMAGE,
@@ -179,14 +181,14 @@ class Lab:
 
     def migrate(self, env: dict[str, str]) -> None:
         """What the Job logins-migrate runs, in a container of the same image."""
-        name = self._run("migrate", self._app_options(env, "logins"), self.image, ["migrate"])
+        name = self.run("migrate", self._app_options(env, "logins"), self.image, ["migrate"])
         code = self.wait(name, 120)
         if code != 0:
             raise RuntimeError(f"logins migrate exited {code}: {self.logs(name)[-2000:]}")
 
     def flow(self, name: str, env: dict[str, str], args: Sequence[str]) -> str:
         """`python -m bytewax.run ARGS` in a container reachable as `name` on the network."""
-        return self._run(name, self._app_options(env, None), self.image, list(args))
+        return self.run(name, self._app_options(env, None), self.image, list(args))
 
     def cluster_addresses(self, names: Sequence[str]) -> str:
         return ";".join(f"{name}:{BYTEWAX_PORT}" for name in names)
@@ -215,10 +217,20 @@ class Lab:
         )
         return result.stdout + result.stderr
 
+    def usage(self, name: str) -> tuple[float, int] | None:
+        """(CPU seconds, peak memory bytes) of a running container, from its cgroup (v1, the
+        cgroupfs driver container-lab sets up); None once it has exited."""
+        cid = self._ids.get(name) or docker("inspect", "-f", "{{.Id}}", self.full(name))
+        self._ids[name] = cid
+        try:
+            cpu = int(Path(f"/sys/fs/cgroup/cpuacct/docker/{cid}/cpuacct.usage").read_text())
+            peak = Path(f"/sys/fs/cgroup/memory/docker/{cid}/memory.max_usage_in_bytes")
+            return cpu / 1e9, int(peak.read_text())
+        except (OSError, ValueError):
+            return None
+
     def full(self, name: str) -> str:
         return f"{self.prefix}-{name}"
-
-    # --- internals --------------------------------------------------------------------------
 
     def _app_options(self, env: dict[str, str], entrypoint: str | None) -> list[str]:
         options = [
@@ -242,9 +254,11 @@ class Lab:
             options += ["-e", f"{key}={value}"]
         return options
 
-    def _run(self, name: str, options: list[str], image: str, args: list[str]) -> str:
+    def run(self, name: str, options: list[str], image: str, args: list[str]) -> str:
+        """`docker run -d` on the network, reachable there as `name`; removed by close()."""
         full = self.full(name)
         docker("rm", "-f", full, check=False)
+        self._ids.pop(name, None)
         self._containers.append(full)
         docker(
             "run", "-d", "--name", full, "--network", self.network, "--network-alias", name,
@@ -281,11 +295,15 @@ class Lab:
 
 @contextmanager
 def lab(work: Path, image: str | None = None) -> Iterator[Lab]:
-    """A started Lab, removed afterwards whatever happens."""
+    """A started Lab, removed afterwards whatever happens (its key files too)."""
     work.mkdir(parents=True, exist_ok=True)
-    instance = Lab(image or build_image(), work)
+    own = Path(tempfile.mkdtemp(prefix="lab-", dir=work))
     try:
-        instance.start()
-        yield instance
+        instance = Lab(image or build_image(), own)
+        try:
+            instance.start()
+            yield instance
+        finally:
+            instance.close()
     finally:
-        instance.close()
+        shutil.rmtree(own, ignore_errors=True)

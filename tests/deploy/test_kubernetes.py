@@ -345,3 +345,9 @@ def test_the_migrate_job_migrates_with_its_own_env(
         query = "SELECT to_regclass('logins_ledger')::text, to_regclass('user_logins')::text"
         row = conn.execute(query).fetchone()
     assert row == ("logins_ledger", "user_logins")
+
+
+def test_the_local_queue_hook_is_the_compose_one() -> None:
+    """overlays/local carries a copy (kustomize reads files below its root only)."""
+    copy_ = (KUBE / "overlays" / "local" / "init-queue.sh").read_text()
+    assert copy_ == (REPO / "docker" / "localstack" / "init-queue.sh").read_text()

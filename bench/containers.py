@@ -30,8 +30,8 @@ from psycopg import sql
 from bench.common import ROOT, log, read_ledger
 from bench.containerlab import Lab, lab
 from logins.config import load_config
-from logins.generator import GeneratedMessage, generate
-from logins.seed import send_bodies
+from logins.dev.generator import GeneratedMessage, generate
+from logins.dev.seed import send_bodies
 
 _DRAIN = """
 import boto3, sys, threading, time

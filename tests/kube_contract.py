@@ -139,7 +139,8 @@ def _pod_problems(resources: list[Resource], workload: Resource) -> Iterator[str
 def _key_problems(
     name: str, pod: Resource, container: Resource, env: dict[str, Any]
 ) -> Iterator[str]:
-    """The key files are the Secret's token.key and vault.pub, where the config looks."""
+    """The key files are the Secret's token.key and vault.pub, where the config looks (or
+    references to Secrets Manager / SSM)."""
     secret_volumes = {v["name"]: v["secret"] for v in pod.get("volumes", []) if "secret" in v}
     mounts = {m["name"]: m["mountPath"] for m in container.get("volumeMounts", [])}
     files: set[str] = set()
@@ -152,6 +153,8 @@ def _key_problems(
         if volume in mounts:
             files |= {f"{mounts[volume]}/{path}" for path in items}
     for var in ("LOGINS_TOKEN_KEY_FILE", "LOGINS_VAULT_PUBLIC_KEY_FILE"):
+        if _SECRET_REFERENCE.match(str(env.get(var))):
+            continue  # fetched from AWS at start instead of a file
         if env.get(var) not in files:
             yield f"{name}: {var}={env.get(var)} is not a mounted Secret file ({sorted(files)})"
 

@@ -21,8 +21,8 @@ import psycopg
 import pytest
 
 from bench.containerlab import Lab, lab
-from logins.generator import GeneratedMessage, generate
-from logins.seed import send_bodies
+from logins.dev.generator import GeneratedMessage, generate
+from logins.dev.seed import send_bodies
 from tests.helpers import ledger_from_dsn
 
 MESSAGES = 3000

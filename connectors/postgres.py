@@ -386,6 +386,7 @@ class PostgresPartition(StatelessSinkPartition[Event]):
         self._config = config
         self._committer = BatchCommitter(config, sealer)
         self._committer.writer.connect()
+        metrics.LAST_COMMIT.set(time.time())  # "stalled" counts from the start until a commit
         self._cache = cache
         self._acker = acker
         self._failure: BaseException | None = None
@@ -446,6 +447,12 @@ class PostgresPartition(StatelessSinkPartition[Event]):
                 raise
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
             done, poisoned = committed.events, committed.refused
+            if done:
+                committed_at = time.time()
+                metrics.LAST_COMMIT.set(committed_at)
+                metrics.COMMIT_LATENCY.observe_many(
+                    committed_at - e.message.sent_timestamp_ms / 1000 for e in done
+                )
             self._cache.mark_committed(v.token for e in done for v in e.vault_entries)
             failed = self._acker.delete([e.message for e in done])
             if poisoned:

@@ -4,6 +4,10 @@ Every worker polls the same queue; SQS hands out disjoint messages. `next_batch`
 the worker: background receiver threads long-poll (WaitTimeSeconds) into a bounded buffer,
 and `next_batch` only drains what is already there. Retries of SQS calls (throttling,
 connection errors) are botocore's own retry modes: exponential backoff with jitter.
+
+Metrics this module owns: `logins_held_messages` (the InFlight set below) and
+`logins_queue_messages{state}` (QueueCounts: one GetQueueAttributes per process per
+`source.queue_metrics_interval_seconds`, also used by batch mode's idle check).
 """
 
 from __future__ import annotations
@@ -29,11 +33,12 @@ log = logging.getLogger(__name__)
 
 IDLE_POLL = timedelta(milliseconds=50)
 _RECEIVE_ATTRIBUTES = ["SentTimestamp", "ApproximateReceiveCount"]
-_QUEUE_COUNTS = [
-    "ApproximateNumberOfMessages",
-    "ApproximateNumberOfMessagesNotVisible",
-    "ApproximateNumberOfMessagesDelayed",
-]
+# queue state (the logins_queue_messages label) -> GetQueueAttributes name
+_QUEUE_COUNTS = {
+    "visible": "ApproximateNumberOfMessages",
+    "in_flight": "ApproximateNumberOfMessagesNotVisible",
+    "delayed": "ApproximateNumberOfMessagesDelayed",
+}
 
 
 def sqs_client(config: SqsSourceConfig) -> Any:
@@ -63,6 +68,69 @@ def to_message(raw: dict[str, Any], received_at: float) -> SqsMessage:
     )
 
 
+class QueueCounts:
+    """The queue's approximate counts, read for this process's partitions by one thread: at
+    most one GetQueueAttributes per `queue_metrics_interval_seconds` sets the
+    `logins_queue_messages` gauges. Batch mode's idle check asks for a fresher reading and
+    refreshes them too. Started by the first partition, stopped by the last one to close."""
+
+    def __init__(self, config: SqsSourceConfig) -> None:
+        self._config = config
+        self._client: Any = None
+        self._call = threading.Lock()  # one call at a time; a worker never waits for it
+        self._users = 0
+        self._users_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._reading: dict[str, int] | None = None
+        self._read_at = 0.0
+
+    def read(self, max_age: float) -> dict[str, int] | None:
+        """Counts by state no older than `max_age` seconds; None if they cannot be had now
+        (SQS refused, or another thread is reading them at this moment)."""
+        if self._reading is not None and time.monotonic() - self._read_at <= max_age:
+            return self._reading
+        if not self._call.acquire(blocking=False):
+            return None
+        try:
+            if self._client is None:
+                self._client = sqs_client(self._config)
+            attrs = self._client.get_queue_attributes(
+                QueueUrl=self._config.queue_url, AttributeNames=list(_QUEUE_COUNTS.values())
+            )["Attributes"]
+        except (BotoCoreError, ClientError) as exc:
+            log.warning("cannot read queue counts: %s", type(exc).__name__)
+            return None
+        finally:
+            self._call.release()
+        reading = {state: int(attrs.get(name, 0)) for state, name in _QUEUE_COUNTS.items()}
+        for state, count in reading.items():
+            metrics.QUEUE_MESSAGES.labels(state).set(count)
+        self._reading, self._read_at = reading, time.monotonic()
+        return reading
+
+    def acquire(self) -> None:
+        """A partition starts using the counts (the first one starts the refresh thread)."""
+        with self._users_lock:
+            self._users += 1
+            if self._users > 1:
+                return
+            self._stop.clear()
+        threading.Thread(target=self._refresh, name="sqs-queue-counts", daemon=True).start()
+
+    def release(self) -> None:
+        with self._users_lock:
+            self._users -= 1
+            if self._users == 0:
+                self._stop.set()
+
+    def _refresh(self) -> None:
+        interval = self._config.queue_metrics_interval_seconds
+        while True:
+            self.read(max_age=interval / 2)
+            if self._stop.wait(interval):
+                return
+
+
 class InFlight:
     """Every message this process received and has not deleted or released yet, kept
     invisible by one heartbeat: whatever waited half its visibility timeout (in the receive
@@ -79,13 +147,17 @@ class InFlight:
 
     def add(self, messages: Sequence[SqsMessage]) -> None:
         with self._lock:
+            before = len(self._held)
             for message in messages:
                 self._held[message.receipt_handle] = message
+            metrics.HELD.inc(len(self._held) - before)
 
     def discard(self, messages: Sequence[SqsMessage]) -> None:
         with self._lock:
+            before = len(self._held)
             for message in messages:
                 self._held.pop(message.receipt_handle, None)
+            metrics.HELD.dec(before - len(self._held))
 
     def __len__(self) -> int:
         return len(self._held)
@@ -119,10 +191,19 @@ class SqsPartition(StatelessSourcePartition[SqsMessage]):
     it hands over what it buffered; messages a receive brings after that are released
     (visibility 0) so they return to the queue at once instead of after the timeout."""
 
-    def __init__(self, config: SqsSourceConfig, worker_index: int, inflight: InFlight) -> None:
+    def __init__(
+        self,
+        config: SqsSourceConfig,
+        worker_index: int,
+        inflight: InFlight,
+        counts: QueueCounts,
+    ) -> None:
         self._config = config
         self._client = sqs_client(config)
         self._inflight = inflight
+        self._counts = counts
+        counts.acquire()
+        self._closed = False
         self._acker = SqsAcker(config, inflight, self._client)
         inflight.start(SqsAcker(config, inflight))
         self._buffer: queue.SimpleQueue[SqsMessage] = queue.SimpleQueue()
@@ -194,8 +275,8 @@ class SqsPartition(StatelessSourcePartition[SqsMessage]):
             self._idle_since = now
         limit = self._config.stop_when_idle
         if limit is not None and now - self._idle_since >= limit and now >= self._next_count_check:
-            self._next_count_check = now + 1.0  # GetQueueAttributes at most once a second
-            if self._queue_is_empty():
+            self._next_count_check = now + 0.5
+            if self._queue_is_empty(max_age=min(1.0, limit)):
                 return self._finish(f"queue idle for {limit}s and empty")
         return items
 
@@ -214,16 +295,10 @@ class SqsPartition(StatelessSourcePartition[SqsMessage]):
             return leftover
         raise StopIteration
 
-    def _queue_is_empty(self) -> bool:
+    def _queue_is_empty(self, max_age: float) -> bool:
         """Nothing visible, in flight (invisible) or delayed: everything was committed."""
-        try:
-            attrs = self._client.get_queue_attributes(
-                QueueUrl=self._config.queue_url, AttributeNames=_QUEUE_COUNTS
-            )["Attributes"]
-        except (BotoCoreError, ClientError) as exc:
-            log.warning("cannot read queue counts: %s", type(exc).__name__)
-            return False
-        return all(int(attrs.get(name, 0)) == 0 for name in _QUEUE_COUNTS)
+        reading = self._counts.read(max_age)
+        return reading is not None and not any(reading.values())
 
     def next_awake(self) -> datetime | None:
         return self._awake
@@ -234,15 +309,19 @@ class SqsPartition(StatelessSourcePartition[SqsMessage]):
         self._stopping.set()
         for thread in self._threads:
             thread.join(self._config.wait_time_seconds + 5)
+        if not self._closed:
+            self._closed = True
+            self._counts.release()
 
 
 class SqsSource(DynamicSource[SqsMessage]):
     def __init__(self, config: SqsSourceConfig) -> None:
         self._config = config
         self.inflight = InFlight(config)  # shared by this process's partitions and sinks
+        self.counts = QueueCounts(config)  # shared by this process's partitions
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> SqsPartition:
-        return SqsPartition(self._config, worker_index, self.inflight)
+        return SqsPartition(self._config, worker_index, self.inflight, self.counts)
 
     def acker(self) -> SqsAcker:
         return SqsAcker(self._config, self.inflight)

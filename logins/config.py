@@ -64,6 +64,13 @@ class SqsSourceConfig(_Strict):
     stop_when_idle: float | None = Field(
         None, gt=0, description="end the flow once the queue was empty this many seconds"
     )
+    queue_metrics_interval_seconds: float = Field(
+        15,
+        ge=1,
+        le=3600,
+        description="how often one GetQueueAttributes per process refreshes the"
+        " logins_queue_messages gauges",
+    )
     retry: SqsRetryConfig = Field(default_factory=SqsRetryConfig)
 
 

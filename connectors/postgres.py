@@ -22,6 +22,7 @@ from typing import Any
 
 import psycopg
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from opentelemetry.trace import SpanKind
 from psycopg import sql
 from tenacity import (
     RetryCallState,
@@ -37,7 +38,7 @@ from logins import metrics, shutdown
 from logins.config import AppConfig
 from logins.records import Event, Rejection, VaultEntry
 from logins.sealcache import SealCache
-from logins.telemetry import tracer
+from logins.telemetry import producer_links, tracer
 from logins.vault import Sealer
 
 log = logging.getLogger(__name__)
@@ -387,6 +388,7 @@ class PostgresPartition(StatelessSinkPartition[Event]):
         self._committer = BatchCommitter(config, sealer)
         self._committer.writer.connect()
         metrics.LAST_COMMIT.set(time.time())  # "stalled" counts from the start until a commit
+        self._span_attributes = _messaging_attributes(config)
         self._cache = cache
         self._acker = acker
         self._failure: BaseException | None = None
@@ -438,7 +440,15 @@ class PostgresPartition(StatelessSinkPartition[Event]):
             raise
 
     def _write_batch(self, items: list[Event]) -> None:
-        with tracer().start_as_current_span("logins.sink.write_batch") as span:
+        with tracer().start_as_current_span(
+            "logins.sink.write_batch",
+            kind=SpanKind.CONSUMER,
+            attributes={**self._span_attributes, "messaging.batch.message_count": len(items)},
+        ) as span:
+            if span.is_recording():  # parse the producers' headers only when traces are kept
+                headers = ((e.message.message_id, e.message.trace_header) for e in items)
+                for link in producer_links(headers):
+                    span.add_link(link.context, link.attributes)
             started = time.perf_counter()
             try:
                 committed = self._committer.commit(items)
@@ -495,6 +505,17 @@ class PostgresPartition(StatelessSinkPartition[Event]):
             self._thread.join()
         self._committer.writer.close()
         self._raise_failure()
+
+
+def _messaging_attributes(config: AppConfig) -> dict[str, str]:
+    """OpenTelemetry's messaging attributes of a batch span (semantic conventions for a batch
+    that is received and processed): the system and the queue's name, never a message's data."""
+    return {
+        "messaging.system": "aws_sqs",
+        "messaging.operation.type": "process",
+        "messaging.operation.name": "process",
+        "messaging.destination.name": config.source.queue_url.rstrip("/").rsplit("/", 1)[-1],
+    }
 
 
 def _describe(exc: psycopg.Error) -> str:

@@ -32,7 +32,8 @@ from logins.records import SqsMessage
 log = logging.getLogger(__name__)
 
 IDLE_POLL = timedelta(milliseconds=50)
-_RECEIVE_ATTRIBUTES = ["SentTimestamp", "ApproximateReceiveCount"]
+_RECEIVE_ATTRIBUTES = ["SentTimestamp", "ApproximateReceiveCount", "AWSTraceHeader"]
+_MESSAGE_ATTRIBUTES = ["traceparent"]  # W3C trace context, as OpenTelemetry's SQS producers set it
 # queue state (the logins_queue_messages label) -> GetQueueAttributes name
 _QUEUE_COUNTS = {
     "visible": "ApproximateNumberOfMessages",
@@ -58,6 +59,7 @@ def sqs_client(config: SqsSourceConfig) -> Any:
 
 def to_message(raw: dict[str, Any], received_at: float) -> SqsMessage:
     attributes = raw.get("Attributes", {})
+    traceparent = raw.get("MessageAttributes", {}).get("traceparent", {}).get("StringValue")
     return SqsMessage(
         message_id=raw["MessageId"],
         receipt_handle=raw["ReceiptHandle"],
@@ -65,6 +67,7 @@ def to_message(raw: dict[str, Any], received_at: float) -> SqsMessage:
         sent_timestamp_ms=int(attributes.get("SentTimestamp", 0)) or int(received_at * 1000),
         receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
         received_at=received_at,
+        trace_header=traceparent or attributes.get("AWSTraceHeader"),
     )
 
 
@@ -235,6 +238,7 @@ class SqsPartition(StatelessSourcePartition[SqsMessage]):
                     WaitTimeSeconds=config.wait_time_seconds,
                     VisibilityTimeout=config.visibility_timeout,
                     MessageSystemAttributeNames=_RECEIVE_ATTRIBUTES,
+                    MessageAttributeNames=_MESSAGE_ATTRIBUTES,
                 )
             except (BotoCoreError, ClientError) as exc:
                 metrics.SQS_ERRORS.inc()

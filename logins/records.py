@@ -32,6 +32,9 @@ class SqsMessage:
     sent_timestamp_ms: int  # set by SQS when the producer sent it: the event's time
     receive_count: int  # ApproximateReceiveCount: >1 means a redelivery
     received_at: float = 0.0  # time.time() when this delivery was received (visibility clock)
+    # the producer's trace: a W3C `traceparent` message attribute, else the `AWSTraceHeader`
+    # system attribute (X-Ray); only the header string, parsed when a span links to it
+    trace_header: str | None = None
 
 
 @dataclass(slots=True)

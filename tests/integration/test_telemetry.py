@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Iterator
 
 import pytest
@@ -10,11 +11,12 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from prometheus_client import REGISTRY, generate_latest
 
 from logins.dev.embedded import EmbeddedSqs
 from logins.dev.generator import generate
-from logins.dev.seed import send_bodies
+from logins.dev.seed import send_bodies, send_entries, traceparent_attribute
 from tests.helpers import config_for, run
 
 
@@ -65,3 +67,58 @@ def test_spans_and_metrics(
         for value in (fields["ip"], fields["device_id"]):
             assert value not in exported
             assert value not in metrics_text
+
+
+def test_the_batch_span_links_to_each_producers_trace(
+    spans: InMemorySpanExporter, flow_env: dict[str, str], sqs: EmbeddedSqs, queue_url: str
+) -> None:
+    """W3C `traceparent` message attributes and X-Ray `AWSTraceHeader` system attributes
+    become one link per message on the span of the batch that committed it (OpenTelemetry's
+    messaging conventions for batches); a header that parses as neither gives no link."""
+    client = sqs.client()
+    bodies = [m.body for m in generate(40, seed=5)]
+    w3c = {i: (secrets.token_hex(16), secrets.token_hex(8)) for i in range(0, 30, 3)}
+    entries = [
+        {"MessageBody": body}
+        | ({"MessageAttributes": traceparent_attribute(f"00-{w3c[i][0]}-{w3c[i][1]}-01")}
+           if i in w3c else {})
+        for i, body in enumerate(bodies[:30])
+    ]  # fmt: skip
+    entries.append({"MessageBody": bodies[30], "MessageAttributes": traceparent_attribute("junk")})
+    ids = send_entries(client, queue_url, entries)
+    expected = {(int(w3c[i][0], 16), int(w3c[i][1], 16)): ids[i] for i in w3c}
+    for body in bodies[31:34]:  # moto keeps system attributes of SendMessage, not of a batch
+        root, parent = secrets.token_hex(12), secrets.token_hex(8)
+        header = f"Root=1-{secrets.token_hex(4)}-{root};Parent={parent};Sampled=1"
+        sent = client.send_message(
+            QueueUrl=queue_url,
+            MessageBody=body,
+            MessageSystemAttributes={
+                "AWSTraceHeader": {"DataType": "String", "StringValue": header}
+            },
+        )
+        trace_id = int(header.split("-")[1] + root, 16)
+        expected[(trace_id, int(parent, 16))] = sent["MessageId"]
+    send_bodies(client, queue_url, bodies[34:])  # no trace at all
+    spans.clear()
+
+    run(config_for(flow_env))
+
+    batches = [s for s in spans.get_finished_spans() if s.name == "logins.sink.write_batch"]
+    links = {
+        (link.context.trace_id, link.context.span_id): (link.attributes or {})[
+            "messaging.message.id"
+        ]
+        for span in batches
+        for link in span.links
+    }
+    assert links == expected
+    assert all(link.context.is_remote for span in batches for link in span.links)
+    queue_name = queue_url.rsplit("/", 1)[-1]
+    for span in batches:
+        attributes = dict(span.attributes or {})
+        assert span.kind is SpanKind.CONSUMER
+        assert attributes["messaging.system"] == "aws_sqs"
+        assert attributes["messaging.destination.name"] == queue_name
+        assert attributes["messaging.batch.message_count"] == attributes["logins.batch.size"]
+    assert sum(dict(s.attributes or {})["messaging.batch.message_count"] for s in batches) == 40

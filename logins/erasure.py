@@ -28,7 +28,7 @@ are not searched, and the result says how many were left.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -192,7 +192,10 @@ def forget_user(
     actor: str,
     opener: Opener | None = None,
     dry_run: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Erasure:
+    """Erase a user's values; `progress(done, total)` follows the search of the sealed
+    rejected bodies (the long part: every body is opened)."""
     t = tables(config)
     result = Erasure()
     own = unique([tok for _, tok in user_tokens(conn, config, selector)])
@@ -204,7 +207,9 @@ def forget_user(
             result.shared_kept += [own[i]]
         else:
             chosen += group
-    rejected_ids, result.rejected_unsearched = rejected_of_user(conn, t, user_id, opener)
+    rejected_ids, result.rejected_unsearched = rejected_of_user(
+        conn, t, user_id, opener, progress=progress
+    )
     return forget_tokens(
         conn,
         config,
@@ -228,6 +233,7 @@ def rejected_of_user(
     user_id: str,
     opener: Opener | None,
     page: int = 1000,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[list[str], int]:
     """(message ids of rejected bodies that name the user, how many bodies were not searched).
     Nothing is printed or kept: each body is opened, matched, and dropped."""
@@ -243,7 +249,15 @@ def rejected_of_user(
         ).format(table),
         (opener.key_id,),
     ).fetchone()
+    to_search = conn.execute(
+        sql.SQL(
+            "SELECT count(*) FROM {} WHERE octet_length(sealed_body) > 0 AND vault_key_id = %s"
+        ).format(table),
+        (opener.key_id,),
+    ).fetchone()
+    total = int(to_search[0]) if to_search else 0
     matched: list[str] = []
+    searched = 0
     after = ""
     word = re.compile(r"(?<![\w.-])" + re.escape(user_id) + r"(?![\w-])")
     while True:
@@ -262,6 +276,9 @@ def rejected_of_user(
                 continue
             if names_user(body, user_id, word):
                 matched.append(message_id)
+        searched += len(batch)
+        if progress is not None:
+            progress(searched, max(total, searched))
         if len(batch) < page:
             break
         after = batch[-1][0]

@@ -33,7 +33,7 @@ from logins.tokens import Tokenizer, key_id_of
 from logins.vault import Opener, Sealer, VaultError
 from logins.vaultschema import tables
 
-Progress = Callable[[str], None]
+Progress = Callable[[int, int], None]  # (rows walked so far, rows to walk): logins.progress
 
 
 @dataclass
@@ -87,6 +87,8 @@ def rotate_tokens(
     active = tokenizer.key_id
     sealer = Sealer(opener.public_key)
     result = RotationResult(to_key_id=active)
+    pending = pending_rotation(conn, config, active)
+    walked = 0
     audit.record(
         conn,
         config,
@@ -97,7 +99,7 @@ def rotate_tokens(
             "phase": "start",
             "to_token_key": active,
             "known_token_keys": tokenizer.key_ids,
-            "pending": pending_rotation(conn, config, active),
+            "pending": pending,
         },
     )
     select = sql.SQL(
@@ -128,8 +130,9 @@ def rotate_tokens(
             aliases.append((token, new, field_name))
         if aliases:
             result.rotated += _write_rotation(conn, t.vault, t.aliases, new_entries, aliases)
+        walked += len(batch)
         if progress:
-            progress(f"rotated {result.rotated}, failed {result.failed}")
+            progress(walked, max(pending, walked))
     result.remaining = pending_rotation(conn, config, active)
     audit.record(
         conn,
@@ -225,6 +228,9 @@ def rekey(
     if sealer.key_id == old.key_id:
         raise ValueError("the new public key is the old key pair's: nothing to re-seal")
     result = RekeyResult(from_key_id=old.key_id, to_key_id=vault_key_id(new_public))
+    to_vault = _remaining(conn, t.vault, old.key_id)
+    to_rejected = _remaining(conn, t.rejected, old.key_id)
+    walked = 0
     audit.record(
         conn,
         config,
@@ -235,8 +241,8 @@ def rekey(
             "phase": "start",
             "from_vault_key": old.key_id,
             "to_vault_key": sealer.key_id,
-            "vault_entries": _remaining(conn, t.vault, old.key_id),
-            "rejected_bodies": _remaining(conn, t.rejected, old.key_id),
+            "vault_entries": to_vault,
+            "rejected_bodies": to_rejected,
         },
     )
     select_vault = sql.SQL(
@@ -261,8 +267,9 @@ def rekey(
             ).format(sql.Identifier(t.vault)),
             updates,
         )
+        walked += len(batch)
         if progress:
-            progress(f"vault entries re-sealed {result.vault_rekeyed}, failed {result.failed}")
+            progress(walked, max(to_vault + to_rejected, walked))
     select_rejected = sql.SQL(
         "SELECT message_id, sealed_body FROM {} WHERE vault_key_id = %(key)s"
         " AND message_id > %(after)s ORDER BY message_id LIMIT %(n)s"
@@ -288,8 +295,9 @@ def rekey(
             ).format(sql.Identifier(t.rejected)),
             updates,
         )
+        walked += len(batch)
         if progress:
-            progress(f"rejected bodies re-sealed {result.rejected_rekeyed}, failed {result.failed}")
+            progress(walked, max(to_vault + to_rejected, walked))
     result.remaining_vault = _remaining(conn, t.vault, old.key_id)
     result.remaining_rejected = _remaining(conn, t.rejected, old.key_id)
     audit.record(

@@ -5,13 +5,19 @@ production commands never load it."""
 
 from __future__ import annotations
 
+import os
 import sys
+from typing import Any
 
 import boto3
 import click
+from pydantic import ValidationError
 
+from logins.config import TelemetryConfig
 from logins.dev.generator import iter_messages
-from logins.dev.seed import send_bodies
+from logins.dev.seed import send_entries, traced
+from logins.progress import progress
+from logins.telemetry import tracer_provider
 
 
 @click.command()
@@ -20,18 +26,53 @@ from logins.dev.seed import send_bodies
 @click.option("--queue-url", default=None, help="Send to this queue (else print JSON lines).")
 @click.option("--endpoint-url", default=None, help="SQS endpoint (LocalStack, moto).")
 @click.option("--region", envvar="AWS_REGION", default="us-east-1", show_default=True)
+@click.option(
+    "--trace",
+    "with_trace",
+    is_flag=True,
+    help="Give each message a W3C traceparent from a producer span of its own; the flow's batch"
+    " spans link to them (LOGINS_TRACES=console prints both).",
+)
 def generate(
-    count: int, seed: int, queue_url: str | None, endpoint_url: str | None, region: str
+    count: int,
+    seed: int,
+    queue_url: str | None,
+    endpoint_url: str | None,
+    region: str,
+    with_trace: bool,
 ) -> None:
     """Realistic sample logins: repeats, a few % malformed, some resends."""
     messages = iter_messages(count, seed=seed)
     if queue_url is None:
+        if with_trace:
+            raise click.UsageError("--trace needs --queue-url (it travels as a message attribute)")
         for message in messages:
             click.echo(message.body)
         return
     client = boto3.client("sqs", endpoint_url=endpoint_url, region_name=region)
-    sent = send_bodies(client, queue_url, (m.body for m in messages))
+    entries: Any = ({"MessageBody": m.body} for m in messages)
+    provider = _producer_tracing() if with_trace else None
+    if provider is not None:
+        tracer = provider.get_tracer("logins-etl.generate")
+        entries = traced(entries, tracer, queue_url.rsplit("/", 1)[-1])
+    with progress("generate: sent", total=count) as bar:
+        sent = send_entries(client, queue_url, entries, on_sent=bar.advance)
+    if provider is not None:
+        provider.shutdown()  # exports what is still buffered
     click.echo(f"sent {len(sent)} messages to {queue_url}")
+
+
+def _producer_tracing() -> Any:
+    """An OpenTelemetry SDK provider for `generate --trace`, exporting as LOGINS_TRACES says."""
+    try:
+        config = TelemetryConfig(
+            traces=os.environ.get("LOGINS_TRACES") or "none",
+            otlp_endpoint=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
+            service_name="logins-generate",
+        )
+    except ValidationError as exc:
+        raise click.BadParameter(str(exc), param_hint="LOGINS_TRACES") from None
+    return tracer_provider(config)
 
 
 @click.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ from logins.cli.common import (
     vault_connect,
 )
 from logins.erasure import Erasure, forget_tokens, forget_user
+from logins.progress import progress
 from logins.reveal import reveal as do_reveal
 from logins.reveal import user_selector, user_tokens
 from logins.vault import Opener
@@ -151,8 +153,13 @@ def forget(
     config = selected_config()
     who = actor_of(actor)
     results: list[Erasure] = []
+    searching = (
+        progress("forget: rejected bodies searched")
+        if opener is not None
+        else contextlib.nullcontext(None)
+    )
     try:
-        with vault_connect(config) as conn:
+        with vault_connect(config) as conn, searching as bar:
             if wanted:
                 results.append(
                     forget_tokens(
@@ -171,6 +178,7 @@ def forget(
                         actor=who,
                         opener=opener,
                         dry_run=dry_run,
+                        progress=bar,
                     )
                 )
     except ValueError as exc:

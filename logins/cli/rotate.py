@@ -19,6 +19,7 @@ from logins.cli.common import (
     vault_connect,
 )
 from logins.keys import KeyFileError, prepend_token_key
+from logins.progress import progress
 from logins.rotation import rotate_tokens
 from logins.vault import Opener
 
@@ -69,7 +70,7 @@ def rotate_run(
         raise click.ClickException(
             f"{config.tokens.key_file} holds one key: run `logins rotate new-key` first"
         )
-    with vault_connect(config) as conn:
+    with vault_connect(config) as conn, progress("rotate: vault entries") as bar:
         result = rotate_tokens(
             conn,
             config,
@@ -78,7 +79,7 @@ def rotate_run(
             reason=reason,
             actor=actor_of(actor),
             batch_size=batch_size,
-            progress=None if as_json else lambda m: click.echo(m, err=True),
+            progress=bar,
         )
     if as_json:
         echo_json(result.as_dict())

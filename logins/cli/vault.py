@@ -17,6 +17,7 @@ from logins.cli.common import (
     vault_connect,
 )
 from logins.keys import KeyFileError, load_vault_private_key, load_vault_public_key
+from logins.progress import progress
 from logins.rotation import rekey, status
 from logins.vault import Opener
 
@@ -85,7 +86,7 @@ def vault_rekey(
         raise click.ClickException(str(exc)) from None
     config = selected_config()
     try:
-        with vault_connect(config) as conn:
+        with vault_connect(config) as conn, progress("rekey: rows re-sealed") as bar:
             result = rekey(
                 conn,
                 config,
@@ -94,7 +95,7 @@ def vault_rekey(
                 reason=reason,
                 actor=actor_of(actor),
                 batch_size=batch_size,
-                progress=None if as_json else lambda m: click.echo(m, err=True),
+                progress=bar,
             )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

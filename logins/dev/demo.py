@@ -2,7 +2,8 @@
 
 Starts moto's SQS server and a private PostgreSQL, generates keys, seeds sample logins, runs
 `python -m bytewax.run flows.logins -w N` as an operator would (environment variables only)
-until the queue is drained, prints a report and stops what it started. Its state is left in
+until the queue is drained (with its progress; the flow's log goes to .demo/flow.log), prints
+a report and stops what it started. Its state is left in
 .demo/ for a look afterwards and wiped at the next run.
 """
 
@@ -26,6 +27,7 @@ from logins.dev.embedded import EmbeddedPostgres, EmbeddedSqs
 from logins.dev.generator import generate
 from logins.dev.seed import send_bodies
 from logins.keys import generate_keys
+from logins.progress import progress
 from logins.stats import collect
 
 QUEUE = "login-queue"
@@ -62,16 +64,57 @@ def run_demo(count: int, workers: int, seed: int, workdir: Path = Path(".demo"))
         }
         command = [sys.executable, "-m", "bytewax.run", "flows.logins", "-w", str(workers)]
         say(f"4/5 running: {' '.join(command[1:])} (until the queue is drained)")
+        log_path = workdir / "flow.log"
         started = time.monotonic()
-        code = subprocess.run(command, env=env, timeout=600, check=False).returncode
-        say(f"    flow exited with {code} after {time.monotonic() - started:.1f}s")
+        code = _drain(command, env, log_path, sqs, queue_url, count)
+        say(
+            f"    flow exited with {code} after {time.monotonic() - started:.1f}s (log: {log_path})"
+        )
         if code != 0:
+            say(log_path.read_text(errors="replace")[-3000:])
             return code
         config = load_config(env)
         with psycopg.connect(postgres.dsn, autocommit=True) as conn:
             ok = _report(conn, config, env, keys, expected=count, queue=sqs, queue_url=queue_url)
     say("    servers stopped.")
     return 0 if ok else 1
+
+
+def _drain(
+    command: list[str],
+    env: dict[str, str],
+    log_path: Path,
+    queue: EmbeddedSqs,
+    queue_url: str,
+    count: int,
+) -> int:
+    """Run the flow, its log in a file, and show meanwhile how much of the queue is done."""
+    client = queue.client()
+    deadline = time.monotonic() + 600
+    with log_path.open("w") as log, progress("drain: messages done", total=count) as bar:
+        flow = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            while True:
+                try:
+                    code = flow.wait(timeout=0.5)
+                except subprocess.TimeoutExpired:
+                    if time.monotonic() > deadline:
+                        raise
+                    bar.update(count - _left(client, queue_url))
+                    continue
+                bar.update(count - _left(client, queue_url))
+                return code
+        finally:
+            if flow.poll() is None:
+                flow.kill()
+                flow.wait()
+
+
+def _left(client: Any, queue_url: str) -> int:
+    """Messages still in the queue: visible or in flight (received, not yet deleted)."""
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    attrs = client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)
+    return sum(int(v) for v in attrs["Attributes"].values())
 
 
 def _report(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import Iterator
 
 import pytest
+from click.testing import CliRunner
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -14,6 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from prometheus_client import REGISTRY, generate_latest
 
+from logins.cli import main
 from logins.dev.embedded import EmbeddedSqs
 from logins.dev.generator import generate
 from logins.dev.seed import send_bodies, send_entries, traceparent_attribute
@@ -122,3 +125,44 @@ def test_the_batch_span_links_to_each_producers_trace(
         assert attributes["messaging.destination.name"] == queue_name
         assert attributes["messaging.batch.message_count"] == attributes["logins.batch.size"]
     assert sum(dict(s.attributes or {})["messaging.batch.message_count"] for s in batches) == 40
+
+
+def test_generate_trace_sends_a_traceparent_per_message_and_prints_its_span(
+    sqs: EmbeddedSqs, queue_url: str
+) -> None:
+    """`logins generate --trace` with LOGINS_TRACES=console: each message carries the
+    traceparent of a producer span, and that span is printed; the progress line is there."""
+    result = CliRunner().invoke(
+        main,
+        ["generate", "-n", "12", "--trace", "--queue-url", queue_url,
+         "--endpoint-url", sqs.endpoint_url],
+        env={"LOGINS_TRACES": "console"},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert f"sent 12 messages to {queue_url}" in result.stdout
+    assert "generate: sent: 12/12 done in" in result.stderr
+    printed = [json.loads(s) for s in re.findall(r"^\{\n.*?^\}$", result.stderr, re.M | re.S)]
+    spans = {s["context"]["trace_id"][2:]: s for s in printed}
+    queue_name = queue_url.rsplit("/", 1)[-1]
+    client = sqs.client()
+    received: list[str] = []
+    while len(received) < 12:
+        response = client.receive_message(
+            QueueUrl=queue_url, MaxNumberOfMessages=10, MessageAttributeNames=["traceparent"]
+        )
+        received += [
+            m["MessageAttributes"]["traceparent"]["StringValue"] for m in response["Messages"]
+        ]
+    for header in received:
+        version, trace_id, span_id, flags = header.split("-")
+        assert version == "00" and int(flags, 16) & 1  # sampled
+        span = spans[trace_id]
+        assert span["context"]["span_id"] == "0x" + span_id
+        assert span["name"] == f"create {queue_name}" and span["kind"] == "SpanKind.PRODUCER"
+        assert span["attributes"]["messaging.system"] == "aws_sqs"
+    assert len(set(received)) == 12
+
+
+def test_generate_trace_needs_a_queue() -> None:
+    result = CliRunner().invoke(main, ["generate", "-n", "1", "--trace"])
+    assert result.exit_code == 2 and "--trace needs --queue-url" in result.output

@@ -201,6 +201,7 @@ def test_forget_a_user_erases_their_sealed_rejected_bodies_with_the_key(vault: V
     without_key = vault.cli("forget", "--user-id", "u-1", "--reason", "r", "--json")
     (result,) = json.loads(without_key.stdout)
     assert result["rejected_erased"] == [] and result["rejected_unsearched"] == 6
+    assert without_key.stderr == ""  # nothing searched: no progress
     assert "not searched: 6" in vault.cli("forget", "--user-id", "u-1", "--reason", "r").stdout
 
     dry = vault.cli(
@@ -208,6 +209,7 @@ def test_forget_a_user_erases_their_sealed_rejected_bodies_with_the_key(vault: V
         "--dry-run",
     )  # fmt: skip
     assert "rejected bodies naming the user, to erase: 3" in dry.stdout
+    assert "forget: rejected bodies searched: 6/6 done in" in dry.stderr  # progress, not a tty
     assert "would erase 0 vault entries" in dry.stdout  # erased by the calls above
     assert vault.query(
         "SELECT count(*) FROM user_logins_rejected WHERE body_erased_at IS NULL"

@@ -27,7 +27,7 @@ class Interrupted(Exception):
 def interrupt_after(batches: int):
     seen = []
 
-    def progress(_: str) -> None:
+    def progress(*_: int) -> None:
         seen.append(1)
         if len(seen) >= batches:
             raise Interrupted
@@ -90,6 +90,7 @@ def test_rotation_walks_the_vault_resumably_and_aliases_old_to_new(vault: Vault)
     assert resumed.exit_code == 0, resumed.output
     summary = json.loads(resumed.stdout)
     assert (summary["rotated"], summary["failed"], summary["remaining"]) == (26, 0, 0)
+    assert "rotate: vault entries: 26/26 done in" in resumed.stderr  # progress, not a tty
     again = vault.cli(
         "rotate", "run", "--reason", "rotation", "--private-key-file", str(vault.keys["vault.key"])
     )
@@ -197,6 +198,7 @@ def test_rekey_reseals_the_vault_and_rejected_bodies_resumably(vault: Vault, tmp
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert (summary["vault_rekeyed"], summary["rejected_rekeyed"]) == (14, 5)
+    assert "rekey: rows re-sealed: 19/19 done in" in result.stderr  # progress, not a tty
     assert (summary["remaining_vault"], summary["remaining_rejected"]) == (0, 0)
 
     old_key = vault.cli(

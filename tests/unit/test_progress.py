@@ -1,0 +1,79 @@
+"""Progress of long commands: a rich bar on a terminal, plain lines elsewhere; count, rate, ETA."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import pytest
+
+from logins import progress as progress_module
+from logins.progress import progress
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+class Clock:
+    """time.monotonic for the plain tracker, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    clock = Clock()
+    monkeypatch.setattr(progress_module.time, "monotonic", clock)
+    return clock
+
+
+def test_plain_lines_say_count_rate_and_eta_when_not_a_terminal(clock: Clock) -> None:
+    out = io.StringIO()
+    with progress("rotate: vault entries", 1000, stream=out, interval=5) as bar:
+        clock.now += 1
+        bar.update(100)  # within the interval: no line yet
+        clock.now += 4
+        bar.update(250)  # 250 in 5 s: 50/s, 750 left: 15 s
+        clock.now += 5
+        bar.advance(750)
+    lines = out.getvalue().splitlines()
+    assert lines == [
+        "rotate: vault entries: 250/1,000 (25%), 50/s, ETA 0:15",
+        "rotate: vault entries: 1,000/1,000 (100%), 100/s, ETA 0:00",
+        "rotate: vault entries: 1,000/1,000 done in 10.0s (100/s)",
+    ]
+    assert "\x1b" not in out.getvalue()  # no terminal codes in a log
+
+
+def test_a_total_learned_later_and_no_total(clock: Clock) -> None:
+    out = io.StringIO()
+    with progress("forget", stream=out, interval=1) as bar:
+        clock.now += 2
+        bar(10, 40)  # a (done, total) callback, as rotation and erasure call it
+    with progress("generate", stream=out, interval=1) as bar:
+        clock.now += 2
+        bar.advance(30)
+    assert out.getvalue().splitlines() == [
+        "forget: 10/40 (25%), 5/s, ETA 0:06",
+        "forget: 10/40 done in 2.0s (5/s)",
+        "generate: 30, 15/s",
+        "generate: 30 done in 2.0s (15/s)",
+    ]
+
+
+def test_a_terminal_gets_a_rich_bar_with_count_rate_and_eta() -> None:
+    out = Terminal()
+    with progress("rekey: rows re-sealed", 50, stream=out) as bar:
+        for _ in range(5):
+            bar.advance(10)
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue())  # drop colours, cursor moves
+    final = shown.replace("\r", "\n").strip().splitlines()[-1]
+    assert final.startswith("rekey: rows re-sealed ━")
+    assert re.search(r"50/50 100% [\d,]+/s \d:\d\d:\d\d ETA \d:\d\d:\d\d$", final), final
+    assert "\x1b[" in out.getvalue()  # drawn as a bar, not printed as lines

@@ -104,3 +104,19 @@ def private_data_dir() -> Iterator[Path]:
         yield path / "data"
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def require_binary(name: str, package: str) -> str:
+    """The path of a program a test needs. Missing: a failure under CI=true (.ci/run installs
+    it), else a skip that names the Debian package to install."""
+    import os
+
+    import pytest
+
+    path = shutil.which(name)
+    if path:
+        return path
+    message = f"{name} is not installed (Debian: apt-get install {package}; .ci/run installs it)"
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(message)
+    pytest.skip(message)

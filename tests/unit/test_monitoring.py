@@ -146,3 +146,15 @@ def test_the_dashboard_is_complete_and_uses_only_exported_metrics() -> None:
 @pytest.mark.parametrize("expr", ["sum(rate(logins_nope_total[5m]))"])
 def test_the_name_check_catches_a_metric_the_code_does_not_export(expr: str) -> None:
     assert not referenced(expr) <= exported_series()
+
+
+def test_a_missing_promtool_fails_under_ci_and_skips_with_its_reason_elsewhere(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # nothing installed here
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="apt-get install prometheus"):
+        require_binary("promtool", "prometheus")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="promtool is not installed"):
+        require_binary("promtool", "prometheus")

@@ -117,8 +117,10 @@ class QueueCounts:
             self._users += 1
             if self._users > 1:
                 return
-            self._stop.clear()
-        threading.Thread(target=self._refresh, name="sqs-queue-counts", daemon=True).start()
+            self._stop = stop = threading.Event()  # this thread's own: a restart gets another
+        threading.Thread(
+            target=self._refresh, args=(stop,), name="sqs-queue-counts", daemon=True
+        ).start()
 
     def release(self) -> None:
         with self._users_lock:
@@ -126,11 +128,11 @@ class QueueCounts:
             if self._users == 0:
                 self._stop.set()
 
-    def _refresh(self) -> None:
+    def _refresh(self, stop: threading.Event) -> None:
         interval = self._config.queue_metrics_interval_seconds
         while True:
             self.read(max_age=interval / 2)
-            if self._stop.wait(interval):
+            if stop.wait(interval):
                 return
 
 

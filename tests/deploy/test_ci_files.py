@@ -96,3 +96,10 @@ def test_hadolint_catches_a_bad_dockerfile(tmp_path: Path, line: str, rule: str)
     result = hadolint(dockerfile)
     assert result.returncode == 1
     assert rule in result.stdout
+
+
+def test_ci_installs_prometheus_before_make_test() -> None:
+    """The monitoring tests fail under CI=true (GitHub sets it) without promtool/prometheus."""
+    runs = _runs()["test"]
+    installs = next(i for i, r in enumerate(runs) if "apt-get install" in r and "prometheus" in r)
+    assert installs < next(i for i, r in enumerate(runs) if r == "make test")

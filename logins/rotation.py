@@ -79,7 +79,7 @@ def rotate_tokens(
     opener: Opener,
     tokenizer: Tokenizer,
     reason: str,
-    actor: str,
+    note: str | None = None,
     batch_size: int = 500,
     progress: Progress | None = None,
 ) -> RotationResult:
@@ -90,7 +90,7 @@ def rotate_tokens(
     audit.record(
         conn,
         config,
-        actor=actor,
+        note=note,
         reason=reason,
         action="rotate",
         detail={
@@ -134,7 +134,7 @@ def rotate_tokens(
     audit.record(
         conn,
         config,
-        actor=actor,
+        note=note,
         reason=reason,
         action="rotate",
         succeeded=result.rotated,
@@ -216,7 +216,7 @@ def rekey(
     old: Opener,
     new_public: PublicKey,
     reason: str,
-    actor: str,
+    note: str | None = None,
     batch_size: int = 500,
     progress: Progress | None = None,
 ) -> RekeyResult:
@@ -228,7 +228,7 @@ def rekey(
     audit.record(
         conn,
         config,
-        actor=actor,
+        note=note,
         reason=reason,
         action="rekey",
         detail={
@@ -295,7 +295,7 @@ def rekey(
     audit.record(
         conn,
         config,
-        actor=actor,
+        note=note,
         reason=reason,
         action="rekey",
         succeeded=result.vault_rekeyed + result.rejected_rekeyed,

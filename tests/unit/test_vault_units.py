@@ -97,15 +97,40 @@ def test_prepend_token_key_keeps_the_old_lines(tmp_path: Path) -> None:
         ('{"user_id": "u-10"}', False),
         ('[{"deep": {"list": ["x", "u-1"]}}]', True),
         ('{"u-1": 1}', True),
-        ('{"user_id": "U-1"}', False),
+        # issue 9: another case, a duplicate key, JSON escapes: the user is named
+        ('{"user_id": "U-1"}', True),
+        ('{"USER_ID": "u-1"}', True),
+        ('{"user_id": "u-1", "user_id": "u-2"}', True),
+        ('{"user_id": "u-2", "user_id": "u-1"}', True),
+        ('{"user_id": "\\u0055-1"}', True),
         ("{'user_id': 'u-1'}", True),  # not JSON: as a whole word
         ("user u-1x", False),
         ("user=u-1;", True),
         ("xu-1", False),
+        ("user u-1.", True),
+        ("u-1.5", False),
     ],
 )
 def test_a_rejected_body_names_a_user(body: str, named: bool) -> None:
     assert names_user(body, "u-1") is named
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ('{"user_id": 4711}', True),  # a number where a string belongs
+        ('{"user_id": 4711.0}', True),
+        ('{"user_id": 4.711e3}', True),
+        ('{"user_id": "4711"}', True),
+        ('{"user_id": 47110}', False),
+        ('{"app_version": "4711.2"}', False),
+        ('{"user_id": 1, "user_id": 4711}', True),
+        ("[" * 5000 + "4711" + "]" * 5000, True),  # too deep to parse: the raw text still counts
+        ("[" * 5000 + "4712" + "]" * 5000, False),
+    ],
+)
+def test_a_numeric_user_id_is_found_whatever_its_json_type(body: str, named: bool) -> None:
+    assert names_user(body, "4711") is named
 
 
 def test_side_table_names_follow_the_vault_table() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 from logins.dev.embedded import EmbeddedSqs
 from logins.dev.seed import send_bodies
@@ -299,3 +300,70 @@ def test_an_erased_value_that_comes_back_is_new_data_not_linked_to_the_erased_on
     assert code == 0 and shown[0]["value"] == "192.0.2.10"
     code, shown = v.reveal_json(rows[0][0])
     assert code == 1 and shown[0]["error"].startswith("erased on ")
+
+
+def test_forget_a_user_finds_their_rejected_bodies_whatever_the_json_says(vault: Vault) -> None:
+    """The matching rules of logins.erasure.names_user, end to end: a number where the id's
+    string belongs, another case, a duplicate key, JSON escapes, a body that is not JSON."""
+    theirs = [
+        vault.add_rejected('{"user_id": 4711, "ip": "192.0.2.10"}'),
+        vault.add_rejected('{"user_id": 4.711e3}'),
+        vault.add_rejected('{"user_id": "x", "user_id": "4711"}'),
+        vault.add_rejected('{"USER_ID": "\\u0034711"}'),
+        vault.add_rejected("user_id=4711&ip=192.0.2.10"),
+    ]
+    others = [
+        vault.add_rejected('{"user_id": 47110}'),
+        vault.add_rejected('{"app_version": "4711.2"}'),
+        vault.add_rejected('{"user_id": "u-4711x"}'),
+    ]
+    done = vault.cli(
+        "forget", "--user-id", "4711", "--reason", "r", KEY, str(vault.keys["vault.key"]), "--json"
+    )
+    assert done.exit_code == 0, done.output
+    (result,) = json.loads(done.stdout)
+    assert sorted(result["rejected_erased"]) == sorted(theirs)
+    emptied = dict(vault.query("SELECT message_id, octet_length(sealed_body) = 0 FROM"
+                               " user_logins_rejected"))  # fmt: skip
+    assert emptied == {**dict.fromkeys(theirs, True), **dict.fromkeys(others, False)}
+
+
+def test_purge_empties_sealed_bodies_past_the_retention_on_record(vault: Vault, tmp_path) -> None:
+    old = [vault.add_rejected(f'{{"ip": "198.51.100.{i}"}}') for i in range(3)]
+    recent = [vault.add_rejected('{"ip": "198.51.100.9"}'), vault.add_rejected("x")]
+    with vault.connect() as conn:
+        conn.execute(
+            "UPDATE user_logins_rejected SET rejected_at = now() - interval '31 days'"
+            " WHERE message_id = ANY(%s)",
+            (old,),
+        )
+    dry = vault.cli("purge", "--dry-run", "--json")
+    assert dry.exit_code == 0 and json.loads(dry.stdout)["purged"] == 3
+    assert vault.query("SELECT count(*) FROM pii_audit") == [(0,)]
+
+    done = vault.cli("purge")
+    assert done.exit_code == 0, done.output
+    assert "purged 3 sealed rejected bodies older than 30 days" in done.stdout
+    rows = dict(
+        vault.query(
+            "SELECT message_id, octet_length(sealed_body) = 0 AND body_erased_at IS NOT NULL"
+            " FROM user_logins_rejected"
+        )
+    )
+    assert rows == {**dict.fromkeys(old, True), **dict.fromkeys(recent, False)}
+    assert vault.query("SELECT count(*) FROM user_logins_rejected") == [(5,)]  # rows stay
+    ((action, succeeded, detail),) = vault.query("SELECT action, succeeded, detail FROM pii_audit")
+    assert (action, succeeded, detail["retention_days"]) == ("purge", 3, 30)
+    again = vault.cli("purge")
+    assert "purged 0 sealed rejected bodies" in again.stdout  # idempotent, still on record
+
+    shorter = vault.cli("purge", LOGINS_REJECTED_RETENTION_DAYS="1")
+    assert shorter.exit_code == 0 and "purged 0" in shorter.stdout  # the recent ones are today's
+    forever = tmp_path / "forever.yaml"
+    forever.write_text(
+        "extends: "
+        + str(Path(__file__).parents[2] / "config/local.yaml")
+        + "\nsink:\n  rejected_retention_days: null\n"
+    )
+    kept = vault.cli("purge", LOGINS_CONFIG=str(forever))
+    assert kept.exit_code == 1 and "kept forever" in kept.output

@@ -69,6 +69,50 @@ def test_field_boundaries_cannot_be_shifted(a: str, b: str) -> None:
         )
 
 
+V2 = dataclasses.replace(ROW, note="ticket", hash_version=2, tokens=[], detail_text='{"n": 2}')
+
+
+def test_version_2_is_length_prefixed_text_of_every_field() -> None:
+    assert audit.canonical_v2(V2) == b"".join(
+        len(f.encode()).to_bytes(4, "big") + f.encode()
+        for f in (
+            "logins-audit-v2", "7", "2026-01-02T01:04:05.678901Z", "ann", "ticket",
+            "ticket 12", "reveal", "[]", "1", "0", '{"n": 2}',
+        )
+    )  # fmt: skip
+    assert audit.canonical_v2(dataclasses.replace(V2, note=None)).count(b"\xff\xff\xff\xff") == 1
+    assert audit.row_hash("p", V2) != audit.row_hash("p", dataclasses.replace(V2, hash_version=1))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"id": 8},
+        {"at": ROW.at + timedelta(microseconds=1)},
+        {"actor": "bob"},
+        {"note": "other"},
+        {"note": None},
+        {"reason": "ticket 13"},
+        {"action": "forget"},
+        {"tokens": ["k1." + "0" * 32]},
+        {"succeeded": 0},
+        {"failed": 1},
+        {"detail_text": '{"n": 3}'},
+        {"detail_text": None},
+    ],
+)
+def test_every_field_is_covered_by_the_version_2_hash(change: dict[str, object]) -> None:
+    assert audit.row_hash("p", dataclasses.replace(V2, **change)) != audit.row_hash("p", V2)
+
+
+@given(st.text(), st.text())
+def test_version_2_field_boundaries_cannot_be_shifted(a: str, b: str) -> None:
+    if b:
+        assert audit.canonical_v2(dataclasses.replace(V2, actor=a, note=b)) != audit.canonical_v2(
+            dataclasses.replace(V2, actor=a + b, note="")
+        )
+
+
 def test_genesis_commits_to_the_rows_before_the_chain() -> None:
     assert audit.genesis() != audit.genesis([ROW])
     assert audit.genesis([ROW, dataclasses.replace(ROW, id=8)]) != audit.genesis(

@@ -24,7 +24,7 @@ from connectors.schemaversion import SCHEMA_VERSION
 from logins.dev.embedded import EmbeddedSqs
 from logins.dev.generator import GeneratedMessage, generate
 from logins.dev.seed import send_bodies
-from logins.keys import load_token_keys, load_vault_private_key
+from logins.keys import generate_keys, load_token_keys, load_vault_private_key
 from logins.reveal import reveal
 from logins.tokens import Tokenizer
 from logins.vault import Opener
@@ -432,7 +432,17 @@ def test_a_rotator_rotates_and_rekeys_and_can_do_nothing_else(
         roles.ROTATOR, "vault", "status", "--json", LOGINS_TOKEN_KEY_FILE=str(token_file)
     )
     assert status.exit_code == 0 and json.loads(status.stdout)["pending_rotation"] == 0
-    assert db.query("SELECT DISTINCT actor FROM pii_audit WHERE action = 'rotate'") == [
+    pair = generate_keys(tmp_path / "new-vault")
+    rekeyed = db.cli(
+        roles.ROTATOR,
+        "vault", "rekey", "--old-private-key-file", str(db.keys["vault.key"]),
+        "--new-public-key-file", str(pair["vault.pub"]), "--reason", "new pair", "--json",
+    )  # fmt: skip
+    assert rekeyed.exit_code == 0, rekeyed.output
+    summary = json.loads(rekeyed.stdout)
+    assert summary["vault_rekeyed"] > 0 and summary["rejected_rekeyed"] > 0
+    assert (summary["remaining_vault"], summary["remaining_rejected"]) == (0, 0)
+    assert db.query("SELECT DISTINCT actor FROM pii_audit WHERE action IN ('rotate', 'rekey')") == [
         (db.logins[roles.ROTATOR],)
     ]
     assert (

@@ -154,10 +154,12 @@ class PostgresWriter:
             ),
             # In token order: two workers' batches may carry the same new token (a seal shared
             # while in flight); inserting in one global order means they wait, never deadlock.
+            # No conflict target: naming one needs SELECT on it, and the pipeline's role may
+            # read no token (the only other unique key is the random entry_id).
             "insert_vault": sql.SQL(
                 "WITH ins AS (INSERT INTO {} (token, field, sealed, vault_key_id)"
                 " SELECT token, field, sealed, vault_key_id FROM stage_vault ORDER BY token"
-                " ON CONFLICT (token) DO NOTHING RETURNING 1) SELECT count(*) FROM ins"
+                " ON CONFLICT DO NOTHING RETURNING 1) SELECT count(*) FROM ins"
             ).format(sql.Identifier(vault.table)),
         }
 

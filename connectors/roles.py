@@ -7,9 +7,9 @@ a role itself. The grants are re-applied from scratch at each migration (REVOKE 
 GRANT), so a privilege an earlier release or a hand gave does not linger.
 
     logins_owner     owns every table, view, sequence and function; runs the migrations
-    logins_pipeline  the flow: INSERT what it writes; SELECT only the key columns that
+    logins_pipeline  the flow: INSERT what it writes; SELECT only the message ids that
                      ON CONFLICT and RETURNING read. No UPDATE, DELETE, TRUNCATE, DDL; no
-                     vault ciphertext, sealed body or audit row
+                     token, vault ciphertext, sealed body or audit row
     logins_analyst   the analysts' table, the unified view, duplicates, the ledger, the
                      rejected rows without their sealed body, vault counts by field
     logins_revealer  `logins reveal`: the vault, the erasure markers, the user's rows
@@ -178,7 +178,6 @@ def grants(
         ),
         grant("SELECT", duplicates, PIPELINE, columns=["message_id"]),
         grant("INSERT", vault, PIPELINE, columns=["token", "field", "sealed", "vault_key_id"]),
-        grant("SELECT", vault, PIPELINE, columns=["token"]),
         # analysts: the rows, the view, the counts; nothing sealed
         grant("SELECT", table, ANALYST, REVEALER),
         grant("SELECT", view, ANALYST),

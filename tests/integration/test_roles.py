@@ -234,6 +234,7 @@ def test_the_pipeline_role_is_refused_all_else(db: RoleDatabase, loaded: Loaded)
                 "SELECT * FROM pii_audit",
                 APPEND,
                 "SELECT sealed FROM pii_vault",
+                "SELECT token FROM pii_vault",
                 "SELECT field FROM pii_vault",
                 "SELECT sealed_body FROM user_logins_rejected",
                 "SELECT user_id, masked_ip FROM user_logins",

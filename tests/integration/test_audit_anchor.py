@@ -174,3 +174,20 @@ def test_a_forged_or_foreign_anchor_is_refused(db: RoleDatabase, tmp_path: Path)
         roles.AUDITOR, "audit", "anchor", "--signing-key-file", str(signing), "--to", "x"
     )
     assert loose.exit_code == 1 and f"run `chmod 600 {signing}`" in loose.output
+
+
+def test_anchor_refuses_to_sign_a_broken_chain(db: RoleDatabase, tmp_path: Path) -> None:
+    vault = Vault(db.env, db.keys, db.admin_dsn)
+    tokens = vault.add_login("u-1", "192.0.2.1", "d-1")
+    db.cli(roles.REVEALER, "reveal", tokens["ip"], "--reason", "r",
+           "--private-key-file", str(db.keys["vault.key"]))  # fmt: skip
+    assert db.cli(roles.AUDITOR, "audit", "keygen", str(tmp_path / "a")).exit_code == 0
+    with db.connect(roles.OWNER) as conn:
+        conn.execute("ALTER TABLE pii_audit DISABLE TRIGGER USER")
+        conn.execute("UPDATE pii_audit SET reason = 'nothing to see'")
+    made = db.cli(
+        roles.AUDITOR, "audit", "anchor", "--signing-key-file",
+        str(tmp_path / "a/audit-anchor.key"), "--to", str(tmp_path / "head.json"),
+    )  # fmt: skip
+    assert made.exit_code == 1 and "not anchoring a broken chain" in made.output
+    assert not (tmp_path / "head.json").exists()

@@ -184,6 +184,11 @@ def forget(
         )
         for token in r.erased:
             click.echo(f"  {token}")
+        if not r.dry_run and (r.rows_rewritten or r.aliases_deleted):
+            click.echo(
+                f"replaced the tokens in {r.rows_rewritten} cells with erasure markers;"
+                f" deleted {r.aliases_deleted} aliases"
+            )
         if r.absent:
             click.echo(f"not in the vault (erased before, or never sealed): {len(r.absent)}")
         if r.shared_kept:

@@ -191,6 +191,28 @@ def test_the_owner_and_a_superuser_migrate_again_and_no_other_role_can(db: RoleD
     assert owners == [(roles.OWNER,)]
 
 
+def test_objects_an_earlier_release_left_to_the_flow_login_are_taken_over(
+    db: RoleDatabase,
+) -> None:
+    """Before roles, the flow's own login owned everything (it migrated at every start)."""
+    old_owner = db.logins[roles.PIPELINE]
+    with db.connect("superuser") as conn:
+        for (name,) in conn.execute(
+            "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace"
+            " AND relkind IN ('r', 'v')"
+        ).fetchall():
+            conn.execute(f'ALTER TABLE "{name}" OWNER TO "{old_owner}"')
+        conn.execute(f'ALTER FUNCTION logins_append_only() OWNER TO "{old_owner}"')
+    assert db.cli("superuser", "migrate").exit_code == 0
+    owners = db.query(
+        "SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class"
+        " WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'v', 'S')"
+        " UNION SELECT DISTINCT pg_get_userbyid(proowner) FROM pg_proc"
+        " WHERE pronamespace = 'public'::regnamespace"
+    )
+    assert owners == [(roles.OWNER,)]
+
+
 # -- the pipeline -------------------------------------------------------------------------------
 
 

@@ -1,15 +1,34 @@
-"""Idempotent schema migrations: safe on an empty database, on every start, from several
-workers at once (an advisory lock serialises them), and on the producer team's existing
-`user_logins` table with rows (columns are only ever added, never changed or dropped).
+"""Idempotent schema migrations: safe on an empty database, run again, from several workers
+at once (an advisory lock serialises them), and on the producer team's existing `user_logins`
+table with rows (its columns are only ever added, never changed or dropped).
+
+Run by the owner (a login granted `logins_owner`) or a superuser. In one transaction: create
+the NOLOGIN roles if missing (connectors/roles.py; needs CREATEROLE the first time), hand
+every existing object to `logins_owner`, then, as `logins_owner` (SET LOCAL ROLE), apply the
+DDL, re-create the audit append function and re-apply every grant, and record the schema
+version (connectors/schemaversion.py). The flow calls `ensure_schema`: nothing at all when
+the recorded version is current, so a role that cannot run DDL starts fine.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from connectors import roles
+from connectors.schemaversion import (
+    SCHEMA_VERSION,
+    VERSION_TABLE,
+    SchemaError,
+    SchemaState,
+    fingerprint,
+    state,
+)
+from logins import audit
+from logins.auditsql import SEARCH_PATH, append_function_ddl
 from logins.config import AppConfig, MaskStep
 from logins.vaultschema import tables
 
@@ -125,9 +144,9 @@ def _statements(config: AppConfig) -> list[sql.Composed | sql.SQL]:
         ).format(sql.Identifier(vault.audit_table)),
         sql.SQL(
             "CREATE OR REPLACE FUNCTION logins_append_only() RETURNS trigger"
-            " LANGUAGE plpgsql AS $$ BEGIN"
+            " LANGUAGE plpgsql {} AS $$ BEGIN"
             " RAISE EXCEPTION 'table % is append-only', TG_TABLE_NAME; END $$"
-        ),
+        ).format(SEARCH_PATH),
         sql.SQL("DROP TRIGGER IF EXISTS logins_append_only ON {}").format(
             sql.Identifier(vault.audit_table)
         ),
@@ -141,53 +160,71 @@ def _statements(config: AppConfig) -> list[sql.Composed | sql.SQL]:
 
 
 def _vault_statements(config: AppConfig) -> list[sql.Composed | sql.SQL]:
-    """Audit hash chain, erasure tombstones, rotation aliases (all additive and idempotent).
+    """Audit hash chain, erasure markers, rotation aliases, the version table (idempotent).
 
-    * `pii_audit` gains `detail`, `prev_hash`, `row_hash`. Rows written before have no hash:
-      the chain starts at the first hashed row (see logins/audit.py). From then on a row
-      without a hash is refused, and no two rows may claim the same predecessor.
-    * `pii_erasures` holds the tokens `logins forget` erased; a trigger on the vault skips
-      an insert of such a token, so a later login with the same value does not re-seal it.
+    * `pii_audit` gains `detail`, `prev_hash`, `row_hash`, then `note` (the free text that
+      `--actor` was) and `hash_version`. Rows written before have no hash: the chain starts
+      at the first hashed row (see logins/audit.py). From then on a row without a hash is
+      refused, and no two rows may claim the same predecessor.
+    * `pii_vault.entry_id`: a random surrogate id per entry; the audit names entries by it,
+      never by token, so an audit row says nothing about the value once the entry is gone.
+    * `pii_erasures`: one row per erased value, keyed by the random marker `logins forget`
+      put in the masked columns instead of its token (logins/erasure.py). No token.
     * `pii_token_aliases` maps a token under an old token key to the same value's token
       under the new key (`logins rotate run`).
-    * `user_logins_rejected.body_erased_at`: when `logins forget` erased a sealed body.
+    * `user_logins_rejected.body_erased_at`: when `forget` or `purge` emptied a sealed body.
     """
     t = tables(config)
-    audit = sql.Identifier(t.audit)
+    audit_table = sql.Identifier(t.audit)
     erasures, aliases = sql.Identifier(t.erasures), sql.Identifier(t.aliases)
-    skip_erased = sql.Identifier(f"{t.vault}_skip_erased")
+    vault, rejected = sql.Identifier(t.vault), sql.Identifier(t.rejected)
     return [
         *(
             sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
-                audit, sql.Identifier(name), sql.SQL(kind)
+                audit_table, sql.Identifier(name), sql.SQL(kind)
             )
-            for name, kind in (("detail", "jsonb"), ("prev_hash", "text"), ("row_hash", "text"))
+            for name, kind in (
+                ("detail", "jsonb"),
+                ("prev_hash", "text"),
+                ("row_hash", "text"),
+                ("note", "text"),
+                ("hash_version", "smallint"),
+            )
         ),
         sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} (prev_hash)").format(
-            sql.Identifier(f"{t.audit}_prev_hash_key"), audit
+            sql.Identifier(f"{t.audit}_prev_hash_key"), audit_table
         ),
         sql.SQL(
             "CREATE OR REPLACE FUNCTION logins_audit_chained() RETURNS trigger"
-            " LANGUAGE plpgsql AS $$ BEGIN"
+            " LANGUAGE plpgsql {} AS $$ BEGIN"
             " IF NEW.row_hash IS NULL OR NEW.prev_hash IS NULL THEN"
             " RAISE EXCEPTION 'table % is hash-chained: a row needs prev_hash and row_hash"
             " (written by an older logins? upgrade it)', TG_TABLE_NAME; END IF;"
             " RETURN NEW; END $$"
-        ),
+        ).format(SEARCH_PATH),
         _trigger_once("logins_audit_chained", t.audit, "logins_audit_chained"),
         sql.SQL(
+            "ALTER TABLE {} ADD COLUMN IF NOT EXISTS entry_id uuid NOT NULL"
+            " DEFAULT gen_random_uuid()"
+        ).format(vault),
+        sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} (entry_id)").format(
+            sql.Identifier(f"{t.vault}_entry_id_key"), vault
+        ),
+        # Earlier releases kept a tombstone per erased token and a trigger that refused to
+        # seal such a token again; a token is what erasure must not leave (_upgrade_erasures).
+        sql.SQL(
+            "DO $logins$ BEGIN IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgname ="
+            " 'logins_skip_erased' AND tgrelid = to_regclass(quote_ident({v}))) THEN"
+            " EXECUTE format('DROP TRIGGER logins_skip_erased ON %I', {v}); END IF; END $logins$"
+        ).format(v=sql.Literal(t.vault)),
+        sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(f"{t.vault}_skip_erased")),
+        sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} ("
-            " token text PRIMARY KEY,"
+            " marker text PRIMARY KEY,"
             " field text,"
             " erased_at timestamptz NOT NULL DEFAULT now(),"
             " audit_id bigint)"
         ).format(erasures),
-        sql.SQL(
-            "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-            " IF EXISTS (SELECT 1 FROM {} e WHERE e.token = NEW.token) THEN RETURN NULL; END IF;"
-            " RETURN NEW; END $$"
-        ).format(skip_erased, erasures),
-        _trigger_once("logins_skip_erased", t.vault, f"{t.vault}_skip_erased"),
         sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} ("
             " old_token text NOT NULL,"
@@ -200,9 +237,57 @@ def _vault_statements(config: AppConfig) -> list[sql.Composed | sql.SQL]:
             sql.Identifier(f"{t.aliases}_new_token_idx"), aliases
         ),
         sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS body_erased_at timestamptz").format(
-            sql.Identifier(t.rejected)
+            rejected
         ),
+        sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (rejected_at)").format(
+            sql.Identifier(f"{t.rejected}_rejected_at_idx"), rejected
+        ),
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} ("
+            " scope text PRIMARY KEY,"
+            " version integer NOT NULL,"
+            " fingerprint text NOT NULL,"
+            " migrated_at timestamptz NOT NULL DEFAULT now(),"
+            " migrated_by text NOT NULL DEFAULT session_user)"
+        ).format(sql.Identifier(VERSION_TABLE)),
     ]
+
+
+def _upgrade_erasures(conn: psycopg.Connection[Any], config: AppConfig) -> None:
+    """An erasures table of an earlier release holds the erased tokens themselves. Give each
+    a random marker, put the marker in every masked column that still holds the token,
+    delete the token's aliases, then drop the token column: those erasures become as real
+    as new ones. Runs once (the column is gone afterwards)."""
+    t = tables(config)
+    legacy = conn.execute(
+        "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(quote_ident(%s))"
+        " AND attname = 'token' AND NOT attisdropped",
+        (t.erasures,),
+    ).fetchone()
+    if legacy is None:
+        return
+    erasures = sql.Identifier(t.erasures)
+    conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS marker text").format(erasures))
+    conn.execute(
+        sql.SQL(
+            "UPDATE {} SET marker = 'erased:' || replace(gen_random_uuid()::text, '-', '')"
+            " WHERE marker IS NULL"
+        ).format(erasures)
+    )
+    for column in t.masked.values():
+        conn.execute(
+            sql.SQL(
+                "UPDATE {sink} s SET {col} = e.marker FROM {e} e WHERE s.{col} = e.token"
+            ).format(sink=sql.Identifier(t.sink), col=sql.Identifier(column), e=erasures)
+        )
+    conn.execute(
+        sql.SQL(
+            "DELETE FROM {a} a USING {e} e WHERE a.old_token = e.token OR a.new_token = e.token"
+        ).format(a=sql.Identifier(t.aliases), e=erasures)
+    )
+    conn.execute(sql.SQL("ALTER TABLE {} DROP COLUMN token").format(erasures))
+    conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN marker SET NOT NULL").format(erasures))
+    conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (marker)").format(erasures))
 
 
 def _trigger_once(trigger: str, table: str, function: str) -> sql.Composed:
@@ -264,10 +349,149 @@ def _unified_view(config: AppConfig, conn: psycopg.Connection) -> sql.Composed:
     return sql.SQL("DO {}").format(sql.Literal(body.as_string(conn)))
 
 
-def migrate(conn: psycopg.Connection, config: AppConfig) -> None:
+def _shape(config: AppConfig) -> list[tuple[str, str]]:
+    return [(c.name, c.sql_type) for c in row_columns(config)]
+
+
+def schema_state(conn: psycopg.Connection[Any], config: AppConfig) -> SchemaState:
+    """The recorded schema version against what this release and config need."""
+    return state(conn, config, _shape(config))
+
+
+def ensure_schema(conn: psycopg.Connection[Any], config: AppConfig, *, allow_migrate: bool) -> None:
+    """At the flow's start: nothing if the schema is current (no DDL is attempted); else
+    migrate if allowed and permitted, or raise SchemaError saying what to do."""
+    found = schema_state(conn, config)
+    if not conn.autocommit:
+        conn.commit()
+    if found.current:
+        return
+    if not allow_migrate:
+        raise SchemaError(
+            f"{found.describe()}; sink.migrate is false, so the flow does not migrate:"
+            " run `logins migrate` as the owner (a member of logins_owner) or a superuser"
+        )
+    try:
+        migrate(conn, config)
+    except psycopg.errors.InsufficientPrivilege as exc:
+        if not conn.autocommit:
+            conn.rollback()
+        user = conn.info.parameter_status("session_authorization") or "this role"
+        raise SchemaError(
+            f"{found.describe()}, and {user} may not migrate it ({exc.sqlstate}:"
+            f" {exc.diag.message_primary}): run `logins migrate` as the owner (a member of"
+            " logins_owner) or a superuser"
+        ) from None
+
+
+def _take_ownership(conn: psycopg.Connection[Any], config: AppConfig) -> None:
+    """Hand every existing object of ours to logins_owner (the migrator must own it or be a
+    superuser): the producer team's table, and whatever an earlier release's pipeline role
+    created and so owned."""
+    found = conn.execute(
+        "SELECT x.kind, x.name FROM unnest(%s::text[], %s::text[]) AS x(kind, name)"
+        " JOIN pg_class c ON c.oid = to_regclass(quote_ident(x.name))"
+        " WHERE pg_get_userbyid(c.relowner) <> %s",
+        (
+            [k for k, _ in roles.object_names(config)],
+            [n for _, n in roles.object_names(config)],
+            roles.OWNER,
+        ),
+    ).fetchall()
+    for kind, name in found:
+        conn.execute(
+            sql.SQL("ALTER {} {} OWNER TO {}").format(
+                sql.SQL(kind), sql.Identifier(name), sql.Identifier(roles.OWNER)
+            )
+        )
+    functions = conn.execute(
+        "SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.oid = ANY(ARRAY["
+        " to_regprocedure('logins_append_only()'), to_regprocedure('logins_audit_chained()'),"
+        " to_regprocedure(quote_ident(%s) || '()'),"
+        " to_regprocedure(quote_ident(%s) || '(text, text, text, integer, integer, jsonb)')])"
+        " AND pg_get_userbyid(p.proowner) <> %s",
+        (f"{config.vault.table}_skip_erased", audit.append_function(config), roles.OWNER),
+    ).fetchall()
+    for (signature,) in functions:
+        conn.execute(
+            sql.SQL("ALTER FUNCTION {} OWNER TO {}").format(
+                sql.SQL(signature),  # regprocedure's own, quoted text
+                sql.Identifier(roles.OWNER),
+            )
+        )
+
+
+def _prepare_roles(conn: psycopg.Connection[Any]) -> None:
+    """Roles, and what the owner needs to create objects and the others to reach them: CREATE
+    on the schema for the owner; CONNECT, TEMPORARY (the sink's stage tables) and USAGE for
+    the others where PUBLIC does not already give them (a hardened database)."""
+    for statement in roles.create_roles():
+        conn.execute(statement)
+    conn.execute(
+        sql.SQL(
+            "DO $logins$ DECLARE r text; BEGIN"
+            " IF NOT has_schema_privilege({owner}, current_schema(), 'CREATE') THEN"
+            "  EXECUTE format('GRANT USAGE, CREATE ON SCHEMA %I TO %I', current_schema(), {owner});"
+            " END IF;"
+            " FOREACH r IN ARRAY {others}::text[] LOOP"
+            "  IF NOT has_schema_privilege(r, current_schema(), 'USAGE') THEN"
+            "   EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', current_schema(), r); END IF;"
+            "  IF NOT has_database_privilege(r, current_database(), 'CONNECT') THEN"
+            "   EXECUTE format('GRANT CONNECT ON DATABASE %I TO %I', current_database(), r);"
+            "  END IF;"
+            " END LOOP;"
+            " IF NOT has_database_privilege({pipeline}, current_database(), 'TEMPORARY') THEN"
+            "  EXECUTE format('GRANT TEMPORARY ON DATABASE %I TO %I', current_database(),"
+            "  {pipeline}); END IF;"
+            " END $logins$"
+        ).format(
+            owner=sql.Literal(roles.OWNER),
+            others=sql.Literal(list(roles.GRANTEES)),
+            pipeline=sql.Literal(roles.PIPELINE),
+        )
+    )
+
+
+def _legacy_genesis(conn: psycopg.Connection[Any], config: AppConfig) -> str:
+    """The genesis digest over the rows before the chain (all rows if none is hashed yet)."""
+    before = []
+    for row in audit.rows(conn, config):
+        if row.row_hash is not None:
+            break
+        before.append(row)
+    return audit.genesis(before)
+
+
+def migrate(conn: psycopg.Connection[Any], config: AppConfig) -> None:
     """Apply every migration in one transaction, serialised across workers and processes."""
     with conn.transaction(), conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_ID,))
+        _prepare_roles(conn)
+        _take_ownership(conn, config)
+        cur.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(roles.OWNER)))
         for statement in _statements(config):
             cur.execute(statement)
+        _upgrade_erasures(conn, config)
         cur.execute(_unified_view(config, conn))
+        got = cur.execute("SELECT current_schema()").fetchone()
+        assert got is not None
+        schema = str(got[0])
+        cur.execute(append_function_ddl(conn, config, schema, _legacy_genesis(conn, config)))
+        sequence = cur.execute(
+            "SELECT pg_get_serial_sequence(%s, 'id')",
+            (sql.Identifier(config.vault.audit_table).as_string(conn),),
+        ).fetchone()
+        assert sequence is not None and sequence[0] is not None
+        columns = [c.name for c in row_columns(config)]
+        for statement in roles.grants(config, columns, schema, str(sequence[0])):
+            cur.execute(statement)
+        cur.execute(
+            sql.SQL(
+                "INSERT INTO {} (scope, version, fingerprint) VALUES (%s, %s, %s)"
+                " ON CONFLICT (scope) DO UPDATE SET"
+                " version = GREATEST(EXCLUDED.version, {}.version),"
+                " fingerprint = EXCLUDED.fingerprint, migrated_at = now(),"
+                " migrated_by = session_user"
+            ).format(sql.Identifier(VERSION_TABLE), sql.Identifier(VERSION_TABLE)),
+            (config.sink.table, SCHEMA_VERSION, fingerprint(config, _shape(config))),
+        )

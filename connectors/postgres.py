@@ -32,7 +32,8 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from connectors.migrations import Column, migrate, row_columns
+from connectors.migrations import Column, ensure_schema, row_columns
+from connectors.schemaversion import SchemaError
 from connectors.sqs import Acker
 from logins import metrics, shutdown
 from logins.config import AppConfig
@@ -154,10 +155,12 @@ class PostgresWriter:
             ),
             # In token order: two workers' batches may carry the same new token (a seal shared
             # while in flight); inserting in one global order means they wait, never deadlock.
+            # No conflict target: naming one needs SELECT on it, and the pipeline's role may
+            # read no token (the only other unique key is the random entry_id).
             "insert_vault": sql.SQL(
                 "WITH ins AS (INSERT INTO {} (token, field, sealed, vault_key_id)"
                 " SELECT token, field, sealed, vault_key_id FROM stage_vault ORDER BY token"
-                " ON CONFLICT (token) DO NOTHING RETURNING 1) SELECT count(*) FROM ins"
+                " ON CONFLICT DO NOTHING RETURNING 1) SELECT count(*) FROM ins"
             ).format(sql.Identifier(vault.table)),
         }
 
@@ -170,8 +173,11 @@ class PostgresWriter:
                 application_name="logins-etl",
                 connect_timeout=self._config.sink.connect_timeout_seconds,
             )
-            if self._config.sink.migrate:
-                migrate(conn, self._config)
+            try:  # no DDL on a current schema: the flow's role need not be able to
+                ensure_schema(conn, self._config, allow_migrate=self._config.sink.migrate)
+            except BaseException:
+                conn.close()
+                raise
             conn.execute(self._statements["create_stage"])
             conn.commit()
             self._conn = conn
@@ -188,8 +194,12 @@ class PostgresWriter:
         self._drop_connection()
 
     def connect(self) -> None:
-        """Connect (and migrate) now, with the same retries as a write."""
-        self._retrying()(self._connection)
+        """Connect (and check or migrate the schema) now, with the same retries as a write."""
+        try:
+            self._retrying()(self._connection)
+        except SchemaError as exc:
+            log.error("cannot start: %s", exc)
+            raise
 
     # -- writing ------------------------------------------------------------------------------
 

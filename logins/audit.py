@@ -1,36 +1,44 @@
-"""The audit trail of vault actions: append-only, and tamper-evident by a hash chain.
+"""The audit trail of vault actions: append-only, tamper-evident by a hash chain, written only
+through a SECURITY DEFINER function, and anchored outside the database.
 
-Every action on the vault (reveal, forget, rotate, rekey) writes one row here before
-anything is shown or changed: who (`actor`), when (`at`), why (`reason`), what (`action`,
-`tokens`, `detail`) and how many succeeded or failed. A trigger refuses UPDATE, DELETE and
-TRUNCATE. A superuser can still disable the trigger, so each row also carries
+Every action on the vault (reveal, forget, rotate, rekey, purge) writes one row: who
+(`actor`: the authenticated database login, `session_user`, never a name someone typed), a
+free-text `note` (the CLI's `--actor`), when (`at`), why (`reason`), what (`action`,
+`detail`: vault entry ids and counts, never a token or a value) and how many succeeded or
+failed. Nobody but the owner may INSERT: the vault roles call `<audit table>_append(...)`
+(logins/auditsql.py), which takes the chain's lock, the id and the time, sets the actor and
+computes the hash itself. A trigger refuses UPDATE, DELETE and TRUNCATE. The table's owner
+(or a superuser) can still disable the trigger, so each row also carries
 
     prev_hash = row_hash of the row before it (in id order)
-    row_hash  = SHA-256( prev_hash + "\\n" + canonical JSON of the row's fields )
+    row_hash  = SHA-256( prev_hash + "\\n" + canonical form of the row )
 
-Canonical JSON: the keys id, at (UTC, ISO 8601 with microseconds), actor, reason, action,
-tokens, succeeded, failed, detail; sorted keys, no spaces, UTF-8. Inserts are serialised by
-`pg_advisory_xact_lock(AUDIT_LOCK_ID)` and take their id inside that lock, so the chain is
-linear in id order; a unique index on prev_hash refuses a fork whatever a client does.
+Two canonical forms exist. `hash_version` 2 (every row written through the function):
+"logins-audit-v2", id, at (UTC, `YYYY-MM-DDTHH:MM:SS.ffffffZ`), actor, note, reason, action,
+tokens (a JSON array), succeeded, failed, detail (jsonb's own text form), each as a 4-byte
+big-endian length and its UTF-8 bytes (length -1 for NULL), so PostgreSQL and Python compute
+the same bytes. Rows without a hash_version (written by earlier releases) keep version 1:
+the keys id, at (ISO 8601 with microseconds), actor, reason, action, tokens, succeeded,
+failed, detail as JSON with sorted keys and no spaces. Both are verified.
 
 Rows written before the chain existed (a table upgraded in place) have no hash. The chain
 starts at the first hashed row, whose prev_hash is the *genesis* digest: SHA-256 over
-"logins-audit-v1\\n" and the canonical JSON of every earlier row, each followed by "\\n".
-So an edit or deletion of those older rows after the upgrade is detected too; what happened
-to them before the upgrade cannot be. After the first hashed row, a row without a hash is
-refused by a trigger, and `verify` reports one it finds (the trigger was disabled).
+"logins-audit-v1\\n" and the version-1 canonical JSON of every earlier row, each followed by
+"\\n". After the first hashed row, a row without a hash is refused by a trigger, and
+`verify` reports one it finds (the trigger was disabled).
 
 `verify` recomputes the chain. An edited row fails its own hash; a deleted row breaks its
-successor's prev_hash; rows deleted from the end of the table leave no trace in the chain,
-which is why `verify` prints the head (id and hash) for the operator to record elsewhere,
-and checks recorded heads (`--anchor ID:HASH`) on later runs. Someone able to rewrite the
-table can recompute every hash after their edit: only such an external anchor exposes that.
+successor's prev_hash. Whoever can rewrite the table (its owner, a superuser) can recompute
+every hash after an edit, or delete the newest rows: only a head recorded outside the
+database exposes that, which is what `logins audit anchor` (logins/anchor.py) writes, signed,
+and `verify --anchor` checks.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -43,6 +51,8 @@ from logins.config import AppConfig
 
 AUDIT_LOCK_ID = 7_417_302  # pg_advisory_xact_lock key that serialises audit inserts
 GENESIS = b"logins-audit-v1\n"
+V2_TAG = "logins-audit-v2"
+ACTIONS = ("reveal", "forget", "rotate", "rekey", "purge")
 _COLUMNS = (
     "id",
     "at",
@@ -55,7 +65,10 @@ _COLUMNS = (
     "detail",
     "prev_hash",
     "row_hash",
+    "note",
+    "hash_version",
 )
+_V1_KEYS = ("id", "at", "actor", "reason", "action", "tokens", "succeeded", "failed", "detail")
 
 
 @dataclass(frozen=True)
@@ -71,18 +84,23 @@ class AuditRow:
     detail: dict[str, Any] | None = None
     prev_hash: str | None = None
     row_hash: str | None = None
+    note: str | None = None
+    hash_version: int | None = None
+    detail_text: str | None = None  # the stored jsonb as PostgreSQL prints it (version 2)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "at": _utc(self.at),
             "actor": self.actor,
+            "note": self.note,
             "reason": self.reason,
             "action": self.action,
             "tokens": list(self.tokens),
             "succeeded": self.succeeded,
             "failed": self.failed,
             "detail": self.detail,
+            "hash_version": self.hash_version,
             "prev_hash": self.prev_hash,
             "row_hash": self.row_hash,
         }
@@ -93,14 +111,43 @@ def _utc(at: datetime) -> str:
 
 
 def canonical(row: AuditRow) -> bytes:
-    """The bytes a row's hash covers: every field except the two hashes."""
-    fields = row.as_dict()
-    del fields["prev_hash"], fields["row_hash"]
+    """Version 1 (rows of earlier releases, and the genesis): JSON of the fields below."""
+    fields = {k: v for k, v in row.as_dict().items() if k in _V1_KEYS}
     return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def v2_fields(row: AuditRow) -> list[str | None]:
+    """The fields a version-2 hash covers, as text, in order (logins/auditsql.py: the same)."""
+    return [
+        V2_TAG,
+        str(row.id),
+        row.at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        row.actor,
+        row.note,
+        row.reason,
+        row.action,
+        json.dumps(list(row.tokens), separators=(",", ":"), ensure_ascii=False),
+        str(row.succeeded),
+        str(row.failed),
+        row.detail_text,
+    ]
+
+
+def canonical_v2(row: AuditRow) -> bytes:
+    """Each field as a 4-byte big-endian length and its UTF-8 bytes; -1 for NULL."""
+    out = bytearray()
+    for text in v2_fields(row):
+        if text is None:
+            out += struct.pack(">i", -1)
+        else:
+            data = text.encode("utf-8")
+            out += struct.pack(">i", len(data)) + data
+    return bytes(out)
+
+
 def row_hash(prev_hash: str, row: AuditRow) -> str:
-    return hashlib.sha256(prev_hash.encode("ascii") + b"\n" + canonical(row)).hexdigest()
+    body = canonical_v2(row) if row.hash_version == 2 else canonical(row)
+    return hashlib.sha256(prev_hash.encode("ascii") + b"\n" + body).hexdigest()
 
 
 def genesis(legacy_rows: Sequence[AuditRow] = ()) -> str:
@@ -112,96 +159,75 @@ def genesis(legacy_rows: Sequence[AuditRow] = ()) -> str:
 
 
 def _from_db(values: tuple[Any, ...]) -> AuditRow:
-    data = dict(zip(_COLUMNS, values, strict=True))
+    data = dict(zip((*_COLUMNS, "detail_text"), values, strict=True))
     data["tokens"] = list(data["tokens"] or [])
     return AuditRow(**data)
 
 
 def _select(config: AppConfig) -> sql.Composed:
-    return sql.SQL("SELECT {} FROM {}").format(
+    return sql.SQL("SELECT {}, {}::text FROM {}").format(
         sql.SQL(", ").join(sql.Identifier(c) for c in _COLUMNS),
+        sql.Identifier("detail"),
         sql.Identifier(config.vault.audit_table),
     )
+
+
+def append_function(config: AppConfig) -> str:
+    """The SECURITY DEFINER function that alone may append to the audit table."""
+    return f"{config.vault.audit_table}_append"
 
 
 def record(
     conn: psycopg.Connection[Any],
     config: AppConfig,
     *,
-    actor: str,
     reason: str,
     action: str,
-    tokens: Sequence[str] = (),
+    note: str | None = None,
     succeeded: int = 0,
     failed: int = 0,
     detail: dict[str, Any] | None = None,
 ) -> AuditRow:
-    """Append one row to the chain and commit it (or, inside the caller's transaction, commit
-    with it: then the action and its audit row are one atomic change)."""
+    """Append one row through the audit function. In autocommit mode it is committed on
+    return; inside the caller's transaction it commits (or rolls back) with it, so an action
+    and its audit row are one atomic change. The actor is the database login, always."""
     if not reason.strip():
         raise ValueError("a reason is required")
-    if not actor.strip():
-        raise ValueError("an actor is required")
-    table = sql.Identifier(config.vault.audit_table)
+    if action not in ACTIONS:
+        raise ValueError(f"unknown audit action {action!r}")
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (AUDIT_LOCK_ID,))
-        head = conn.execute(
-            sql.SQL(
-                "SELECT row_hash FROM {} WHERE row_hash IS NOT NULL ORDER BY id DESC LIMIT 1"
-            ).format(table)
-        ).fetchone()
-        if head is not None:
-            prev = str(head[0])
-        else:
-            legacy = [
-                _from_db(r) for r in conn.execute(sql.SQL("{} ORDER BY id").format(_select(config)))
-            ]
-            prev = genesis(legacy)
         got = conn.execute(
-            "SELECT nextval(pg_get_serial_sequence(%s, 'id')), clock_timestamp()",
-            (table.as_string(conn),),
-        ).fetchone()
-        assert got is not None
-        row = AuditRow(
-            id=int(got[0]),
-            at=got[1],
-            actor=actor,
-            reason=reason,
-            action=action,
-            tokens=list(tokens),
-            succeeded=succeeded,
-            failed=failed,
-            detail=detail,
-            prev_hash=prev,
-        )
-        # The detail is stored as jsonb; hash what reading it back will give.
-        row = AuditRow(**{**row.__dict__, "detail": _jsonb_round_trip(detail)})
-        row = AuditRow(**{**row.__dict__, "row_hash": row_hash(prev, row)})
-        conn.execute(
-            sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
-                table,
-                sql.SQL(", ").join(sql.Identifier(c) for c in _COLUMNS),
-                sql.SQL(", ").join(sql.Placeholder() * len(_COLUMNS)),
-            ),
+            sql.SQL(
+                "SELECT audit_id, audit_at, audit_actor, audit_prev_hash, audit_row_hash,"
+                " audit_detail FROM {}(%s, %s, %s, %s, %s, %s::jsonb)"
+            ).format(sql.Identifier(append_function(config))),
             (
-                row.id,
-                row.at,
-                row.actor,
-                row.reason,
-                row.action,
-                row.tokens,
-                row.succeeded,
-                row.failed,
-                None if row.detail is None else json.dumps(row.detail),
-                row.prev_hash,
-                row.row_hash,
+                action,
+                reason,
+                note,
+                succeeded,
+                failed,
+                None if detail is None else json.dumps(detail),
             ),
-        )
-    return row
-
-
-def _jsonb_round_trip(detail: dict[str, Any] | None) -> dict[str, Any] | None:
-    return None if detail is None else json.loads(json.dumps(detail))
+        ).fetchone()
+    assert got is not None
+    stored = None if got[5] is None else json.loads(got[5])
+    return AuditRow(
+        id=int(got[0]),
+        at=got[1],
+        actor=str(got[2]),
+        reason=reason,
+        action=action,
+        tokens=[],
+        succeeded=succeeded,
+        failed=failed,
+        detail=stored,
+        prev_hash=got[3],
+        row_hash=got[4],
+        note=note,
+        hash_version=2,
+        detail_text=got[5],
+    )
 
 
 def rows(conn: psycopg.Connection[Any], config: AppConfig, page: int = 2000) -> Iterator[AuditRow]:

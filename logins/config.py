@@ -140,7 +140,16 @@ class PostgresSinkConfig(_Strict):
     rejected_table: str = "user_logins_rejected"
     duplicates_table: str = "user_logins_duplicates"
     ledger_table: str = "logins_ledger"
-    migrate: bool = Field(True, description="apply the idempotent migrations at start")
+    migrate: bool = Field(
+        True,
+        description="apply the migrations at start when the schema is older than this version"
+        " (false in prod: the flow's role cannot run DDL; it checks the version and stops)",
+    )
+    rejected_retention_days: int | None = Field(
+        30,
+        ge=1,
+        description="days a rejected message's sealed body is kept (`logins purge`); null: forever",
+    )
     poison_after_attempts: int = Field(
         3, ge=1, description="deliveries of a row the database refuses before it is parked"
     )

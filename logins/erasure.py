@@ -1,16 +1,24 @@
-"""Erasure (`logins forget`): delete vault entries so their values are gone for good.
+"""Erasure (`logins forget`): nothing left in the database, with any key we hold, gives the
+value back or ties the user to it.
 
-The tokens stay in every table, so duplicate counts and joins keep working; only the sealed
-value is deleted. In one transaction, in this order:
+A token is a deterministic function of the value: whoever holds the token key (the pipeline,
+a revealer) can compute the token of every guess and look for it. So erasure must remove the
+erased value's tokens from every table, not only its vault entry. In one transaction:
 
 1. the vault table is locked against inserts (SHARE ROW EXCLUSIVE; the pipeline waits a
-   moment), so a pipeline batch cannot re-seal a value while it is being erased;
-2. the tokens are expanded through the rotation aliases (old <-> new token of one value), so
-   erasing either erases both;
-3. the audit row is written (who, why, which tokens, how many erased);
-4. the vault rows are deleted and each token gets a tombstone in `pii_erasures`. A trigger on
-   the vault skips any later insert of a tombstoned token: when the same value arrives
-   again, the pipeline's token for it is unchanged but its value is not sealed again.
+   moment), so a batch cannot seal the value while it is being erased;
+2. the tokens are expanded through the rotation aliases (old <-> new token of one value);
+3. every masked column that holds one of them gets, instead, the value's *erasure marker*:
+   `erased:` and 32 random hex digits, drawn for this erasure and derived from nothing.
+   Rows that shared the value still share its marker, so counts and "same value" stay
+   visible; no key turns a guess into the marker;
+4. the aliases that link those tokens are deleted, and the vault entries;
+5. the audit row (actor, why, the entries' random surrogate ids, counts: never a token) and
+   one row per marker in `pii_erasures` (marker, field, when, audit id).
+
+No tombstone holds the token, so nothing stops the value from being sealed again if it comes
+back: a later login with the same ip is new data, with the ordinary token, and is not
+linked to the marker.
 
 By user (`--user-id U`): the tokens are the masked values of U's rows. A token that also
 appears in another user's rows (a shared ip, a shared device) is kept unless
@@ -19,27 +27,28 @@ user_id is NULL (rows that predate the pipeline) count as other users.
 
 Rejected bodies are sealed whole, not tokenised, so nothing in the table says whose they are.
 With the vault private key, `forget --user-id` opens them and erases the sealed body of each
-one that names the user (a JSON string value equal to the user id anywhere in the body, or,
-for a body that is not JSON, the user id as a whole word). The row stays (message id, reason,
-detail) with `sealed_body` emptied and `body_erased_at` set. Without the private key they
-are not searched, and the result says how many were left.
+one that names the user (`names_user` says exactly what matches). The row stays (message id,
+reason, detail) with `sealed_body` emptied and `body_erased_at` set. Without the private key
+they are not searched, and the result says how many were left.
 """
 
 from __future__ import annotations
 
+import json
 import re
+import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import orjson
 import psycopg
 from nacl.exceptions import CryptoError
 from psycopg import sql
 
 from logins import audit
 from logins.config import AppConfig
-from logins.reveal import UserSelector, unique, user_tokens
+from logins.reveal import ERASED_PREFIX, UserSelector, unique, user_tokens
 from logins.tokens import is_token
 from logins.vault import Opener, VaultError
 from logins.vaultschema import VaultTables, tables
@@ -48,15 +57,22 @@ from logins.vaultschema import VaultTables, tables
 @dataclass
 class Erasure:
     audit_id: int | None = None
-    erased: list[str] = field(default_factory=list)  # vault entries deleted
+    erased: list[str] = field(default_factory=list)  # tokens whose vault entry was deleted
     absent: list[str] = field(default_factory=list)  # not in the vault (erased before, or never)
     shared_kept: list[str] = field(default_factory=list)  # used by other users too: kept
     rejected_erased: list[str] = field(default_factory=list)  # message ids
     rejected_unsearched: int = 0  # sealed bodies not searched (no key, or another vault key)
+    rows_rewritten: int = 0  # masked cells that now hold an erasure marker
+    aliases_deleted: int = 0
     dry_run: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+def new_marker() -> str:
+    """An erasure marker: random, so it is not a function of anything."""
+    return ERASED_PREFIX + secrets.token_hex(16)
 
 
 def aliases_of(conn: psycopg.Connection[Any], t: VaultTables, tokens: Iterable[str]) -> list[str]:
@@ -76,13 +92,28 @@ def aliases_of(conn: psycopg.Connection[Any], t: VaultTables, tokens: Iterable[s
     return known
 
 
+def _value_groups(
+    conn: psycopg.Connection[Any], t: VaultTables, tokens: list[str]
+) -> list[list[str]]:
+    """The tokens grouped by value: each group a token and its aliases (one marker each)."""
+    groups: list[list[str]] = []
+    seen: set[str] = set()
+    for token in unique(tokens):
+        if token in seen:
+            continue
+        group = aliases_of(conn, t, [token])
+        seen.update(group)
+        groups.append(group)
+    return groups
+
+
 def forget_tokens(
     conn: psycopg.Connection[Any],
     config: AppConfig,
     *,
     tokens: list[str],
     reason: str,
-    actor: str,
+    note: str | None = None,
     detail: dict[str, Any] | None = None,
     rejected_ids: list[str] | None = None,
     result: Erasure | None = None,
@@ -99,11 +130,12 @@ def forget_tokens(
             conn.execute(
                 sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(sql.Identifier(t.vault))
             )
-        everything = aliases_of(conn, t, tokens)
+        groups = _value_groups(conn, t, tokens)
+        everything = [tok for group in groups for tok in group]
         present = {
-            tok
-            for (tok,) in conn.execute(
-                sql.SQL("SELECT token FROM {} WHERE token = ANY(%s)").format(
+            tok: (str(entry_id), field_name)
+            for tok, entry_id, field_name in conn.execute(
+                sql.SQL("SELECT token, entry_id, field FROM {} WHERE token = ANY(%s)").format(
                     sql.Identifier(t.vault)
                 ),
                 (everything,),
@@ -114,31 +146,18 @@ def forget_tokens(
         if dry_run:
             result.rejected_erased = list(rejected_ids or [])  # would be
             return result
-        row = audit.record(
+        markers = [new_marker() for _ in groups]
+        pairs = [(tok, markers[i]) for i, group in enumerate(groups) for tok in group]
+        result.rows_rewritten = _replace_tokens(conn, t, pairs)
+        result.aliases_deleted = _delete(
             conn,
-            config,
-            actor=actor,
-            reason=reason,
-            action="forget",
-            tokens=everything,
-            succeeded=len(result.erased),
-            failed=len(result.absent),
-            detail={
-                **(detail or {}),
-                "rejected_bodies_erased": len(rejected_ids or []),
-            },
+            sql.SQL("DELETE FROM {} WHERE old_token = ANY(%s) OR new_token = ANY(%s)").format(
+                sql.Identifier(t.aliases)
+            ),
+            (everything, everything),
         )
-        result.audit_id = row.id
-        conn.execute(
-            sql.SQL(
-                "INSERT INTO {e} (token, field, audit_id)"
-                " SELECT x.token, v.field, %(audit)s FROM unnest(%(t)s::text[]) AS x(token)"
-                " LEFT JOIN {v} v ON v.token = x.token"
-                " ON CONFLICT (token) DO NOTHING"
-            ).format(e=sql.Identifier(t.erasures), v=sql.Identifier(t.vault)),
-            {"t": everything, "audit": row.id},
-        )
-        conn.execute(
+        _delete(
+            conn,
             sql.SQL("DELETE FROM {} WHERE token = ANY(%s)").format(sql.Identifier(t.vault)),
             (result.erased,),
         )
@@ -151,7 +170,58 @@ def forget_tokens(
                 (rejected_ids,),
             )
             result.rejected_erased = list(rejected_ids)
+        row = audit.record(
+            conn,
+            config,
+            note=note,
+            reason=reason,
+            action="forget",
+            succeeded=len(result.erased),
+            failed=len(result.absent),
+            detail={
+                **(detail or {}),
+                "entries": [present[tok][0] for tok in result.erased],
+                "values": len(groups),
+                "rows_rewritten": result.rows_rewritten,
+                "aliases_deleted": result.aliases_deleted,
+                "rejected_bodies_erased": len(rejected_ids or []),
+            },
+        )
+        result.audit_id = row.id
+        fields = [
+            next((present[tok][1] for tok in group if tok in present), None) for group in groups
+        ]
+        with conn.cursor() as cur:
+            cur.executemany(
+                sql.SQL("INSERT INTO {} (marker, field, audit_id) VALUES (%s, %s, %s)").format(
+                    sql.Identifier(t.erasures)
+                ),
+                [(markers[i], fields[i], row.id) for i in range(len(groups))],
+            )
     return result
+
+
+def _replace_tokens(
+    conn: psycopg.Connection[Any], t: VaultTables, pairs: list[tuple[str, str]]
+) -> int:
+    """Put each token's marker in every masked column of the sink table that holds it."""
+    if not pairs:
+        return 0
+    changed = 0
+    for column in t.masked.values():
+        cur = conn.execute(
+            sql.SQL(
+                "UPDATE {table} t SET {col} = m.marker"
+                " FROM unnest(%s::text[], %s::text[]) AS m(token, marker) WHERE t.{col} = m.token"
+            ).format(table=sql.Identifier(t.sink), col=sql.Identifier(column)),
+            ([tok for tok, _ in pairs], [marker for _, marker in pairs]),
+        )
+        changed += max(cur.rowcount, 0)
+    return changed
+
+
+def _delete(conn: psycopg.Connection[Any], statement: sql.Composed, params: tuple[Any, ...]) -> int:
+    return max(conn.execute(statement, params).rowcount, 0)
 
 
 def shared_tokens(
@@ -189,7 +259,7 @@ def forget_user(
     user_id: str,
     include_shared: bool,
     reason: str,
-    actor: str,
+    note: str | None = None,
     opener: Opener | None = None,
     dry_run: bool = False,
     progress: Callable[[int, int], None] | None = None,
@@ -198,7 +268,7 @@ def forget_user(
     rejected bodies (the long part: every body is opened)."""
     t = tables(config)
     result = Erasure()
-    own = unique([tok for _, tok in user_tokens(conn, config, selector)])
+    own = unique([tok for _, tok in user_tokens(conn, config, selector) if is_token(tok)])
     groups = [aliases_of(conn, t, [tok]) for tok in own]
     shared = shared_tokens(conn, t, selector, groups)
     chosen: list[str] = []
@@ -215,7 +285,7 @@ def forget_user(
         config,
         tokens=unique(chosen),
         reason=reason,
-        actor=actor,
+        note=note,
         detail={
             "user": selector.recorded_as,
             "include_shared": include_shared,
@@ -259,7 +329,7 @@ def rejected_of_user(
     matched: list[str] = []
     searched = 0
     after = ""
-    word = re.compile(r"(?<![\w.-])" + re.escape(user_id) + r"(?![\w-])")
+    word = user_pattern(user_id)
     while True:
         batch = conn.execute(
             sql.SQL(
@@ -285,20 +355,58 @@ def rejected_of_user(
     return matched, int(other[0]) if other else 0
 
 
+def user_pattern(user_id: str) -> re.Pattern[str]:
+    """The user id as a whole word, any case: not inside a longer id, a number or a version."""
+    return re.compile(r"(?<![\w.-])" + re.escape(user_id) + r"(?![\w-]|\.\d)", re.IGNORECASE)
+
+
 def names_user(body: str, user_id: str, word: re.Pattern[str] | None = None) -> bool:
+    """Does this rejected body name the user? Over-matching erases a stranger's rejected
+    body (junk, on a retention clock anyway); under-matching keeps the user's: so a body
+    matches if either
+
+    * the user id occurs in its raw text as a whole word, ignoring case (`user_pattern`):
+      any key, any depth, every copy of a duplicated key, a number (`"user_id": 12345`),
+      text that is not JSON at all; or
+    * it is JSON (read with every duplicate key kept and numbers as written) and a key or a
+      value equals the user id ignoring case, or a number equals it as a number
+      (`4.2e1` for "42"): this catches ids written with JSON escapes (`"\\u0061lice"`)."""
+    if (word or user_pattern(user_id)).search(body):
+        return True
     try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        word = word or re.compile(r"(?<![\w.-])" + re.escape(user_id) + r"(?![\w-])")
-        return word.search(body) is not None
-    return _json_has(parsed, user_id)
+        parsed = json.loads(
+            body, object_pairs_hook=_Pairs, parse_int=_Number, parse_float=_Number,
+            parse_constant=_Number,
+        )  # fmt: skip
+    except (ValueError, RecursionError):
+        return False
+    return _json_has(parsed, user_id.casefold(), _as_number(user_id))
 
 
-def _json_has(value: Any, wanted: str) -> bool:
-    if isinstance(value, str):
-        return value == wanted
-    if isinstance(value, dict):
-        return any(_json_has(k, wanted) or _json_has(v, wanted) for k, v in value.items())
+class _Pairs(list[Any]):
+    """A JSON object as its (key, value) pairs, duplicates included."""
+
+
+class _Number(str):
+    """A JSON number as written."""
+
+
+def _as_number(text: str) -> Decimal | None:
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        return None
+    return None if number.is_nan() else number
+
+
+def _json_has(value: Any, wanted: str, number: Decimal | None) -> bool:
+    if isinstance(value, _Pairs):
+        return any(_json_has(k, wanted, number) or _json_has(v, wanted, number) for k, v in value)
     if isinstance(value, list):
-        return any(_json_has(v, wanted) for v in value)
+        return any(_json_has(v, wanted, number) for v in value)
+    if isinstance(value, _Number):
+        parsed = _as_number(value)
+        return value.casefold() == wanted or (number is not None and parsed == number)
+    if isinstance(value, str):
+        return value.casefold() == wanted
     return False

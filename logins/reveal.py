@@ -1,9 +1,14 @@
 """Recovering original values from the vault, each opening on record first.
 
-The audit row (who, why, when, which tokens, how many opened) is committed before any value
-is returned, so a value can never be seen without its audit row. Each value is checked
-twice: the sealed box must name the same field and token, and recomputing the token from
-the value with the token key must give the token back.
+The audit row (the database login, why, when, which vault entries by their surrogate ids,
+how many opened) is committed before any value is returned, whatever the connection it is
+handed: in autocommit mode it commits on its own, on a connection that is not in autocommit
+mode `reveal` commits it itself, and a connection already inside a transaction is refused
+(committing that would commit the caller's own changes; rolling back after the values were
+returned would lose the row). Each value is checked twice: the sealed box must name the same
+field and token, and recomputing the token from the value with the token key must give the
+token back. An erasure marker (what `logins forget` leaves instead of a token) is answered
+with the date of its erasure.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 
 from logins import audit
 from logins.config import AppConfig
@@ -23,6 +29,7 @@ from logins.vault import Opener, VaultError
 from logins.vaultschema import tables
 
 NOT_IN_VAULT = "not in the vault (never sealed, or erased)"
+ERASED_PREFIX = "erased:"  # what `logins forget` leaves in a masked column (logins/erasure.py)
 
 
 @dataclass(frozen=True)
@@ -53,22 +60,28 @@ def reveal(
     tokenizer: Tokenizer,
     tokens: list[str],
     reason: str,
-    actor: str,
+    note: str | None = None,
     detail: dict[str, Any] | None = None,
 ) -> list[Revealed]:
+    """The values of `tokens`, after their audit row was committed."""
     if not reason.strip():
         raise ValueError("a reason is required to reveal a value")
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        raise ValueError(
+            "reveal() commits its audit row before it returns a value, so it needs a connection"
+            " that is not inside a transaction: commit or roll back first"
+        )
     tokens = unique(tokens)
     found = {
-        token: (field, bytes(sealed), key_id)
-        for token, field, sealed, key_id in conn.execute(
+        token: (str(entry_id), field, bytes(sealed), key_id)
+        for entry_id, token, field, sealed, key_id in conn.execute(
             sql.SQL(
-                "SELECT token, field, sealed, vault_key_id FROM {} WHERE token = ANY(%s)"
+                "SELECT entry_id, token, field, sealed, vault_key_id FROM {} WHERE token = ANY(%s)"
             ).format(sql.Identifier(config.vault.table)),
             (tokens,),
         )
     }
-    erased = _erasures(conn, config, [t for t in tokens if t not in found])
+    erased = _erasures(conn, config, [t for t in tokens if t.startswith(ERASED_PREFIX)])
     results = [
         _open_one(token, found.get(token), erased.get(token), opener, tokenizer) for token in tokens
     ]
@@ -76,14 +89,19 @@ def reveal(
     audit.record(
         conn,
         config,
-        actor=actor,
+        note=note,
         reason=reason,
         action="reveal",
-        tokens=tokens,
         succeeded=succeeded,
         failed=len(results) - succeeded,
-        detail=detail,
+        detail={
+            **(detail or {}),
+            "asked": len(tokens),
+            "entries": [found[t][0] for t in tokens if t in found],
+        },
     )
+    if not conn.autocommit:
+        conn.commit()  # the reads above opened a transaction: the audit row was only in it
     return results
 
 
@@ -95,7 +113,7 @@ def _erasures(
     return {
         token: (at, field)
         for token, at, field in conn.execute(
-            sql.SQL("SELECT token, erased_at, field FROM {} WHERE token = ANY(%s)").format(
+            sql.SQL("SELECT marker, erased_at, field FROM {} WHERE marker = ANY(%s)").format(
                 sql.Identifier(tables(config).erasures)
             ),
             (tokens,),
@@ -105,7 +123,7 @@ def _erasures(
 
 def _open_one(
     token: str,
-    entry: tuple[str, bytes, str] | None,
+    entry: tuple[str, str, bytes, str] | None,
     erased: tuple[datetime, str | None] | None,
     opener: Opener,
     tokenizer: Tokenizer,
@@ -115,7 +133,7 @@ def _open_one(
             day = erased[0].astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
             return Revealed(token, erased[1], None, f"erased on {day} (logins forget)")
         return Revealed(token, None, None, NOT_IN_VAULT)
-    field, sealed, key_id = entry
+    _, field, sealed, key_id = entry
     if key_id != opener.key_id:
         return Revealed(
             token,
@@ -153,7 +171,8 @@ def user_selector(config: AppConfig, tokenizer: Tokenizer, user_id: str) -> User
 def user_tokens(
     conn: psycopg.Connection[Any], config: AppConfig, selector: UserSelector
 ) -> list[tuple[str, str]]:
-    """(column, token) of every masked value in the user's rows of the sink table."""
+    """(column, token) of every masked value in the user's rows of the sink table (erasure
+    markers included: reveal says when they were erased)."""
     t = tables(config)
     found: list[tuple[str, str]] = []
     for column in t.masked.values():

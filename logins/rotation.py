@@ -79,7 +79,7 @@ def rotate_tokens(
     opener: Opener,
     tokenizer: Tokenizer,
     reason: str,
-    actor: str,
+    note: str | None = None,
     batch_size: int = 500,
     progress: Progress | None = None,
 ) -> RotationResult:
@@ -92,7 +92,7 @@ def rotate_tokens(
     audit.record(
         conn,
         config,
-        actor=actor,
+        note=note,
         reason=reason,
         action="rotate",
         detail={
@@ -137,7 +137,7 @@ def rotate_tokens(
     audit.record(
         conn,
         config,
-        actor=actor,
+        note=note,
         reason=reason,
         action="rotate",
         succeeded=result.rotated,
@@ -219,7 +219,7 @@ def rekey(
     old: Opener,
     new_public: PublicKey,
     reason: str,
-    actor: str,
+    note: str | None = None,
     batch_size: int = 500,
     progress: Progress | None = None,
 ) -> RekeyResult:
@@ -234,7 +234,7 @@ def rekey(
     audit.record(
         conn,
         config,
-        actor=actor,
+        note=note,
         reason=reason,
         action="rekey",
         detail={
@@ -303,7 +303,7 @@ def rekey(
     audit.record(
         conn,
         config,
-        actor=actor,
+        note=note,
         reason=reason,
         action="rekey",
         succeeded=result.vault_rekeyed + result.rejected_rekeyed,

@@ -4,8 +4,9 @@ click, because it gives subcommands, --help, typed options and clean errors with
 of ours; every command takes the same LOGINS_ENV / LOGINS_CONFIG selection as the flow.
 
     setup.py     keygen, check, migrate          recovery.py  reveal, forget
-    stats.py     stats                           audit.py     audit list|verify
+    stats.py     stats                           audit.py     audit list|verify|anchor|keygen
     rotate.py    rotate new-key|run              vault.py     vault status|rekey
+    purge.py     purge (retention)               session.py   checked connection, --actor note
     dev.py       generate, demo (dev tooling)    common.py    what the commands share
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import click
 
-from logins.cli import audit, dev, recovery, rotate, setup, stats, vault
+from logins.cli import audit, dev, purge, recovery, rotate, setup, stats, vault
 
 
 @click.group()
@@ -31,6 +32,7 @@ for command in (
     stats.stats,
     recovery.reveal,
     recovery.forget,
+    purge.purge,
     audit.audit,
     rotate.rotate,
     vault.vault,

@@ -1,14 +1,20 @@
-"""`logins audit list|verify`: the hash-chained trail of vault actions."""
+"""`logins audit list|verify|anchor|keygen`: the hash-chained trail of vault actions, and
+its head signed and kept outside the database (logins/anchor.py)."""
 
 from __future__ import annotations
 
 import json
+import re
 import sys
+from datetime import datetime, timezone
+from pathlib import Path
 
 import click
 
+from logins import anchor as anchors
 from logins import audit as audit_trail
-from logins.cli.common import echo_json, selected_config, table, vault_connect
+from logins.cli.common import echo_json, selected_config, table
+from logins.cli.session import checked_connect
 
 
 @click.group()
@@ -22,14 +28,14 @@ def audit() -> None:
 def audit_list(limit: int, as_json: bool) -> None:
     """The latest audit rows, newest first."""
     config = selected_config()
-    with vault_connect(config) as conn:
+    with checked_connect(config) as conn:
         found = audit_trail.latest(conn, config, limit)
     if as_json:
         echo_json([r.as_dict() for r in found])
         return
     click.echo(
         table(
-            ["id", "at", "actor", "action", "tokens", "ok", "failed", "reason", "detail"],
+            ["id", "at", "actor", "action", "tokens", "ok", "failed", "reason", "note", "detail"],
             [
                 [
                     str(r.id),
@@ -40,6 +46,7 @@ def audit_list(limit: int, as_json: bool) -> None:
                     str(r.succeeded),
                     str(r.failed),
                     r.reason,
+                    r.note or "",
                     "" if r.detail is None else json.dumps(r.detail, sort_keys=True),
                 ]
                 for r in found
@@ -48,26 +55,82 @@ def audit_list(limit: int, as_json: bool) -> None:
     )
 
 
-def _anchor(value: str) -> tuple[int, str]:
+_ID_HASH = re.compile(r"\d+:")
+S3_ENDPOINT = click.option(
+    "--s3-endpoint-url",
+    envvar="LOGINS_S3_ENDPOINT_URL",
+    default=None,
+    help="An S3 endpoint other than AWS's (also LOGINS_S3_ENDPOINT_URL).",
+)
+
+
+def _id_hash(value: str) -> tuple[int, str]:
     row_id, _, digest = value.partition(":")
-    if not row_id.isdigit() or len(digest) != 64:
+    if not row_id.isdigit() or not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
         raise click.BadParameter(f"{value!r} is not ID:SHA256HEX (as `audit verify` prints)")
     return int(row_id), digest.lower()
+
+
+def _recorded_heads(
+    anchors_given: tuple[str, ...], public_key_file: Path | None, endpoint: str | None, table: str
+) -> dict[int, str]:
+    """ID:HASH anchors as given; signed anchors (a file or s3://) once their signature holds."""
+    heads: dict[int, str] = {}
+    key = None
+    for value in anchors_given:
+        if _ID_HASH.match(value):
+            row_id, digest = _id_hash(value)
+        else:
+            if public_key_file is None:
+                raise click.UsageError(
+                    f"--anchor {value}: a signed anchor needs --anchor-public-key-file"
+                )
+            try:
+                key = key or anchors.load_verify_key(public_key_file)
+                head = anchors.parse(anchors.read(value, endpoint_url=endpoint), key, value)
+            except anchors.AnchorError as exc:
+                raise click.ClickException(str(exc)) from None
+            if head.table != table:
+                raise click.ClickException(
+                    f"anchor {value}: anchors table {head.table!r}, not {table!r}"
+                )
+            row_id, digest = head.id, head.row_hash
+        if heads.get(row_id, digest) != digest:
+            raise click.ClickException(f"two anchors disagree about row {row_id}")
+        heads[row_id] = digest
+    return heads
 
 
 @audit.command("verify")
 @click.option(
     "--anchor",
-    "anchors",
+    "anchors_given",
     multiple=True,
-    help="ID:HASH of a head printed by an earlier verify; it must still be in the chain.",
+    help="A head recorded earlier: ID:HASH as verify prints it, or a signed anchor (a file or"
+    " s3://bucket/key written by `audit anchor`). It must still be in the chain.",
 )
+@click.option(
+    "--anchor-public-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="LOGINS_AUDIT_ANCHOR_PUBLIC_KEY_FILE",
+    default=None,
+    help="The auditor's audit-anchor.pub: signed anchors must verify with it.",
+)
+@S3_ENDPOINT
 @click.option("--json", "as_json", is_flag=True)
-def audit_verify(anchors: tuple[str, ...], as_json: bool) -> None:
-    """Recompute the hash chain. Exit 1 naming the first edited, deleted or inserted row."""
-    recorded = dict(_anchor(a) for a in anchors)
+def audit_verify(
+    anchors_given: tuple[str, ...],
+    anchor_public_key_file: Path | None,
+    s3_endpoint_url: str | None,
+    as_json: bool,
+) -> None:
+    """Recompute the hash chain. Exit 1 naming the first edited, deleted or inserted row, or
+    the anchored row a rewrite removed or changed."""
     config = selected_config()
-    with vault_connect(config) as conn:
+    recorded = _recorded_heads(
+        anchors_given, anchor_public_key_file, s3_endpoint_url, config.vault.audit_table
+    )
+    with checked_connect(config) as conn:
         result = audit_trail.verify(conn, config, recorded)
     if as_json:
         echo_json(result.as_dict())
@@ -85,3 +148,79 @@ def audit_verify(anchors: tuple[str, ...], as_json: bool) -> None:
             click.echo(f"TAMPERED: {result.problem}", err=True)
     if not result.ok:
         sys.exit(1)
+
+
+@audit.command("keygen")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def audit_keygen(directory: Path) -> None:
+    """Write the auditor's anchor signing key (audit-anchor.key) and its public key."""
+    try:
+        paths = anchors.generate_keys(directory)
+    except anchors.AnchorError as exc:
+        raise click.ClickException(str(exc)) from None
+    for path in paths.values():
+        click.echo(f"wrote {path}")
+    click.echo(
+        "Keep audit-anchor.key with the auditor, away from the database's administrators;"
+        " verifiers need audit-anchor.pub."
+    )
+
+
+@audit.command("anchor")
+@click.option(
+    "--signing-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="LOGINS_AUDIT_ANCHOR_KEY_FILE",
+    required=True,
+    help="The auditor's audit-anchor.key from `logins audit keygen`"
+    " (also LOGINS_AUDIT_ANCHOR_KEY_FILE).",
+)
+@click.option(
+    "--to",
+    "targets",
+    multiple=True,
+    required=True,
+    help="Where: a new file, or s3://bucket/key (Object Lock retention if the bucket has it).",
+)
+@click.option(
+    "--retain-days",
+    default=400,
+    show_default=True,
+    type=click.IntRange(1, 36500),
+    help="S3 Object Lock (COMPLIANCE) retention of the anchor object.",
+)
+@S3_ENDPOINT
+def audit_anchor(
+    signing_key_file: Path, targets: tuple[str, ...], retain_days: int, s3_endpoint_url: str | None
+) -> None:
+    """Verify the chain, then write its head, signed, outside the database."""
+    try:
+        key = anchors.load_signing_key(signing_key_file)
+    except anchors.AnchorError as exc:
+        raise click.ClickException(str(exc)) from None
+    config = selected_config()
+    with checked_connect(config) as conn:
+        result = audit_trail.verify(conn, config)
+        got = conn.execute("SELECT current_database()").fetchone()
+    if not result.ok:
+        click.echo(f"TAMPERED: {result.problem}; not anchoring a broken chain", err=True)
+        sys.exit(1)
+    if result.head_id is None or result.head_hash is None:
+        raise click.ClickException("no hash-chained audit row yet: nothing to anchor")
+    head = anchors.Head(
+        table=config.vault.audit_table,
+        database=str(got[0]) if got else "",
+        id=result.head_id,
+        row_hash=result.head_hash,
+        rows=result.rows,
+        at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    document = anchors.sign(head, key)
+    for target in targets:
+        try:
+            where = anchors.write(
+                document, target, retain_days=retain_days, endpoint_url=s3_endpoint_url
+            )
+        except anchors.AnchorError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"anchored head {head.id}:{head.row_hash} to {where}")

@@ -11,19 +11,17 @@ from typing import Any, TextIO
 import click
 
 from logins.cli.common import (
-    ACTOR,
     PRIVATE_KEY,
     REASON,
     TOKEN_FILE,
-    actor_of,
     echo_json,
     private_key,
     read_tokens,
     selected_config,
     table,
     tokenizer_of,
-    vault_connect,
 )
+from logins.cli.session import NOTE, checked_connect
 from logins.erasure import Erasure, forget_tokens, forget_user
 from logins.progress import progress
 from logins.reveal import reveal as do_reveal
@@ -37,7 +35,7 @@ from logins.vault import Opener
 @click.option("--user-id", default=None, help="Every masked value in this user's rows.")
 @REASON
 @PRIVATE_KEY
-@ACTOR
+@NOTE
 @click.option("--json", "as_json", is_flag=True, help="Exact values as JSON.")
 def reveal(
     tokens: tuple[str, ...],
@@ -45,7 +43,7 @@ def reveal(
     user_id: str | None,
     reason: str,
     private_key_file: Path | None,
-    actor: str | None,
+    note: str | None,
     as_json: bool,
 ) -> None:
     """Print the original values of TOKENS (audited; each value checked against its token).
@@ -64,7 +62,7 @@ def reveal(
     tokenizer = tokenizer_of(config)
     detail: dict[str, Any] | None = None
     columns: dict[str, str] = {}
-    with vault_connect(config) as conn:
+    with checked_connect(config) as conn:
         if user_id is not None:
             selector = user_selector(config, tokenizer, user_id)
             found = user_tokens(conn, config, selector)
@@ -79,7 +77,7 @@ def reveal(
             tokenizer=tokenizer,
             tokens=wanted,
             reason=reason,
-            actor=actor_of(actor),
+            note=note,
             detail=detail,
         )
     if as_json:
@@ -120,7 +118,7 @@ def reveal(
     help="With --user-id: also search the sealed rejected bodies for the user and erase them."
     " Or LOGINS_VAULT_PRIVATE_KEY.",
 )
-@ACTOR
+@NOTE
 @click.option("--dry-run", is_flag=True, help="Say what would be erased; change nothing.")
 @click.option("--json", "as_json", is_flag=True)
 def forget(
@@ -130,14 +128,15 @@ def forget(
     include_shared: bool,
     reason: str,
     private_key_file: Path | None,
-    actor: str | None,
+    note: str | None,
     dry_run: bool,
     as_json: bool,
 ) -> None:
-    """Erase vault entries for good: the tokens stay in the tables, the values are gone.
+    """Erase values for good: their vault entries, their tokens and aliases.
 
-    The audit row and the deletion commit together. Erased tokens are tombstoned, so the
-    pipeline does not seal those values again (under the same token key). See
+    Every masked cell holding an erased token gets a random erasure marker instead (rows
+    that shared the value share the marker); the audit row names vault entries by their
+    random ids, never by token. The audit row and the erasure commit together. See
     docs/vault.md for shared values and rejected bodies.
     """
     wanted = read_tokens(tokens, file)
@@ -151,7 +150,6 @@ def forget(
     if user_id is not None and (private_key_file or os.environ.get("LOGINS_VAULT_PRIVATE_KEY")):
         opener = Opener(private_key(private_key_file))
     config = selected_config()
-    who = actor_of(actor)
     results: list[Erasure] = []
     searching = (
         progress("forget: rejected bodies searched")
@@ -159,11 +157,11 @@ def forget(
         else contextlib.nullcontext(None)
     )
     try:
-        with vault_connect(config) as conn, searching as bar:
+        with checked_connect(config) as conn, searching as bar:
             if wanted:
                 results.append(
                     forget_tokens(
-                        conn, config, tokens=wanted, reason=reason, actor=who, dry_run=dry_run
+                        conn, config, tokens=wanted, reason=reason, note=note, dry_run=dry_run
                     )
                 )
             if user_id is not None:
@@ -175,7 +173,7 @@ def forget(
                         user_id=user_id,
                         include_shared=include_shared,
                         reason=reason,
-                        actor=who,
+                        note=note,
                         opener=opener,
                         dry_run=dry_run,
                         progress=bar,
@@ -194,6 +192,11 @@ def forget(
         )
         for token in r.erased:
             click.echo(f"  {token}")
+        if not r.dry_run and (r.rows_rewritten or r.aliases_deleted):
+            click.echo(
+                f"replaced the tokens in {r.rows_rewritten} cells with erasure markers;"
+                f" deleted {r.aliases_deleted} aliases"
+            )
         if r.absent:
             click.echo(f"not in the vault (erased before, or never sealed): {len(r.absent)}")
         if r.shared_kept:

@@ -8,16 +8,14 @@ from pathlib import Path
 import click
 
 from logins.cli.common import (
-    ACTOR,
     PRIVATE_KEY,
     REASON,
-    actor_of,
     echo_json,
     private_key,
     selected_config,
     tokenizer_of,
-    vault_connect,
 )
+from logins.cli.session import NOTE, checked_connect
 from logins.keys import KeyFileError, prepend_token_key
 from logins.progress import progress
 from logins.rotation import rotate_tokens
@@ -55,11 +53,11 @@ def rotate_new_key(token_key_file: Path | None) -> None:
 @rotate.command("run")
 @REASON
 @PRIVATE_KEY
-@ACTOR
+@NOTE
 @click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--json", "as_json", is_flag=True)
 def rotate_run(
-    reason: str, private_key_file: Path | None, actor: str | None, batch_size: int, as_json: bool
+    reason: str, private_key_file: Path | None, note: str | None, batch_size: int, as_json: bool
 ) -> None:
     """Give every vault entry under an old token key its token under the active key, with an
     alias row old -> new. Resumable: stop and start it again at any time."""
@@ -70,14 +68,14 @@ def rotate_run(
         raise click.ClickException(
             f"{config.tokens.key_file} holds one key: run `logins rotate new-key` first"
         )
-    with vault_connect(config) as conn, progress("rotate: vault entries") as bar:
+    with checked_connect(config) as conn, progress("rotate: vault entries") as bar:
         result = rotate_tokens(
             conn,
             config,
             opener=Opener(private),
             tokenizer=tokenizer,
             reason=reason,
-            actor=actor_of(actor),
+            note=note,
             batch_size=batch_size,
             progress=bar,
         )

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import psycopg
 import yaml
 
 from connectors.migrations import migrate as apply
+from connectors.schemaversion import SCHEMA_VERSION
 from logins.cli.common import connect, selected_config
 from logins.config import describe
 from logins.keys import KeyFileError, generate_keys, generate_token_key
@@ -57,8 +59,20 @@ def check() -> None:
 
 @click.command()
 def migrate() -> None:
-    """Apply the idempotent schema migrations (the flow also does this at start)."""
+    """Apply the idempotent schema migrations, roles and grants (as the owner or a superuser).
+
+    Creates the NOLOGIN roles logins_owner, logins_pipeline, logins_analyst, logins_revealer,
+    logins_eraser, logins_rotator and logins_auditor if missing, makes logins_owner the owner
+    of every object, grants each role its part and records the schema version. Grant the
+    roles to login users yourself (docs/vault.md#roles)."""
     config = selected_config()
     with connect(config) as conn:
-        apply(conn, config)
-    click.echo("migrations applied")
+        try:
+            apply(conn, config)
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise click.ClickException(
+                f"cannot migrate as this login ({exc.diag.message_primary}): run it as a"
+                " superuser the first time (it creates the roles), later as a member of"
+                " logins_owner"
+            ) from None
+    click.echo(f"migrations applied: schema version {SCHEMA_VERSION}, roles and grants in place")

@@ -8,14 +8,12 @@ from pathlib import Path
 import click
 
 from logins.cli.common import (
-    ACTOR,
     REASON,
-    actor_of,
     echo_json,
     selected_config,
     tokenizer_of,
-    vault_connect,
 )
+from logins.cli.session import NOTE, checked_connect
 from logins.keys import KeyFileError, load_vault_private_key, load_vault_public_key
 from logins.progress import progress
 from logins.rotation import rekey, status
@@ -36,7 +34,7 @@ def vault_status(as_json: bool) -> None:
     active = (
         tokenizer_of(config).key_id if not isinstance(source, Path) or source.exists() else None
     )
-    with vault_connect(config) as conn:
+    with checked_connect(config) as conn:
         result = status(conn, config, active)
     if as_json:
         echo_json(result.as_dict())
@@ -47,7 +45,7 @@ def vault_status(as_json: bool) -> None:
     click.echo(f"rejected bodies by vault key: {result.rejected_by_vault_key}")
     click.echo(f"rejected bodies erased      : {result.rejected_bodies_erased}")
     click.echo(f"token aliases               : {result.aliases}")
-    click.echo(f"erased tokens               : {result.erasures}")
+    click.echo(f"erased values (markers)     : {result.erasures}")
     if result.pending_rotation is not None:
         click.echo(f"to rotate to key {active}  : {result.pending_rotation}")
 
@@ -66,14 +64,14 @@ def vault_status(as_json: bool) -> None:
     help="The new vault.pub (from `logins keygen`).",
 )
 @REASON
-@ACTOR
+@NOTE
 @click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--json", "as_json", is_flag=True)
 def vault_rekey(
     old_private_key_file: Path,
     new_public_key_file: Path,
     reason: str,
-    actor: str | None,
+    note: str | None,
     batch_size: int,
     as_json: bool,
 ) -> None:
@@ -86,14 +84,14 @@ def vault_rekey(
         raise click.ClickException(str(exc)) from None
     config = selected_config()
     try:
-        with vault_connect(config) as conn, progress("rekey: rows re-sealed") as bar:
+        with checked_connect(config) as conn, progress("rekey: rows re-sealed") as bar:
             result = rekey(
                 conn,
                 config,
                 old=old,
                 new_public=new,
                 reason=reason,
-                actor=actor_of(actor),
+                note=note,
                 batch_size=batch_size,
                 progress=bar,
             )

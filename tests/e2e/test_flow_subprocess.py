@@ -99,9 +99,13 @@ def test_flow_with_two_workers_then_stats_and_reveal(
     ]
     with psycopg.connect(database_url) as conn:
         audit = conn.execute(
-            "SELECT actor, reason, action, tokens, succeeded FROM pii_audit"
+            "SELECT actor = session_user, note, reason, action, tokens, succeeded,"
+            " detail->'entries' = jsonb_build_array((SELECT entry_id FROM pii_vault"
+            " WHERE token = %s)) FROM pii_audit",
+            (token,),
         ).fetchall()
-    assert audit == [("tester", "e2e test", "reveal", [token], 1)]
+    # the login is the actor, --actor a note; the entry is named by its id, not its token
+    assert audit == [(True, "tester", "e2e test", "reveal", [], 1, True)]
 
     unknown = run(
         [

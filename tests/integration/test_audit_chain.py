@@ -192,7 +192,7 @@ def test_concurrent_writers_make_one_linear_chain(vault: Vault) -> None:
         try:
             with vault.connect() as conn:
                 for i in range(15):
-                    audit.record(conn, vault.config, actor=f"w{n}", reason=f"r{i}", action="reveal")
+                    audit.record(conn, vault.config, note=f"w{n}", reason=f"r{i}", action="reveal")
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 

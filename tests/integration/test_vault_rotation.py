@@ -77,7 +77,7 @@ def test_rotation_walks_the_vault_resumably_and_aliases_old_to_new(vault: Vault)
             opener=vault.opener,
             tokenizer=vault.tokenizer,
             reason="rotation",
-            actor="ops",
+            note="ops",
             batch_size=7,
             progress=interrupt_after(2),
         )
@@ -133,6 +133,12 @@ def test_forget_after_a_rotation_erases_the_old_and_the_new_token(vault: Vault) 
     (erased,) = json.loads(result.stdout)
     assert sorted(erased["erased"]) == sorted([tokens["ip"], new_ip])
     code, shown = vault.reveal_json(new_ip)
+    assert code == 1 and shown[0]["error"] == "not in the vault (never sealed, or erased)"
+    # neither token is left anywhere: the row holds the value's marker, the aliases are gone
+    assert vault.query("SELECT count(*) FROM pii_token_aliases WHERE field = 'ip'") == [(0,)]
+    ((marker,),) = vault.query("SELECT masked_ip FROM user_logins")
+    assert marker.startswith("erased:") and marker not in (tokens["ip"], new_ip)
+    code, shown = vault.reveal_json(marker)
     assert code == 1 and shown[0]["error"].startswith("erased on")
 
 
@@ -185,7 +191,7 @@ def test_rekey_reseals_the_vault_and_rejected_bodies_resumably(vault: Vault, tmp
             old=vault.opener,
             new_public=Opener(load_vault_private_key(new["vault.key"])).public_key,
             reason="new vault key",
-            actor="ops",
+            note="ops",
             batch_size=5,
             progress=interrupt_after(2),
         )

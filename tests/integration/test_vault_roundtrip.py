@@ -66,7 +66,7 @@ def test_any_string_round_trips_through_the_database(vault: Vault) -> None:
                 tokenizer=tokenizer,
                 tokens=tokens,
                 reason="property test",
-                actor="hypothesis",
+                note="hypothesis",
             )
         by_token = dict(zip(tokens, values, strict=True))
         assert [(r.token, r.value, r.error) for r in shown] == [

@@ -88,6 +88,9 @@ def test_every_shipped_environment_loads(env_name: str) -> None:
     if env_name == "prod":
         assert config.source.endpoint_url is None  # boto3 picks the real AWS endpoint
         assert config.source.retry.mode == "adaptive"
+    # prod's flow role cannot run DDL: it only checks the schema version (docs/vault.md#roles)
+    assert config.sink.migrate is (env_name != "prod")
+    assert config.sink.rejected_retention_days == 30
 
 
 def test_prod_requires_its_variables_and_names_file_and_key() -> None:

@@ -69,6 +69,50 @@ def test_field_boundaries_cannot_be_shifted(a: str, b: str) -> None:
         )
 
 
+V2 = dataclasses.replace(ROW, note="ticket", hash_version=2, tokens=[], detail_text='{"n": 2}')
+
+
+def test_version_2_is_length_prefixed_text_of_every_field() -> None:
+    assert audit.canonical_v2(V2) == b"".join(
+        len(f.encode()).to_bytes(4, "big") + f.encode()
+        for f in (
+            "logins-audit-v2", "7", "2026-01-02T01:04:05.678901Z", "ann", "ticket",
+            "ticket 12", "reveal", "[]", "1", "0", '{"n": 2}',
+        )
+    )  # fmt: skip
+    assert audit.canonical_v2(dataclasses.replace(V2, note=None)).count(b"\xff\xff\xff\xff") == 1
+    assert audit.row_hash("p", V2) != audit.row_hash("p", dataclasses.replace(V2, hash_version=1))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"id": 8},
+        {"at": ROW.at + timedelta(microseconds=1)},
+        {"actor": "bob"},
+        {"note": "other"},
+        {"note": None},
+        {"reason": "ticket 13"},
+        {"action": "forget"},
+        {"tokens": ["k1." + "0" * 32]},
+        {"succeeded": 0},
+        {"failed": 1},
+        {"detail_text": '{"n": 3}'},
+        {"detail_text": None},
+    ],
+)
+def test_every_field_is_covered_by_the_version_2_hash(change: dict[str, object]) -> None:
+    assert audit.row_hash("p", dataclasses.replace(V2, **change)) != audit.row_hash("p", V2)
+
+
+@given(st.text(), st.text())
+def test_version_2_field_boundaries_cannot_be_shifted(a: str, b: str) -> None:
+    if b:
+        assert audit.canonical_v2(dataclasses.replace(V2, actor=a, note=b)) != audit.canonical_v2(
+            dataclasses.replace(V2, actor=a + b, note="")
+        )
+
+
 def test_genesis_commits_to_the_rows_before_the_chain() -> None:
     assert audit.genesis() != audit.genesis([ROW])
     assert audit.genesis([ROW, dataclasses.replace(ROW, id=8)]) != audit.genesis(
@@ -97,15 +141,40 @@ def test_prepend_token_key_keeps_the_old_lines(tmp_path: Path) -> None:
         ('{"user_id": "u-10"}', False),
         ('[{"deep": {"list": ["x", "u-1"]}}]', True),
         ('{"u-1": 1}', True),
-        ('{"user_id": "U-1"}', False),
+        # issue 9: another case, a duplicate key, JSON escapes: the user is named
+        ('{"user_id": "U-1"}', True),
+        ('{"USER_ID": "u-1"}', True),
+        ('{"user_id": "u-1", "user_id": "u-2"}', True),
+        ('{"user_id": "u-2", "user_id": "u-1"}', True),
+        ('{"user_id": "\\u0055-1"}', True),
         ("{'user_id': 'u-1'}", True),  # not JSON: as a whole word
         ("user u-1x", False),
         ("user=u-1;", True),
         ("xu-1", False),
+        ("user u-1.", True),
+        ("u-1.5", False),
     ],
 )
 def test_a_rejected_body_names_a_user(body: str, named: bool) -> None:
     assert names_user(body, "u-1") is named
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ('{"user_id": 4711}', True),  # a number where a string belongs
+        ('{"user_id": 4711.0}', True),
+        ('{"user_id": 4.711e3}', True),
+        ('{"user_id": "4711"}', True),
+        ('{"user_id": 47110}', False),
+        ('{"app_version": "4711.2"}', False),
+        ('{"user_id": 1, "user_id": 4711}', True),
+        ("[" * 5000 + "4711" + "]" * 5000, True),  # too deep to parse: the raw text still counts
+        ("[" * 5000 + "4712" + "]" * 5000, False),
+    ],
+)
+def test_a_numeric_user_id_is_found_whatever_its_json_type(body: str, named: bool) -> None:
+    assert names_user(body, "4711") is named
 
 
 def test_side_table_names_follow_the_vault_table() -> None:

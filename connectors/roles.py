@@ -1,0 +1,222 @@
+"""Least privilege as code: the NOLOGIN roles and exactly what each may do.
+
+`logins migrate` creates the roles (cluster-wide, once) and, in every database it migrates,
+makes `logins_owner` the owner of every object and grants the others what their job needs,
+no more. Operators grant the roles to login users (docs/vault.md#roles); nobody logs in as
+a role itself. The grants are re-applied from scratch at each migration (REVOKE ALL, then
+GRANT), so a privilege an earlier release or a hand gave does not linger.
+
+    logins_owner     owns every table, view, sequence and function; runs the migrations
+    logins_pipeline  the flow: INSERT what it writes; SELECT only the message ids that
+                     ON CONFLICT and RETURNING read. No UPDATE, DELETE, TRUNCATE, DDL; no
+                     token, vault ciphertext, sealed body or audit row
+    logins_analyst   the analysts' table, the unified view, duplicates, the ledger, the
+                     rejected rows without their sealed body, vault counts by field
+    logins_revealer  `logins reveal`: the vault, the erasure markers, the user's rows
+    logins_eraser    `logins forget`, `logins purge`: delete vault entries and aliases,
+                     replace tokens in the masked columns, empty sealed bodies
+    logins_rotator   `logins rotate run`, `logins vault rekey|status`: add and re-seal
+                     vault entries, add aliases, re-seal rejected bodies
+    logins_auditor   `logins audit list|verify|anchor`: read the audit trail
+
+Revealer, eraser and rotator write audit rows only through the SECURITY DEFINER append
+function (logins/auditsql.py); none of them may INSERT into the audit table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from psycopg import sql
+
+from connectors.schemaversion import VERSION_TABLE
+from logins.auditsql import append_function_signature
+from logins.config import AppConfig
+from logins.vaultschema import tables
+
+OWNER = "logins_owner"
+PIPELINE = "logins_pipeline"
+ANALYST = "logins_analyst"
+REVEALER = "logins_revealer"
+ERASER = "logins_eraser"
+ROTATOR = "logins_rotator"
+AUDITOR = "logins_auditor"
+ROLES = (OWNER, PIPELINE, ANALYST, REVEALER, ERASER, ROTATOR, AUDITOR)
+GRANTEES = ROLES[1:]  # everyone but the owner, who has every privilege by owning
+AUDIT_WRITERS = (REVEALER, ERASER, ROTATOR)
+
+_REJECTED_WRITTEN = (
+    "message_id",
+    "reason",
+    "detail",
+    "sealed_body",
+    "vault_key_id",
+    "sent_at",
+    "create_date",
+    "receive_count",
+)
+_REJECTED_UNSEALED = (
+    "message_id",
+    "reason",
+    "detail",
+    "vault_key_id",
+    "sent_at",
+    "create_date",
+    "receive_count",
+    "rejected_at",
+    "body_erased_at",
+)
+
+
+def _cols(names: Iterable[str]) -> sql.Composed:
+    return sql.SQL(", ").join(sql.Identifier(n) for n in names)
+
+
+def create_roles() -> list[sql.Composed]:
+    """CREATE ROLE ... NOLOGIN for each role that does not exist yet. Two migrations of two
+    databases may race to create one; the loser's error is swallowed."""
+    return [
+        sql.SQL(
+            "DO $logins$ BEGIN IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = {n})"
+            " THEN CREATE ROLE {r} NOLOGIN; END IF;"
+            " EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $logins$"
+        ).format(n=sql.Literal(role), r=sql.Identifier(role))
+        for role in ROLES
+    ]
+
+
+def object_names(config: AppConfig) -> list[tuple[str, str]]:
+    """(kind, name) of every object the migrations create, for the ownership transfer."""
+    t = tables(config)
+    sink = config.sink
+    return [
+        *(
+            ("TABLE", name)
+            for name in (
+                t.sink,
+                t.rejected,
+                sink.duplicates_table,
+                sink.ledger_table,
+                t.vault,
+                t.audit,
+                t.erasures,
+                t.aliases,
+                VERSION_TABLE,
+            )
+        ),
+        ("VIEW", t.unified_view),
+    ]
+
+
+def grants(
+    config: AppConfig, row_columns: list[str], schema: str, audit_sequence: str
+) -> list[sql.Composed]:
+    """REVOKE everything from PUBLIC and the roles, then GRANT each role its part. Run as the
+    owner, inside the migration's transaction, so no other session sees a gap.
+    `audit_sequence` is the audit id sequence's name as pg_get_serial_sequence quotes it."""
+    t = tables(config)
+    sink = config.sink
+    table, view = sql.Identifier(t.sink), sql.Identifier(t.unified_view)
+    ledger, rejected = sql.Identifier(sink.ledger_table), sql.Identifier(t.rejected)
+    duplicates = sql.Identifier(sink.duplicates_table)
+    vault, audit = sql.Identifier(t.vault), sql.Identifier(t.audit)
+    erasures, aliases = sql.Identifier(t.erasures), sql.Identifier(t.aliases)
+    version = sql.Identifier(VERSION_TABLE)
+    masked = list(t.masked.values())
+    everyone = sql.SQL(", ").join(sql.Identifier(r) for r in GRANTEES)
+    sequence = sql.SQL(audit_sequence)  # already quoted and qualified by PostgreSQL
+
+    def grant(
+        privileges: str, on: sql.Composable, *roles: str, columns: Iterable[str] = ()
+    ) -> sql.Composed:
+        cols = list(columns)
+        what = (
+            sql.SQL(privileges)
+            if not cols
+            else sql.SQL("{} ({})").format(sql.SQL(privileges), _cols(cols))
+        )
+        return sql.SQL("GRANT {} ON {} TO {}").format(
+            what, on, sql.SQL(", ").join(sql.Identifier(r) for r in roles)
+        )
+
+    statements: list[sql.Composed] = [
+        sql.SQL("REVOKE ALL ON {} FROM PUBLIC, {}").format(relation, everyone)
+        for relation in (
+            table,
+            view,
+            ledger,
+            rejected,
+            duplicates,
+            vault,
+            audit,
+            erasures,
+            aliases,
+            version,
+        )
+    ]
+    function = append_function_signature(config, schema)
+    statements += [
+        sql.SQL("REVOKE ALL ON FUNCTION {} FROM PUBLIC, {}").format(function, everyone),
+        sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(
+            function, sql.SQL(", ").join(sql.Identifier(r) for r in AUDIT_WRITERS)
+        ),
+        sql.SQL("REVOKE ALL ON SEQUENCE {} FROM PUBLIC, {}").format(sequence, everyone),
+        grant("SELECT", sequence, AUDITOR),
+        grant("SELECT", version, *GRANTEES),
+        # the pipeline: INSERT what it writes, SELECT only the conflict keys and RETURNING
+        grant("INSERT", table, PIPELINE, columns=row_columns),
+        grant("SELECT", table, PIPELINE, columns=["message_id"]),
+        grant("INSERT", ledger, PIPELINE, columns=["message_id", "outcome", "sent_at"]),
+        grant("SELECT", ledger, PIPELINE, columns=["message_id", "outcome"]),
+        grant("INSERT", rejected, PIPELINE, columns=_REJECTED_WRITTEN),
+        grant("SELECT", rejected, PIPELINE, columns=["message_id"]),
+        grant(
+            "INSERT",
+            duplicates,
+            PIPELINE,
+            columns=["message_id", "duplicate_of", "sent_at", "create_date"],
+        ),
+        grant("SELECT", duplicates, PIPELINE, columns=["message_id"]),
+        grant("INSERT", vault, PIPELINE, columns=["token", "field", "sealed", "vault_key_id"]),
+        # analysts: the rows, the view, the counts; nothing sealed
+        grant("SELECT", table, ANALYST, REVEALER),
+        grant("SELECT", view, ANALYST),
+        grant("SELECT", duplicates, ANALYST),
+        grant("SELECT", ledger, ANALYST),
+        grant("SELECT", rejected, ANALYST, columns=_REJECTED_UNSEALED),
+        grant("SELECT", vault, ANALYST, columns=["field", "vault_key_id", "created_at"]),
+        grant("SELECT", aliases, ANALYST),
+        # revealers
+        grant(
+            "SELECT",
+            vault,
+            REVEALER,
+            columns=["entry_id", "token", "field", "sealed", "vault_key_id"],
+        ),
+        grant("SELECT", erasures, REVEALER, ERASER, ROTATOR),
+        # erasers (forget, purge)
+        grant("SELECT", vault, ERASER, columns=["entry_id", "token", "field", "vault_key_id"]),
+        grant("DELETE", vault, ERASER),
+        grant("SELECT", table, ERASER),
+        *([grant("UPDATE", table, ERASER, columns=masked)] if masked else []),
+        grant("SELECT, DELETE", aliases, ERASER),
+        grant("INSERT", erasures, ERASER),
+        grant(
+            "SELECT",
+            rejected,
+            ERASER,
+            columns=["message_id", "sealed_body", "vault_key_id", "rejected_at", "body_erased_at"],
+        ),
+        grant("UPDATE", rejected, ERASER, columns=["sealed_body", "body_erased_at"]),
+        # rotators (rotate run, vault rekey, vault status)
+        grant("SELECT", vault, ROTATOR),
+        # table-wide INSERT: `LOCK TABLE ... IN ROW EXCLUSIVE MODE` accepts no column grant
+        grant("INSERT", vault, ROTATOR),
+        grant("UPDATE", vault, ROTATOR, columns=["sealed", "vault_key_id"]),
+        grant("SELECT, INSERT", aliases, ROTATOR),
+        grant("SELECT", rejected, ROTATOR, columns=["message_id", "sealed_body", "vault_key_id"]),
+        grant("UPDATE", rejected, ROTATOR, columns=["sealed_body", "vault_key_id"]),
+        # auditors
+        grant("SELECT", audit, AUDITOR),
+    ]
+    return statements

@@ -1,0 +1,82 @@
+"""Retention of sealed rejected bodies (`logins purge`, run daily from cron).
+
+A rejected message is kept sealed whole so that someone with the vault key can see what the
+producer sent. That is diagnosis, not a record to keep: after `sink.rejected_retention_days`
+its sealed body is emptied, like an erased one (`body_erased_at` set; the row keeps its
+message id, reason and detail, so the ledger's counts still add up). One transaction with
+its audit row (action `purge`: how many, the cutoff).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from logins import audit
+from logins.config import AppConfig
+from logins.vaultschema import tables
+
+
+@dataclass
+class Purge:
+    retention_days: int
+    cutoff: datetime
+    purged: int = 0
+    audit_id: int | None = None
+    dry_run: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "cutoff": self.cutoff.isoformat()}
+
+
+def purge_rejected(
+    conn: psycopg.Connection[Any],
+    config: AppConfig,
+    *,
+    days: int,
+    reason: str,
+    note: str | None = None,
+    dry_run: bool = False,
+) -> Purge:
+    """Empty every sealed rejected body older than `days` (by `rejected_at`)."""
+    if days < 1:
+        raise ValueError("the retention must be at least one day")
+    table = sql.Identifier(tables(config).rejected)
+    where = sql.SQL("rejected_at < %(cutoff)s AND octet_length(sealed_body) > 0")
+    with conn.transaction():
+        got = conn.execute("SELECT now() - make_interval(days => %s)", (days,)).fetchone()
+        assert got is not None
+        result = Purge(days, got[0], dry_run=dry_run)
+        if dry_run:
+            counted = conn.execute(
+                sql.SQL("SELECT count(*) FROM {} WHERE {}").format(table, where),
+                {"cutoff": result.cutoff},
+            ).fetchone()
+            result.purged = int(counted[0]) if counted else 0
+            return result
+        changed = conn.execute(
+            sql.SQL(
+                "UPDATE {} SET sealed_body = ''::bytea, body_erased_at = now() WHERE {}"
+            ).format(table, where),
+            {"cutoff": result.cutoff},
+        )
+        result.purged = max(changed.rowcount, 0)
+        row = audit.record(
+            conn,
+            config,
+            reason=reason,
+            note=note,
+            action="purge",
+            succeeded=result.purged,
+            detail={
+                "table": tables(config).rejected,
+                "retention_days": days,
+                "cutoff": result.cutoff.isoformat(),
+            },
+        )
+        result.audit_id = row.id
+    return result

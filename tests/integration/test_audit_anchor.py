@@ -1,0 +1,193 @@
+"""The audit chain against its owner: `logins audit anchor` signs the head with the
+auditor's Ed25519 key and writes it to a file and to S3 (moto's server on loopback, Object
+Lock on one bucket); then the table's owner, a NOSUPERUSER login granted logins_owner,
+rewrites history the way the issue found possible: disables the append-only trigger,
+deletes the newest reveal row, resets the id sequence, rewrites actor and reason on every
+row and recomputes every hash. `audit verify` alone says ok; against the anchor it fails
+and names the row, and a forged or foreign anchor is refused."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from moto.server import ThreadedMotoServer
+
+from connectors import roles
+from logins import audit
+from logins.dev.embedded import HOST, free_port
+from tests.integration.rolekit import RoleDatabase, role_database
+from tests.integration.vaultkit import Vault
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[str]:
+    """moto's S3 in server mode on a free loopback port; two buckets, one with Object Lock."""
+    port = free_port()
+    server = ThreadedMotoServer(ip_address=HOST, port=port)
+    server.start()
+    endpoint = f"http://{HOST}:{port}"
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    client.create_bucket(Bucket="anchors-locked", ObjectLockEnabledForBucket=True)
+    client.create_bucket(Bucket="anchors-plain")
+    yield endpoint
+    server.stop()
+
+
+@pytest.fixture
+def db(pg_admin_dsn: str, tmp_path: Path) -> Iterator[RoleDatabase]:
+    with role_database(pg_admin_dsn, tmp_path) as database:
+        yield database
+
+
+def rewrite_as_owner(db: RoleDatabase, delete_id: int) -> None:
+    """What the owner of pii_audit can do without being a superuser."""
+    config = db.config
+    with db.connect(roles.OWNER) as conn:
+        assert conn.execute(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = session_user"
+        ).fetchone() == (False,)
+        conn.execute("ALTER TABLE pii_audit DISABLE TRIGGER USER")
+        conn.execute("DELETE FROM pii_audit WHERE id = %s", (delete_id,))
+        conn.execute(
+            "SELECT setval(pg_get_serial_sequence('pii_audit', 'id'), %s)", (delete_id - 1,)
+        )
+        prev = audit.genesis()
+        for row in list(audit.rows(conn, config)):
+            changed = audit.AuditRow(
+                **{**row.__dict__, "actor": "someone-else", "reason": "routine", "prev_hash": prev}
+            )
+            digest = audit.row_hash(prev, changed)
+            conn.execute(
+                "UPDATE pii_audit SET actor = 'someone-else', reason = 'routine',"
+                " prev_hash = %s, row_hash = %s WHERE id = %s",
+                (prev, digest, row.id),
+            )
+            prev = digest
+        conn.execute("ALTER TABLE pii_audit ENABLE TRIGGER USER")
+
+
+def test_a_rewrite_by_the_owner_fails_against_the_signed_anchor_and_names_the_row(
+    db: RoleDatabase, s3: str, tmp_path: Path
+) -> None:
+    vault = Vault(db.env, db.keys, db.admin_dsn)
+    tokens = vault.add_login("u-1", "192.0.2.1", "d-1")
+    for i in range(4):
+        shown = db.cli(
+            roles.REVEALER, "reveal", tokens["ip"], "--reason", f"ticket {i}",
+            "--private-key-file", str(db.keys["vault.key"]),
+        )  # fmt: skip
+        assert shown.exit_code == 0, shown.output
+    keygen = db.cli(roles.AUDITOR, "audit", "keygen", str(tmp_path / "auditor"))
+    assert keygen.exit_code == 0, keygen.output
+    signing, public = tmp_path / "auditor/audit-anchor.key", tmp_path / "auditor/audit-anchor.pub"
+    anchor_file = tmp_path / "head-4.json"
+    anchored = db.cli(
+        roles.AUDITOR, "audit", "anchor", "--signing-key-file", str(signing),
+        "--to", str(anchor_file), "--to", "s3://anchors-locked/logins/head-4.json",
+        "--to", "s3://anchors-plain/logins/head-4.json", "--s3-endpoint-url", s3,
+    )  # fmt: skip
+    assert anchored.exit_code == 0, anchored.output
+    head = vault.query("SELECT id, row_hash FROM pii_audit ORDER BY id DESC LIMIT 1")[0]
+    assert f"anchored head {head[0]}:{head[1]} to {anchor_file}" in anchored.output
+    assert "Object Lock COMPLIANCE until" in anchored.output
+    assert "no Object Lock on this bucket" in anchored.output
+    client = boto3.client("s3", endpoint_url=s3, region_name="us-east-1")
+    locked = client.head_object(Bucket="anchors-locked", Key="logins/head-4.json")
+    assert locked["ObjectLockMode"] == "COMPLIANCE"
+    with pytest.raises(client.exceptions.ClientError, match="AccessDenied"):
+        client.delete_object(
+            Bucket="anchors-locked", Key="logins/head-4.json", VersionId=locked["VersionId"]
+        )
+    verify = ["audit", "verify", "--anchor-public-key-file", str(public), "--s3-endpoint-url", s3]
+    assert db.cli(roles.AUDITOR, *verify, "--anchor", str(anchor_file)).exit_code == 0
+
+    rewrite_as_owner(db, delete_id=4)
+    alone = db.cli(roles.AUDITOR, "audit", "verify")
+    assert alone.exit_code == 0 and alone.output.startswith("ok: 3 rows"), alone.output
+    assert "warning" not in alone.output  # the sequence was reset too
+    assert vault.query("SELECT DISTINCT actor, reason FROM pii_audit") == [
+        ("someone-else", "routine")
+    ]
+    failed = db.cli(roles.AUDITOR, *verify, "--anchor", str(anchor_file))
+    assert failed.exit_code == 1
+    assert "TAMPERED: row 4: recorded as an anchor but no longer in the table" in failed.output
+
+    # the next reveal takes id 4 again: the id is back, its hash is not the anchored one
+    again = db.cli(
+        roles.REVEALER, "reveal", tokens["ip"], "--reason", "after",
+        "--private-key-file", str(db.keys["vault.key"]),
+    )  # fmt: skip
+    assert again.exit_code == 0
+    assert vault.query("SELECT max(id) FROM pii_audit") == [(4,)]
+    assert db.cli(roles.AUDITOR, "audit", "verify").exit_code == 0
+    for anchor in (str(anchor_file), "s3://anchors-locked/logins/head-4.json"):
+        failed = db.cli(roles.AUDITOR, *verify, "--anchor", anchor)
+        assert failed.exit_code == 1, anchor
+        assert (
+            "TAMPERED: row 4: its hash differs from the recorded anchor: the chain was rewritten"
+            in failed.output
+        )
+
+
+def test_a_forged_or_foreign_anchor_is_refused(db: RoleDatabase, tmp_path: Path) -> None:
+    vault = Vault(db.env, db.keys, db.admin_dsn)
+    tokens = vault.add_login("u-1", "192.0.2.1", "d-1")
+    key = ["--private-key-file", str(db.keys["vault.key"])]
+    for _ in range(2):
+        db.cli(roles.REVEALER, "reveal", tokens["ip"], "--reason", "r", *key)
+    for who in ("auditor", "stranger"):
+        assert db.cli(roles.AUDITOR, "audit", "keygen", str(tmp_path / who)).exit_code == 0
+    signing = tmp_path / "auditor/audit-anchor.key"
+    path = tmp_path / "head.json"
+    made = db.cli(
+        roles.AUDITOR, "audit", "anchor", "--signing-key-file", str(signing), "--to", str(path)
+    )
+    assert made.exit_code == 0, made.output
+    again = db.cli(
+        roles.AUDITOR, "audit", "anchor", "--signing-key-file", str(signing), "--to", str(path)
+    )
+    assert again.exit_code == 1 and "anchors are never overwritten" in again.output
+
+    def verify(anchor: Path, public: str = "auditor") -> str:
+        result = db.cli(
+            roles.AUDITOR, "audit", "verify", "--anchor", str(anchor),
+            "--anchor-public-key-file", str(tmp_path / public / "audit-anchor.pub"),
+        )  # fmt: skip
+        assert result.exit_code != 0 or public == "auditor"
+        return result.output
+
+    assert verify(path).startswith("ok: ")
+    assert "signed by key" in verify(path, public="stranger")
+    document = json.loads(path.read_text())
+    document["head"]["row_hash"] = "0" * 64  # the owner "corrects" the anchor to match
+    forged = tmp_path / "forged.json"
+    forged.write_text(json.dumps(document))
+    assert "the signature does not verify: altered" in verify(forged)
+    unsigned = db.cli(roles.AUDITOR, "audit", "verify", "--anchor", str(path))
+    assert unsigned.exit_code == 2 and "needs --anchor-public-key-file" in unsigned.output
+    signing.chmod(0o644)
+    loose = db.cli(
+        roles.AUDITOR, "audit", "anchor", "--signing-key-file", str(signing), "--to", "x"
+    )
+    assert loose.exit_code == 1 and f"run `chmod 600 {signing}`" in loose.output
+
+
+def test_anchor_refuses_to_sign_a_broken_chain(db: RoleDatabase, tmp_path: Path) -> None:
+    vault = Vault(db.env, db.keys, db.admin_dsn)
+    tokens = vault.add_login("u-1", "192.0.2.1", "d-1")
+    db.cli(roles.REVEALER, "reveal", tokens["ip"], "--reason", "r",
+           "--private-key-file", str(db.keys["vault.key"]))  # fmt: skip
+    assert db.cli(roles.AUDITOR, "audit", "keygen", str(tmp_path / "a")).exit_code == 0
+    with db.connect(roles.OWNER) as conn:
+        conn.execute("ALTER TABLE pii_audit DISABLE TRIGGER USER")
+        conn.execute("UPDATE pii_audit SET reason = 'nothing to see'")
+    made = db.cli(
+        roles.AUDITOR, "audit", "anchor", "--signing-key-file",
+        str(tmp_path / "a/audit-anchor.key"), "--to", str(tmp_path / "head.json"),
+    )  # fmt: skip
+    assert made.exit_code == 1 and "not anchoring a broken chain" in made.output
+    assert not (tmp_path / "head.json").exists()

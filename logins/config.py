@@ -8,6 +8,7 @@ with "file: key: what is wrong".
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -77,15 +78,88 @@ class SqsSourceConfig(_Strict):
 # --- steps --------------------------------------------------------------------------------------
 
 
-class FieldSpec(_Strict):
-    """One field of the producer's message."""
+FieldType = Literal["string", "integer", "number", "boolean", "timestamp", "enum", "version"]
 
-    type: Literal["string", "version"] = "string"
-    required: bool = True
-    nullable: bool = False
-    max_length: int = Field(256, ge=1)
-    format: Literal["ip"] | None = None
-    pii: bool = False
+# Which options apply to which types; an option set for another type is a config error.
+_OPTIONS_BY_TYPE: dict[str, set[FieldType]] = {
+    "max_length": {"string", "version"},
+    "pattern": {"string"},
+    "format": {"string"},
+    "min": {"integer", "number"},
+    "max": {"integer", "number"},
+    "values": {"enum"},
+}
+
+
+class FieldSpec(_Strict):
+    """One field of a message: its JSON type, its limits, and the column it goes to.
+
+    JSON types are strict: `"12"` is not an integer, `1` is not a boolean, `true` is not an
+    integer (`wrong_type`). A value of the right type outside its limits (length aside:
+    `too_long`) is `invalid_value`.
+    """
+
+    type: FieldType = Field(
+        "string",
+        description="`string` (text), `integer` (a JSON number without fraction or exponent,"
+        " within bigint), `number` (any JSON number), `boolean`, `timestamp` (an ISO 8601"
+        " string with an offset or `Z`), `enum` (one of `values`), `version` (a dotted version"
+        " string, stored as an integer and as its text)",
+    )
+    required: bool = Field(True, description="the key must be present (else `missing_field`)")
+    nullable: bool = Field(False, description="JSON null is accepted (else `null_field`)")
+    pii: bool = Field(
+        False, description="personal data: a mask step must mask it (checked at start)"
+    )
+    column: str | None = Field(
+        None,
+        description="the output column (default: the field's name; a version also fills"
+        " `<column>_text`). Not for masked fields: the mask step names their token column",
+    )
+    max_length: int = Field(
+        256,
+        ge=1,
+        description="string, version: most characters (else `too_long`); the column is"
+        " `varchar(max_length)` for a string",
+    )
+    pattern: str | None = Field(
+        None,
+        description="string: a regular expression (Python `re`) the whole value must match"
+        " (else `invalid_value`)",
+    )
+    format: Literal["ip"] | None = Field(
+        None, description="string: `ip`, an IPv4 or IPv6 address (else `invalid_value`)"
+    )
+    min: int | float | None = Field(
+        None, description="integer, number: the smallest value accepted (else `invalid_value`)"
+    )
+    max: int | float | None = Field(
+        None, description="integer, number: the largest value accepted (else `invalid_value`)"
+    )
+    values: list[str] | None = Field(
+        None, min_length=1, description="enum: the accepted values (else `invalid_value`)"
+    )
+
+    @model_validator(mode="after")
+    def _check_options(self) -> FieldSpec:
+        for option, types in _OPTIONS_BY_TYPE.items():
+            is_set = option in self.model_fields_set and getattr(self, option) is not None
+            if is_set and self.type not in types:
+                raise ValueError(f"{option!r} does not apply to type {self.type!r}")
+        if self.type == "enum" and not self.values:
+            raise ValueError("an enum needs 'values'")
+        if self.type == "integer":
+            for bound in (self.min, self.max):
+                if bound is not None and not float(bound).is_integer():
+                    raise ValueError(f"an integer's min/max must be whole numbers, got {bound}")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern is not a valid regular expression: {exc}") from None
+        return self
 
 
 class ValidateStep(_Strict):
@@ -241,6 +315,18 @@ class AppConfig(_Strict):
                     raise ValueError(
                         f"steps.{step.name}.fields: {sorted(unknown)} not in the validate schema"
                     )
+                for name in step.fields:
+                    spec = validate.fields[name]
+                    if spec.type != "string":
+                        raise ValueError(
+                            f"steps.{step.name}.fields.{name}: a {spec.type} cannot be masked;"
+                            " only strings are tokenised"
+                        )
+                    if spec.column is not None:
+                        raise ValueError(
+                            f"steps.{validate.name}.fields.{name}.column: a masked field's"
+                            f" column is its token column, named by steps.{step.name}.fields"
+                        )
                 masked |= set(step.fields)
         unmasked = [n for n, f in validate.fields.items() if f.pii and n not in masked]
         if unmasked:

@@ -8,9 +8,11 @@ Unknown extra keys are ignored (the producer may add fields; they are not stored
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from datetime import datetime, timezone
 from typing import Any
 
 import orjson
@@ -29,9 +31,16 @@ class Invalid(Exception):
         self.rejection = Rejection(reason, detail)
 
 
+_JSON_TYPES = {dict: "object", list: "array", bool: "boolean", int: "number", float: "number"}
+
+
 def _json_type(value: object) -> str:
-    names = {dict: "object", list: "array", bool: "boolean", int: "number", float: "number"}
-    return names.get(type(value), type(value).__name__)
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def _got(value: object) -> str:
+    """A value's JSON type, for a field's `wrong_type` detail."""
+    return "string" if isinstance(value, str) else _json_type(value)
 
 
 # The dotted-quad IPv4 text that ipaddress.ip_address accepts (no leading zeros, each part
@@ -39,6 +48,8 @@ def _json_type(value: object) -> str:
 _IPV4 = re.compile(r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}"
                    r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])")  # fmt: skip
 _VERSION_CACHE_SIZE = 4096
+_BIGINT_MIN, _BIGINT_MAX = -(2**63), 2**63 - 1
+_MAX_TIMESTAMP_CHARS = 64  # longer than any ISO 8601 time: not parsed at all
 
 
 def _is_ip(value: str) -> bool:
@@ -51,7 +62,94 @@ def _is_ip(value: str) -> bool:
     return True
 
 
-def _check_field(name: str, spec: FieldSpec, obj: dict[str, Any]) -> str | None:
+def _check_string(name: str, spec: FieldSpec, value: object) -> str:
+    """string and version: length, then the value (NUL, empty, format, pattern)."""
+    if not isinstance(value, str):
+        raise Invalid("wrong_type", f"{name}: expected string, got {_got(value)}")
+    if len(value) > spec.max_length:
+        raise Invalid("too_long", f"{name}: longer than {spec.max_length} characters")
+    if "\x00" in value:  # JSON allows "\u0000"; PostgreSQL text cannot hold it
+        raise Invalid("invalid_value", f"{name}: contains NUL")
+    if not value.strip():
+        raise Invalid("invalid_value", f"{name}: empty")
+    if spec.format == "ip" and not _is_ip(value):
+        raise Invalid("invalid_value", f"{name}: not an IP address")
+    if spec.pattern is not None and _pattern(spec.pattern).fullmatch(value) is None:
+        raise Invalid("invalid_value", f"{name}: does not match the pattern")
+    return value
+
+
+def _check_bounds(name: str, spec: FieldSpec, value: float) -> None:
+    if spec.min is not None and value < spec.min:
+        raise Invalid("invalid_value", f"{name}: less than {spec.min}")
+    if spec.max is not None and value > spec.max:
+        raise Invalid("invalid_value", f"{name}: greater than {spec.max}")
+
+
+def _check_integer(name: str, spec: FieldSpec, value: object) -> int:
+    # type() and not isinstance(): bool is a subclass of int, and true is not an integer.
+    # orjson gives a float for a number with a fraction or an exponent: not an integer either.
+    if type(value) is not int:
+        raise Invalid("wrong_type", f"{name}: expected integer, got {_got(value)}")
+    if not _BIGINT_MIN <= value <= _BIGINT_MAX:
+        raise Invalid("invalid_value", f"{name}: outside the range of bigint")
+    _check_bounds(name, spec, value)
+    return value
+
+
+def _check_number(name: str, spec: FieldSpec, value: object) -> float:
+    if type(value) is not float and type(value) is not int:
+        raise Invalid("wrong_type", f"{name}: expected number, got {_got(value)}")
+    number = float(value)  # one type in the row and in the fingerprint: 1 and 1.0 are equal
+    _check_bounds(name, spec, number)
+    return number
+
+
+def _check_boolean(name: str, spec: FieldSpec, value: object) -> bool:
+    if type(value) is not bool:
+        raise Invalid("wrong_type", f"{name}: expected boolean, got {_got(value)}")
+    return value
+
+
+def _check_timestamp(name: str, spec: FieldSpec, value: object) -> datetime:
+    if not isinstance(value, str):
+        raise Invalid("wrong_type", f"{name}: expected string, got {_got(value)}")
+    text = value[:-1] + "+00:00" if value[-1:] in ("Z", "z") else value  # 3.10 has no "Z"
+    try:
+        parsed = datetime.fromisoformat(text) if len(text) <= _MAX_TIMESTAMP_CHARS else None
+    except (ValueError, UnicodeError):
+        parsed = None
+    if parsed is None:
+        raise Invalid("invalid_value", f"{name}: not an ISO 8601 time")
+    if parsed.tzinfo is None:
+        raise Invalid("invalid_value", f"{name}: a time without an offset (add Z or +hh:mm)")
+    # In UTC: timestamptz keeps the instant, not the offset, and the same instant written
+    # with another offset is the same value (one dedupe fingerprint).
+    return parsed.astimezone(timezone.utc)
+
+
+def _check_enum(name: str, spec: FieldSpec, value: object) -> str:
+    if not isinstance(value, str):
+        raise Invalid("wrong_type", f"{name}: expected string, got {_got(value)}")
+    assert spec.values is not None
+    if value not in spec.values:
+        raise Invalid("invalid_value", f"{name}: not one of {', '.join(spec.values)}")
+    return value
+
+
+_CHECKS: dict[str, Callable[[str, FieldSpec, object], Any]] = {
+    "string": _check_string,
+    "version": _check_string,
+    "integer": _check_integer,
+    "number": _check_number,
+    "boolean": _check_boolean,
+    "timestamp": _check_timestamp,
+    "enum": _check_enum,
+}
+
+
+def _check_field(name: str, spec: FieldSpec, obj: dict[str, Any]) -> Any:
+    """The field's checked value, or Invalid: missing -> null -> type -> length -> value."""
     if name not in obj:
         if spec.required:
             raise Invalid("missing_field", f"{name}: required")
@@ -61,31 +159,43 @@ def _check_field(name: str, spec: FieldSpec, obj: dict[str, Any]) -> str | None:
         if spec.nullable:
             return None
         raise Invalid("null_field", f"{name}: must not be null")
-    if not isinstance(value, str):
-        raise Invalid("wrong_type", f"{name}: expected string, got {_json_type(value)}")
-    if len(value) > spec.max_length:
-        raise Invalid("too_long", f"{name}: longer than {spec.max_length} characters")
-    if "\x00" in value:  # JSON allows "\u0000"; PostgreSQL text cannot hold it
-        raise Invalid("invalid_value", f"{name}: contains NUL")
-    if not value.strip():
-        raise Invalid("invalid_value", f"{name}: empty")
-    if spec.format == "ip" and not _is_ip(value):
-        raise Invalid("invalid_value", f"{name}: not an IP address")
-    return value
+    return _CHECKS[spec.type](name, spec, value)
+
+
+@functools.lru_cache(maxsize=64)
+def _pattern(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def _string_test(spec: FieldSpec) -> Callable[[str], object] | None:
+    """The fast path's value test beyond length, NUL and empty: format, pattern, or None."""
+    tests: list[Callable[[str], object]] = []
+    if spec.format == "ip":
+        tests.append(_is_ip)
+    if spec.pattern is not None:
+        tests.append(_pattern(spec.pattern).fullmatch)
+    if not tests:
+        return None
+    if len(tests) == 1:
+        return tests[0]
+    return lambda value: all(test(value) for test in tests)
 
 
 class Validator:
-    """Validates bodies against the configured schema; `fingerprint`s valid records for dedupe."""
+    """Validates bodies against the configured schema; `fingerprint`s valid records for dedupe
+    (a keyed digest of every declared field's checked value, in the schema's order)."""
 
     def __init__(self, step: ValidateStep, tokenizer: Tokenizer) -> None:
         self._step = step
-        self._fields = list(step.fields.items())
         self._tokenizer = tokenizer
-        # The fast path's plan: (name, spec, max_length, nullable, is_ip, version text key).
+        # The fast path's plan, per field: (name, spec, max_length, nullable, value test,
+        # version text key, checker). Strings and versions (every field of the logins schema)
+        # are checked inline; the other types by their checker (`None` for strings).
         self._plan = [
-            (name, spec, spec.max_length, spec.nullable, spec.format == "ip",
-             f"{name}_text" if spec.type == "version" else None)
-            for name, spec in self._fields
+            (name, spec, spec.max_length, spec.nullable, _string_test(spec),
+             f"{name}_text" if spec.type == "version" else None,
+             None if spec.type in ("string", "version") else _CHECKS[spec.type])
+            for name, spec in step.fields.items()
         ]  # fmt: skip
         self._versions: dict[str, int | None] = {}
 
@@ -102,17 +212,25 @@ class Validator:
         if not isinstance(obj, dict):
             raise Invalid("not_object", f"body is a JSON {_json_type(obj)}, not an object")
         fields: dict[str, Any] = {}
-        for name, spec, max_length, nullable, is_ip, text_key in self._plan:
-            # Fast path: the checks of _check_field for a value that passes them all (or an
-            # allowed null); anything else goes through _check_field for its exact reason.
+        for name, spec, max_length, nullable, test, text_key, check in self._plan:
             value = obj.get(name)
+            if check is not None:  # not a string: its checker, unless an allowed null
+                if value is not None:
+                    fields[name] = check(name, spec, value)
+                elif nullable and name in obj:
+                    fields[name] = None
+                else:
+                    fields[name] = _check_field(name, spec, obj)
+                continue
+            # Fast path: the checks of _check_string for a value that passes them all (or an
+            # allowed null); anything else goes through _check_field for its exact reason.
             if isinstance(value, str):
                 if not (
                     value
                     and len(value) <= max_length
                     and "\x00" not in value
                     and not value.isspace()  # the same whitespace as str.strip()
-                    and (not is_ip or _is_ip(value))
+                    and (test is None or test(value))
                 ):
                     value = _check_field(name, spec, obj)
             elif not (value is None and nullable and name in obj):

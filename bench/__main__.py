@@ -126,7 +126,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                                workers=1, rate=args.latency_rate)  # fmt: skip
         runs["latency"] = as_dict(run)
 
-        results["naive"] = as_dict(baselines.naive(server, data, args.naive_messages, args.repeats))
+        results["naive"] = as_dict(
+            baselines.naive(server, config, data, args.naive_messages, args.repeats)
+        )
         results["ceiling"] = as_dict(baselines.ceiling(server, config, rows_file, args.repeats))
         rows_file.unlink()
 

@@ -20,7 +20,7 @@ import psycopg
 from psycopg import sql
 
 from bench.common import Server, log, median
-from connectors.migrations import ANALYST_COLUMNS, row_columns
+from connectors.schema import Column, table_schema
 from logins.config import AppConfig
 from logins.dev.generated import Dataset
 
@@ -36,19 +36,26 @@ class Repeated:
         return median(self.rates)
 
 
-def naive(server: Server, data: Path, messages: int, repeats: int) -> Repeated:
+def _published(config: AppConfig) -> list[Column]:
+    """The analysts' table as the producer team published it (the shipped config's
+    `sink.published_columns`): what the hand-written loader fills."""
+    return [c for c in table_schema(config).ddl if c.name in config.sink.published_columns]
+
+
+def naive(server: Server, config: AppConfig, data: Path, messages: int, repeats: int) -> Repeated:
     dsn = server.fresh_database("bench_naive")
     dataset = Dataset(data)
     try:
         bodies = [body for _, body in dataset.iter_bodies(messages)]
     finally:
         dataset.close()
+    published = _published(config)
     columns = sql.SQL(", ").join(
-        sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in ANALYST_COLUMNS
+        sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.sql_type)) for c in published
     )
     insert = sql.SQL("INSERT INTO naive_logins ({}) VALUES ({})").format(
-        sql.SQL(", ").join(sql.Identifier(n) for n, _ in ANALYST_COLUMNS),
-        sql.SQL(", ").join(sql.Placeholder() * len(ANALYST_COLUMNS)),
+        sql.SQL(", ").join(sql.Identifier(c.name) for c in published),
+        sql.SQL(", ").join(sql.Placeholder() * len(published)),
     )
     rates = []
     with psycopg.connect(dsn) as conn:
@@ -94,7 +101,7 @@ def _naive_load(conn: psycopg.Connection, insert: sql.Composed, bodies: list[str
 
 def export_rows(dsn: str, config: AppConfig, path: Path) -> int:
     """The pipeline's output rows (its row columns) as COPY text, one row per line."""
-    names = [c.name for c in row_columns(config)]
+    names = [c.name for c in table_schema(config).row]
     query = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(
         sql.SQL(", ").join(sql.Identifier(n) for n in names), sql.Identifier(config.sink.table)
     )
@@ -115,10 +122,10 @@ def ceiling(
     server: Server, config: AppConfig, rows_file: Path, repeats: int, batch: int = 1000
 ) -> Repeated:
     dsn = server.fresh_database("bench_ceiling")
-    names = [c.name for c in row_columns(config)]
+    names = [c.name for c in table_schema(config).row]
     columns = sql.SQL(", ").join(
         sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.sql_type))
-        for c in row_columns(config)
+        for c in table_schema(config).row
     )
     copy_sql = sql.SQL("COPY ceiling_logins ({}) FROM STDIN").format(
         sql.SQL(", ").join(sql.Identifier(n) for n in names)

@@ -26,8 +26,8 @@ from bench.common import (
     tail,
     timed,
 )
-from connectors.migrations import row_columns
 from connectors.postgres import PostgresWriter
+from connectors.schema import table_schema
 from logins.config import AppConfig
 from logins.dev.generated import kinds_of
 
@@ -153,15 +153,17 @@ def statement_costs(dsn: str, config: AppConfig, batches: int = 5) -> dict[str, 
     message ids and tokens staged as the sink stages them, then the claim-and-insert
     statement, the vault insert and the commit; and, for scale, the same 1,000 rows inserted
     into a table with the same columns and no index. Median of `batches`."""
-    statements = PostgresWriter(config).statements
+    statements = PostgresWriter(
+        config.sink, table_schema(config), vault_table=config.vault.table
+    ).statements
     table, vault = sql.Identifier(config.sink.table), sql.Identifier(config.vault.table)
-    columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in row_columns(config))
+    columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in table_schema(config).row)
     stage_rows = sql.SQL(
-        "INSERT INTO stage_events ({c}, outcome, receive_count) SELECT {r}, 'row', 1 FROM {t}"
+        "INSERT INTO stage_events ({c}, _outcome, _receive_count) SELECT {r}, 'row', 1 FROM {t}"
         " LIMIT 1000"
     ).format(c=columns, t=table, r=sql.SQL(", ").join(
         sql.SQL("md5(random()::text)") if c.name == "message_id" else sql.Identifier(c.name)
-        for c in row_columns(config)
+        for c in table_schema(config).row
     ))  # fmt: skip
     stage_vault = sql.SQL(
         "INSERT INTO stage_vault SELECT 'bench.' || md5(random()::text), field, sealed,"

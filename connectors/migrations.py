@@ -1,6 +1,7 @@
 """Idempotent schema migrations: safe on an empty database, run again, from several workers
-at once (an advisory lock serialises them), and on the producer team's existing `user_logins`
-table with rows (its columns are only ever added, never changed or dropped).
+at once (an advisory lock serialises them), and on an existing sink table with rows such as
+the producer team's `user_logins` (columns are only ever added, never retyped or dropped).
+The sink table's columns come from the declared fields (connectors/schema.py).
 
 Run by the owner (a login granted `logins_owner`) or a superuser. In one transaction: create
 the NOLOGIN roles if missing (connectors/roles.py; needs CREATEROLE the first time), hand
@@ -12,13 +13,13 @@ the recorded version is current, so a role that cannot run DDL starts fine.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from connectors import roles
+from connectors.schema import Column, TableSchema, table_schema
 from connectors.schemaversion import (
     SCHEMA_VERSION,
     VERSION_TABLE,
@@ -29,70 +30,64 @@ from connectors.schemaversion import (
 )
 from logins import audit
 from logins.auditsql import SEARCH_PATH, append_function_ddl
-from logins.config import AppConfig, MaskStep
+from logins.config import AppConfig
 from logins.vaultschema import tables
 
-# The analysts' table as the producer team published it: every column stays, with its type.
-ANALYST_COLUMNS = (
-    ("user_id", "varchar(128)"),
-    ("device_type", "varchar(32)"),
-    ("masked_ip", "varchar(256)"),
-    ("masked_device_id", "varchar(256)"),
-    ("locale", "varchar(32)"),
-    ("app_version", "integer"),
-    ("create_date", "date"),
-)
 LOCK_ID = 7_417_301  # pg_advisory_xact_lock key for migrations
 
 
-@dataclass(frozen=True)
-class Column:
-    name: str
-    sql_type: str
+class SchemaMismatch(RuntimeError):
+    """A declared column exists with another type: migrations never retype a column."""
 
 
-def row_columns(config: AppConfig) -> list[Column]:
-    """The columns the sink writes for a row, in COPY order: the schema's fields after masking,
-    then the delivery's columns. Version fields give an integer and its exact text."""
-    masked: dict[str, str] = {}
-    for step in config.steps:
-        if isinstance(step, MaskStep):
-            masked.update(step.fields)
-    columns = []
-    for name, spec in config.validate_step.fields.items():
-        if name in masked:
-            columns.append(Column(masked[name], "varchar(256)"))
-        elif spec.type == "version":
-            columns += [Column(name, "integer"), Column(f"{name}_text", "text")]
-        else:
-            columns.append(Column(name, "text"))
-    return [
-        *columns,
-        Column("message_id", "text"),
-        Column("sent_at", "timestamptz"),
-        Column("create_date", "date"),
+def _column_ddl(column: Column) -> sql.Composed:
+    default = (
+        sql.SQL(" DEFAULT {}").format(sql.SQL(column.default)) if column.default else sql.SQL("")
+    )
+    return sql.SQL("{} {}{}").format(sql.Identifier(column.name), sql.SQL(column.sql_type), default)
+
+
+def _sink_table(cur: psycopg.Cursor[Any], schema: TableSchema) -> None:
+    """Create the sink table from the declared fields, or add the columns it lacks. A
+    declared column whose existing type differs stops the start, naming both types."""
+    table = sql.Identifier(schema.table)
+    existing = dict(
+        cur.execute(
+            "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute"
+            " WHERE attrelid = to_regclass(quote_ident(%s)) AND attnum > 0 AND NOT attisdropped",
+            (schema.table,),
+        ).fetchall()
+    )
+    if not existing:
+        cur.execute(
+            sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(
+                table, sql.SQL(", ").join(_column_ddl(c) for c in schema.ddl)
+            )
+        )
+        return
+    wrong = [
+        f"{c.name} is {existing[c.name]}, declared {c.catalog_type}"
+        for c in schema.ddl
+        if c.name in existing and existing[c.name] != c.catalog_type
     ]
+    if wrong:
+        raise SchemaMismatch(
+            f"table {schema.table}: {'; '.join(wrong)}. Migrations never retype a column:"
+            " change the declared field, or migrate the column yourself"
+        )
+    for column in schema.ddl:
+        if column.name not in existing:
+            cur.execute(
+                sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {}").format(
+                    table, _column_ddl(column)
+                )
+            )
 
 
 def _statements(config: AppConfig) -> list[sql.Composed | sql.SQL]:
     sink, vault = config.sink, config.vault
     table = sql.Identifier(sink.table)
-    analyst = sql.SQL(", ").join(
-        sql.SQL("{} {}").format(sql.Identifier(n), sql.SQL(t)) for n, t in ANALYST_COLUMNS
-    )
-    existing = {n for n, _ in ANALYST_COLUMNS}
-    added = [c for c in row_columns(config) if c.name not in existing]
     statements: list[sql.Composed | sql.SQL] = [
-        sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(table, analyst),
-        *(
-            sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
-                table, sql.Identifier(c.name), sql.SQL(c.sql_type)
-            )
-            for c in added
-        ),
-        sql.SQL(
-            "ALTER TABLE {} ADD COLUMN IF NOT EXISTS loaded_at timestamptz DEFAULT now()"
-        ).format(table),
         sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} (message_id)").format(
             sql.Identifier(f"{sink.table}_message_id_key"), table
         ),
@@ -350,7 +345,7 @@ def _unified_view(config: AppConfig, conn: psycopg.Connection) -> sql.Composed:
 
 
 def _shape(config: AppConfig) -> list[tuple[str, str]]:
-    return [(c.name, c.sql_type) for c in row_columns(config)]
+    return [(c.name, c.sql_type) for c in table_schema(config).row]
 
 
 def schema_state(conn: psycopg.Connection[Any], config: AppConfig) -> SchemaState:
@@ -469,6 +464,7 @@ def migrate(conn: psycopg.Connection[Any], config: AppConfig) -> None:
         _prepare_roles(conn)
         _take_ownership(conn, config)
         cur.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(roles.OWNER)))
+        _sink_table(cur, table_schema(config))
         for statement in _statements(config):
             cur.execute(statement)
         _upgrade_erasures(conn, config)
@@ -482,7 +478,7 @@ def migrate(conn: psycopg.Connection[Any], config: AppConfig) -> None:
             (sql.Identifier(config.vault.audit_table).as_string(conn),),
         ).fetchone()
         assert sequence is not None and sequence[0] is not None
-        columns = [c.name for c in row_columns(config)]
+        columns = [c.name for c in table_schema(config).row]
         for statement in roles.grants(config, columns, schema, str(sequence[0])):
             cur.execute(statement)
         cur.execute(

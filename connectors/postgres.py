@@ -5,6 +5,10 @@ Write path: COPY the batch into a temporary staging table, then one statement cl
 message id in the ledger (`ON CONFLICT DO NOTHING`) and inserts into the outcome table only
 the ids it claimed. So a redelivered message, whatever the dedupe step thought this time,
 has no effect, and every message id is in exactly one of: rows, rejected, duplicates.
+
+The sink receives its own settings (`sink:` of the config), the table's columns
+(connectors/schema.py, from the declared fields) and what it shares with the steps (the
+seal cache, the sealer); it never sees the rest of the configuration.
 """
 
 from __future__ import annotations
@@ -32,17 +36,30 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from connectors.migrations import Column, ensure_schema, row_columns
+from connectors.schema import Column, TableSchema
 from connectors.schemaversion import SchemaError
 from connectors.sqs import Acker
 from logins import metrics, shutdown
-from logins.config import AppConfig
+from logins.config import PostgresSinkConfig
 from logins.records import Event, Rejection, VaultEntry
 from logins.sealcache import SealCache
 from logins.telemetry import producer_links, tracer
 from logins.vault import Sealer
 
+__all__ = [
+    "BatchCommitter",
+    "BatchResult",
+    "Committed",
+    "DatabaseUnavailable",
+    "PostgresSink",
+    "PostgresWriter",
+    "is_poison_error",
+]
+
 log = logging.getLogger(__name__)
+
+# Run on each new connection before the first write (the flow passes the migrations).
+OnConnect = Callable[[psycopg.Connection[Any]], None]
 
 
 def is_poison_error(exc: BaseException) -> bool:
@@ -67,14 +84,16 @@ class BatchResult:
     vault_entries: int
 
 
+# The staging table's columns beyond the row's, prefixed so that no declared column can
+# share a name with one of them.
 _DELIVERY = [
-    Column("outcome", "text"),
-    Column("receive_count", "integer"),
-    Column("reason", "text"),
-    Column("detail", "text"),
-    Column("sealed_body", "bytea"),
-    Column("vault_key_id", "text"),
-    Column("duplicate_of", "text"),
+    Column("_outcome", "text"),
+    Column("_receive_count", "integer"),
+    Column("_reason", "text"),
+    Column("_detail", "text"),
+    Column("_sealed_body", "bytea"),
+    Column("_vault_key_id", "text"),
+    Column("_duplicate_of", "text"),
 ]
 
 
@@ -84,14 +103,27 @@ def _ids(names: Sequence[str]) -> sql.Composed:
 
 class PostgresWriter:
     """A connection and the batch write path, retried with capped exponential backoff and
-    full jitter (tenacity) while the database is unavailable."""
+    full jitter (tenacity) while the database is unavailable.
 
-    def __init__(self, config: AppConfig) -> None:
-        self._config = config
-        self._row_columns = row_columns(config)
+    `settings` names the tables, the retry limits and the connect timeout; `schema` is the
+    row table's columns; `vault_table` takes the batch's vault entries; `on_connect` runs on
+    each new connection (the flow passes the migrations when `settings.migrate`)."""
+
+    def __init__(
+        self,
+        settings: PostgresSinkConfig,
+        schema: TableSchema,
+        *,
+        vault_table: str,
+        on_connect: OnConnect | None = None,
+    ) -> None:
+        self._settings = settings
+        self._vault_table = vault_table
+        self._on_connect = on_connect
+        self._row_columns = list(schema.row)
         self._stage_columns = [*self._row_columns, *_DELIVERY]
         # Binary COPY: no text escaping of the sealed bytes, no parsing of dates on the server.
-        self._stage_types = [c.sql_type.split("(", 1)[0] for c in self._stage_columns]
+        self._stage_types = [c.copy_type for c in self._stage_columns]
         self._row_plan = _row_plan(self._row_columns)
         self._conn: psycopg.Connection[Any] | None = None
         self._statements = self._build_statements()
@@ -104,7 +136,7 @@ class PostgresWriter:
         return dict(self._statements)
 
     def _build_statements(self) -> dict[str, sql.Composed | sql.SQL]:
-        sink, vault = self._config.sink, self._config.vault
+        sink = self._settings
         stage_names = [c.name for c in self._stage_columns]
         row_names = [c.name for c in self._row_columns]
         stage_ddl = sql.SQL(", ").join(
@@ -129,18 +161,18 @@ class PostgresWriter:
             "insert": sql.SQL(
                 "WITH claimed AS ("
                 " INSERT INTO {ledger} (message_id, outcome, sent_at)"
-                " SELECT message_id, outcome, sent_at FROM stage_events"
+                " SELECT message_id, _outcome, sent_at FROM stage_events"
                 " ON CONFLICT (message_id) DO NOTHING RETURNING message_id, outcome),"
                 " ins_rows AS (INSERT INTO {table} ({rows}) SELECT {s_rows} {claimed}'row'"
                 "  ON CONFLICT (message_id) DO NOTHING RETURNING 1),"
                 " ins_rejected AS (INSERT INTO {rejected} (message_id, reason, detail,"
                 "  sealed_body, vault_key_id, sent_at, create_date, receive_count)"
-                "  SELECT s.message_id, s.reason, s.detail, s.sealed_body, s.vault_key_id,"
-                "  s.sent_at, s.create_date, s.receive_count {claimed}'rejected'"
+                "  SELECT s.message_id, s._reason, s._detail, s._sealed_body, s._vault_key_id,"
+                "  s.sent_at, s.create_date, s._receive_count {claimed}'rejected'"
                 "  ON CONFLICT (message_id) DO NOTHING RETURNING 1),"
                 " ins_duplicates AS (INSERT INTO {duplicates} (message_id, duplicate_of,"
                 "  sent_at, create_date)"
-                "  SELECT s.message_id, s.duplicate_of, s.sent_at, s.create_date"
+                "  SELECT s.message_id, s._duplicate_of, s.sent_at, s.create_date"
                 "  {claimed}'duplicate' ON CONFLICT (message_id) DO NOTHING RETURNING 1)"
                 " SELECT (SELECT count(*) FROM ins_rows), (SELECT count(*) FROM ins_rejected),"
                 " (SELECT count(*) FROM ins_duplicates)"
@@ -161,7 +193,7 @@ class PostgresWriter:
                 "WITH ins AS (INSERT INTO {} (token, field, sealed, vault_key_id)"
                 " SELECT token, field, sealed, vault_key_id FROM stage_vault ORDER BY token"
                 " ON CONFLICT DO NOTHING RETURNING 1) SELECT count(*) FROM ins"
-            ).format(sql.Identifier(vault.table)),
+            ).format(sql.Identifier(self._vault_table)),
         }
 
     # -- connection ---------------------------------------------------------------------------
@@ -169,15 +201,16 @@ class PostgresWriter:
     def _connection(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
             conn = psycopg.connect(
-                self._config.sink.dsn.get_secret_value(),
+                self._settings.dsn.get_secret_value(),
                 application_name="logins-etl",
-                connect_timeout=self._config.sink.connect_timeout_seconds,
+                connect_timeout=self._settings.connect_timeout_seconds,
             )
-            try:  # no DDL on a current schema: the flow's role need not be able to
-                ensure_schema(conn, self._config, allow_migrate=self._config.sink.migrate)
-            except BaseException:
-                conn.close()
-                raise
+            if self._on_connect is not None:
+                try:  # no DDL on a current schema: the flow's role need not be able to
+                    self._on_connect(conn)
+                except BaseException:
+                    conn.close()
+                    raise
             conn.execute(self._statements["create_stage"])
             conn.commit()
             self._conn = conn
@@ -204,7 +237,7 @@ class PostgresWriter:
     # -- writing ------------------------------------------------------------------------------
 
     def _retrying(self) -> Retrying:
-        retry = self._config.sink.retry
+        retry = self._settings.retry
 
         def before_sleep(state: RetryCallState) -> None:
             metrics.DB_RETRIES.inc()
@@ -231,7 +264,7 @@ class PostgresWriter:
         except psycopg.OperationalError as exc:
             self._drop_connection()
             raise DatabaseUnavailable(
-                f"database still unavailable after {self._config.sink.retry.give_up_after_seconds}s"
+                f"database still unavailable after {self._settings.retry.give_up_after_seconds}s"
                 f" ({type(exc).__name__}); nothing of this batch was deleted from the queue"
             ) from None
 
@@ -277,7 +310,7 @@ class PostgresWriter:
         fields = event.fields or {}
         delivery = (message.message_id, sent_at, sent_at.date())
         get = fields.get
-        values = [get(name) if slot < 0 else delivery[slot] for name, slot in self._row_plan]
+        values = [get(key) if slot < 0 else delivery[slot] for key, slot in self._row_plan]
         rejection = event.rejection
         if rejection is None:
             outcome = "row" if event.duplicate_of is None else "duplicate"
@@ -294,8 +327,9 @@ _VAULT_TYPES = ["text", "text", "bytea", "text"]
 
 
 def _row_plan(columns: Sequence[Column]) -> list[tuple[str, int]]:
-    """Per row column: (field name, -1) for a field, or (name, index into the delivery tuple)."""
-    return [(c.name, _DELIVERY_SLOTS.get(c.name, -1)) for c in columns]
+    """Per row column: (its key in `Event.fields`, -1) for a field's column, or (its name,
+    index into the delivery tuple) for the delivery's."""
+    return [(c.name, _DELIVERY_SLOTS[c.name]) if c.key is None else (c.key, -1) for c in columns]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -331,12 +365,15 @@ class BatchCommitter:
 
     A batch the database refuses because of one row's data is split until that row is alone.
     The row is parked as a rejected row (`poison`, its fields sealed) once it was received
-    `sink.poison_after_attempts` times; before that it is handed back, to come again through
-    SQS redelivery. Any other error propagates (DatabaseUnavailable after the retries)."""
+    `poison_after_attempts` times; before that it is handed back, to come again through
+    SQS redelivery. Any other error propagates (DatabaseUnavailable after the retries).
+    `sealer` seals a parked row's fields."""
 
-    def __init__(self, config: AppConfig, sealer: Sealer) -> None:
-        self.writer = PostgresWriter(config)
-        self._poison_after = config.sink.poison_after_attempts
+    def __init__(
+        self, writer: PostgresWriter, *, poison_after_attempts: int, sealer: Sealer
+    ) -> None:
+        self.writer = writer
+        self._poison_after = poison_after_attempts
         self._sealer = sealer
 
     def commit(self, events: list[Event]) -> Committed:
@@ -380,7 +417,7 @@ class BatchCommitter:
         return self.writer.write([event])
 
 
-class PostgresPartition(StatelessSinkPartition[Event]):
+class _PostgresPartition(StatelessSinkPartition[Event]):
     """Commits each batch, then deletes its messages. A batch the database refuses because of
     one row's data is split until that row is alone; it is retried through SQS redelivery and
     parked as a rejected row (`poison`) once it was received `poison_after_attempts` times.
@@ -393,19 +430,29 @@ class PostgresPartition(StatelessSinkPartition[Event]):
     the flow ends even if no batch follows); batches queued behind it are released to the
     queue at once."""
 
-    def __init__(self, config: AppConfig, cache: SealCache, acker: Acker, sealer: Sealer) -> None:
-        self._config = config
-        self._committer = BatchCommitter(config, sealer)
+    def __init__(
+        self,
+        settings: PostgresSinkConfig,
+        committer: BatchCommitter,
+        *,
+        cache: SealCache,
+        acker: Acker,
+        max_release_seconds: int,
+        queue_name: str,
+    ) -> None:
+        self._settings = settings
+        self._max_release_seconds = max_release_seconds
+        self._committer = committer
         self._committer.writer.connect()
         metrics.LAST_COMMIT.set(time.time())  # "stalled" counts from the start until a commit
-        self._span_attributes = _messaging_attributes(config)
+        self._span_attributes = _messaging_attributes(queue_name)
         self._cache = cache
         self._acker = acker
         self._failure: BaseException | None = None
         self._queue: queue.Queue[list[Event] | None] | None = None
         self._thread: threading.Thread | None = None
-        if config.sink.queued_batches > 0:
-            self._queue = queue.Queue(maxsize=config.sink.queued_batches)
+        if settings.queued_batches > 0:
+            self._queue = queue.Queue(maxsize=settings.queued_batches)
             self._thread = threading.Thread(target=self._drain, name="postgres-writer", daemon=True)
             self._thread.start()
 
@@ -501,11 +548,11 @@ class PostgresPartition(StatelessSinkPartition[Event]):
                 "message %s refused by the database (attempt %d of %d): %s",
                 event.message.message_id,
                 event.message.receive_count,
-                self._config.sink.poison_after_attempts,
+                self._settings.poison_after_attempts,
                 reason,
             )
         for event, _ in poisoned:
-            delay = min(2**event.message.receive_count, self._config.source.visibility_timeout)
+            delay = min(2**event.message.receive_count, self._max_release_seconds)
             self._acker.release([event.message], after_seconds=delay)
 
     def close(self) -> None:
@@ -517,14 +564,14 @@ class PostgresPartition(StatelessSinkPartition[Event]):
         self._raise_failure()
 
 
-def _messaging_attributes(config: AppConfig) -> dict[str, str]:
+def _messaging_attributes(queue_name: str) -> dict[str, str]:
     """OpenTelemetry's messaging attributes of a batch span (semantic conventions for a batch
     that is received and processed): the system and the queue's name, never a message's data."""
     return {
         "messaging.system": "aws_sqs",
         "messaging.operation.type": "process",
         "messaging.operation.name": "process",
-        "messaging.destination.name": config.source.queue_url.rstrip("/").rsplit("/", 1)[-1],
+        "messaging.destination.name": queue_name,
     }
 
 
@@ -561,17 +608,69 @@ def _count(items: Sequence[Event], result: BatchResult) -> None:
 
 
 class PostgresSink(DynamicSink[Event]):
+    """Writes every event into PostgreSQL: a row, a rejected row or a duplicate, plus the
+    batch's vault entries, in one transaction per batch.
+
+    Delivery guarantee: exactly-once effect over an at-least-once source. Each message id is
+    claimed once in the ledger, so a redelivered message writes nothing; its message is
+    deleted from the queue (through the acker) only after its transaction committed.
+
+    Unit of parallelism: one partition per worker, each with its own connection and writer
+    thread. Partitions share nothing but the database (and the seal cache of the process).
+
+    `settings` is the config's `sink:`; `schema` the row table's columns (from the declared
+    fields); `vault_table` where the vault entries go; `cache` the seal cache the mask step
+    shares; `sealer` seals a row the database keeps refusing; `acker_factory` gives each
+    partition its acker; `max_release_seconds` caps the delay before a refused row comes back
+    (the source's visibility timeout); `queue_name` names the queue in the batch spans;
+    `on_connect` runs on each new connection (the schema check or migrations)."""
+
     def __init__(
         self,
-        config: AppConfig,
+        settings: PostgresSinkConfig,
+        schema: TableSchema,
+        *,
+        vault_table: str,
         cache: SealCache,
-        acker_factory: Callable[[], Acker],
         sealer: Sealer,
+        acker_factory: Callable[[], Acker],
+        max_release_seconds: int,
+        queue_name: str,
+        on_connect: OnConnect | None = None,
     ) -> None:
-        self._config = config
+        self._settings = settings
+        self._queue_name = queue_name
+        self._schema = schema
+        self._vault_table = vault_table
         self._cache = cache
-        self._acker_factory = acker_factory
         self._sealer = sealer
+        self._acker_factory = acker_factory
+        self._max_release_seconds = max_release_seconds
+        self._on_connect = on_connect
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> PostgresPartition:
-        return PostgresPartition(self._config, self._cache, self._acker_factory(), self._sealer)
+    def writer(self) -> PostgresWriter:
+        """A writer with this sink's settings (a partition holds one; benchmarks use one)."""
+        return PostgresWriter(
+            self._settings,
+            self._schema,
+            vault_table=self._vault_table,
+            on_connect=self._on_connect,
+        )
+
+    def committer(self) -> BatchCommitter:
+        """A writer with the poison rule (a partition holds one; so does the Lambda handler)."""
+        return BatchCommitter(
+            self.writer(),
+            poison_after_attempts=self._settings.poison_after_attempts,
+            sealer=self._sealer,
+        )
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _PostgresPartition:
+        return _PostgresPartition(
+            self._settings,
+            self.committer(),
+            cache=self._cache,
+            acker=self._acker_factory(),
+            max_release_seconds=self._max_release_seconds,
+            queue_name=self._queue_name,
+        )

@@ -9,6 +9,7 @@ recovered state, so names are part of the contract once a flow runs with recover
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -16,8 +17,10 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 
+from connectors.migrations import ensure_schema
 from connectors.postgres import PostgresSink
-from connectors.sqs import NoAcker, SqsSource
+from connectors.schema import table_schema
+from connectors.sqs import Acker, NoAcker, SqsSource
 from flows.steps import dedupe
 from flows.steps.mask import Masker
 from flows.steps.validate import Validator
@@ -26,6 +29,7 @@ from logins.config import AppConfig, DedupeStep, MaskStep, ValidateStep
 from logins.records import Event, SqsMessage
 from logins.sealcache import SealCache
 from logins.secrets import Secrets, load_secrets
+from logins.vault import Sealer
 
 
 def build_flow(
@@ -33,7 +37,7 @@ def build_flow(
     *,
     secrets: Secrets | None = None,
     source: Source[SqsMessage] | None = None,
-    acker_factory: Callable[[], Any] | None = None,
+    acker_factory: Callable[[], Acker] | None = None,
 ) -> Dataflow:
     """The logins dataflow. `source`/`acker_factory` replace SQS (in-process benchmarks)."""
     shutdown.reset()  # a stop requested for an earlier flow in this process does not carry over
@@ -55,9 +59,33 @@ def build_flow(
         elif isinstance(step, MaskStep):
             masker = Masker(step, secrets.tokenizer, secrets.sealer, cache)
             stream = op.flat_map_batch(step.name, stream, masker.batch)
-    sink = PostgresSink(config, cache, acker_factory or NoAcker, secrets.sealer)
+    sink = postgres_sink(config, cache=cache, sealer=secrets.sealer, acker_factory=acker_factory)
     op.output("postgres", stream, sink)
     return flow
+
+
+def postgres_sink(
+    config: AppConfig,
+    *,
+    cache: SealCache,
+    sealer: Sealer,
+    acker_factory: Callable[[], Acker] | None = None,
+) -> PostgresSink:
+    """The sink for `config`: its own settings, the table's columns from the declared fields,
+    and the schema check on connecting (which migrates an older schema if `sink.migrate`)."""
+    return PostgresSink(
+        config.sink,
+        table_schema(config),
+        vault_table=config.vault.table,
+        cache=cache,
+        sealer=sealer,
+        acker_factory=acker_factory or NoAcker,
+        max_release_seconds=config.source.visibility_timeout,
+        queue_name=config.source.queue_url.rstrip("/").rsplit("/", 1)[-1],
+        on_connect=functools.partial(
+            ensure_schema, config=config, allow_migrate=config.sink.migrate
+        ),
+    )
 
 
 def _dedupe(step: DedupeStep, stream: Stream[Event]) -> Stream[Event]:

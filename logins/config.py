@@ -207,13 +207,47 @@ class DatabaseRetryConfig(_Strict):
     give_up_after_seconds: float = Field(300, gt=0)
 
 
+# sink.<key> -> the suffix of its default name after sink.table
+_DERIVED_TABLES = {
+    "rejected_table": "_rejected",
+    "duplicates_table": "_duplicates",
+    "ledger_table": "_ledger",
+}
+
+
 class PostgresSinkConfig(_Strict):
-    type: Literal["postgres"]
-    dsn: SecretStr = Field(description="a libpq DSN, or a secretsmanager:/ssm: reference to one")
-    table: str = "user_logins"
-    rejected_table: str = "user_logins_rejected"
-    duplicates_table: str = "user_logins_duplicates"
-    ledger_table: str = "logins_ledger"
+    """The PostgreSQL sink: the table of rows and its companions, written in one transaction
+    per batch."""
+
+    type: Literal["postgres"] = Field(description="the sink's kind (the only one: `postgres`)")
+    dsn: SecretStr = Field(
+        description="a libpq connection URL, or a `secretsmanager:`/`ssm:` reference to one; it"
+        " holds the password, so it comes from the environment (`${DATABASE_URL}`) or a secret"
+        " store, never from a file in the repository"
+    )
+    table: str = Field(
+        description="the table of rows (no default: a second stream must never write into"
+        " another's table); created from the declared fields if missing, upgraded in place"
+        " (columns are only added) if it exists"
+    )
+    published_columns: list[str] = Field(
+        default_factory=list,
+        description="columns a new table starts with, in this order: a published DDL that"
+        " readers rely on. Types come from the declared fields; a listed column of a field"
+        " that is masked later stays (NULL in new rows)",
+    )
+    rejected_table: str = Field(
+        description="rejected messages: reason, detail (field names, never values), sealed body",
+        json_schema_extra={"derived_default": "<table>_rejected"},
+    )
+    duplicates_table: str = Field(
+        description="resends recognised by the dedupe step, each pointing at the first",
+        json_schema_extra={"derived_default": "<table>_duplicates"},
+    )
+    ledger_table: str = Field(
+        description="every message id the pipeline committed, once, with its outcome",
+        json_schema_extra={"derived_default": "<table>_ledger"},
+    )
     migrate: bool = Field(
         True,
         description="apply the migrations at start when the schema is older than this version"
@@ -233,7 +267,9 @@ class PostgresSinkConfig(_Strict):
         le=64,
         description="batches waiting for the sink's writer thread (0: write on the worker thread)",
     )
-    retry: DatabaseRetryConfig = Field(default_factory=DatabaseRetryConfig)
+    retry: DatabaseRetryConfig = Field(
+        default_factory=DatabaseRetryConfig, description="while the database is away"
+    )
     connect_timeout_seconds: int = Field(
         10, ge=1, le=300, description="per connection attempt (libpq connect_timeout)"
     )
@@ -243,6 +279,30 @@ class PostgresSinkConfig(_Strict):
     @property
     def dsn_ref(self) -> SecretRef | None:
         return self._dsn_ref
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_table_names(cls, data: Any) -> Any:
+        """`<table>_rejected`, `<table>_duplicates`, `<table>_ledger` unless named."""
+        if isinstance(data, dict) and isinstance(data.get("table"), str):
+            table = data["table"]
+            data = {
+                **{key: f"{table}{suffix}" for key, suffix in _DERIVED_TABLES.items()},
+                **data,
+            }
+        return data
+
+    @model_validator(mode="after")
+    def _check_names(self) -> PostgresSinkConfig:
+        tables = [self.table, self.rejected_table, self.duplicates_table, self.ledger_table]
+        if len(set(tables)) != len(tables):
+            raise ValueError(f"the sink's tables must differ, got {tables}")
+        repeated = sorted(
+            {c for c in self.published_columns if self.published_columns.count(c) > 1}
+        )
+        if repeated:
+            raise ValueError(f"published_columns: {repeated} listed more than once")
+        return self
 
 
 # --- secrets, vault, telemetry ------------------------------------------------------------------

@@ -8,10 +8,12 @@ import click
 import psycopg
 import yaml
 
+from connectors.migrations import SchemaMismatch
 from connectors.migrations import migrate as apply
+from connectors.schema import table_schema
 from connectors.schemaversion import SCHEMA_VERSION
 from logins.cli.common import connect, selected_config
-from logins.config import describe
+from logins.config import AppConfig, ConfigError, describe
 from logins.keys import KeyFileError, generate_keys, generate_token_key
 from logins.secrets import load_secrets
 
@@ -51,6 +53,7 @@ def check() -> None:
         secrets = load_secrets(config)
     except KeyFileError as exc:
         raise click.ClickException(str(exc)) from None
+    _table_schema(config)
     click.echo(yaml.safe_dump(describe(config), sort_keys=False).rstrip())
     click.echo(
         f"# ok: token key id {secrets.tokenizer.key_id}, vault key id {secrets.sealer.key_id}"
@@ -66,6 +69,7 @@ def migrate() -> None:
     of every object, grants each role its part and records the schema version. Grant the
     roles to login users yourself (docs/vault.md#roles)."""
     config = selected_config()
+    _table_schema(config)
     with connect(config) as conn:
         try:
             apply(conn, config)
@@ -75,4 +79,16 @@ def migrate() -> None:
                 " superuser the first time (it creates the roles), later as a member of"
                 " logins_owner"
             ) from None
+        except SchemaMismatch as exc:
+            raise click.ClickException(str(exc)) from None
     click.echo(f"migrations applied: schema version {SCHEMA_VERSION}, roles and grants in place")
+
+
+def _table_schema(config: AppConfig) -> None:
+    """The sink table's columns must follow from the declared fields (names, clashes)."""
+    try:
+        table_schema(config)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+

@@ -10,6 +10,7 @@ the validator must give is unambiguous.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import random
 from array import array
@@ -20,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from logins.config import ValidateStep, load_config
 from logins.records import REASONS as VALIDATOR_REASONS
 
 VALID = "valid"
@@ -28,17 +30,16 @@ MALFORMED = "malformed"
 KINDS = (VALID, RESEND, MALFORMED)
 
 # The validator's reason codes, in the order it checks: size, JSON, object, then per field
-# (in FIELDS order) missing -> null -> type -> length -> value.
+# (in the schema's order) missing -> null -> type -> length -> value.
 REASONS = VALIDATOR_REASONS
-FIELDS = ("user_id", "app_version", "device_type", "ip", "locale", "device_id")
-REQUIRED_FIELDS = ("user_id", "app_version", "device_type", "ip", "device_id")  # not locale
-MAX_LENGTHS = {
-    "user_id": 128,
-    "app_version": 64,
-    "device_type": 32,
-    "ip": 64,
-    "locale": 32,
-    "device_id": 256,
+# The producer's format: the keys the realistic bodies below are written with, in the order
+# the producer writes them. Their limits (required, nullable, lengths, types) are read from
+# the declared schema, never restated here; other schemas: logins.dev.records.
+PRODUCER_KEYS = ("user_id", "app_version", "device_type", "ip", "locale", "device_id")
+_PLACEHOLDER_ENV = {
+    "SQS_QUEUE_URL": "-",
+    "LOGINS_TOKEN_KEY_FILE": "-",
+    "LOGINS_VAULT_PUBLIC_KEY_FILE": "-",
 }
 MAX_USERS = 200_000  # caps the population, which is what bounds memory on long streams
 MIN_BODY_BYTES = 1024  # room for every non-too_large body the generator writes
@@ -229,8 +230,11 @@ def iter_messages(
     malformed_rate: float = 0.03,
     resend_rate: float = 0.02,
     max_body_bytes: int = 16384,
+    schema: ValidateStep | None = None,
 ) -> Iterator[GeneratedMessage]:
-    """Yield `n` messages, deterministically for `seed`; arguments are checked at the call."""
+    """Yield `n` messages, deterministically for `seed`; arguments are checked at the call.
+    `schema`: the declared fields whose limits the malformed messages break (default: the
+    shipped logins stream's); its keys must be the producer's format."""
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     if not (0.0 <= malformed_rate <= 1.0 and 0.0 <= resend_rate <= 1.0):
@@ -239,7 +243,9 @@ def iter_messages(
         raise ValueError("malformed_rate + resend_rate must not exceed 1")
     if max_body_bytes < MIN_BODY_BYTES:
         raise ValueError(f"max_body_bytes must be >= {MIN_BODY_BYTES}, got {max_body_bytes}")
-    return _stream(n, seed, malformed_rate, resend_rate, max_body_bytes)
+    schema = schema or logins_schema()
+    _check_schema(schema)
+    return _stream(n, seed, malformed_rate, resend_rate, max_body_bytes, schema)
 
 
 def generate(
@@ -249,6 +255,7 @@ def generate(
     malformed_rate: float = 0.03,
     resend_rate: float = 0.02,
     max_body_bytes: int = 16384,
+    schema: ValidateStep | None = None,
 ) -> list[GeneratedMessage]:
     """All of `iter_messages(n, ...)` as a list, for small runs and tests."""
     return list(
@@ -258,12 +265,32 @@ def generate(
             malformed_rate=malformed_rate,
             resend_rate=resend_rate,
             max_body_bytes=max_body_bytes,
+            schema=schema,
         )
     )
 
 
+@functools.lru_cache(maxsize=1)
+def logins_schema() -> ValidateStep:
+    """The declared fields of the shipped logins stream (config/base.yaml; no key is read)."""
+    return load_config(_PLACEHOLDER_ENV).validate_step
+
+
+def _check_schema(schema: ValidateStep) -> None:
+    if tuple(schema.fields) != PRODUCER_KEYS:
+        raise ValueError(
+            f"this generator writes the producer's login format {list(PRODUCER_KEYS)}; the"
+            f" schema declares {list(schema.fields)} (use logins.dev.records for other streams)"
+        )
+
+
 def _stream(
-    n: int, seed: int, malformed_rate: float, resend_rate: float, max_body_bytes: int
+    n: int,
+    seed: int,
+    malformed_rate: float,
+    resend_rate: float,
+    max_body_bytes: int,
+    schema: ValidateStep,
 ) -> Iterator[GeneratedMessage]:
     """The hot loop: the draw inlined, locals only, bodies written by hand (the values never
     need JSON escaping), so that it runs at over 100k messages/s."""
@@ -275,7 +302,7 @@ def _stream(
     size = population.size
     zipf_a = population.zipf_a
     zipf_inv = population.zipf_inv
-    malformed = _Malformed(rng, population, max_body_bytes)
+    malformed = _Malformed(rng, population, max_body_bytes, schema)
     resend_below = malformed_rate + resend_rate
     # The valid 6-tuples seen so far, each as its exact packed index key + 1 (0 is a free
     # slot) in an open-addressing uint32 table sized once for n: 8 bytes per message at most,
@@ -367,12 +394,39 @@ def _dumps(obj: Any) -> str:
 class _Malformed:
     """Bodies with exactly one defect each, so the expected reason is unambiguous."""
 
-    __slots__ = ("_makers", "max_body_bytes", "population", "rng")
+    __slots__ = (
+        "_makers",
+        "emptiable",
+        "fields",
+        "max_body_bytes",
+        "non_nullable",
+        "population",
+        "required",
+        "rng",
+        "specs",
+    )
 
-    def __init__(self, rng: random.Random, population: _Population, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        rng: random.Random,
+        population: _Population,
+        max_body_bytes: int,
+        schema: ValidateStep,
+    ) -> None:
         self.rng = rng
         self.population = population
         self.max_body_bytes = max_body_bytes
+        self.specs = schema.fields
+        self.fields = tuple(schema.fields)
+        self.required = tuple(n for n, s in schema.fields.items() if s.required)
+        self.non_nullable = tuple(n for n, s in schema.fields.items() if not s.nullable)
+        # invalid_value: an empty text, or a bad address (twice as often) for an ip field
+        self.emptiable = tuple(
+            n
+            for n, s in schema.fields.items()
+            if not s.nullable
+            for _ in range(2 if s.format == "ip" else 1)
+        )
         self._makers: dict[str, Callable[[], str]] = {
             "too_large": self._too_large,
             "not_json": self._not_json,
@@ -452,25 +506,26 @@ class _Malformed:
         obj = self._present(self._base())
         if r < 0.15:  # wrapped in an envelope
             return _dumps({"message": obj})
-        del obj[rng.choice(REQUIRED_FIELDS)]
+        del obj[rng.choice(self.required)]
         return _dumps(obj)
 
     def _null_field(self) -> str:
         obj = self._base()
-        obj[self.rng.choice(REQUIRED_FIELDS)] = None
+        obj[self.rng.choice(self.non_nullable)] = None
         return _dumps(self._present(obj))
 
     def _wrong_type(self) -> str:
         rng = self.rng
         obj = self._base()
-        field = rng.choice(FIELDS)
+        field = rng.choice(self.fields)
+        spec = self.specs[field]
         current = obj[field] if isinstance(obj[field], str) else "US"
         variant = rng.randrange(4)
         value: Any
         if variant == 0:  # a number, as a careless producer writes versions and ips
-            if field == "app_version":
+            if spec.type == "version":
                 value = 2.3
-            elif field == "ip":
+            elif spec.format == "ip":
                 value = rng.getrandbits(32)
             else:
                 value = rng.randint(0, 1_000_000)
@@ -486,9 +541,9 @@ class _Malformed:
     def _too_long(self) -> str:
         rng = self.rng
         obj = self._base()
-        field = rng.choice(FIELDS)
-        length = MAX_LENGTHS[field] + rng.randint(1, 40)
-        seed_text = {
+        field = rng.choice(self.fields)
+        length = self.specs[field].max_length + rng.randint(1, 40)
+        seed_text = {  # what a runaway value of each key of the producer's format looks like
             "user_id": obj["user_id"],
             "app_version": "1.",
             "device_type": "android",
@@ -502,6 +557,6 @@ class _Malformed:
     def _invalid_value(self) -> str:
         rng = self.rng
         obj = self._base()
-        field = rng.choice(("user_id", "app_version", "device_type", "ip", "ip", "device_id"))
-        obj[field] = rng.choice(_BAD_IPS) if field == "ip" else ""
+        field = rng.choice(self.emptiable)
+        obj[field] = rng.choice(_BAD_IPS) if self.specs[field].format == "ip" else ""
         return _dumps(self._present(obj))

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from bytewax.outputs import StatelessSinkPartition
 
-from connectors.postgres import PostgresPartition
+from flows.builder import postgres_sink
 from flows.steps.mask import Masker
 from flows.steps.validate import Validator
 from logins import shutdown
@@ -75,13 +76,23 @@ def _batches(config: AppConfig, count: int, size: int) -> list[list[Event]]:
     ]
 
 
+def _partition(config: AppConfig, acker: RecordingAcker) -> StatelessSinkPartition[Event]:
+    sink = postgres_sink(
+        config,
+        cache=SealCache(1000),
+        sealer=load_secrets(config).sealer,
+        acker_factory=lambda: acker,
+    )
+    return sink.build("postgres", 0, 1)
+
+
 def test_batches_commit_in_the_background_and_are_deleted_after_commit(
     flow_env: dict[str, str], database_url: str, tmp_path: Path
 ) -> None:
     config = config_for(flow_env, tmp_path, QUEUED)
     acker = RecordingAcker(database_url)
     batches = _batches(config, 8, 100)
-    partition = PostgresPartition(config, SealCache(1000), acker, load_secrets(config).sealer)
+    partition = _partition(config, acker)
     for batch in batches:
         partition.write_batch(batch)
     partition.close()  # waits for the queued batches
@@ -100,7 +111,7 @@ def test_a_failure_on_the_writer_thread_stops_the_flow_and_loses_nothing(
     config = config_for(flow_env, tmp_path, QUEUED)
     acker = RecordingAcker(database_url)
     batches = _batches(config, 6, 50)
-    partition = PostgresPartition(config, SealCache(1000), acker, load_secrets(config).sealer)
+    partition = _partition(config, acker)
     partition.write_batch(batches[0])
     first = [e.message.message_id for e in batches[0]]
     deadline = time.monotonic() + 30

@@ -1,0 +1,148 @@
+"""Tables from the declared schema, against a real PostgreSQL: created from the fields,
+upgraded by adding columns only, and a declared column of another type refused at start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from connectors.migrations import SchemaMismatch, migrate
+from logins.config import AppConfig, load_config
+from tests.helpers import config_for, fetch
+
+# The producer team's DDL exactly as published (DESIGN.md, README).
+PUBLISHED_DDL = (
+    "CREATE TABLE {name}(user_id varchar(128), device_type varchar(32),"
+    " masked_ip varchar(256), masked_device_id varchar(256), locale varchar(32),"
+    " app_version integer, create_date date)"
+)
+STREAM = """
+source: {type: sqs, queue_url: "http://q"}
+steps:
+  - type: validate
+    fields:
+      name:  {type: string, max_length: 40}
+      n:     {type: integer}
+      x:     {type: number}
+      flag:  {type: boolean}
+      at:    {type: timestamp}
+      plan:  {type: enum, values: [a, b]}
+      v:     {type: version}
+      email: {type: string, pii: true}
+  - type: mask
+    fields: {email: masked_email}
+sink: {type: postgres, dsn: "%s", table: things}
+tokens: {key_file: /k}
+vault: {public_key_file: /v, table: things_vault}
+"""
+
+
+def columns(conn: Any, table: str) -> list[tuple[str, str]]:
+    return [
+        (name, kind)
+        for name, kind in fetch(
+            conn,
+            "SELECT attname::text, format_type(atttypid, atttypmod) FROM pg_attribute"
+            " WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped"
+            " ORDER BY attnum",
+            table,
+        )
+    ]
+
+
+def stream(tmp_path: Path, database_url: str, text: str = STREAM) -> AppConfig:
+    path = tmp_path / "things.yaml"
+    path.write_text(text % database_url)
+    return load_config({"LOGINS_CONFIG": str(path)})
+
+
+def test_a_fresh_database_gets_the_published_ddl_for_the_shipped_config(
+    flow_env: dict[str, str], database_url: str
+) -> None:
+    config = config_for(flow_env)
+    with psycopg.connect(database_url) as conn:
+        migrate(conn, config)
+        conn.execute(PUBLISHED_DDL.format(name="published"))
+        made = columns(conn, "user_logins")
+        assert made[:7] == columns(conn, "published")  # same names, order and types
+        assert made[7:] == [
+            ("app_version_text", "text"),
+            ("message_id", "text"),
+            ("sent_at", "timestamp with time zone"),
+            ("loaded_at", "timestamp with time zone"),
+        ]
+        tables = {r[0] for r in fetch(conn, "SELECT tablename FROM pg_tables")}
+        assert {"user_logins_rejected", "user_logins_duplicates", "logins_ledger"} <= tables
+
+
+def test_every_field_type_gets_its_column_type(tmp_path: Path, database_url: str) -> None:
+    config = stream(tmp_path, database_url)
+    with psycopg.connect(database_url) as conn:
+        migrate(conn, config)
+        migrate(conn, config)  # idempotent
+        assert columns(conn, "things") == [
+            ("name", "character varying(40)"),
+            ("n", "bigint"),
+            ("x", "double precision"),
+            ("flag", "boolean"),
+            ("at", "timestamp with time zone"),
+            ("plan", "text"),
+            ("v", "integer"),
+            ("v_text", "text"),
+            ("masked_email", "character varying(256)"),
+            ("message_id", "text"),
+            ("sent_at", "timestamp with time zone"),
+            ("create_date", "date"),
+            ("loaded_at", "timestamp with time zone"),
+        ]
+        tables = {r[0] for r in fetch(conn, "SELECT tablename FROM pg_tables")}
+        assert {
+            "things_rejected",
+            "things_duplicates",
+            "things_ledger",
+            "things_vault",
+            "things_erasures",
+            "things_token_aliases",
+        } <= tables
+
+
+def test_an_existing_table_gains_the_declared_columns_and_keeps_its_own(
+    tmp_path: Path, database_url: str
+) -> None:
+    with psycopg.connect(database_url) as conn:
+        conn.execute("CREATE TABLE things (name varchar(40), legacy text)")
+        conn.execute("INSERT INTO things VALUES ('a', 'kept')")
+        conn.commit()
+        migrate(conn, stream(tmp_path, database_url))
+        made = columns(conn, "things")
+        assert made[:2] == [("name", "character varying(40)"), ("legacy", "text")]
+        assert ("flag", "boolean") in made and ("loaded_at", "timestamp with time zone") in made
+        assert fetch(conn, "SELECT name, legacy FROM things") == [("a", "kept")]
+
+
+@pytest.mark.parametrize(
+    ("existing", "mismatch"),
+    [
+        ("name text", "name is text, declared character varying(40)"),
+        ("name varchar(20)", "name is character varying(20), declared character varying(40)"),
+        ("n integer", "n is integer, declared bigint"),
+        ("at timestamp", "at is timestamp without time zone, declared timestamp with time zone"),
+    ],
+)
+def test_a_declared_column_of_another_type_stops_the_start(
+    tmp_path: Path, database_url: str, existing: str, mismatch: str
+) -> None:
+    with psycopg.connect(database_url) as conn:
+        conn.execute(f"CREATE TABLE things ({existing})")
+        conn.commit()
+        before = columns(conn, "things")
+        with pytest.raises(SchemaMismatch) as info:
+            migrate(conn, stream(tmp_path, database_url))
+        assert str(info.value).startswith(f"table things: {mismatch}.")
+        assert "never retype" in str(info.value)
+        conn.rollback()
+        assert columns(conn, "things") == before  # nothing added, nothing changed
+        assert fetch(conn, "SELECT to_regclass('things_ledger')") == [(None,)]

@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/logins demo
 
-## make test: lint, type-check and the whole test suite (unit, integration, end-to-end)
+## make test: lint, type-check, the import layers and the whole test suite (unit, integration, end-to-end)
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
 
@@ -26,6 +26,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache
@@ -65,3 +66,8 @@ CONTAINER_TESTS += tests/container/check_cluster.py
 
 container-test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(CONTAINER_TESTS)
+
+## make docs: docs/configuration.md from the configuration models (a test fails when stale)
+.PHONY: docs
+docs: $(STAMP)
+	$(BIN)/python -m logins.dev.configdoc > docs/configuration.md

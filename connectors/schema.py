@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from logins.config import AppConfig, ConfigError, FieldSpec, MaskStep
 
-__all__ = ["Column", "TableSchema", "table_schema"]
+__all__ = ["COLUMN_TYPES", "Column", "TableSchema", "table_schema"]
 
 MASKED_SQL_TYPE = "varchar(256)"  # a token is `<key id>.<32 hex>`; room for long key ids
 _SQL_TYPES = {
@@ -29,6 +29,12 @@ _SQL_TYPES = {
     "timestamp": "timestamptz",
     "enum": "text",
     "version": "integer",
+}
+# Per field type, its column as the docs state it (docs/configuration.md is generated from it).
+COLUMN_TYPES = {
+    "string": "varchar(max_length)",
+    **_SQL_TYPES,
+    "version": "integer + <column>_text text",
 }
 # How PostgreSQL's format_type() prints the types above (what the catalog says a column is).
 _CATALOG_NAMES = {"varchar": "character varying", "timestamptz": "timestamp with time zone"}

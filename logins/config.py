@@ -47,23 +47,49 @@ class _Strict(BaseModel):
 class SqsRetryConfig(_Strict):
     """botocore's own retry modes: exponential backoff with jitter, throttling-aware."""
 
-    mode: Literal["standard", "adaptive", "legacy"] = "standard"
-    max_attempts: int = Field(10, ge=1, le=100)
+    mode: Literal["standard", "adaptive", "legacy"] = Field(
+        "standard",
+        description="botocore's retry mode; `adaptive` also rate-limits the client when SQS"
+        " throttles",
+    )
+    max_attempts: int = Field(
+        10, ge=1, le=100, description="attempts per SQS call, the first one included"
+    )
 
 
 class SqsSourceConfig(_Strict):
-    type: Literal["sqs"]
-    queue_url: str
-    endpoint_url: str | None = None
-    region: str = "us-east-1"
-    wait_time_seconds: int = Field(1, ge=0, le=20, description="long-poll wait in the receiver")
-    visibility_timeout: int = Field(60, ge=1, le=43200)
+    """The SQS source: every worker polls the queue; SQS hands each message to one of them."""
+
+    type: Literal["sqs"] = Field(description="the source's kind (the only one: `sqs`)")
+    queue_url: str = Field(description="the queue's URL")
+    endpoint_url: str | None = Field(
+        None, description="an SQS endpoint other than AWS's (LocalStack, moto); unset: AWS"
+    )
+    region: str = Field("us-east-1", description="the AWS region of the queue")
+    wait_time_seconds: int = Field(
+        1, ge=0, le=20, description="long-poll wait of a ReceiveMessage call, in the receiver"
+    )
+    visibility_timeout: int = Field(
+        60,
+        ge=1,
+        le=43200,
+        description="seconds a received message stays hidden; the flow extends it while it"
+        " holds the message, and an uncommitted message reappears after it",
+    )
     max_messages: int = Field(10, ge=1, le=10, description="per ReceiveMessage call (SQS max 10)")
     receivers: int = Field(1, ge=1, le=32, description="concurrent receive threads per worker")
-    max_batch: int = Field(1000, ge=1, description="most messages handed to the flow per poll")
+    max_batch: int = Field(
+        1000,
+        ge=1,
+        description="most messages handed to the flow per poll; every step and the sink's"
+        " transaction work per batch",
+    )
     prefetch: int = Field(2000, ge=10, description="most received messages buffered per worker")
     stop_when_idle: float | None = Field(
-        None, gt=0, description="end the flow once the queue was empty this many seconds"
+        None,
+        gt=0,
+        description="end the flow once the queue was empty this many seconds (batch mode);"
+        " `LOGINS_STOP_WHEN_IDLE` sets it for any config file",
     )
     queue_metrics_interval_seconds: float = Field(
         15,
@@ -72,7 +98,9 @@ class SqsSourceConfig(_Strict):
         description="how often one GetQueueAttributes per process refreshes the"
         " logins_queue_messages gauges",
     )
-    retry: SqsRetryConfig = Field(default_factory=SqsRetryConfig)
+    retry: SqsRetryConfig = Field(
+        default_factory=SqsRetryConfig, description="retries of SQS calls"
+    )
 
 
 # --- steps --------------------------------------------------------------------------------------
@@ -162,34 +190,62 @@ class FieldSpec(_Strict):
         return self
 
 
+_STEP_NAME = (
+    "the step's Bytewax step id; renaming a stateful step (dedupe) drops its recovered state"
+)
+
+
 class ValidateStep(_Strict):
-    type: Literal["validate"]
-    name: str = "validate"
-    max_body_bytes: int = Field(16384, ge=64, le=262144)
-    fields: dict[str, FieldSpec]
+    """The first step: each body becomes checked fields, or a rejection with one reason."""
+
+    type: Literal["validate"] = Field(description="`validate`")
+    name: str = Field("validate", description=_STEP_NAME)
+    max_body_bytes: int = Field(
+        16384, ge=64, le=262144, description="a longer body (in UTF-8 bytes) is `too_large`"
+    )
+    fields: dict[str, FieldSpec] = Field(
+        description="the message's fields, checked in this order; unknown keys are ignored"
+    )
 
 
 class DedupeStep(_Strict):
-    type: Literal["dedupe"]
-    name: str = "dedupe"
-    window_seconds: float = Field(600, gt=0, description="same login within this SentTimestamp gap")
+    """Recognises a record sent twice: the same declared fields within a window."""
+
+    type: Literal["dedupe"] = Field(description="`dedupe`")
+    name: str = Field("dedupe", description=_STEP_NAME)
+    window_seconds: float = Field(
+        600, gt=0, description="the same record within this SentTimestamp gap is a resend"
+    )
     shards: int = Field(64, ge=1, le=4096, description="state keys; each holds many fingerprints")
     # ~180 bytes per fingerprint: 64 x 2,000 is ~23 MB, the whole window up to ~210 msg/s
     # sustained; above that rate the horizon is the last ~128k logins (docs/operations.md).
     max_entries_per_shard: int = Field(
-        2_000, ge=100, description="fingerprints kept per shard (bounds memory)"
+        2_000,
+        ge=100,
+        description="fingerprints kept per shard, about 180 bytes each (bounds memory; a"
+        " resend past the bound becomes a row, never a lost message)",
     )
 
 
 class MaskStep(_Strict):
-    type: Literal["mask"]
-    name: str = "mask"
-    algorithm: Literal["blake2b-keyed", "sha256"] = "blake2b-keyed"
-    fields: dict[str, str] = Field(description="input field -> output column holding its token")
+    """Replaces PII with keyed tokens and seals each distinct value once into the vault."""
+
+    type: Literal["mask"] = Field(description="`mask`")
+    name: str = Field("mask", description=_STEP_NAME)
+    algorithm: Literal["blake2b-keyed", "sha256"] = Field(
+        "blake2b-keyed",
+        description="the token function; `sha256` (unkeyed) is refused at start, since an"
+        " unkeyed hash of an IPv4 address is reversed by trying all 2^32",
+    )
+    fields: dict[str, str] = Field(
+        description="input field -> the column holding its token (`varchar(256)`)"
+    )
     # ~175 bytes per token; a token it forgot only costs resending its vault entry, which the
     # vault's insert skips (ON CONFLICT DO NOTHING).
     seal_cache_size: int = Field(
-        50_000, ge=0, description="tokens remembered as already in the vault (LRU)"
+        50_000,
+        ge=0,
+        description="tokens remembered as already in the vault (LRU, about 175 bytes each)",
     )
 
 
@@ -200,11 +256,15 @@ Step = Annotated[ValidateStep | DedupeStep | MaskStep, Field(discriminator="type
 
 
 class DatabaseRetryConfig(_Strict):
-    """Capped exponential backoff with jitter while the database is away."""
+    """Capped exponential backoff with full jitter while the database is away."""
 
-    initial_seconds: float = Field(0.5, gt=0)
-    max_seconds: float = Field(10, gt=0)
-    give_up_after_seconds: float = Field(300, gt=0)
+    initial_seconds: float = Field(0.5, gt=0, description="the first wait's scale")
+    max_seconds: float = Field(10, gt=0, description="the longest wait between two attempts")
+    give_up_after_seconds: float = Field(
+        300,
+        gt=0,
+        description="then the flow exits non-zero; nothing uncommitted was deleted from the queue",
+    )
 
 
 # sink.<key> -> the suffix of its default name after sink.table
@@ -325,30 +385,63 @@ KeySource = Annotated[
 
 
 class VaultConfig(_Strict):
-    public_key_file: KeySource
-    table: str = "pii_vault"
-    audit_table: str = "pii_audit"
+    """The sealed originals of masked values: the pipeline holds only the public key."""
+
+    public_key_file: KeySource = Field(
+        description="the vault's public key file (`logins keygen`), or a `secretsmanager:`/`ssm:`"
+        " reference to its text; the private key never goes here"
+    )
+    table: str = Field(
+        "pii_vault",
+        description="sealed values, one per token; its erasure and alias tables are named"
+        " after it (`pii_erasures`, `pii_token_aliases`; `X_vault` gives `X_erasures`, ...)",
+    )
+    audit_table: str = Field(
+        "pii_audit",
+        description="the append-only, hash-chained trail of reveal, forget, rotate, rekey",
+    )
 
 
 class TokensConfig(_Strict):
-    key_file: KeySource
+    """The token key: keyed BLAKE2b, so that nobody without it can test a guess."""
+
+    key_file: KeySource = Field(
+        description="the token key file (`logins keygen`; its first line is the active key), or"
+        " a `secretsmanager:`/`ssm:` reference to its text"
+    )
 
 
 class TelemetryConfig(_Strict):
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["text", "json"] = "text"
-    traces: Literal["none", "console", "otlp"] = "none"
-    otlp_endpoint: str | None = None
-    service_name: str = "logins-etl"
+    """Logs, traces; metrics need no settings (Bytewax serves them)."""
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="the root logger's level"
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="`json`: one JSON object per line"
+    )
+    traces: Literal["none", "console", "otlp"] = Field(
+        "none",
+        description="OpenTelemetry spans, one per committed batch (`otlp` needs the `otlp` extra)",
+    )
+    otlp_endpoint: str | None = Field(None, description="the OTLP/HTTP endpoint, for `otlp`")
+    service_name: str = Field("logins-etl", description="the spans' service.name")
 
 
 class AppConfig(_Strict):
-    source: SqsSourceConfig
-    steps: list[Step] = Field(min_length=1)
-    sink: PostgresSinkConfig
-    tokens: TokensConfig
-    vault: VaultConfig
-    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    """A stream: its source, its steps in order, its sink, and the keys it holds."""
+
+    source: SqsSourceConfig = Field(description="where the messages come from")
+    steps: list[Step] = Field(
+        min_length=1,
+        description="the steps in order; the first is `validate`, every PII field is masked",
+    )
+    sink: PostgresSinkConfig = Field(description="where the outcomes go")
+    tokens: TokensConfig = Field(description="the token key")
+    vault: VaultConfig = Field(description="the vault's public key and tables")
+    telemetry: TelemetryConfig = Field(
+        default_factory=TelemetryConfig, description="logs and traces"
+    )
     shutdown_timeout_seconds: float = Field(
         30, gt=0, description="SIGTERM/SIGINT: longest time to commit what is held, then exit"
     )

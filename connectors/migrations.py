@@ -33,6 +33,8 @@ from logins.auditsql import SEARCH_PATH, append_function_ddl
 from logins.config import AppConfig
 from logins.vaultschema import tables
 
+__all__ = ["LOCK_ID", "SchemaMismatch", "migrate"]
+
 LOCK_ID = 7_417_301  # pg_advisory_xact_lock key for migrations
 
 

@@ -29,6 +29,17 @@ from logins import metrics, shutdown
 from logins.config import SqsSourceConfig
 from logins.records import SqsMessage
 
+__all__ = [
+    "Acker",
+    "InFlight",
+    "NoAcker",
+    "QueueCounts",
+    "SqsAcker",
+    "SqsSource",
+    "sqs_client",
+    "to_message",
+]
+
 log = logging.getLogger(__name__)
 
 IDLE_POLL = timedelta(milliseconds=50)
@@ -191,7 +202,7 @@ class InFlight:
                 self.discard(acker.extend(due))
 
 
-class SqsPartition(StatelessSourcePartition[SqsMessage]):
+class _SqsPartition(StatelessSourcePartition[SqsMessage]):
     """One worker's receivers. Ends on idle (LOGINS_STOP_WHEN_IDLE) or on SIGTERM/SIGINT:
     it hands over what it buffered; messages a receive brings after that are released
     (visibility 0) so they return to the queue at once instead of after the timeout."""
@@ -321,13 +332,24 @@ class SqsPartition(StatelessSourcePartition[SqsMessage]):
 
 
 class SqsSource(DynamicSource[SqsMessage]):
+    """Receives from one SQS queue.
+
+    Delivery guarantee: at least once. A message is deleted only through the acker, after
+    the sink committed it; anything not deleted comes back after its visibility timeout.
+
+    Unit of parallelism: one partition per worker, all on the same queue (SQS hands each
+    message to one receiver); each partition runs `source.receivers` receive threads.
+
+    `config` is the config's `source:`; the acker it makes shares this process's record of
+    held messages, whose visibility one heartbeat keeps extending."""
+
     def __init__(self, config: SqsSourceConfig) -> None:
         self._config = config
         self.inflight = InFlight(config)  # shared by this process's partitions and sinks
         self.counts = QueueCounts(config)  # shared by this process's partitions
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> SqsPartition:
-        return SqsPartition(self._config, worker_index, self.inflight, self.counts)
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _SqsPartition:
+        return _SqsPartition(self._config, worker_index, self.inflight, self.counts)
 
     def acker(self) -> SqsAcker:
         return SqsAcker(self._config, self.inflight)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from dataclasses import dataclass
 
 from nacl.bindings import (
     crypto_secretbox,
@@ -93,13 +92,6 @@ class Sealer:
 
     def seal_rejected(self, message_id: str, body: str) -> bytes:
         return self.batch().seal_rejected(message_id, body)
-
-
-@dataclass(frozen=True)
-class Opened:
-    field: str
-    token: str
-    value: str
 
 
 class Opener:

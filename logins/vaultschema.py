@@ -26,11 +26,6 @@ class VaultTables:
     unified_view: str
     masked: dict[str, str]  # input field -> the sink column holding its token
 
-    @property
-    def column_fields(self) -> dict[str, str]:
-        """sink column -> the field whose token it holds."""
-        return {column: field for field, column in self.masked.items()}
-
 
 def _prefix(vault_table: str) -> str:
     if vault_table.endswith("vault") and len(vault_table) > len("vault"):

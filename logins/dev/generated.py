@@ -157,7 +157,7 @@ class Dataset:
 # --- the source ------------------------------------------------------------------------------
 
 
-class GeneratedPartition(StatelessSourcePartition[SqsMessage]):
+class _GeneratedPartition(StatelessSourcePartition[SqsMessage]):
     """One worker's share: blocks `worker_index`, `worker_index + worker_count`, ..."""
 
     def __init__(
@@ -244,7 +244,7 @@ class GeneratedSource(DynamicSource[SqsMessage]):
         self._batch_size = batch_size
         self._rate = rate
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> GeneratedPartition:
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _GeneratedPartition:
         rate = None if self._rate is None else self._rate / worker_count
         if self._dataset is not None:
             blocks = _dataset_blocks(self._dataset, self._n, worker_index, worker_count)
@@ -255,7 +255,7 @@ class GeneratedSource(DynamicSource[SqsMessage]):
                 self._n, self._seed, self._batch_size, worker_index, worker_count
             )
             seed = self._seed
-        return GeneratedPartition(blocks, seed, rate)
+        return _GeneratedPartition(blocks, seed, rate)
 
 
 def _generated_blocks(

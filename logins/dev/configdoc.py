@@ -99,12 +99,12 @@ Run it beside the logins flow, against the same database:
 
 Each stream has its own tables: the row table (`sink.table`), its rejected, duplicates and
 ledger tables (named after it unless set), and here a vault of its own (`vault.table:
-signups_vault`, with `signups_erasures` and `signups_token_aliases`), so that erasing a
-person in one stream cannot touch the other's entries and each vault may have its own key
-pair. The audit trail (`vault.audit_table`, `pii_audit`) is shared: one hash chain for
-auditors to verify, every row naming the tokens it touched. `tests/e2e/test_second_stream.py`
-runs both flows at once against one PostgreSQL and checks each ledger, the typed rows, the
-vaults, and `logins check`, `logins stats` and `logins reveal` on the sign-ups stream.
+signups_vault`, with `signups_erasures` and `signups_token_aliases`): each vault holds only
+its own stream's fields, and each may have its own key pair. The audit trail
+(`vault.audit_table`, `pii_audit`) is shared: one hash chain for auditors to verify, every
+row naming the tokens it touched. `tests/e2e/test_second_stream.py` runs both flows at once
+against one PostgreSQL and checks each ledger, the typed rows, the vaults, and
+`logins check`, `logins stats` and `logins reveal` on the sign-ups stream.
 """
 
 FIELD_TYPES = """\
@@ -125,7 +125,8 @@ The row table has the declared fields' columns in order (a field's `column`, els
 name), then `message_id` (unique), `sent_at` (the message's SentTimestamp), `create_date`
 (its UTC date) and `loaded_at`. Migrations create the table, or add the columns it lacks;
 they never drop or retype one, and a declared column that exists with another type stops
-the start, naming the table, the column and both types (`tests/integration/test_migrations.py`).
+the start, naming the table, the column and both types (`tests/integration/test_migrations.py`;
+the flow exits non-zero before it receives anything: `tests/e2e/test_second_stream.py`).
 """
 
 _ACCEPTS = {

@@ -176,3 +176,35 @@ def test_signups_from_yaml_alone_run_beside_logins(
     assert masked_email in {r["token"] for r in revealed}
     with psycopg.connect(database_url) as conn:
         assert fetch(conn, "SELECT action, reason FROM pii_audit") == [("reveal", "e2e: sign-ups")]
+
+
+def test_a_declared_column_of_another_type_stops_the_flow_at_start(
+    tmp_path: Path, database_url: str, queue_url: str, sqs: EmbeddedSqs
+) -> None:
+    keys = make_keys(tmp_path / "keys")
+    env = {
+        **service_env(
+            keys, database_url=database_url, queue_url=queue_url, endpoint_url=sqs.endpoint_url
+        ),
+        "LOGINS_CONFIG": str(SIGNUPS_YAML),
+        "SIGNUPS_QUEUE_URL": queue_url,
+        "LOGINS_STOP_WHEN_IDLE": "1",
+    }
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE signups (user_id varchar(128), age integer)")
+    started = popen(["bytewax.run", "flows.logins"], env)
+    _, stderr = started.communicate(timeout=120)
+    assert started.returncode != 0
+    assert (
+        "table signups: age is integer, declared bigint. Migrations never retype a column" in stderr
+    )
+    with psycopg.connect(database_url) as conn:  # nothing was created or changed
+        assert fetch(conn, "SELECT to_regclass('signups_ledger')") == [(None,)]
+        assert [
+            c
+            for (c,) in fetch(
+                conn,
+                "SELECT attname::text FROM pg_attribute WHERE"
+                " attrelid = 'signups'::regclass AND attnum > 0",
+            )
+        ] == ["user_id", "age"]

@@ -13,6 +13,8 @@ the recorded version is current, so a role that cannot run DDL starts fine.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -33,7 +35,7 @@ from logins.auditsql import SEARCH_PATH, append_function_ddl
 from logins.config import AppConfig
 from logins.vaultschema import tables
 
-__all__ = ["LOCK_ID", "SchemaMismatch", "migrate"]
+__all__ = ["LOCK_ID", "SchemaMismatch", "migrate", "on_connect"]
 
 LOCK_ID = 7_417_301  # pg_advisory_xact_lock key for migrations
 
@@ -493,3 +495,9 @@ def migrate(conn: psycopg.Connection[Any], config: AppConfig) -> None:
             ).format(sql.Identifier(VERSION_TABLE), sql.Identifier(VERSION_TABLE)),
             (config.sink.table, SCHEMA_VERSION, fingerprint(config, _shape(config))),
         )
+
+
+def on_connect(config: AppConfig) -> Callable[[psycopg.Connection[Any]], None]:
+    """What the sink runs on each new connection: the schema check, which migrates an older
+    schema only if `sink.migrate` (else it stops, naming the versions and `logins migrate`)."""
+    return functools.partial(ensure_schema, config=config, allow_migrate=config.sink.migrate)

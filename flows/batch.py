@@ -12,6 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from connectors.migrations import on_connect
+from connectors.postgres import BatchCommitter, PostgresWriter
+from connectors.schema import table_schema
 from flows.steps import dedupe
 from flows.steps.mask import Masker
 from flows.steps.validate import Validator
@@ -26,6 +29,20 @@ def seal_cache(config: AppConfig) -> SealCache:
     """The seal cache the mask steps share, sized like the flow's (the smallest step's size)."""
     sizes = (s.seal_cache_size for s in config.steps if isinstance(s, MaskStep))
     return SealCache(min(sizes, default=0))
+
+
+def batch_committer(config: AppConfig, sealer: Sealer) -> BatchCommitter:
+    """The sink's commit with its poison rule for `config`, as the flow's sink builds it: its
+    own settings, the table's columns from the declared fields, the migrations on connect."""
+    writer = PostgresWriter(
+        config.sink,
+        table_schema(config),
+        vault_table=config.vault.table,
+        on_connect=on_connect(config),
+    )
+    return BatchCommitter(
+        writer, poison_after_attempts=config.sink.poison_after_attempts, sealer=sealer
+    )
 
 
 class BatchSteps:

@@ -9,7 +9,6 @@ recovered state, so names are part of the contract once a flow runs with recover
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +16,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 
-from connectors.migrations import ensure_schema
+from connectors.migrations import on_connect
 from connectors.postgres import PostgresSink
 from connectors.schema import table_schema
 from connectors.sqs import Acker, NoAcker, SqsSource
@@ -82,9 +81,7 @@ def postgres_sink(
         acker_factory=acker_factory or NoAcker,
         max_release_seconds=config.source.visibility_timeout,
         queue_name=config.source.queue_url.rstrip("/").rsplit("/", 1)[-1],
-        on_connect=functools.partial(
-            ensure_schema, config=config, allow_migrate=config.sink.migrate
-        ),
+        on_connect=on_connect(config),
     )
 
 

@@ -29,7 +29,7 @@ import psycopg
 
 from connectors.postgres import BatchCommitter, DatabaseUnavailable
 from connectors.sqs import to_message
-from flows.batch import BatchSteps
+from flows.batch import BatchSteps, batch_committer
 from logins.config import ConfigError, load_config
 from logins.keys import KeyFileError
 from logins.records import SqsMessage
@@ -127,7 +127,7 @@ def _get_runtime() -> _Runtime:
             raise
         _runtime = _Runtime(
             BatchSteps(config, secrets.tokenizer, secrets.sealer),
-            BatchCommitter(config, secrets.sealer),
+            batch_committer(config, secrets.sealer),
         )
     return _runtime
 

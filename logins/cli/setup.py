@@ -90,5 +90,3 @@ def _table_schema(config: AppConfig) -> None:
         table_schema(config)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-
-

@@ -38,6 +38,7 @@ from logins.config import (
     config_dir,
 )
 from logins.records import REASONS
+from logins.secretrefs import SecretRef
 
 EXAMPLE = Path("config") / "examples" / "signups.yaml"
 
@@ -175,6 +176,8 @@ def _type(annotation: Any) -> str:
     names = {str: "string", int: "integer", float: "number", bool: "boolean", Path: "path"}
     if annotation is SecretStr:
         return "string (secret)"
+    if annotation is SecretRef:
+        return "`secretsmanager:`/`ssm:` reference"
     return names.get(annotation, getattr(annotation, "__name__", str(annotation)))
 
 

@@ -31,7 +31,9 @@ A false match needs another live fingerprint with the same 48 bits in the same 1
 (coarser for windows over ~13 min, at most 1/32768 of the window) relative to a base that
 moves forward by whole epochs, one `translate` of the epoch bytes, as time passes. A slot
 stays taken up to one epoch (256 ticks, 6.4 s at 25 ms) past its window. Message ids that
-are not lowercase UUIDs are kept in a dict beside the slots (`other_ids`).
+are not lowercase UUIDs (every SQS implementation we know issues UUIDs) are kept in a dict
+beside the slots (`other_ids`), at most one per 64 slots; past that such a fingerprint is
+dropped and counted like any other.
 
 Snapshots (Bytewax takes one per key every epoch, even without recovery, and pickles them
 only with recovery, at once) are a view of the live arrays, serialised when pickled: no copy
@@ -65,10 +67,13 @@ SLOT_BYTES = KEY_BYTES + 2 + ID_BYTES
 MAX_KICKS = 64  # cuckoo moves before a fingerprint is dropped
 MIN_TICK_MS = 25
 FORMAT = 2
+OTHER_IDS_SHARE = 64  # at most 1/64 of the slots hold an id that is not a UUID ...
+OTHER_IDS_MIN = 64  # ... or this many, in a small table
+SHARD_OVERHEAD = 4096  # bytes of a shard beyond its slots (objects, tables), within budget
 _TIME_MAX = 0xFFFF  # a time is 1..65535 ticks after `base`; its high byte 0 marks a free slot
 _EPOCH = 256  # ticks per epoch
 _NO_ID = bytes(ID_BYTES)  # this slot's id is in `other_ids`
-_MIX = 0x9E3779B97F4A7C15  # other bucket = ((tag * _MIX) >> 32) - this bucket, mod buckets
+_MIX = 0x9E3779B1  # other bucket = ((tag * _MIX) >> 16) - this bucket, mod buckets
 _TAG = 0xFFFFFFFF
 _STEP = BUCKET * KEY_BYTES
 _EMPTY_KEY = bytes(KEY_BYTES)
@@ -87,7 +92,7 @@ def shard_of(event: Event, shards: int) -> str:
 def slots_per_shard(memory_budget_mb: float, shards: int, max_entries: int | None = None) -> int:
     """Slots one shard holds: its share of the budget (MB = 10^6 bytes), or the deprecated
     per-shard cap if that is set; whole buckets, at least one."""
-    slots = int(memory_budget_mb * 1e6) // SLOT_BYTES // shards
+    slots = (int(memory_budget_mb * 1e6) // shards - SHARD_OVERHEAD) // SLOT_BYTES
     if max_entries is not None:
         log.warning(
             "steps[dedupe].max_entries_per_shard is deprecated: it sets %d slots per shard"
@@ -186,6 +191,7 @@ class DedupeLogic(StatefulBatchLogic[Event, Event, DedupeState]):
         self._lo = bytearray(slots)  # time & 255
         self._ids = bytearray(ID_BYTES * slots)
         self.other_ids: dict[int, str] = {}
+        self._other_cap = max(OTHER_IDS_MIN, slots // OTHER_IDS_SHARE)
         self._base: int | None = None  # absolute tick of relative tick 0; set by the first
         self._high = self._window + _EPOCH  # relative high water; keeps the horizon >= 1 epoch
         self._free_epoch = -1
@@ -205,9 +211,9 @@ class DedupeLogic(StatefulBatchLogic[Event, Event, DedupeState]):
         # `find`s, a new fingerprint one `translate` + `find` and four slice writes.
         keys, hi, lo, ids = self._keys, self._hi, self._lo, self._ids
         buckets, window, tick = self._buckets, self._window, self._tick
-        high = self._high
+        base, high, free, free_epoch = self._base, self._high, self._free, self._free_epoch
         horizon = high - window
-        free = self._free
+        other = self.other_ids
         for event in values:
             if event.rejection is not None:
                 continue
@@ -215,13 +221,17 @@ class DedupeLogic(StatefulBatchLogic[Event, Event, DedupeState]):
             k6 = event.fingerprint[8:14]
             if len(k6) != KEY_BYTES or k6 == _EMPTY_KEY:
                 k6 = _key6(event.fingerprint)
-            key = int.from_bytes(k6, "big")
-            if self._base is None:
-                self._base = message.sent_timestamp_ms // tick - high
-            t = message.sent_timestamp_ms // tick - self._base
-            if t > high:
-                t = self._advance(t)
-                high, free = self._high, self._free
+            key = int.from_bytes(k6)
+            if base is None:
+                base = self._base = message.sent_timestamp_ms // tick - high
+            t = message.sent_timestamp_ms // tick - base
+            if t > high:  # a new high water: often, so the usual case stays inline
+                if t > _TIME_MAX or (t - window) // _EPOCH != free_epoch:
+                    t = self._advance(t)
+                    base, free, free_epoch = self._base, self._free, self._free_epoch
+                else:
+                    self._high = t
+                high = t
                 horizon = high - window
             first = key % buckets
             start = first * _STEP
@@ -229,7 +239,7 @@ class DedupeLogic(StatefulBatchLogic[Event, Event, DedupeState]):
             while pos >= 0 and (pos - start) % KEY_BYTES:  # straddles two slots: not a key
                 pos = keys.find(k6, pos + 1, start + _STEP)
             if pos < 0:
-                second = (((key & _TAG) * _MIX >> 32) - first) % buckets
+                second = (((key & _TAG) * _MIX >> 16) - first) % buckets
                 start = second * _STEP
                 pos = keys.find(k6, start, start + _STEP)
                 while pos >= 0 and (pos - start) % KEY_BYTES:
@@ -245,16 +255,24 @@ class DedupeLogic(StatefulBatchLogic[Event, Event, DedupeState]):
                         if i < 0:
                             self._kick(first, second, k6, t, message.message_id)
                             continue
+                    mid = message.message_id
+                    raw = _NO_ID
+                    if len(mid) == 36 and mid[8] == mid[13] == mid[18] == mid[23] == "-":
+                        raw = _pack_id(mid)
+                    if raw is _NO_ID and len(other) >= self._other_cap and not self._room():
+                        EARLY.add(self.slots)
+                        continue
                     slot += i
-                    keys[slot * KEY_BYTES : slot * KEY_BYTES + KEY_BYTES] = k6
+                    at = slot * KEY_BYTES
+                    keys[at : at + KEY_BYTES] = k6
                     hi[slot] = t >> 8
                     lo[slot] = t & 0xFF
-                    raw = _pack_id(message.message_id)
-                    ids[slot * ID_BYTES : slot * ID_BYTES + ID_BYTES] = raw
+                    at = slot * ID_BYTES
+                    ids[at : at + ID_BYTES] = raw
                     if raw is _NO_ID:
-                        self.other_ids[slot] = message.message_id
-                    elif self.other_ids:
-                        self.other_ids.pop(slot, None)
+                        other[slot] = mid
+                    elif other:
+                        other.pop(slot, None)
                     continue
             slot = pos // KEY_BYTES
             if not hi[slot]:  # a freed slot that still holds this key: take it again
@@ -317,7 +335,7 @@ class DedupeLogic(StatefulBatchLogic[Event, Event, DedupeState]):
         first = key % self._buckets
         slot = self._free_in(first)
         if slot < 0:
-            second = (((key & _TAG) * _MIX >> 32) - first) % self._buckets
+            second = (((key & _TAG) * _MIX >> 16) - first) % self._buckets
             slot = self._free_in(second)
             if slot < 0:
                 self._kick(first, second, k6, t, message_id)
@@ -335,7 +353,7 @@ class DedupeLogic(StatefulBatchLogic[Event, Event, DedupeState]):
             self._put(slot, *carried)
             carried = resident
             tag = int.from_bytes(carried[0], "big") & _TAG
-            bucket = ((tag * _MIX >> 32) - bucket) % self._buckets
+            bucket = ((tag * _MIX >> 16) - bucket) % self._buckets
             free = self._free_in(bucket)
             if free >= 0:
                 self._put(free, *carried)
@@ -348,15 +366,31 @@ class DedupeLogic(StatefulBatchLogic[Event, Event, DedupeState]):
         return k6, self._hi[slot] << 8 | self._lo[slot], self._id_at(slot)
 
     def _put(self, slot: int, k6: bytes, t: int, message_id: str) -> None:
+        raw = _pack_id(message_id)
+        other = self.other_ids
+        full = raw is _NO_ID and slot not in other and len(other) >= self._other_cap
+        if full and not self._room():
+            self._hi[slot] = 0  # whatever it held is gone too
+            EARLY.add(self.slots)
+            return
         self._keys[slot * KEY_BYTES : (slot + 1) * KEY_BYTES] = k6
         self._hi[slot] = t >> 8
         self._lo[slot] = t & 0xFF
-        raw = _pack_id(message_id)
         self._ids[slot * ID_BYTES : (slot + 1) * ID_BYTES] = raw
         if raw is _NO_ID:
-            self.other_ids[slot] = message_id
-        elif self.other_ids:
-            self.other_ids.pop(slot, None)
+            other[slot] = message_id
+        elif other:
+            other.pop(slot, None)
+
+    def _room(self) -> bool:
+        """Whether one more id that is not a UUID fits (`_other_cap` of them, so the dict
+        stays a small part of the budget): the ids of free slots are dropped first, and
+        those slots emptied, so that no slot points at an id that is gone."""
+        other, hi, free_epoch = self.other_ids, self._hi, self._free_epoch
+        for slot in [s for s in other if hi[s] < free_epoch]:
+            del other[slot]
+            hi[slot] = 0
+        return len(other) < self._other_cap
 
     def _id_at(self, slot: int) -> str:
         raw = bytes(self._ids[slot * ID_BYTES : (slot + 1) * ID_BYTES])

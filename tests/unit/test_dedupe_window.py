@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import pickle
+import tracemalloc
 import uuid
 
 import pytest
@@ -107,7 +108,7 @@ def test_the_state_pickles_and_restores() -> None:
     into the same geometry and into another budget and window."""
     logic = DedupeLogic(WINDOW, 2048, None)
     firsts = [
-        login(n, T0 + n * SECOND, mid=None if n % 3 else f"not-a-uuid-{n}") for n in range(300)
+        login(n, T0 + n * SECOND, mid=None if n % 5 else f"not-a-uuid-{n}") for n in range(300)
     ]
     logic.on_batch(firsts)
     blob = pickle.dumps(logic.snapshot())
@@ -149,10 +150,38 @@ def test_the_window_holds_across_hours_of_time(monkeypatch: pytest.MonkeyPatch) 
     assert len(logic) <= 7  # what the last 10 minutes hold: 5-6 logins, one resend
 
 
-def test_the_budget_sets_the_slots() -> None:
-    assert slots_per_shard(150, 64) == 150_000_000 // 24 // 64 // 8 * 8
+def test_the_state_fits_its_budget() -> None:
+    """What 64 shards allocate (tracemalloc), holding logins, stays within the budget."""
+    budget_mb = 6.4
+    slots = slots_per_shard(budget_mb, 64)
+    batches = [[login(n, T0 + n) for n in range(i * 100, i * 100 + 100)] for i in range(64)]
+    tracemalloc.start()
+    logics = [DedupeLogic(WINDOW, slots, None) for _ in range(64)]
+    for logic, batch in zip(logics, batches, strict=True):
+        logic.on_batch(batch)
+    used = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    assert sum(map(len, logics)) == 64 * 100
+    assert budget_mb * 1e6 * 0.98 < used <= budget_mb * 1e6
     assert slots_per_shard(150, 64, max_entries=2000) == 2000  # the deprecated cap still works
     assert slots_per_shard(0.001, 64) == 8
+
+
+def test_ids_that_are_not_uuids_are_bounded_and_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Such ids take a dict entry each: at most one per 64 slots (or 64); past that a login
+    with one is dropped and counted, and the ids of expired slots make room first."""
+    monkeypatch.setattr(dedupe, "EARLY", dedupe._EarlyEvictions())
+    logic = DedupeLogic(WINDOW, 1024, None)
+    before = evicted_early()
+    logic.on_batch([login(n, T0 + n, mid=f"id-{n}") for n in range(100)])
+    assert len(logic.other_ids) == 64
+    assert evicted_early() - before == 36
+    later = [login(1000 + n, T0 + 11 * 60 * SECOND + n, mid=f"id-{n}") for n in range(50)]
+    logic.on_batch(later)  # the first 64 are out of the window now
+    assert evicted_early() - before == 36
+    resend = login(1049, T0 + 12 * 60 * SECOND)
+    logic.on_batch([resend])
+    assert resend.duplicate_of == "id-49"
 
 
 @settings(max_examples=60, deadline=None)

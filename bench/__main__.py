@@ -1,10 +1,14 @@
 """`make bench` / `python -m bench`: the pipeline against its baselines, in one run, on the same
 generated data; writes docs/benchmarks.md and docs/benchmarks.png (see docs/benchmarks.md).
 
-    python -m bench                       # everything but the SQS part (~10 min here)
+    python -m bench                       # everything but the SQS part (~12 min here)
     python -m bench --sqs-endpoint URL    # also the SQS path (e.g. LocalStack)
-    python -m bench --quick               # small sizes: a smoke test of the harness (~2 min)
+    python -m bench --quick               # small sizes: a smoke test of the harness (~3 min)
     python -m bench --report-only         # re-render the report from the last results.json
+    python -m bench core -n N -w W --json # one core run + its ceilings and baseline, as JSON
+    python -m bench --dedupe              # also the dedupe window (adds ~10 min)
+    python -m bench dedupe                # only the dedupe window at 10,000 msg/s (simulated
+                                          # time); rewrites its section of docs/benchmarks.md
 
 Environment: BENCH_DATABASE_URL (a PostgreSQL superuser DSN; else an embedded server is
 started), BENCH_SQS_ENDPOINT (= --sqs-endpoint), PY_SPY (py-spy's path, if not on PATH).
@@ -25,7 +29,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from bench import baselines, core, profile, report
+from bench import baselines, core, dedupe, profile, report
 from bench.common import ROOT, Server, as_dict, config_for, dataset, flow_env, keys, log
 from logins.dev.generated import Dataset
 
@@ -50,6 +54,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--chart", type=Path, default=ROOT / "docs" / "benchmarks.png")
     p.add_argument("--quick", action="store_true", help="small sizes, one repeat")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument(
+        "--dedupe", action="store_true", help="also the dedupe window (else its last section stays)"
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.messages, args.small, args.repeats = 50_000, 10_000, 1
@@ -59,7 +66,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["core"]:
+        return core_main(argv[1:])
+    if argv[:1] == ["dedupe"]:
+        return dedupe_main(argv[1:])
+    args = parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     results_path = args.work / "results.json"
     if args.report_only:
@@ -67,7 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     else:
         results = measure(args)
         results_path.write_text(json.dumps(results, indent=1))
-    args.out.write_text(report.render(results))
+    rendered = report.render(results)
+    if "dedupe" not in results and args.out.exists():  # keep the last `python -m bench dedupe`
+        rendered = report.carry_dedupe_section(args.out.read_text(), rendered)
+    args.out.write_text(rendered)
     if report.chart(results, args.chart):
         log(f"wrote {args.out} and {args.chart}")
     else:
@@ -127,10 +142,15 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         runs["latency"] = as_dict(run)
 
         results["naive"] = as_dict(
-            baselines.naive(server, config, data, args.naive_messages, args.repeats)
+            baselines.naive(server, config, data, args.naive_messages, args.repeats, NAIVE_SECONDS)
         )
         results["ceiling"] = as_dict(baselines.ceiling(server, config, rows_file, args.repeats))
+        results["ceiling_exactly_once"] = as_dict(
+            baselines.exactly_once_ceiling(server, config, rows_file, args.repeats)
+        )
         rows_file.unlink()
+        if args.dedupe:
+            results["dedupe"] = dedupe.run(minutes=3.0 if args.quick else 12.0)
 
         spy = None if args.no_profile else profile.find_py_spy(args.py_spy)
         if spy:
@@ -235,6 +255,116 @@ def _command() -> str:
     if os.environ.get("MAKELEVEL"):
         return " ".join([*env, "make bench"])
     return " ".join([*env, "python -m bench", *map(shlex.quote, sys.argv[1:])])
+
+
+NAIVE_SECONDS = 15.0  # the baseline's speed is the disk's commit latency: bound its time
+
+
+def core_main(argv: list[str]) -> int:
+    """`python -m bench core -n N -w W [--json]`: the core path into a fresh database on the
+    server (BENCH_DATABASE_URL, else embedded), then, in the same run, the exactly-once and
+    bare COPY ceilings on its rows and the one-INSERT-per-message baseline."""
+    p = argparse.ArgumentParser(prog="python -m bench core", description=core_main.__doc__)
+    p.add_argument("-n", "--messages", type=int, default=1_000_000)
+    p.add_argument("-w", "--workers", type=int, default=1)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--baseline-messages", type=int, default=10_000)
+    p.add_argument("--baseline-seconds", type=float, default=NAIVE_SECONDS)
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--work", type=Path, default=ROOT / "bench" / ".work")
+    args = p.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    load_start = os.getloadavg()[0]
+    keyfiles = keys(args.work)
+    server = Server(args.work, os.environ.get("BENCH_DATABASE_URL") or None, f"_{os.getpid()}")
+    try:
+        postgres = server.describe()
+        data, _ = dataset(args.work, args.messages, args.seed)
+        name = f"core_{args.workers}w"
+        run, dsn = core.run_flow(server, args.work, keyfiles, data, name=name,
+                                 messages=args.messages, workers=args.workers,
+                                 keep_database=True)  # fmt: skip
+        config = config_for(flow_env(keyfiles, dsn))
+        rows_file = args.work / f"{name}-rows.copy"
+        baselines.export_rows(dsn, config, rows_file)
+        server.drop_database(f"bench_{name}")
+        eo = baselines.exactly_once_ceiling(server, config, rows_file, 1)
+        bare = baselines.ceiling(server, config, rows_file, 1)
+        rows_file.unlink()
+        naive = baselines.naive(server, config, data, min(args.messages, args.baseline_messages), 1,
+                                args.baseline_seconds)  # fmt: skip
+    finally:
+        server.stop()
+    out = core_summary(run, eo, bare, naive) | {
+        "postgres": postgres,
+        "git": git(),
+        "load_average": [load_start, os.getloadavg()[0]],
+        "seconds": round(time.time() - started, 1),
+    }
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for key, value in out.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def core_summary(
+    run: core.FlowRun, eo: baselines.Repeated, bare: baselines.Repeated, naive: baselines.Repeated
+) -> dict[str, Any]:
+    """The figures of one core run beside its ceilings and baseline, all from the same run."""
+    n = run.messages
+    pg = run.postgres_cpu_seconds
+    rows = run.ledger.outcomes.get("row", 0)
+    return {
+        "messages": n,
+        "workers": run.workers,
+        "msgs_per_s": round(run.msgs_per_s, 1),
+        "rows_per_s": round(run.msgs_per_s * rows / max(run.ledger.total, 1), 1),
+        "exact": run.exact,
+        "outcomes": run.ledger.outcomes,
+        "resends_missed": run.resends_missed,
+        "ceiling_rows_per_s": round(eo.median, 1),
+        "vs_ceiling": round(run.msgs_per_s / eo.median, 4),
+        "bare_copy_rows_per_s": round(bare.median, 1),
+        "baseline_msgs_per_s": round(naive.median, 1),
+        "baseline_messages": naive.items,
+        "vs_baseline": round(run.msgs_per_s / naive.median, 2),
+        "flow_cpu_us_per_msg": round(run.process.cpu_seconds / n * 1e6, 2),
+        "postgres_cpu_us_per_msg": None if pg is None else round(pg / n * 1e6, 2),
+        "peak_rss_mb": round(run.process.peak_rss_mb, 1),
+    }
+
+
+def dedupe_main(argv: list[str]) -> int:
+    """`python -m bench dedupe`: the dedupe window at full rate (bench/dedupe.py); writes
+    bench/.work/dedupe.json and rewrites the dedupe section of docs/benchmarks.md."""
+    p = argparse.ArgumentParser(prog="python -m bench dedupe", description=dedupe_main.__doc__)
+    p.add_argument("--rate", type=float, default=10_000.0, help="messages/s of simulated time")
+    p.add_argument("--minutes", type=float, default=12.0, help="simulated minutes")
+    p.add_argument("--work", type=Path, default=ROOT / "bench" / ".work")
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    p.add_argument("--report-only", action="store_true", help="re-render the last dedupe.json")
+    args = p.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    saved = args.work / "dedupe.json"
+    if args.report_only:
+        results = json.loads(saved.read_text())
+    else:
+        started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        load, commit = os.getloadavg()[0], git()  # the code that runs, before it runs
+        results = dedupe.run(args.rate, args.minutes) | {
+            "command": " ".join(["python -m bench dedupe", *map(shlex.quote, argv)]),
+            "started": started,
+            "git": commit,
+            "load_average": [load, os.getloadavg()[0]],
+        }
+        saved.write_text(json.dumps(results, indent=1))
+    text = args.out.read_text() if args.out.exists() else ""
+    args.out.write_text(report.with_dedupe_section(text, results))
+    log(f"wrote the dedupe section of {args.out}")
+    return 0
 
 
 if __name__ == "__main__":

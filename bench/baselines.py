@@ -1,10 +1,14 @@
-"""The two reference points, on the same data as the pipeline:
+"""The reference points, on the same data as the pipeline:
 
 * the common hand-written loader: per message json.loads, unkeyed SHA-256 hex of ip and
   device_id, one INSERT and one COMMIT (psycopg), into the analysts' table;
-* the ceiling: the pipeline's own output rows (read back from its table) written with a bare
-  COPY, in transactions of the pipeline's batch size, into a table with the same columns and
-  nothing else: no validation, tokens, vault, ledger, index or constraint.
+* the exactly-once ceiling: the pipeline's own output rows (read back from its table) COPYed
+  into a stage and inserted with ON CONFLICT DO NOTHING into the project's own row and ledger
+  tables (created by its migrations, so with their real keys and indexes), in transactions
+  of the pipeline's batch size: what idempotent, ledgered writes of these rows cost on this
+  server, with no validation, tokens or vault;
+* the bare ceiling: the same rows written with a bare COPY into a table with the same
+  columns and nothing else: no ledger, index or constraint.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import psycopg
 from psycopg import sql
 
 from bench.common import Server, log, median
+from connectors.migrations import migrate
 from connectors.schema import Column, table_schema
 from logins.config import AppConfig
 from logins.dev.generated import Dataset
@@ -42,7 +47,15 @@ def _published(config: AppConfig) -> list[Column]:
     return [c for c in table_schema(config).ddl if c.name in config.sink.published_columns]
 
 
-def naive(server: Server, config: AppConfig, data: Path, messages: int, repeats: int) -> Repeated:
+def naive(
+    server: Server,
+    config: AppConfig,
+    data: Path,
+    messages: int,
+    repeats: int,
+    max_seconds: float | None = None,
+) -> Repeated:
+    """`max_seconds` bounds each repeat: its speed is the disk's commit latency."""
     dsn = server.fresh_database("bench_naive")
     dataset = Dataset(data)
     try:
@@ -64,8 +77,8 @@ def naive(server: Server, config: AppConfig, data: Path, messages: int, repeats:
             conn.execute(sql.SQL("CREATE TABLE naive_logins ({})").format(columns))
             conn.commit()
             started = time.perf_counter()
-            _naive_load(conn, insert, bodies)
-            rates.append(len(bodies) / (time.perf_counter() - started))
+            done = _naive_load(conn, insert, bodies, max_seconds)
+            rates.append(done / (time.perf_counter() - started))
             log(f"naive baseline {attempt + 1}/{repeats}: {rates[-1]:,.0f} msg/s")
     server.drop_database("bench_naive")
     return Repeated("one INSERT + COMMIT per message", len(bodies), rates)
@@ -75,10 +88,18 @@ def _sha256(value: object) -> str:
     return hashlib.sha256(str(value).encode()).hexdigest()
 
 
-def _naive_load(conn: psycopg.Connection, insert: sql.Composed, bodies: list[str]) -> None:
-    """What the usual hand-written solution does: parse, hash, insert, commit, next."""
+def _naive_load(
+    conn: psycopg.Connection, insert: sql.Composed, bodies: list[str], max_seconds: float | None
+) -> int:
+    """What the usual hand-written solution does: parse, hash, insert, commit, next. Returns
+    how many bodies it went through (all, or those within `max_seconds`)."""
+    deadline = None if max_seconds is None else time.perf_counter() + max_seconds
+    done = 0
     with conn.cursor() as cur:
         for body in bodies:
+            if deadline is not None and done % 100 == 0 and time.perf_counter() > deadline:
+                break
+            done += 1
             try:
                 m = json.loads(body)
                 row = (
@@ -97,6 +118,7 @@ def _naive_load(conn: psycopg.Connection, insert: sql.Composed, bodies: list[str
                 conn.commit()
             except psycopg.Error:
                 conn.rollback()
+    return done
 
 
 def export_rows(dsn: str, config: AppConfig, path: Path) -> int:
@@ -130,9 +152,7 @@ def ceiling(
     copy_sql = sql.SQL("COPY ceiling_logins ({}) FROM STDIN").format(
         sql.SQL(", ").join(sql.Identifier(n) for n in names)
     )
-    lines = rows_file.read_bytes().splitlines(keepends=True)
-    chunks = [b"".join(lines[i : i + batch]) for i in range(0, len(lines), batch)]
-    del lines
+    chunks = _chunks(rows_file, batch)
     rates = []
     with psycopg.connect(dsn) as conn:
         for attempt in range(repeats):
@@ -154,3 +174,89 @@ def ceiling(
     return Repeated(
         f"bare COPY, {batch} rows per transaction", sum(c.count(b"\n") for c in chunks), rates
     )
+
+
+def exactly_once_ceiling(
+    server: Server, config: AppConfig, rows_file: Path, repeats: int, batch: int | None = None
+) -> Repeated:
+    """The pipeline's rows, per transaction of `batch` (the source's batch size): COPY text
+    into a stage, then one statement claims the ids in the ledger and inserts the claimed
+    rows, both `ON CONFLICT DO NOTHING`, into the tables `migrate` made (their real keys)."""
+    batch = batch or config.source.max_batch
+    dsn = server.fresh_database("bench_ceiling_eo")
+    sink = config.sink
+    names = [c.name for c in table_schema(config).row]
+    chunks = _chunks(rows_file, batch)
+    rates = []
+    with psycopg.connect(dsn) as conn:
+        for attempt in range(repeats):
+            for table in (sink.table, sink.ledger_table):
+                conn.execute(
+                    sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier(table))
+                )
+            migrate(conn, config)
+            types = _column_types(conn, sink.ledger_table)
+            conn.execute(
+                sql.SQL(
+                    "CREATE TEMP TABLE IF NOT EXISTS ceiling_stage ON COMMIT DELETE ROWS"
+                    " AS SELECT {} FROM {} LIMIT 0"
+                ).format(_ids(names), sql.Identifier(sink.table))
+            )
+            conn.commit()
+            copy_sql = sql.SQL("COPY ceiling_stage ({}) FROM STDIN").format(_ids(names))
+            insert = sql.SQL(
+                "WITH claimed AS (INSERT INTO {ledger} (message_id, outcome, sent_at)"
+                " SELECT message_id::{id_type}, 'row', sent_at::{sent_type} FROM ceiling_stage"
+                " ON CONFLICT DO NOTHING RETURNING message_id)"
+                " INSERT INTO {table} ({rows}) SELECT {s_rows} FROM ceiling_stage s"
+                " JOIN claimed c ON c.message_id = s.message_id::{id_type}"
+                " ON CONFLICT DO NOTHING"
+            ).format(
+                ledger=sql.Identifier(sink.ledger_table),
+                table=sql.Identifier(sink.table),
+                id_type=sql.SQL(types["message_id"]),
+                sent_type=sql.SQL(types["sent_at"]),
+                rows=_ids(names),
+                s_rows=sql.SQL(", ").join(sql.Identifier("s", n) for n in names),
+            )
+            started = time.perf_counter()
+            with conn.cursor() as cur:
+                for chunk in chunks:
+                    with cur.copy(copy_sql) as copy:
+                        copy.write(chunk)
+                    cur.execute(insert)
+                    conn.commit()
+            elapsed = time.perf_counter() - started
+            row = conn.execute(
+                sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(sink.table))
+            ).fetchone()
+            assert row is not None
+            rates.append(int(row[0]) / elapsed)
+            log(f"exactly-once ceiling {attempt + 1}/{repeats}: {rates[-1]:,.0f} rows/s")
+    server.drop_database("bench_ceiling_eo")
+    return Repeated(
+        f"COPY into a stage + INSERT ON CONFLICT into the row and ledger tables, {batch} rows"
+        " per transaction",
+        sum(c.count(b"\n") for c in chunks),
+        rates,
+    )
+
+
+def _chunks(rows_file: Path, batch: int) -> list[bytes]:
+    lines = rows_file.read_bytes().splitlines(keepends=True)
+    return [b"".join(lines[i : i + batch]) for i in range(0, len(lines), batch)]
+
+
+def _ids(names: list[str]) -> sql.Composed:
+    return sql.SQL(", ").join(sql.Identifier(n) for n in names)
+
+
+def _column_types(conn: psycopg.Connection, table: str) -> dict[str, str]:
+    """Column -> its type as the catalog spells it (`format_type`), so the ceiling casts to
+    whatever key types the migrations chose."""
+    rows = conn.execute(
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+        " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+        (sql.Identifier(table).as_string(conn),),
+    ).fetchall()
+    return {str(name): str(kind) for name, kind in rows}

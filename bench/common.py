@@ -65,8 +65,9 @@ def dataset(work: Path, n: int, seed: int) -> tuple[Path, float | None]:
 class Server:
     """BENCH_DATABASE_URL's server (a superuser DSN), else an embedded one in the work folder."""
 
-    def __init__(self, work: Path, admin_dsn: str | None) -> None:
+    def __init__(self, work: Path, admin_dsn: str | None, suffix: str = "") -> None:
         self._embedded: EmbeddedPostgres | None = None
+        self.suffix = suffix  # appended to every database name (runs that share a server)
         if admin_dsn:
             self.admin_dsn = admin_dsn
         else:
@@ -85,6 +86,7 @@ class Server:
         return info
 
     def fresh_database(self, name: str) -> str:
+        name += self.suffix
         with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
@@ -93,6 +95,7 @@ class Server:
         return dsn_with_database(self.admin_dsn, name)
 
     def drop_database(self, name: str) -> None:
+        name += self.suffix
         with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))

@@ -73,7 +73,10 @@ class _Dedupe:
 
     def __init__(self, step: DedupeStep) -> None:
         self._shards = step.shards
-        self._logic = dedupe.builder(step.window_seconds, step.max_entries_per_shard)
+        self._window = step.window_seconds
+        self._slots = dedupe.slots_per_shard(
+            step.memory_budget_mb, step.shards, step.max_entries_per_shard
+        )
 
     def __call__(self, events: list[Event]) -> list[Event]:
         by_shard: dict[str, list[Event]] = {}
@@ -81,6 +84,8 @@ class _Dedupe:
             by_shard.setdefault(dedupe.shard_of(event, self._shards), []).append(event)
         out: list[Event] = []
         for values in by_shard.values():
-            kept, _ = self._logic(None).on_batch(values)
+            # a table for this batch only: twice its logins (cuckoo's room), not the budget
+            slots = min(self._slots, 2 * len(values) + dedupe.BUCKET)
+            kept, _ = dedupe.DedupeLogic(self._window, slots, None).on_batch(values)
             out.extend(kept)
         return out

@@ -217,13 +217,17 @@ class DedupeStep(_Strict):
         600, gt=0, description="the same record within this SentTimestamp gap is a resend"
     )
     shards: int = Field(64, ge=1, le=4096, description="state keys; each holds many fingerprints")
-    # ~180 bytes per fingerprint: 64 x 2,000 is ~23 MB, the whole window up to ~210 msg/s
-    # sustained; above that rate the horizon is the last ~128k logins (docs/operations.md).
-    max_entries_per_shard: int = Field(
-        2_000,
+    # 24 bytes per slot, preallocated: 150 MB holds a 10-minute window up to ~10,000 msg/s
+    # sustained (the table in docs/operations.md); above that, fingerprints are dropped
+    # before their window ends and counted (logins_dedupe_evicted_early).
+    memory_budget_mb: float = Field(
+        150, gt=0, description="dedupe state of all shards together, in MB (10^6 bytes)"
+    )
+    max_entries_per_shard: int | None = Field(
+        None,
         ge=100,
-        description="fingerprints kept per shard, about 180 bytes each (bounds memory; a"
-        " resend past the bound becomes a row, never a lost message)",
+        description="deprecated (use memory_budget_mb): if set, slots per shard instead of"
+        " the budget's share",
     )
 
 

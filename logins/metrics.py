@@ -119,3 +119,9 @@ COMMIT_LATENCY = BatchHistogram(
     "Commit time minus SentTimestamp, per committed message: how far behind the flow is",
     LATENCY_BUCKETS,
 )
+
+DEDUPE_EVICTED_EARLY = Counter(
+    "logins_dedupe_evicted_early",
+    "Dedupe fingerprints dropped before their window ended (state full): a resend of one"
+    " becomes a row",
+)

@@ -3,7 +3,8 @@
 Every worker polls the same queue; SQS hands out disjoint messages. `next_batch` never blocks
 the worker: background receiver threads long-poll (WaitTimeSeconds) into a bounded buffer,
 and `next_batch` only drains what is already there. Retries of SQS calls (throttling,
-connection errors) are botocore's own retry modes: exponential backoff with jitter.
+connection errors) are botocore's own retry modes: exponential backoff with jitter. Every
+client speaks the server's protocol (`source.protocol`, see connectors/sqs_protocol.py).
 
 Metrics this module owns: `logins_held_messages` (the InFlight set below) and
 `logins_queue_messages{state}` (QueueCounts: one GetQueueAttributes per process per
@@ -20,11 +21,11 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
-import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from bytewax.inputs import DynamicSource, StatelessSourcePartition
 
+from connectors.sqs_protocol import SqsClient, make_client
 from logins import metrics, shutdown
 from logins.config import SqsSourceConfig
 from logins.records import SqsMessage
@@ -53,10 +54,11 @@ _QUEUE_COUNTS = {
 }
 
 
-def sqs_client(config: SqsSourceConfig) -> Any:
-    """A boto3 SQS client with botocore's retry mode and a read timeout above the long poll."""
-    return boto3.session.Session().client(
-        "sqs",
+def sqs_client(config: SqsSourceConfig) -> SqsClient:
+    """An SQS client in the configured protocol, with botocore's retry mode and a read timeout
+    above the long poll."""
+    return make_client(
+        config.protocol,
         region_name=config.region,
         endpoint_url=config.endpoint_url,
         config=Config(

@@ -450,6 +450,9 @@ class AppConfig(_Strict):
     shutdown_timeout_seconds: float = Field(
         30, gt=0, description="SIGTERM/SIGINT: longest time to commit what is held, then exit"
     )
+    startup_timeout_seconds: float = Field(
+        20, ge=0, description="start-up checks: how long a transient error is retried, then exit 2"
+    )
 
     @model_validator(mode="after")
     def _check_pipeline(self) -> AppConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -33,16 +34,29 @@ def keygen(directory: Path, token_only: bool) -> None:
             click.echo(f"wrote {generate_token_key(directory)}")
         except KeyFileError as exc:
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            raise click.ClickException(_cannot_write(directory, exc)) from None
         return
     try:
         paths = generate_keys(directory)
     except KeyFileError as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(_cannot_write(directory, exc)) from None
     for path in paths.values():
         click.echo(f"wrote {path}")
     click.echo(
         "The pipeline needs token.key and vault.pub only. Move vault.key to whoever may "
         "reveal values; never deploy it with the pipeline."
+    )
+
+
+def _cannot_write(directory: Path, exc: OSError) -> str:
+    """A directory this user may not write: say who we are (the image runs as uid 10001)."""
+    return (
+        f"cannot write keys into {directory}: {exc.strerror} (this process runs as uid"
+        f" {os.getuid()}; the image runs as uid 10001, so a bind-mounted host directory must be"
+        " writable by that uid: see docs/docker.md, 'Keys in a host directory')"
     )
 
 

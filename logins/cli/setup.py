@@ -55,8 +55,8 @@ def _cannot_write(directory: Path, exc: OSError) -> str:
     """A directory this user may not write: say who we are (the image runs as uid 10001)."""
     return (
         f"cannot write keys into {directory}: {exc.strerror} (this process runs as uid"
-        f" {os.getuid()}; the image runs as uid 10001, so a bind-mounted host directory must be"
-        " writable by that uid: see docs/docker.md, 'Keys in a host directory')"
+        f" {os.getuid()} and must be able to write there; the image runs as uid 10001: see"
+        " docs/docker.md, 'Keys in a host directory')"
     )
 
 

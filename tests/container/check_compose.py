@@ -23,7 +23,6 @@ import os
 import shlex
 import shutil
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -38,6 +37,7 @@ from connectors.sqs_protocol import make_client
 from logins.dev.embedded import free_port
 from logins.dev.generator import generate
 from logins.dev.seed import send_bodies
+from tests.container.conftest import FIGURES
 from tests.faults.sqs_proxy import SqsFaultProxy
 
 REPO = Path(__file__).resolve().parents[2]
@@ -115,7 +115,7 @@ def docker(
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
+def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     info = docker("info", "--format", "{{.ServerVersion}}")
     assert info.returncode == 0, (
         f"no Docker engine: {info.stderr} (../shared/tools/container-lab setup)"
@@ -135,13 +135,12 @@ def stack() -> Iterator[Stack]:
     stack = Stack(
         env, [*compose_command(env), "-f", "docker-compose.yml"], image, pg_port, sqs_port
     )
+    request.config.stash[FIGURES] = stack.figures  # printed in the terminal summary
     try:
         yield stack
     finally:
         stack.run("--profile", "seed", "down", "-v", "--remove-orphans", check=False, timeout=180)
         docker("rmi", "-f", image)
-        # past pytest's capture: the figures docs/docker.md quotes
-        print(f"\ncontainer figures: {json.dumps(stack.figures)}", file=sys.__stdout__, flush=True)
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.5) -> Any:

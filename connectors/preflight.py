@@ -1,13 +1,14 @@
 """Start-up checks, before the flow receives anything: the queue answers GetQueueAttributes, and
-PostgreSQL accepts this login, has the configured tables (or the flow may create them) and lets
-this role write them. `logins check --connect` runs the same checks.
+PostgreSQL accepts this login, its schema version is current and this role may write the sink's
+tables. `logins check --connect` runs the same checks and changes nothing.
 
 A permanent error (connectors/errors.py: no such queue, access denied, bad credentials or
 signature, unknown host, 28P01, 3D000, 42501, ...) fails its check at once. A transient one
 (refused, timeouts, 5xx, throttling) is retried with capped exponential backoff and jitter
 (tenacity, as the sink's writes) until `wait_seconds` have passed, each attempt logged with the
-error's code and the server's message. The schema itself is the migrations' business
-(connectors/migrations.py); this module only reads the catalog.
+error's code and the server's message. The schema is the migrations' business: at the flow's
+start this module calls their `ensure_schema` (check the version, migrate if sink.migrate and
+the role allow); otherwise it only reads the catalog.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from tenacity import (
 )
 
 from connectors.errors import Failure, ServiceError, pg_failure, pg_where, sqs_failure
+from connectors.migrations import ensure_schema, schema_state
+from connectors.schemaversion import SchemaError
 from connectors.sqs import sqs_client, where
 from logins.config import AppConfig, SqsSourceConfig
-from logins.vaultschema import tables
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +56,13 @@ class Outcome:
         return self.failure is None
 
 
-def run(config: AppConfig, wait_seconds: float) -> list[Outcome]:
-    """Both checks; each retries a transient error until `wait_seconds` after the start."""
+def run(config: AppConfig, wait_seconds: float, migrate: bool = False) -> list[Outcome]:
+    """Both checks; each retries a transient error until `wait_seconds` after the start.
+    `migrate`: the flow's start, which brings an older schema up to date (sink.migrate)."""
     deadline = time.monotonic() + wait_seconds
     return [
         _retried("sqs", lambda: check_sqs(config.source), deadline),
-        _retried("postgres", lambda: check_postgres(config), deadline),
+        _retried("postgres", lambda: check_postgres(config, migrate), deadline),
     ]
 
 
@@ -78,25 +81,47 @@ def check_sqs(config: SqsSourceConfig) -> str:
 
 
 def sink_tables(config: AppConfig) -> tuple[list[str], list[str]]:
-    """(tables the sink inserts into, tables it only reads): the vault's insert trigger reads
-    the erasure tombstones."""
+    """(tables the sink inserts into, tables whose message ids it reads: ON CONFLICT and
+    RETURNING). Column grants count (the pipeline role of connectors/roles.py has only those)."""
     sink = config.sink
-    inserts = [sink.table, sink.rejected_table, sink.duplicates_table, sink.ledger_table]
-    return [*inserts, config.vault.table], [tables(config).erasures]
+    reads = [sink.table, sink.rejected_table, sink.duplicates_table, sink.ledger_table]
+    return [*reads, config.vault.table], reads
 
 
-def check_postgres(config: AppConfig) -> str:
-    """Connect; the configured tables exist (or sink.migrate will create them) and this role
-    may insert into them and stage batches in temporary tables."""
+def check_postgres(config: AppConfig, migrate: bool = False) -> str:
+    """Connect; the schema is current (with `migrate`, as the flow's start does: migrate it if
+    sink.migrate allows and the role may); this role may insert into the sink's tables and
+    stage batches in temporary tables. Without `migrate` nothing is changed."""
     dsn = config.sink.dsn.get_secret_value()
     at = pg_where(dsn)
     try:
         with psycopg.connect(
             dsn, autocommit=True, connect_timeout=10, application_name="logins-etl check"
         ) as conn:
-            return f"{at}: {_privileges(conn, config, at)}"
+            schema = _schema(conn, config, at, migrate)
+            return f"{at}: {schema}; {_privileges(conn, config, at)}"
     except psycopg.Error as exc:
         raise ServiceError(pg_failure(exc, at, at_start=True)) from None
+
+
+def _refusal(at: str, code: str, message: str) -> ServiceError:
+    return ServiceError(Failure("PostgreSQL", at, code, message, True))
+
+
+def _schema(conn: psycopg.Connection[tuple[object, ...]], config: AppConfig, at: str,
+            migrate: bool) -> str:  # fmt: skip
+    """The recorded schema version (connectors/schemaversion.py), migrated if asked."""
+    found = schema_state(conn, config)
+    if found.current:
+        return f"schema version {found.have}"
+    if migrate or not config.sink.migrate:
+        try:
+            ensure_schema(conn, config, allow_migrate=migrate and config.sink.migrate)
+        except SchemaError as exc:
+            code = "42501" if "(42501:" in str(exc) else "SchemaVersion"
+            raise _refusal(at, code, str(exc)) from None
+        return f"migrated to schema version {schema_state(conn, config).have}"
+    return f"{found.describe()}: the flow migrates it at start (sink.migrate)"
 
 
 def _privileges(conn: psycopg.Connection[tuple[object, ...]], config: AppConfig, at: str) -> str:
@@ -104,46 +129,30 @@ def _privileges(conn: psycopg.Connection[tuple[object, ...]], config: AppConfig,
     wanted = [(name, "INSERT") for name in inserts] + [(name, "SELECT") for name in reads]
     rows = conn.execute(
         "SELECT w.name, w.privilege, c.oid IS NOT NULL,"
-        " c.oid IS NOT NULL AND has_table_privilege(c.oid, w.privilege)"
+        " c.oid IS NOT NULL AND has_any_column_privilege(c.oid, w.privilege)"
         " FROM unnest(%s::text[], %s::text[]) AS w(name, privilege)"
         " LEFT JOIN LATERAL (SELECT to_regclass(quote_ident(w.name)) AS oid) c ON true",
         ([n for n, _ in wanted], [p for _, p in wanted]),
     ).fetchall()
     facts = conn.execute(
-        "SELECT current_user, current_database(), current_schema(),"
-        " has_database_privilege(current_database(), 'TEMPORARY'),"
-        " current_schema() IS NOT NULL AND has_schema_privilege(current_schema(), 'CREATE')"
+        "SELECT current_user, current_database(),"
+        " has_database_privilege(current_database(), 'TEMPORARY')"
     ).fetchone()
     assert facts is not None
-    user, database, schema, temporary, create = facts
-    missing = [str(name) for name, _, exists, _ in rows if not exists]
+    user, database, temporary = facts
+    missing = sorted({str(name) for name, _, exists, _ in rows if not exists})
     refused = [f"{right} on {name}" for name, right, exists, ok in rows if exists and not ok]
-
-    def fail(code: str, message: str) -> ServiceError:
-        return ServiceError(Failure("PostgreSQL", at, code, message, True))
-
     if refused:
-        raise fail("42501", f"permission denied: role {user} lacks {', '.join(refused)}")
+        raise _refusal(at, "42501", f"permission denied: role {user} lacks {', '.join(refused)}")
     if not temporary:
-        raise fail(
+        raise _refusal(
+            at,
             "42501",
             f"permission denied: role {user} cannot create temporary tables in database"
             f" {database} (the sink stages each batch in one)",
         )
-    if missing and not config.sink.migrate:
-        raise fail(
-            "42P01",
-            f"relation {missing[0]} does not exist (missing: {', '.join(missing)}; sink.migrate"
-            " is off: run `logins migrate` as the tables' owner)",
-        )
-    if missing and not create:
-        raise fail(
-            "42501",
-            f"permission denied for schema {schema}: role {user} cannot create the missing"
-            f" tables {', '.join(missing)} (sink.migrate is on)",
-        )
-    if missing:
-        return f"role {user}; creates {len(missing)} missing tables at start (sink.migrate)"
+    if missing:  # only before a migration the flow will run
+        return f"role {user} (tables to be created: {', '.join(missing)})"
     return f"role {user} may write {', '.join(inserts)}"
 
 

@@ -31,7 +31,7 @@ except (ConfigError, KeyFileError) as exc:
     raise SystemExit(2) from None
 
 _failed = False
-for outcome in preflight.run(config, config.startup_timeout_seconds):
+for outcome in preflight.run(config, config.startup_timeout_seconds, migrate=True):
     if outcome.ok:
         log.info("start-up check %s: ok: %s", outcome.name, outcome.detail)
     else:

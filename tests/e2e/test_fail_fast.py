@@ -41,7 +41,8 @@ PASSWORD = "s3cret-Pw-9"  # the test role's: must never appear in any output
 # load average 9, mostly imports); the bound leaves room for a loaded machine.
 PERMANENT_S = 60.0
 ROLE = "logins_pw"
-OWNER = "logins_owner"  # owns its database: the flow can migrate and write as it
+READER = "logins_reader"  # a login granted logins_analyst: it may read, not write
+PIPELINE = "app_pipeline"  # a login granted logins_pipeline, as docs/vault.md#roles sets one up
 
 
 # --- servers --------------------------------------------------------------------------------------
@@ -136,14 +137,16 @@ def pw_postgres() -> Iterator[PasswordPostgres]:
         with psycopg.connect(server.dsn, autocommit=True) as conn:
             hba = Path(conn.execute("SHOW hba_file").fetchone()[0])  # type: ignore[index]
             hba.write_text(
-                f"host all {ROLE},{OWNER} 127.0.0.1/32 scram-sha-256\n" + hba.read_text()
+                f"host all {ROLE},{READER},{PIPELINE} 127.0.0.1/32 scram-sha-256\n"
+                + hba.read_text()
             )
             conn.execute("SELECT pg_reload_conf()")
-            conn.execute(
-                sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                    sql.Identifier(ROLE), sql.Literal(PASSWORD)
+            for role in (ROLE, READER):
+                conn.execute(
+                    sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                        sql.Identifier(role), sql.Literal(PASSWORD)
+                    )
                 )
-            )
             conn.execute("CREATE DATABASE logins")
         yield PasswordPostgres(server.dsn, server.port)
 
@@ -299,8 +302,9 @@ def test_postgres_refusals_stop_the_start_with_the_servers_words(
     queue_url: str,
     pw_postgres: PasswordPostgres,
 ) -> None:
-    # The tables exist, owned by the superuser; the role may use them only through a group
-    # role it does not inherit from (ALTER ROLE ... NOINHERIT before the GRANT).
+    # The tables exist, migrated by the superuser. ROLE holds logins_pipeline but does not
+    # inherit its privileges (ALTER ROLE ... NOINHERIT before the GRANT); READER holds
+    # logins_analyst, which reads and may not write.
     with psycopg.connect(
         dsn_with_database(pw_postgres.admin_dsn, "logins"), autocommit=True
     ) as conn:
@@ -308,10 +312,9 @@ def test_postgres_refusals_stop_the_start_with_the_servers_words(
             keys, database_url="x", queue_url=queue_url, endpoint_url=sqs.endpoint_url
         )
         migrate(conn, config_for(env))
-        conn.execute("CREATE ROLE logins_writer NOLOGIN")
-        conn.execute("GRANT INSERT ON ALL TABLES IN SCHEMA public TO logins_writer")
         conn.execute(sql.SQL("ALTER ROLE {} NOINHERIT").format(sql.Identifier(ROLE)))
-        conn.execute(sql.SQL("GRANT logins_writer TO {}").format(sql.Identifier(ROLE)))
+        conn.execute(sql.SQL("GRANT logins_pipeline TO {}").format(sql.Identifier(ROLE)))
+        conn.execute(sql.SQL("GRANT logins_analyst TO {}").format(sql.Identifier(READER)))
     closed = free_port()
     good = service_env(
         keys,
@@ -324,6 +327,7 @@ def test_postgres_refusals_stop_the_start_with_the_servers_words(
         "bad_password": {**good, "DATABASE_URL": pw_postgres.dsn(password="wrong-password")},
         "no_database": {**good, "DATABASE_URL": pw_postgres.dsn(database="nodb")},
         "no_privilege": good,
+        "read_only": {**good, "DATABASE_URL": pw_postgres.dsn(user=READER)},
         "unknown_host": {
             **good,
             "DATABASE_URL": f"postgresql://{ROLE}:{PASSWORD}@nonexistent.invalid/x",
@@ -345,11 +349,17 @@ def test_postgres_refusals_stop_the_start_with_the_servers_words(
             f'password authentication failed for user "{ROLE}"',
         ),
         "no_database": ("PostgreSQL", f"{at}/nodb", "3D000", 'database "nodb" does not exist'),
-        "no_privilege": (
+        "no_privilege": (  # the server's own refusal, at the schema version check
             "PostgreSQL",
             f"{at}/logins",
             "42501",
-            f"role {ROLE} lacks INSERT on user_logins",
+            "permission denied for table logins_schema_version",
+        ),
+        "read_only": (  # the start-up check's, from has_any_column_privilege
+            "PostgreSQL",
+            f"{at}/logins (user {READER})",
+            "42501",
+            f"permission denied: role {READER} lacks INSERT on user_logins",
         ),
         "unknown_host": (
             "PostgreSQL",
@@ -550,13 +560,18 @@ def test_database_password_changed_while_running_stops_the_flow(
     """Reconnecting with a password that no longer works is not an outage: exit 2 at once
     (it was: retried for sink.retry.give_up_after_seconds, 300 s), nothing of it deleted."""
     with psycopg.connect(pw_postgres.admin_dsn, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE pipelined")
+    env = service_env(keys, database_url="x", queue_url=queue_url, endpoint_url=sqs.endpoint_url)
+    with psycopg.connect(
+        dsn_with_database(pw_postgres.admin_dsn, "pipelined"), autocommit=True
+    ) as conn:
+        migrate(conn, config_for(env))  # as the superuser: tables, roles, grants
         conn.execute(
-            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
-                sql.Identifier(OWNER), sql.Literal(PASSWORD)
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE logins_pipeline").format(
+                sql.Identifier(PIPELINE), sql.Literal(PASSWORD)
             )
         )
-        conn.execute(sql.SQL("CREATE DATABASE owned OWNER {}").format(sql.Identifier(OWNER)))
-    dsn = pw_postgres.dsn(user=OWNER, database="owned")
+    dsn = pw_postgres.dsn(user=PIPELINE, database="pipelined")
     client = sqs.client()
     first = send_bodies(client, queue_url, (m.body for m in generate(30, seed=64)))
     env = service_env(keys, database_url=dsn, queue_url=queue_url, endpoint_url=sqs.endpoint_url)
@@ -565,11 +580,13 @@ def test_database_password_changed_while_running_stops_the_flow(
         wait_for(lambda: ledger_ids(dsn) == set(first), 60, "the first messages committed")
         with psycopg.connect(pw_postgres.admin_dsn, autocommit=True) as conn:
             conn.execute(
-                sql.SQL("ALTER ROLE {} PASSWORD 'changed-elsewhere'").format(sql.Identifier(OWNER))
+                sql.SQL("ALTER ROLE {} PASSWORD 'changed-elsewhere'").format(
+                    sql.Identifier(PIPELINE)
+                )
             )
             conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
-                (OWNER,),
+                (PIPELINE,),
             )
         later = send_bodies(client, queue_url, (m.body for m in generate(20, seed=65)))
         changed_at = time.monotonic()
@@ -581,7 +598,7 @@ def test_database_password_changed_while_running_stops_the_flow(
     output = (tmp_path / "flow.log").read_text(errors="replace")
     assert code == 2, output[-3000:]
     assert time.monotonic() - changed_at < PERMANENT_S
-    assert f'28P01: FATAL: password authentication failed for user "{OWNER}"' in output
+    assert f'28P01: FATAL: password authentication failed for user "{PIPELINE}"' in output
     assert "nothing of this batch was deleted from the queue" in output
     assert PASSWORD not in output and "changed-elsewhere" not in output
     attrs = client.get_queue_attributes(

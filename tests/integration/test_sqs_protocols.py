@@ -21,7 +21,14 @@ import pytest
 from click.testing import CliRunner
 
 from connectors import sqs_protocol
-from connectors.sqs import InFlight, SqsAcker, SqsPartition, sqs_client, to_message
+from connectors.sqs import (
+    InFlight,
+    QueueCounts,
+    SqsAcker,
+    SqsPartition,
+    sqs_client,
+    to_message,
+)
 from connectors.sqs_protocol import QueryProtocolRequired, make_client
 from logins.cli import main
 from logins.config import SqsSourceConfig
@@ -134,9 +141,10 @@ def test_every_call_of_the_source_and_acker_in_the_query_protocol(
     assert acker.extend(messages) == []
     assert acker.release(messages[:3], after_seconds=0) == 0
     assert acker.delete(messages[3:]) == 0
-    partition = SqsPartition(config.model_copy(update={"stop_when_idle": 0.01}), 0, inflight)
+    idle = config.model_copy(update={"stop_when_idle": 0.01})
+    partition = SqsPartition(idle, 0, inflight, QueueCounts(idle))
     try:
-        assert partition._queue_is_empty() is False  # 3 released + 5 never received
+        assert partition._queue_is_empty(max_age=0) is False  # 3 released + 5 never received
     finally:
         partition.close()
         inflight.stop()

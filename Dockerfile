@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The logins flow: `docker run IMAGE` runs `python -m bytewax.run flows.logins -w 2`;
 # `docker run IMAGE flows.logins -w 4 -r /recovery ...` replaces the arguments.
 # No key or credential is in the image: key files are mounted at run time (see docs/docker.md).

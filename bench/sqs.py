@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 from botocore.config import Config
 
 from bench.common import (
@@ -30,6 +29,7 @@ from bench.common import (
     tail,
 )
 from bench.core import accounted
+from connectors.sqs_protocol import make_client
 from logins.dev.generated import Dataset
 from logins.dev.generator import KINDS
 
@@ -54,8 +54,8 @@ class SqsResult:
 
 
 def _client(endpoint: str, pool: int = 32) -> Any:
-    return boto3.session.Session().client(
-        "sqs",
+    return make_client(
+        "auto",
         endpoint_url=endpoint,
         region_name=_DUMMY["AWS_REGION"],
         aws_access_key_id=_DUMMY["AWS_ACCESS_KEY_ID"],

@@ -31,11 +31,12 @@ from psycopg import sql
 from tenacity import (
     RetryCallState,
     Retrying,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_delay,
     wait_random_exponential,
 )
 
+from connectors.errors import Failure, ServiceError, pg_failure, pg_where
 from connectors.schema import Column, TableSchema
 from connectors.schemaversion import SchemaError
 from connectors.sqs import Acker
@@ -72,7 +73,12 @@ def is_poison_error(exc: BaseException) -> bool:
 
 
 class DatabaseUnavailable(RuntimeError):
-    """The database stayed away longer than `sink.retry.give_up_after_seconds`."""
+    """The database stayed away longer than `sink.retry.give_up_after_seconds`, or refuses
+    this login for good (`permanent`: authentication, privileges): nothing was deleted."""
+
+    def __init__(self, message: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 @dataclass(frozen=True)
@@ -233,8 +239,18 @@ class PostgresWriter:
         except SchemaError as exc:
             log.error("cannot start: %s", exc)
             raise
+        except psycopg.OperationalError as exc:
+            raise ServiceError(self._failure(exc)) from None
 
     # -- writing ------------------------------------------------------------------------------
+
+    def _failure(self, exc: BaseException) -> Failure:
+        return pg_failure(exc, pg_where(self._settings.dsn.get_secret_value()))
+
+    def _transient(self, exc: BaseException) -> bool:
+        """Worth waiting for: the database is away, not refusing this login for good (28P01,
+        3D000, 42501 ... stop the flow instead of being retried for give_up_after_seconds)."""
+        return isinstance(exc, psycopg.OperationalError) and not self._failure(exc).permanent
 
     def _retrying(self) -> Retrying:
         retry = self._settings.retry
@@ -246,11 +262,11 @@ class PostgresWriter:
             log.warning(
                 "database unavailable (attempt %d, %s); retrying",
                 state.attempt_number,
-                type(exc).__name__,
+                self._failure(exc) if exc is not None else "?",
             )
 
         return Retrying(
-            retry=retry_if_exception_type(psycopg.OperationalError),
+            retry=retry_if_exception(self._transient),
             wait=wait_random_exponential(multiplier=retry.initial_seconds, max=retry.max_seconds),
             stop=stop_after_delay(retry.give_up_after_seconds),
             before_sleep=before_sleep,
@@ -263,9 +279,14 @@ class PostgresWriter:
             return self._retrying()(self._write_once, events)
         except psycopg.OperationalError as exc:
             self._drop_connection()
+            failure = self._failure(exc)
+            if failure.permanent:  # e.g. the password changed: no retry
+                raise DatabaseUnavailable(
+                    f"{failure}; nothing of this batch was deleted from the queue", permanent=True
+                ) from None
             raise DatabaseUnavailable(
                 f"database still unavailable after {self._settings.retry.give_up_after_seconds}s"
-                f" ({type(exc).__name__}); nothing of this batch was deleted from the queue"
+                f" ({failure}); nothing of this batch was deleted from the queue"
             ) from None
 
     def _write_once(self, events: Sequence[Event]) -> BatchResult:
@@ -449,6 +470,7 @@ class _PostgresPartition(StatelessSinkPartition[Event]):
         self._cache = cache
         self._acker = acker
         self._failure: BaseException | None = None
+        self._refused = False  # the database refused this login for good: release, never write
         self._queue: queue.Queue[list[Event] | None] | None = None
         self._thread: threading.Thread | None = None
         if settings.queued_batches > 0:
@@ -497,6 +519,9 @@ class _PostgresPartition(StatelessSinkPartition[Event]):
             raise
 
     def _write_batch(self, items: list[Event]) -> None:
+        if self._refused:
+            self._acker.release([e.message for e in items])
+            return
         with tracer().start_as_current_span(
             "logins.sink.write_batch",
             kind=SpanKind.CONSUMER,
@@ -509,9 +534,14 @@ class _PostgresPartition(StatelessSinkPartition[Event]):
             started = time.perf_counter()
             try:
                 committed = self._committer.commit(items)
-            except DatabaseUnavailable:
+            except DatabaseUnavailable as exc:
                 self._acker.release([e.message for e in items])  # back to the queue at once
-                raise
+                if not exc.permanent:
+                    raise
+                # Refused for good: stop the flow gracefully (exit 2), write nothing more.
+                self._refused = True
+                shutdown.fail(str(exc))
+                return
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
             done, poisoned = committed.events, committed.refused
             if done:

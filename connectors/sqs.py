@@ -3,7 +3,12 @@
 Every worker polls the same queue; SQS hands out disjoint messages. `next_batch` never blocks
 the worker: background receiver threads long-poll (WaitTimeSeconds) into a bounded buffer,
 and `next_batch` only drains what is already there. Retries of SQS calls (throttling,
-connection errors) are botocore's own retry modes: exponential backoff with jitter.
+connection errors) are botocore's own retry modes: exponential backoff with jitter. Every
+client speaks the server's protocol (`source.protocol`, see connectors/sqs_protocol.py).
+
+A transient failure is logged with the server's error code and message and retried; a
+permanent one (the queue deleted, access denied, credentials revoked: connectors/errors.py)
+stops the flow through `shutdown.fail`: what it holds is committed, then it exits 2.
 
 Metrics this module owns: `logins_held_messages` (the InFlight set below) and
 `logins_queue_messages{state}` (QueueCounts: one GetQueueAttributes per process per
@@ -20,11 +25,12 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
-import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from bytewax.inputs import DynamicSource, StatelessSourcePartition
 
+from connectors.errors import Failure, sqs_failure, sqs_where
+from connectors.sqs_protocol import SqsClient, make_client
 from logins import metrics, shutdown
 from logins.config import SqsSourceConfig
 from logins.records import SqsMessage
@@ -53,19 +59,34 @@ _QUEUE_COUNTS = {
 }
 
 
-def sqs_client(config: SqsSourceConfig) -> Any:
-    """A boto3 SQS client with botocore's retry mode and a read timeout above the long poll."""
-    return boto3.session.Session().client(
-        "sqs",
+def sqs_client(config: SqsSourceConfig, max_attempts: int | None = None) -> SqsClient:
+    """An SQS client in the configured protocol, with botocore's retry mode and a read timeout
+    above the long poll."""
+    attempts = max_attempts or config.retry.max_attempts
+    return make_client(
+        config.protocol,
         region_name=config.region,
         endpoint_url=config.endpoint_url,
         config=Config(
-            retries={"mode": config.retry.mode, "max_attempts": config.retry.max_attempts},
+            retries={"mode": config.retry.mode, "max_attempts": attempts},
             connect_timeout=5,
             read_timeout=config.wait_time_seconds + 10,
             max_pool_connections=max(10, config.receivers * 2),
         ),
     )
+
+
+def where(config: SqsSourceConfig) -> str:
+    """The queue (and endpoint) as error messages name it."""
+    return sqs_where(config.queue_url, config.endpoint_url)
+
+
+def _failed(exc: BaseException, config: SqsSourceConfig) -> Failure:
+    """Describe a failed call; a permanent failure stops the flow (after what it holds)."""
+    failure = sqs_failure(exc, where(config))
+    if failure.permanent:
+        shutdown.fail(str(failure))
+    return failure
 
 
 def to_message(raw: dict[str, Any], received_at: float) -> SqsMessage:
@@ -112,7 +133,9 @@ class QueueCounts:
                 QueueUrl=self._config.queue_url, AttributeNames=list(_QUEUE_COUNTS.values())
             )["Attributes"]
         except (BotoCoreError, ClientError) as exc:
-            log.warning("cannot read queue counts: %s", type(exc).__name__)
+            failure = _failed(exc, self._config)
+            if not failure.permanent:
+                log.warning("cannot read queue counts: %s", failure)
             return None
         finally:
             self._call.release()
@@ -255,7 +278,10 @@ class _SqsPartition(StatelessSourcePartition[SqsMessage]):
                 )
             except (BotoCoreError, ClientError) as exc:
                 metrics.SQS_ERRORS.inc()
-                log.warning("receive failed after retries; trying again: %s", type(exc).__name__)
+                failure = _failed(exc, config)
+                if failure.permanent:
+                    return
+                log.warning("receive failed after retries; trying again: %s", failure)
                 self._stopping.wait(1.0)
                 continue
             now = time.time()
@@ -425,9 +451,8 @@ class SqsAcker(Acker):
                 failed += [chunk[int(f["Id"])] for f in response.get("Failed", [])]
             except (BotoCoreError, ClientError) as exc:
                 failed += chunk
-                log.warning(
-                    "%s failed for %d messages: %s", operation, len(chunk), type(exc).__name__
-                )
+                failure = _failed(exc, self._config)
+                log.warning("%s failed for %d messages: %s", operation, len(chunk), failure)
         return failed
 
 

@@ -66,6 +66,11 @@ class SqsSourceConfig(_Strict):
         None, description="an SQS endpoint other than AWS's (LocalStack, moto); unset: AWS"
     )
     region: str = Field("us-east-1", description="the AWS region of the queue")
+    protocol: Literal["auto", "json", "query"] = Field(
+        "auto",
+        description="SQS's wire protocol: `json`, `query` (XML: LocalStack before 3.0 speaks"
+        " only this), or `auto`: JSON until the server refuses it, then query for good",
+    )
     wait_time_seconds: int = Field(
         1, ge=0, le=20, description="long-poll wait of a ReceiveMessage call, in the receiver"
     )
@@ -448,6 +453,9 @@ class AppConfig(_Strict):
     )
     shutdown_timeout_seconds: float = Field(
         30, gt=0, description="SIGTERM/SIGINT: longest time to commit what is held, then exit"
+    )
+    startup_timeout_seconds: float = Field(
+        20, ge=0, description="start-up checks: how long a transient error is retried, then exit 2"
     )
 
     @model_validator(mode="after")

@@ -5,13 +5,18 @@ what it buffered and ends, so Bytewax drains the flow (every held message is com
 deleted) and exits 0. A watchdog bounds that: past the timeout the process exits 3 without
 committing more; what it held returns to the queue after its visibility timeout. A second
 signal exits at once (130), with the same guarantee.
+
+A permanent error while running (the queue deleted, credentials revoked: see `fail`) stops the
+flow the same way, so what it holds is committed, and then the process exits 2 instead of 0.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import signal
+import sys
 import threading
 from types import FrameType
 
@@ -19,6 +24,9 @@ log = logging.getLogger(__name__)
 
 STOPPING = threading.Event()
 TIMED_OUT_EXIT = 3
+PERMANENT_ERROR_EXIT = 2
+_failure: list[str] = []  # the first permanent error of this run, if any
+_failure_lock = threading.Lock()
 
 
 def install(timeout_seconds: float) -> None:
@@ -63,6 +71,50 @@ def stop_after_failure() -> None:
     STOPPING.set()
 
 
+def fail(reason: str) -> None:
+    """A permanent error while running: retrying cannot help (the queue was deleted, the
+    credentials were revoked). Stop receiving like a signal does, so the flow commits what it
+    holds; `exit_nonzero_after_failure` then makes the process exit 2 instead of 0."""
+    with _failure_lock:
+        first = not _failure
+        if first:
+            _failure.append(reason)
+    if first:
+        log.error(
+            "stopping on a permanent error (%s); what is held is committed, then the flow exits %d",
+            reason,
+            PERMANENT_ERROR_EXIT,
+        )
+    STOPPING.set()
+
+
+def failure() -> str | None:
+    """The permanent error `fail` recorded for this run, if any."""
+    with _failure_lock:
+        return _failure[0] if _failure else None
+
+
+def exit_nonzero_after_failure() -> None:
+    """At exit, turn a drained stop after `fail` into exit code 2. Bytewax returns normally
+    once the flow has drained, so the code is set from an atexit hook (os._exit: an exception
+    there cannot change the code). Register it before the telemetry's own hooks: atexit runs
+    the latest first, so span exporters flush before this one exits."""
+    atexit.register(_exit_if_failed)
+
+
+def _exit_if_failed() -> None:
+    reason = failure()
+    if reason is None:
+        return
+    print(f"logins: stopped: {reason}", file=sys.stderr)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(PERMANENT_ERROR_EXIT)
+
+
 def reset() -> None:
     """A new flow starts with no stop requested (a process may run several, as tests do)."""
     STOPPING.clear()
+    with _failure_lock:
+        _failure.clear()

@@ -9,10 +9,10 @@ import os
 import sys
 from typing import Any
 
-import boto3
 import click
 from pydantic import ValidationError
 
+from connectors.sqs_protocol import PROTOCOLS, Protocol, make_client
 from logins.config import TelemetryConfig
 from logins.dev.generator import iter_messages
 from logins.dev.seed import send_entries, traced
@@ -33,6 +33,13 @@ from logins.telemetry import tracer_provider
     help="Give each message a W3C traceparent from a producer span of its own; the flow's batch"
     " spans link to them (LOGINS_TRACES=console prints both).",
 )
+@click.option(
+    "--protocol",
+    type=click.Choice(PROTOCOLS),
+    default="auto",
+    show_default=True,
+    help="SQS protocol; auto switches to query when the server refuses JSON (LocalStack < 3.0).",
+)
 def generate(
     count: int,
     seed: int,
@@ -40,6 +47,7 @@ def generate(
     endpoint_url: str | None,
     region: str,
     with_trace: bool,
+    protocol: Protocol,
 ) -> None:
     """Realistic sample logins: repeats, a few % malformed, some resends."""
     messages = iter_messages(count, seed=seed)
@@ -49,7 +57,7 @@ def generate(
         for message in messages:
             click.echo(message.body)
         return
-    client = boto3.client("sqs", endpoint_url=endpoint_url, region_name=region)
+    client = make_client(protocol, endpoint_url=endpoint_url, region_name=region)
     entries: Any = ({"MessageBody": m.body} for m in messages)
     provider = _producer_tracing() if with_trace else None
     if provider is not None:

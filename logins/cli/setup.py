@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 import psycopg
 import yaml
 
+from connectors import preflight
 from connectors.migrations import SchemaMismatch
 from connectors.migrations import migrate as apply
 from connectors.schema import table_schema
 from connectors.schemaversion import SCHEMA_VERSION
 from logins.cli.common import connect, selected_config
-from logins.config import AppConfig, ConfigError, describe
+from logins.config import AppConfig, ConfigError, describe, selected_files
 from logins.keys import KeyFileError, generate_keys, generate_token_key
 from logins.secrets import load_secrets
 
@@ -32,11 +34,15 @@ def keygen(directory: Path, token_only: bool) -> None:
             click.echo(f"wrote {generate_token_key(directory)}")
         except KeyFileError as exc:
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            raise click.ClickException(_cannot_write(directory, exc)) from None
         return
     try:
         paths = generate_keys(directory)
     except KeyFileError as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(_cannot_write(directory, exc)) from None
     for path in paths.values():
         click.echo(f"wrote {path}")
     click.echo(
@@ -45,19 +51,49 @@ def keygen(directory: Path, token_only: bool) -> None:
     )
 
 
+def _cannot_write(directory: Path, exc: OSError) -> str:
+    """A directory this user may not write: say who we are (the image runs as uid 10001)."""
+    return (
+        f"cannot write keys into {directory}: {exc.strerror} (this process runs as uid"
+        f" {os.getuid()} and must be able to write there; the image runs as uid 10001: see"
+        " docs/docker.md, 'Keys in a host directory')"
+    )
+
+
 @click.command()
-def check() -> None:
+@click.option(
+    "--connect",
+    is_flag=True,
+    help="Also run the flow's start-up checks against SQS and PostgreSQL; one line per check,"
+    " exit 2 if one fails.",
+)
+def check(connect: bool) -> None:
     """Validate the selected configuration and key files; print it with secrets hidden."""
     config = selected_config()
     try:
         secrets = load_secrets(config)
     except KeyFileError as exc:
-        raise click.ClickException(str(exc)) from None
+        if not connect:
+            raise click.ClickException(str(exc)) from None
+        _line(False, "keys", str(exc))
+        raise SystemExit(2) from None
     _table_schema(config)
-    click.echo(yaml.safe_dump(describe(config), sort_keys=False).rstrip())
-    click.echo(
-        f"# ok: token key id {secrets.tokenizer.key_id}, vault key id {secrets.sealer.key_id}"
-    )
+    keys = f"token key id {secrets.tokenizer.key_id}, vault key id {secrets.sealer.key_id}"
+    if not connect:
+        click.echo(yaml.safe_dump(describe(config), sort_keys=False).rstrip())
+        click.echo(f"# ok: {keys}")
+        return
+    _line(True, "config", " extends ".join(str(f) for f in reversed(selected_files())))
+    _line(True, "keys", keys)
+    outcomes = preflight.run(config, wait_seconds=0)
+    for outcome in outcomes:
+        _line(outcome.ok, outcome.name, outcome.detail)
+    if not all(o.ok for o in outcomes):
+        raise SystemExit(2)
+
+
+def _line(ok: bool, name: str, detail: str) -> None:
+    click.echo(f"{'ok' if ok else 'FAIL':<5}{name:<10}{detail}")
 
 
 @click.command()

@@ -18,7 +18,6 @@ import signal
 import socket
 import stat
 import subprocess
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ import psycopg
 from psycopg import sql
 
 if TYPE_CHECKING:
-    from mypy_boto3_sqs import SQSClient
+    from connectors.sqs_protocol import Protocol, SqsClient
 
 __all__ = ["EmbeddedPostgres", "EmbeddedSqs", "dsn_with_database", "free_port"]
 
@@ -458,9 +457,7 @@ class EmbeddedSqs:
     def __init__(self, port: int | None = None) -> None:
         self._port = port
         self._server: Any = None
-        self._session: Any = None  # one boto3 Session: each new one reloads the service models
-        self._client: SQSClient | None = None
-        self._lock = threading.Lock()  # boto3 sessions are not thread-safe; clients are
+        self._client: SqsClient | None = None
 
     def start(self) -> EmbeddedSqs:
         """Start serving; returns once the socket is listening."""
@@ -512,27 +509,24 @@ class EmbeddedSqs:
     def endpoint_url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
-    def client(self) -> SQSClient:
-        """A new boto3 SQS client for this server, with dummy credentials (os.environ untouched)."""
-        import boto3
+    def client(self, protocol: Protocol = "auto") -> SqsClient:
+        """A new SQS client for this server (the project's own, connectors/sqs_protocol.py;
+        moto speaks both protocols), with dummy credentials (os.environ untouched)."""
+        from connectors.sqs_protocol import make_client
 
-        with self._lock:
-            if self._session is None:
-                self._session = boto3.session.Session()
-            client: SQSClient = self._session.client(
-                "sqs",
-                endpoint_url=self.endpoint_url,
-                region_name=SQS_REGION,
-                aws_access_key_id=_DUMMY_AWS_KEY,
-                aws_secret_access_key=_DUMMY_AWS_KEY,
-            )
-            return client
+        return make_client(
+            protocol,
+            endpoint_url=self.endpoint_url,
+            region_name=SQS_REGION,
+            aws_access_key_id=_DUMMY_AWS_KEY,
+            aws_secret_access_key=_DUMMY_AWS_KEY,
+        )
 
     def create_queue(self, name: str, **attributes: str) -> str:
         """Create queue ``name`` (attributes as in CreateQueue, e.g. VisibilityTimeout="30")."""
         if self._client is None:
             self._client = self.client()
-        queue = self._client.create_queue(QueueName=name, Attributes=attributes)  # type: ignore[arg-type]
+        queue = self._client.create_queue(QueueName=name, Attributes=attributes)
         return queue["QueueUrl"]
 
     def __repr__(self) -> str:

@@ -6,6 +6,10 @@ that keeps valid logins unique (about 100 MB in all at 1M).
 Every message is labelled truthfully: "valid", "resend" (an identical copy of a recent valid body,
 as a producer retry looks) or "malformed" with exactly one defect, so that the rejection reason
 the validator must give is unambiguous.
+
+Malformed or not, every body is one SQS accepts (connectors/sqs_limits.py): never empty, at most
+256 KiB, only characters of SQS's allowed set. A defect SQS itself would refuse never reaches a
+queue, so the generator does not make one.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from connectors.sqs_limits import MAX_BODY_BYTES as SQS_MAX_BODY_BYTES
 from logins.config import ValidateStep, load_config
 from logins.records import REASONS as VALIDATOR_REASONS
 
@@ -43,6 +48,9 @@ _PLACEHOLDER_ENV = {
 }
 MAX_USERS = 200_000  # caps the population, which is what bounds memory on long streams
 MIN_BODY_BYTES = 1024  # room for every non-too_large body the generator writes
+# A too_large body is at most max_body_bytes + ~850 bytes (its padding and the login around it),
+# and must still fit in an SQS message.
+MAX_BODY_LIMIT = SQS_MAX_BODY_BYTES - 1024
 
 # Weighted vocabularies. One-, two- and three-part versions all occur in the producer's data;
 # "4.0.105" has a patch >= 100 and so does not fit the integer encoding (kept as text only).
@@ -241,8 +249,11 @@ def iter_messages(
         raise ValueError("malformed_rate and resend_rate must be within [0, 1]")
     if malformed_rate + resend_rate > 1.0:
         raise ValueError("malformed_rate + resend_rate must not exceed 1")
-    if max_body_bytes < MIN_BODY_BYTES:
-        raise ValueError(f"max_body_bytes must be >= {MIN_BODY_BYTES}, got {max_body_bytes}")
+    if not MIN_BODY_BYTES <= max_body_bytes <= MAX_BODY_LIMIT:
+        raise ValueError(
+            f"max_body_bytes must be within [{MIN_BODY_BYTES}, {MAX_BODY_LIMIT}] (a too_large"
+            f" body must still fit SQS's {SQS_MAX_BODY_BYTES} bytes), got {max_body_bytes}"
+        )
     schema = schema or logins_schema()
     _check_schema(schema)
     return _stream(n, seed, malformed_rate, resend_rate, max_body_bytes, schema)
@@ -472,8 +483,8 @@ class _Malformed:
             return rng.choice(_PLAIN_TEXTS).format(uid=obj["user_id"], ip=obj["ip"])
         if variant == 2:  # a Python repr: single quotes (and None for a null locale)
             return str(self._present(self._base()))
-        if variant == 3:
-            return rng.choice(("", " ", "\n"))
+        if variant == 3:  # whitespace only (never empty: SQS refuses an empty body)
+            return rng.choice(("\t", " ", "\n"))
         if variant == 4:  # an object followed by garbage, e.g. two messages in one body
             return self._valid_body() + rng.choice(("}", "]", "x", ",", "{}", '{"user_id":1}'))
         if variant == 5 and self.max_body_bytes >= 3000:

@@ -1,10 +1,12 @@
-"""Sending messages to a queue, ten per SendMessageBatch call (the SQS maximum)."""
+"""Sending messages to a queue in SendMessageBatch calls: at most 10 messages and 256 KiB each
+(connectors/sqs_limits.py), every body checked against SQS's rules before it is sent."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from itertools import islice
 from typing import Any
+
+from connectors.sqs_limits import batches
 
 
 def send_entries(
@@ -15,10 +17,10 @@ def send_entries(
 ) -> list[str]:
     """Send every entry (a SendMessageBatch entry without its `Id`: `MessageBody`, and
     optionally `MessageAttributes`, `DelaySeconds`); returns the message ids SQS assigned, in
-    order. `on_sent(n)` is told after each call how many more were sent (progress)."""
+    order. `on_sent(n)` is told after each call how many more were sent (progress). A message
+    SQS would refuse raises ValueError naming its index and the rule, before its batch is sent."""
     sent: list[str] = []
-    iterator = iter(entries)
-    while chunk := list(islice(iterator, 10)):
+    for chunk in batches(entries):
         batch = [{"Id": str(i), **entry} for i, entry in enumerate(chunk)]
         response = client.send_message_batch(QueueUrl=queue_url, Entries=batch)
         failed = response.get("Failed", [])

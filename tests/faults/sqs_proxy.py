@@ -7,6 +7,11 @@ in flight or idle, so clients see connection refused/reset; `up()` listens again
 port. Point the flow's SQS_ENDPOINT_URL at `endpoint_url`: boto3 sends every call to the
 endpoint, while the queue URL (which names moto's own host:port) only travels in the body.
 
+`refuse_json()` makes it behave like LocalStack before 3.0 (the producer team's image): a
+JSON-protocol call (it carries `X-Amz-Target`) gets LocalStack 2.3.2's own answer, HTTP 500
+with an XML body "... Operation detection failed. Missing Action in request for query-protocol
+service ServiceModel(sqs)."; query-protocol calls (form bodies with `Action=`) are forwarded.
+
 The throttling answer is what SQS's JSON protocol sends, and what botocore's `standard` and
 `adaptive` modes classify as throttling (retryable): `__type` ...#RequestThrottled, and
 `x-amzn-query-error: RequestThrottled;Sender`, from which botocore takes the error code.
@@ -19,18 +24,27 @@ import contextlib
 import http.client
 import json
 import random
+import re
 import socket
 import threading
 import uuid
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 HOST = "127.0.0.1"
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
 _THROTTLED = ("RequestThrottled", "Rate exceeded")
 _SERVER_ERRORS = {500: "InternalError", 502: "BadGateway", 503: "ServiceUnavailable"}
+# What LocalStack 2.3.2 answers to a JSON-protocol SQS call (captured from a real one).
+_QUERY_ONLY_BODY = (
+    "<?xml version='1.0' encoding='utf-8'?>\n"
+    '<ErrorResponse xmlns="http://queue.amazonaws.com/doc/2012-11-05/"><Error>'
+    "<Code>InternalError</Code><Message>exception while calling sqs with unknown operation: "
+    "Operation detection failed. Missing Action in request for query-protocol service "
+    "ServiceModel(sqs).</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>"
+)
 
 
 class SqsFaultProxy:
@@ -42,6 +56,7 @@ class SqsFaultProxy:
         self._throttle = 0.0
         self._fail = 0.0
         self._fail_status = 503
+        self._refuse_json = False
         self._connections: set[socket.socket] = set()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -65,6 +80,11 @@ class SqsFaultProxy:
         with self._lock:
             self._fail, self._fail_status = fraction, status
 
+    def refuse_json(self, refuse: bool = True) -> None:
+        """Answer JSON-protocol calls as LocalStack before 3.0 does (HTTP 500)."""
+        with self._lock:
+            self._refuse_json = refuse
+
     def heal(self) -> None:
         self.throttle(0.0)
         self.fail(0.0)
@@ -77,11 +97,13 @@ class SqsFaultProxy:
         with self._lock:
             return {f"{kind}:{op}": n for (kind, op), n in sorted(self.counts.items())}
 
-    def _decide(self, operation: str) -> tuple[str, int]:
+    def _decide(self, operation: str, json_protocol: bool) -> tuple[str, int]:
         with self._lock:
             draw = self._random.random()
             if self._server is None:  # read just as down() cut it: never answered
                 outcome, status = "cut", 0
+            elif json_protocol and self._refuse_json:
+                outcome, status = "refused_json", 500
             elif draw < self._throttle:
                 outcome, status = "throttled", 400
             elif draw < self._throttle + self._fail:
@@ -159,9 +181,19 @@ class SqsFaultProxy:
 
 
 def _message_ids(payload: bytes) -> list[str]:
+    """Message ids of a ReceiveMessage response, JSON or (query protocol) XML."""
+    if payload.lstrip().startswith(b"<"):
+        return [m.decode() for m in re.findall(rb"<MessageId>([^<]+)</MessageId>", payload)]
     with contextlib.suppress(ValueError, AttributeError):
         return [m["MessageId"] for m in json.loads(payload).get("Messages", [])]
     return []
+
+
+def _query_action(body: bytes) -> str:
+    """The Action of a query-protocol (form-encoded) request, '' for any other body."""
+    with contextlib.suppress(UnicodeDecodeError):
+        return parse_qs(body.decode("ascii")).get("Action", [""])[0]
+    return ""
 
 
 def _fault_body(code: str, message: str) -> bytes:
@@ -195,12 +227,16 @@ def _handler(proxy: SqsFaultProxy) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             target = self.headers.get("X-Amz-Target", "")
-            operation = target.rsplit(".", 1)[-1] or self.command
-            outcome, status = proxy._decide(operation)
+            operation = target.rsplit(".", 1)[-1] or _query_action(body) or self.command
+            outcome, status = proxy._decide(operation, json_protocol=bool(target))
             if outcome == "cut":
                 self.close_connection = True
                 with contextlib.suppress(OSError):
                     self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            if outcome == "refused_json":
+                payload = _QUERY_ONLY_BODY.format(request_id=uuid.uuid4()).encode()
+                self._reply(500, payload, "text/xml")
                 return
             if outcome == "throttled":
                 self._answer(400, _fault_body(*_THROTTLED), "RequestThrottled;Sender")
@@ -232,6 +268,13 @@ def _handler(proxy: SqsFaultProxy) -> type[BaseHTTPRequestHandler]:
             proxy._record_receive(received, relayed=True)
 
         do_GET = do_POST
+
+        def _reply(self, status: int, payload: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
 
         def _answer(self, status: int, payload: bytes, query_error: str) -> None:
             self.send_response(status)

@@ -157,6 +157,16 @@ def test_ports_are_published_on_loopback_only(services: dict) -> None:
             assert str(port).startswith("127.0.0.1:"), f"{name}: {port}"
 
 
+def test_host_ports_are_variables_with_todays_defaults(services: dict) -> None:
+    """A machine that already runs a PostgreSQL (or LocalStack) moves the port, not the file."""
+    published = {
+        name: [str(port) for port in service.get("ports", [])] for name, service in services.items()
+    }
+    assert published["localstack"] == ["127.0.0.1:${LOGINS_SQS_PORT:-4566}:4566"]
+    assert published["postgres"] == ["127.0.0.1:${LOGINS_PG_PORT:-5432}:5432"]
+    assert published["flow"] == ["127.0.0.1:${LOGINS_METRICS_PORT:-3030}:3030"]
+
+
 def test_references_resolve(compose: dict, services: dict) -> None:
     declared = set(compose.get("volumes") or {})
     for name, service in services.items():
@@ -231,6 +241,12 @@ def _env(stage: list[tuple[str, str]]) -> dict[str, str]:
                 key, _, value = pair.partition("=")
                 env[key] = value
     return env
+
+
+def test_dockerfile_needs_no_frontend_image() -> None:
+    """`# syntax=` makes BuildKit pull a frontend image from a registry before building."""
+    first = (ROOT / "Dockerfile").read_text().splitlines()[0]
+    assert not re.match(r"#\s*syntax\s*=", first, re.IGNORECASE), first
 
 
 def test_dockerfile_base_image() -> None:

@@ -83,3 +83,22 @@ def test_a_schema_whose_values_run_out_says_so() -> None:
     )
     with pytest.raises(RuntimeError, match="values run out"):
         list(iter_records(tiny, 10, malformed_rate=0, resend_rate=0))
+
+
+def test_every_body_is_one_sqs_accepts() -> None:
+    """Not empty, at most 256 KiB, SQS's characters only (restated, not imported); at the
+    largest max_body_bytes there is no too_large body, since none could be sent."""
+    import re
+
+    allowed = re.compile("[\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]+")
+    step = EVERY_TYPE
+    biggest = step.model_copy(update={"max_body_bytes": 262_144})
+    for declared, n in ((step, 20_000), (biggest, 2_000)):
+        bodies = [m for m in iter_records(declared, n, seed=7, malformed_rate=0.5)]
+        refused = [
+            m.reason
+            for m in bodies
+            if not allowed.fullmatch(m.body) or len(m.body.encode("utf-8")) > 262_144
+        ]
+        assert refused == []
+    assert "too_large" not in {m.reason for m in iter_records(biggest, 2_000, seed=7)}

@@ -119,3 +119,9 @@ COMMIT_LATENCY = BatchHistogram(
     "Commit time minus SentTimestamp, per committed message: how far behind the flow is",
     LATENCY_BUCKETS,
 )
+TOKEN_KMS_CALLS = Counter(
+    "logins_token_kms_calls", "GenerateMac calls made for tokens (a KMS token key; retries count)"
+)
+TOKEN_CACHE = Counter(
+    "logins_token_cache", "Token lookups of a KMS token key by result (hit, miss)", ["result"]
+)

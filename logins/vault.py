@@ -42,7 +42,7 @@ from nacl.bindings import (
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
-from logins.keys import vault_key_id
+from logins.keys import vault_fingerprint, vault_key_id
 
 SEP = "\x00"
 MAGIC = b"LV3\x00"  # the format written now: envelope, padded
@@ -105,6 +105,7 @@ class Sealer:
     def __init__(self, public_key: PublicKey) -> None:
         self._box = SealedBox(public_key)
         self.key_id = vault_key_id(public_key)
+        self.fingerprint = vault_fingerprint(public_key)
 
     def batch(self) -> SealBatch:
         """A data key for the values of one batch: one sealed box for all of them."""

@@ -74,6 +74,12 @@ def _check_field(name: str, spec: FieldSpec, obj: dict[str, Any]) -> str | None:
     return value
 
 
+def check_value(name: str, spec: FieldSpec, value: object) -> str | None:
+    """One field's value checked as `Validator.parse` checks it (`logins tokenize` uses it):
+    the value itself (values are tokenised exactly as sent, never normalised), or Invalid."""
+    return _check_field(name, spec, {name: value})
+
+
 class Validator:
     """Validates bodies against the configured schema; `fingerprint`s valid records for dedupe."""
 

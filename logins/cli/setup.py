@@ -12,7 +12,13 @@ from connectors.migrations import migrate as apply
 from connectors.schemaversion import SCHEMA_VERSION
 from logins.cli.common import connect, selected_config
 from logins.config import describe
-from logins.keys import KeyFileError, generate_keys, generate_token_key
+from logins.keys import (
+    KeyFileError,
+    generate_keys,
+    generate_token_key,
+    load_vault_public_key,
+    vault_fingerprint,
+)
 from logins.secrets import load_secrets
 
 
@@ -37,9 +43,14 @@ def keygen(directory: Path, token_only: bool) -> None:
         raise click.ClickException(str(exc)) from None
     for path in paths.values():
         click.echo(f"wrote {path}")
+    fingerprint = vault_fingerprint(load_vault_public_key(paths["vault.pub"]))
+    click.echo(f"vault.pub fingerprint: {fingerprint}")
     click.echo(
         "The pipeline needs token.key and vault.pub only. Move vault.key to whoever may "
-        "reveal values; never deploy it with the pipeline."
+        "reveal values; never deploy it with the pipeline. Pin vault.pub with "
+        f"LOGINS_VAULT_PUBLIC_KEY_FINGERPRINT={fingerprint}. token.key is for development: "
+        "whoever holds it can enumerate low-entropy values (every IPv4 address) offline; "
+        "in production keep the token key in AWS KMS (docs/vault.md, Key custody)."
     )
 
 
@@ -52,8 +63,11 @@ def check() -> None:
     except KeyFileError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(yaml.safe_dump(describe(config), sort_keys=False).rstrip())
+    active = secrets.tokenizer.active
+    pinned = "pinned" if config.vault.public_key_fingerprint else "not pinned"
     click.echo(
-        f"# ok: token key id {secrets.tokenizer.key_id}, vault key id {secrets.sealer.key_id}"
+        f"# ok: token key id {active.key_id} ({active.algorithm}, {active.custody}),"
+        f" vault key id {secrets.sealer.key_id} ({secrets.sealer.fingerprint}, {pinned})"
     )
 
 

@@ -90,6 +90,10 @@ def test_keygen_refuses_to_overwrite_and_protects_secrets(tmp_path: Path) -> Non
         ("", "holds no key"),
         ("justonefield\n", "line 1"),
         ("k1 bm90IDMyIGJ5dGVz\n", "must be 32 bytes"),
+        (f"deadbeef hmac-sha256 {'A' * 43}=\n", "the id does not match the key"),
+        (f"deadbeef sha1 {'A' * 43}=\n", "unknown algorithm 'sha1'"),
+        (f"k1 {'A' * 43}=\nk1 {'B' * 43}=\n", "two keys share an id"),
+        ("k1 not*base64\n", "line 1 is not valid base64"),
     ],
 )
 def test_bad_key_files_are_named_not_printed(
@@ -98,9 +102,55 @@ def test_bad_key_files_are_named_not_printed(
     path = tmp_path / "token.key"
     if content is not None:
         path.write_text(content)
+        path.chmod(0o600)
     with pytest.raises(KeyFileError, match=message) as info:
         load_token_keys(path)
     assert str(path) in str(info.value)
+    assert "A" * 43 not in str(info.value)  # never the key
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o660, 0o644])
+def test_secret_files_others_may_read_are_refused_with_the_fix(tmp_path: Path, mode: int) -> None:
+    paths = generate_keys(tmp_path / "k")
+    for name, load in (("token.key", load_token_keys), ("vault.key", load_vault_private_key)):
+        paths[name].chmod(mode)
+        with pytest.raises(KeyFileError) as info:
+            load(paths[name])
+        assert str(info.value).endswith(f"(mode {mode:04o}); a secret must be readable by its"
+                                        f" owner only: chmod 600 {paths[name]}")  # fmt: skip
+        paths[name].chmod(0o600)
+        assert load(paths[name])  # the fix it names works
+    paths["vault.pub"].chmod(0o644)  # public: no check
+    assert load_vault_public_key(paths["vault.pub"])
+
+
+def test_keygen_writes_hmac_keys_whose_id_is_derived_from_the_material(tmp_path: Path) -> None:
+    import base64
+    import hmac
+
+    line = generate_keys(tmp_path / "k")["token.key"].read_text().split()
+    assert line[1] == "hmac-sha256"
+    secret = base64.b64decode(line[2])
+    assert line[0] == hmac.digest(secret, b"token-key-id", "sha256")[:4].hex()
+    (key,) = load_token_keys(tmp_path / "k" / "token.key")
+    assert key.algorithm == "hmac-sha256"
+    digest = hmac.digest(secret, b"ip\x001.2.3.4", "sha256")[:16].hex()
+    assert Tokenizer([key]).token("ip", "1.2.3.4") == f"{line[0]}.{digest}"  # HMAC-SHA256/128
+
+
+def test_legacy_blake2b_key_lines_keep_their_tokens(tmp_path: Path) -> None:
+    """Key files written before HMAC keys: `<id> <base64>` lines are keyed BLAKE2b, unchanged."""
+    import base64
+    import hashlib
+
+    path = tmp_path / "token.key"
+    encoded = base64.b64encode(KEY_A.secret).decode()
+    path.write_text(f"aaaa1111 {encoded}\n")
+    path.chmod(0o600)
+    (key,) = load_token_keys(path)
+    assert key == KEY_A and key.algorithm == "blake2b"
+    digest = hashlib.blake2b(b"ip\x001.2.3.4", key=b"\x01" * 32, digest_size=16).hexdigest()
+    assert Tokenizer([key]).token("ip", "1.2.3.4") == f"aaaa1111.{digest}"
 
 
 def test_public_and_private_key_ids_must_match(tmp_path: Path) -> None:

@@ -56,6 +56,10 @@ def kms_calls() -> float:
     return REGISTRY.get_sample_value("logins_token_kms_calls_total") or 0.0
 
 
+def cache_hits() -> float:
+    return REGISTRY.get_sample_value("logins_token_cache_total", {"result": "hit"}) or 0.0
+
+
 def test_the_same_material_gives_the_same_tokens_and_fingerprints_in_either_custody(
     kms: EmbeddedKms, tmp_path: Path
 ) -> None:
@@ -93,7 +97,7 @@ def test_the_cache_is_a_bounded_lru_and_misses_go_out_concurrently(kms: Embedded
         cache_size=100, concurrency=4,
     )  # fmt: skip
     tokenizer = Tokenizer([key])
-    start_calls, before = key.calls, kms_calls()
+    start_calls, before, hits_before = key.calls, kms_calls(), cache_hits()
     assert start_calls == 2  # the key id and the dedupe fingerprint key, once each
     ips = [("ip", f"198.51.100.{i}") for i in range(150)]
     first = tokenizer.tokens(ips)
@@ -105,6 +109,7 @@ def test_the_cache_is_a_bounded_lru_and_misses_go_out_concurrently(kms: Embedded
     }  # one batch's misses on several threads at once
     assert tokenizer.tokens(ips[-100:]) == first[-100:]  # the most recent 100: cached
     assert key.calls - start_calls == 150 and key.hits == 100
+    assert cache_hits() - hits_before == 100
     assert tokenizer.tokens(ips[:10]) == first[:10]  # evicted (LRU): asked again
     assert key.calls - start_calls == 160
     assert tokenizer.tokens([("ip", "198.51.100.1")] * 5) == [first[1]] * 5  # one lookup

@@ -5,6 +5,7 @@ generated data; writes docs/benchmarks.md and docs/benchmarks.png (see docs/benc
     python -m bench --sqs-endpoint URL    # also the SQS path (e.g. LocalStack)
     python -m bench --quick               # small sizes: a smoke test of the harness (~2 min)
     python -m bench --report-only         # re-render the report from the last results.json
+    python -m bench tokens                # only the token custody section: key file vs KMS
 
 Environment: BENCH_DATABASE_URL (a PostgreSQL superuser DSN; else an embedded server is
 started), BENCH_SQS_ENDPOINT (= --sqs-endpoint), PY_SPY (py-spy's path, if not on PATH).
@@ -25,7 +26,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from bench import baselines, core, profile, report
+from bench import baselines, core, profile, report, tokens
 from bench.common import ROOT, Server, as_dict, config_for, dataset, flow_env, keys, log
 from logins.dev.generated import Dataset
 
@@ -59,7 +60,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["tokens"]:
+        return tokens.main(argv[1:])
+    args = parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     results_path = args.work / "results.json"
     if args.report_only:
@@ -135,6 +139,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             results["profile"] = run_profiles(server, args, keyfiles, data, spy)
         else:
             log("no py-spy (PATH or PY_SPY): the report keeps no profile of this run")
+
+        results["tokens"] = tokens.measure(
+            messages=args.small, kms_messages=2_000 if args.quick else 5_000, seed=args.seed
+        )
+        results["tokens"]["command"] = results["command"]
 
         if args.sqs_endpoint:
             from bench.sqs import sqs_path

@@ -7,6 +7,7 @@ KMS is another machine: each GenerateMac is an HTTP round trip (signing, a TCP e
 moto's own work), which real KMS costs too, with network latency instead of moto's CPU.
 
     python -m bench tokens [--messages N] [--kms-messages N]   # rewrites the section only
+    python -m bench tokens --report-only                       # from bench/.work/tokens.json
 """
 
 from __future__ import annotations
@@ -202,7 +203,7 @@ def measure(messages: int = 100_000, kms_messages: int = 5_000, seed: int = 1) -
         out["latency_ms"] = latency_ms(endpoint, key_id)
         log(f"tokens: one GenerateMac, median {out['latency_ms']:.1f} ms")
         kms: dict[str, Any] = {}
-        kms["cache_8"] = kms_run(endpoint, key_id, kms_data, cache=50_000, threads=8, passes=2)
+        kms["cache_8"] = kms_run(endpoint, key_id, kms_data, cache=50_000, threads=8, passes=4)
         kms["nocache_8"] = kms_run(endpoint, key_id, kms_data, cache=0, threads=8)
         kms["cache_32"] = kms_run(endpoint, key_id, kms_data, cache=50_000, threads=32)
         first = kms_data[:1]  # one batch: the cache cannot matter, the threads do
@@ -236,8 +237,11 @@ def render(t: dict[str, Any], command: str) -> str:
         "batch_8": "KMS, first batch only, 8 threads",
     }
     for name, label in labels.items():
-        for number, p in enumerate(kms[name]["passes"], 1):
-            rows.append((label + (" (again: warm cache)" if number > 1 else ""), p, p))
+        passes = kms[name]["passes"]
+        rows.append((label, passes[0], passes[0]))
+        if len(passes) > 1:
+            warm_pass = sorted(passes[1:], key=lambda p: p["msgs_per_s"])[len(passes[1:]) // 2]
+            rows.append((label + " (again: warm cache)", warm_pass, warm_pass))
     lines = [
         BEGIN,
         "## Token key custody: key file and KMS\n",
@@ -246,8 +250,9 @@ def render(t: dict[str, Any], command: str) -> str:
         " call, then sealing the new ones) over the valid logins of"
         f" `generate(n, seed={t['seed']})`, in batches of {t['batch']:,} messages: the first"
         f" {t['messages']:,} and the first {t['kms_messages']:,} messages with a key file"
-        " (median of 3), the same first messages with KMS; the no-cache and 1-thread rows run"
-        " on the first batch only, so they differ from the 8-thread row in one thing each. KMS"
+        f" (median of 3), the same {t['kms_messages']:,} with KMS (the warm row: the median of"
+        " 3 passes after the first; the last two rows: the first batch alone, where the cache"
+        " cannot matter and the threads do). KMS"
         " is moto's server (`python -m moto.server`) in its own process on loopback, sharing"
         " the 2 cores; one GenerateMac round trip took"
         f" **{t['latency_ms']:.1f} ms** (median of 200 sequential calls). Load average"
@@ -265,7 +270,8 @@ def render(t: dict[str, Any], command: str) -> str:
             else "- | - | - | -"
         )
         lines.append(f"| {label} | {p['messages']:,} | {p['msgs_per_s']:,.0f} | {extra} |")
-    cold, warm = kms["cache_8"]["passes"][0], kms["cache_8"]["passes"][-1]
+    cold = kms["cache_8"]["passes"][0]
+    warm = sorted(kms["cache_8"]["passes"][1:], key=lambda p: p["msgs_per_s"])[1]
     file_same = same["hmac-sha256"]
     one, eight = kms["batch_1"]["passes"][0], kms["batch_8"]["passes"][0]
     nocache = kms["nocache_8"]["passes"][0]
@@ -282,8 +288,10 @@ def render(t: dict[str, Any], command: str) -> str:
         f" message: {cold['msgs_per_s']:,.0f} msg/s, {cold['msgs_per_s'] / base:.1%}"
         " of the key file's. Values that come back cost no call: over the same messages again"
         f" the hit rate is {warm['hit_rate']:.0%} and the step runs at"
-        f" {warm['msgs_per_s']:,.0f} msg/s, {warm['msgs_per_s'] / base:.0%}"
-        " of the key file's. Concurrency is what makes the misses affordable: on one batch, one"
+        f" {warm['msgs_per_s']:,.0f} msg/s, {warm['msgs_per_s'] / base:.0%} of the key file's"
+        " (a cache lookup instead of a local MAC; on a shared machine: see the load"
+        " average). Concurrency is what makes the misses"
+        " affordable: on one batch, one"
         f" thread made {one['calls_per_s']:,.0f} calls/s, eight {eight['calls_per_s']:,.0f}."
         " moto is a Python server on the benchmark's own cores, so these calls/s are a floor; "
         "a real KMS answers from other machines, and its rate is the round trip divided by the "
@@ -312,11 +320,15 @@ def main(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--work", type=Path, default=ROOT / "bench" / ".work")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    p.add_argument("--report-only", action="store_true")
     args = p.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
-    results = measure(args.messages, args.kms_messages, args.seed)
-    results["command"] = " ".join(["python -m bench tokens", *argv])
-    (args.work / "tokens.json").write_text(json.dumps(results, indent=1))
+    if args.report_only:
+        results = json.loads((args.work / "tokens.json").read_text())
+    else:
+        results = measure(args.messages, args.kms_messages, args.seed)
+        results["command"] = " ".join(["python -m bench tokens", *argv])
+        (args.work / "tokens.json").write_text(json.dumps(results, indent=1))
     full = args.work / "results.json"
     if full.exists():  # so that `python -m bench --report-only` keeps this section
         stored = json.loads(full.read_text())

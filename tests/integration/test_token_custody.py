@@ -162,7 +162,8 @@ def test_rotation_from_a_key_file_to_kms_and_back(
     legacy.write_text(f"0ld0b1a2 {'AQID' * 10}AQI=\n")
     assert load_token_keys(legacy)[0].algorithm == BLAKE2B
     old = [vault.add_login(f"u-{i}", f"203.0.113.{i}", f"{i:03d}-11-1111") for i in range(3)]
-    fresh = kms.create_hmac_key()  # generated in KMS: its material exists nowhere else
+    new_file = make_keys(tmp_path / "new")["token.key"]  # the new key's material, imported
+    fresh = kms.create_hmac_key(material(new_file))
     to_kms = kms_env(vault.env, kms, fresh, LOGINS_TOKEN_PREVIOUS_KEY_FILE=str(legacy))
     key_file = str(vault.keys["vault.key"])
     walked = vault.cli("rotate", "run", "--reason", "into KMS", "--private-key-file", key_file,
@@ -174,6 +175,12 @@ def test_rotation_from_a_key_file_to_kms_and_back(
         (t["device_id"], in_kms.token("device_id", f"{i:03d}-11-1111")) for i, t in enumerate(old)
     }
     assert set(vault.query("SELECT old_token, new_token FROM pii_token_aliases")) == expected
+    same_in_a_file = Tokenizer(load_token_keys(new_file))  # rotation's tokens: either custody
+    assert {new for _, new in expected} == {
+        same_in_a_file.token(f, v)
+        for i in range(3)
+        for f, v in (("ip", f"203.0.113.{i}"), ("device_id", f"{i:03d}-11-1111"))
+    }
     current = vault.query("SELECT masked_ip_current FROM user_logins_unified ORDER BY user_id")
     assert [c for (c,) in current] == [in_kms.token("ip", f"203.0.113.{i}") for i in range(3)]
     revealed = vault.cli("reveal", "--user-id", "u-1", "--reason", "r", "--private-key-file",

@@ -55,11 +55,13 @@ def test_an_ipv4_and_an_ipv6_value_seal_to_the_same_length(keys: dict[str, Path]
 
 def test_longer_values_show_only_their_bucket(keys: dict[str, Path]) -> None:
     sealer = Sealer(load_public(keys["vault.pub"]))
-    token = "k." + "0" * 32
-    sizes = {n: len(sealer.seal("device_id", token, "d" * n)) - 124 for n in (1, 82, 83)}
-    assert sizes == {1: 128, 82: 128, 83: 256}  # 9 + 1 + 34 + 1 + 82 bytes and the 0x80: 128
-    bodies = {n: len(sealer.seal_rejected("m", "x" * n)) - 124 for n in (100, 5000, 9000)}
-    assert bodies == {100: 128, 5000: 8192, 9000: 16384}
+    token = Tokenizer(load_token_keys(keys["token.key"])).token("device_id", "x")
+    assert len(token) == 41  # an 8-character key id
+    sizes = {n: len(sealer.seal("device_id", token, "d" * n)) for n in (1, 75, 76, 203, 204)}
+    assert sizes == {1: 252, 75: 252, 76: 380, 203: 380, 204: 636}  # 124 + the bucket
+    message_id = "6d9f8e0a-1b2c-4d3e-8f4a-5b6c7d8e9f00"
+    bodies = {n: len(sealer.seal_rejected(message_id, "x" * n)) for n in (10, 5000, 9000)}
+    assert bodies == {10: 252, 5000: 8316, 9000: 16508}
 
 
 @given(st.binary(max_size=2000))

@@ -24,9 +24,11 @@ the same text may stand instead of the file (`logins.secretrefs`).
 from __future__ import annotations
 
 import base64
+import grp
 import hashlib
 import hmac
 import os
+import pwd
 import secrets
 import stat
 import sys
@@ -95,8 +97,29 @@ def check_fingerprint(public_key: PublicKey, expected: str | None, path: KeySour
         )
 
 
+def group_of_one(gid: int) -> bool:
+    """True if `gid` is this process's own group and no other account is in it: what
+    Kubernetes' fsGroup gives a pod (a Secret volume's files are root:fsGroup, mode 0440, so
+    that the pod's non-root user can read them). A shared group (`staff`, `users`) is not."""
+    if gid != os.getegid():
+        return False
+    me = os.geteuid()
+    try:
+        my_name: str | None = pwd.getpwuid(me).pw_name
+    except KeyError:  # a uid with no passwd entry (a container's arbitrary user)
+        my_name = None
+    try:
+        members = grp.getgrgid(gid).gr_mem
+    except KeyError:  # a gid with no group entry: nobody is a member by name
+        members = []
+    if any(member != my_name for member in members):
+        return False
+    return all(entry.pw_uid == me for entry in pwd.getpwall() if entry.pw_gid == gid)
+
+
 def check_private(path: Path, what: str) -> None:
-    """Refuse a secret file that group or others may read or write."""
+    """Refuse a secret file that others, or a group other than this process's own, may read
+    or write (see `group_of_one`)."""
     try:
         info = path.stat()
     except FileNotFoundError:
@@ -104,7 +127,7 @@ def check_private(path: Path, what: str) -> None:
     except OSError as exc:
         raise KeyFileError(f"{what} {path}: cannot read ({type(exc).__name__})") from None
     mode = stat.S_IMODE(info.st_mode)
-    if mode & 0o077:
+    if mode & 0o007 or (mode & 0o070 and not group_of_one(info.st_gid)):
         raise KeyFileError(
             f"{what} {path}: group or others may read it (mode {mode:04o});"
             f" a secret must be readable by its owner only: chmod 600 {path}"

@@ -155,11 +155,11 @@ def test_a_bad_start_names_the_file_and_key(env: dict[str, str], tmp_path: Path)
     assert absent.returncode != 0
     assert f"token key file {tmp_path / 'nope.key'}: no such file" in absent.stderr
     key_file = Path(env["LOGINS_TOKEN_KEY_FILE"])
-    key_file.chmod(0o640)
+    key_file.chmod(0o644)  # others may read it
     readable = run(["bytewax.run", "flows.logins"], env, 120)
     key_file.chmod(0o600)
     assert readable.returncode == 2
-    assert f"token key file {key_file}: group or others may read it (mode 0640)" in readable.stderr
+    assert f"token key file {key_file}: group or others may read it (mode 0644)" in readable.stderr
     assert f"chmod 600 {key_file}" in readable.stderr
     swapped = run(
         ["bytewax.run", "flows.logins"],

@@ -109,19 +109,54 @@ def test_bad_key_files_are_named_not_printed(
     assert "A" * 43 not in str(info.value)  # never the key
 
 
-@pytest.mark.parametrize("mode", [0o640, 0o604, 0o660, 0o644])
+def _refused(path: Path, load: object, mode: int) -> None:
+    with pytest.raises(KeyFileError) as info:
+        load(path)  # type: ignore[operator]
+    assert str(info.value).endswith(f"(mode {mode:04o}); a secret must be readable by its"
+                                    f" owner only: chmod 600 {path}")  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", [0o604, 0o644, 0o606, 0o440 | 0o004])
 def test_secret_files_others_may_read_are_refused_with_the_fix(tmp_path: Path, mode: int) -> None:
     paths = generate_keys(tmp_path / "k")
     for name, load in (("token.key", load_token_keys), ("vault.key", load_vault_private_key)):
         paths[name].chmod(mode)
-        with pytest.raises(KeyFileError) as info:
-            load(paths[name])
-        assert str(info.value).endswith(f"(mode {mode:04o}); a secret must be readable by its"
-                                        f" owner only: chmod 600 {paths[name]}")  # fmt: skip
+        _refused(paths[name], load, mode)
         paths[name].chmod(0o600)
         assert load(paths[name])  # the fix it names works
     paths["vault.pub"].chmod(0o644)  # public: no check
     assert load_vault_public_key(paths["vault.pub"])
+
+
+class _Group:
+    def __init__(self, members: list[str]) -> None:
+        self.gr_mem = members
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o660, 0o440])
+def test_a_group_may_read_a_secret_only_if_it_is_the_process_own_and_alone(
+    tmp_path: Path, mode: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kubernetes mounts a Secret as root:fsGroup, mode 0440, for the pod's user to read: a
+    group of one. A group that another account is in (`staff`, `users`) may not read it."""
+    import grp
+    import os
+    import pwd
+
+    paths = generate_keys(tmp_path / "k")
+    key = paths["token.key"]
+    key.chmod(mode)
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    assert key.stat().st_gid == os.getegid()  # created with the process's own group
+    ours = pwd.getpwuid(os.geteuid())
+    monkeypatch.setattr(pwd, "getpwall", lambda: [ours])  # the only account with our group
+    monkeypatch.setattr(grp, "getgrgid", lambda gid: _Group([me]))
+    assert load_token_keys(key)  # our group, nobody else in it: read
+    monkeypatch.setattr(grp, "getgrgid", lambda gid: _Group([me, "someone-else"]))
+    _refused(key, load_token_keys, mode)  # a shared group
+    monkeypatch.setattr(grp, "getgrgid", lambda gid: _Group([]))
+    monkeypatch.setattr(os, "getegid", lambda: key.stat().st_gid + 1)
+    _refused(key, load_token_keys, mode)  # not the process's own group
 
 
 def test_keygen_writes_hmac_keys_whose_id_is_derived_from_the_material(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ generated data; writes docs/benchmarks.md and docs/benchmarks.png (see docs/benc
     python -m bench --dedupe              # also the dedupe window (adds ~10 min)
     python -m bench dedupe                # only the dedupe window at 10,000 msg/s (simulated
                                           # time); rewrites its section of docs/benchmarks.md
+    python -m bench tokens                # only the token custody section: key file vs KMS
 
 Environment: BENCH_DATABASE_URL (a PostgreSQL superuser DSN; else an embedded server is
 started), BENCH_SQS_ENDPOINT (= --sqs-endpoint), PY_SPY (py-spy's path, if not on PATH).
@@ -29,7 +30,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from bench import baselines, core, dedupe, profile, report
+from bench import baselines, core, dedupe, profile, report, tokens
 from bench.common import ROOT, Server, as_dict, config_for, dataset, flow_env, keys, log
 from logins.dev.generated import Dataset
 
@@ -71,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         return core_main(argv[1:])
     if argv[:1] == ["dedupe"]:
         return dedupe_main(argv[1:])
+    if argv[:1] == ["tokens"]:
+        return tokens.main(argv[1:])
     args = parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     results_path = args.work / "results.json"
@@ -157,6 +160,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             results["profile"] = run_profiles(server, args, keyfiles, data, spy)
         else:
             log("no py-spy (PATH or PY_SPY): the report keeps no profile of this run")
+
+        results["tokens"] = tokens.measure(
+            messages=args.small, kms_messages=2_000 if args.quick else 5_000, seed=args.seed
+        )
+        results["tokens"]["command"] = results["command"]
 
         if args.sqs_endpoint:
             from bench.sqs import sqs_path

@@ -142,6 +142,10 @@ def render(r: dict[str, Any]) -> str:
     if BEFORE.exists():
         w(BEFORE.read_text())
     w(METHOD.format(n=n, rate=runs_rate(r), small=small_n, repeats=repeats))
+    if r.get("tokens"):
+        from bench.tokens import render as render_tokens
+
+        w(render_tokens(r["tokens"], r["tokens"].get("command", r["command"])))
     return "\n".join(out) + "\n"
 
 

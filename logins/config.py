@@ -23,6 +23,7 @@ from pydantic import (
     PrivateAttr,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -393,12 +394,22 @@ KeySource = Annotated[
 ]
 
 
+def _blank_is_none(value: Any) -> Any:
+    """`${VAR:-}` of an unset variable, or an empty string: not given."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
 class VaultConfig(_Strict):
     """The sealed originals of masked values: the pipeline holds only the public key."""
 
     public_key_file: KeySource = Field(
         description="the vault's public key file (`logins keygen`), or a `secretsmanager:`/`ssm:`"
         " reference to its text; the private key never goes here"
+    )
+    public_key_fingerprint: str | None = Field(
+        None,
+        description="the full SHA-256 of vault.pub (`sha256:` + 64 hex, as `logins keygen`"
+        " prints it): when set, a vault.pub that is not this key is refused at start",
     )
     table: str = Field(
         "pii_vault",
@@ -410,14 +421,79 @@ class VaultConfig(_Strict):
         description="the append-only, hash-chained trail of reveal, forget, rotate, rekey",
     )
 
+    @field_validator("public_key_fingerprint", mode="before")
+    @classmethod
+    def _fingerprint(cls, value: Any) -> Any:
+        value = _blank_is_none(value)
+        if value is None:
+            return None
+        text = str(value).strip().lower().removeprefix("sha256:").replace(":", "")
+        if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+            raise ValueError("must be 'sha256:' and 64 hex digits, as `logins keygen` prints it")
+        return f"sha256:{text}"
+
 
 class TokensConfig(_Strict):
-    """The token key: keyed BLAKE2b, so that nobody without it can test a guess."""
+    """Where the token key is: a key file (development: whoever holds the file can compute
+    every token, so can enumerate low-entropy values offline; a path or a secretsmanager:/ssm:
+    reference to the file's text) or an AWS KMS HMAC_256 key (GenerateMac: the secret never
+    leaves KMS). Exactly one of `key_file` and `kms_key_id`."""
 
-    key_file: KeySource = Field(
+    key_file: KeySource | None = Field(
+        None,
         description="the token key file (`logins keygen`; its first line is the active key), or"
-        " a `secretsmanager:`/`ssm:` reference to its text"
+        " a `secretsmanager:`/`ssm:` reference to its text; whoever holds it can enumerate"
+        " low-entropy values offline (development)",
     )
+    kms_key_id: str | None = Field(
+        None, description="an AWS KMS HMAC_256 key (id, ARN or alias): tokens by GenerateMac"
+    )
+    kms_endpoint_url: str | None = Field(
+        None, description="KMS endpoint override (LocalStack, moto); else AWS's"
+    )
+    kms_region: str = Field("us-east-1", description="the KMS key's region")
+    # Keys that only verify and find old tokens during a rotation (file <-> KMS included);
+    # a key file's own later lines do the same.
+    previous_key_file: KeySource | None = Field(
+        None, description="during a rotation: an old key file that still verifies old tokens"
+    )
+    previous_kms_key_ids: list[str] = Field(
+        default_factory=list,
+        description="during a rotation: old KMS keys (comma-separated in the environment)",
+    )
+    # ~200 bytes per value; only a KMS key uses it (a file key computes a token in ~1 us).
+    cache_size: int = Field(50_000, ge=0, description="recent value -> token (LRU), KMS key")
+    kms_concurrency: int = Field(8, ge=1, le=64, description="GenerateMac calls at once")
+    kms_give_up_after_seconds: float = Field(
+        300, gt=0, description="retry throttling/outages of KMS this long, then fail the batch"
+    )
+
+    @field_validator(
+        "key_file", "kms_key_id", "kms_endpoint_url", "previous_key_file", mode="before"
+    )
+    @classmethod
+    def _blank(cls, value: Any) -> Any:
+        return _blank_is_none(value)
+
+    @field_validator("previous_kms_key_ids", mode="before")
+    @classmethod
+    def _id_list(cls, value: Any) -> Any:
+        value = _blank_is_none(value)
+        if value is None:
+            return []
+        if isinstance(value, str):  # from one environment variable: comma-separated
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _one_custody(self) -> TokensConfig:
+        if (self.key_file is None) == (self.kms_key_id is None):
+            given = "both are set" if self.key_file is not None else "neither is set"
+            raise ValueError(
+                "give exactly one of tokens.key_file (LOGINS_TOKEN_KEY_FILE) and"
+                f" tokens.kms_key_id (LOGINS_TOKEN_KMS_KEY_ID): {given}"
+            )
+        return self
 
 
 class TelemetryConfig(_Strict):

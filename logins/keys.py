@@ -1,21 +1,40 @@
 """Key files: the token key (secret, held by the pipeline) and the vault key pair.
 
-Formats are one line of text, `<key_id> <base64>`, so they are easy to put in a secret store.
-A token key file may hold several lines: the first is active, the rest still identify
-old tokens during a rotation. The vault key id is derived from the public key, so a public
-and a private key can never be paired wrongly. Where the pipeline reads a key (the token key,
-the vault's public key), a reference to AWS Secrets Manager or SSM holding the same text may
-stand instead of the file (`logins.secretrefs`).
+Formats are one line of text per key, so they are easy to put in a secret store. A token key
+file may hold several lines: the first is active, the rest still identify old tokens during a
+rotation. A token key line is
+
+    <key_id> hmac-sha256 <base64 of 32 bytes>   HMAC-SHA256; the id is derived from the key
+    <key_id> <base64 of 32 bytes>               keyed BLAKE2b (keys written before HMAC keys)
+
+An HMAC key's id is the first 4 bytes (hex) of HMAC-SHA256(key, "token-key-id"), so the same
+key material gets the same id wherever it is held: in this file, or imported into an AWS KMS
+HMAC key (`logins.kms`), and tokens match across the two (docs/vault.md "Key custody").
+
+The vault key id is derived from the public key, so a public and a private key can never be
+paired wrongly; it is a 32-bit label, not an authentication: the full SHA-256 fingerprint
+(`vault_fingerprint`) is what `vault.public_key_fingerprint` pins.
+
+Secret files (token keys, the vault private key) that group or others may read are refused:
+a key that leaked to another account is not a key any more. Where the pipeline reads a key
+(the token key, the vault's public key), a reference to AWS Secrets Manager or SSM holding
+the same text may stand instead of the file (`logins.secretrefs`).
 """
 
 from __future__ import annotations
 
 import base64
+import grp
 import hashlib
+import hmac
 import os
+import pwd
 import secrets
+import stat
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from nacl.public import PrivateKey, PublicKey
 
@@ -23,31 +42,109 @@ from logins.secretrefs import SecretRef, SecretRefError, fetch
 
 
 class KeyFileError(ValueError):
-    """A key file that is missing or malformed; the message names the file, never the key."""
+    """A key that is missing, malformed, unsafe or unreachable; the message names the file
+    (or the KMS key), never the key."""
+
+
+KeySource = Path | SecretRef  # a key file, or a reference to a secret holding its text
+
+
+TokenAlgorithm = Literal["hmac-sha256", "blake2b"]
+HMAC_SHA256: TokenAlgorithm = "hmac-sha256"
+BLAKE2B: TokenAlgorithm = "blake2b"
+# Labels MAC'd to derive values from a token key. A token's input always holds a NUL
+# (field NUL value), these never do, so no value can produce one of them.
+KEY_ID_LABEL = b"token-key-id"
+FINGERPRINT_LABEL = b"dedupe-fingerprint"
 
 
 @dataclass(frozen=True)
 class TokenKey:
     key_id: str
     secret: bytes
+    algorithm: TokenAlgorithm = BLAKE2B
 
     def __repr__(self) -> str:  # never print the secret
-        return f"TokenKey(key_id={self.key_id!r})"
+        return f"TokenKey(key_id={self.key_id!r}, algorithm={self.algorithm!r})"
+
+
+def hmac_key_id(secret: bytes) -> str:
+    """The id of an HMAC-SHA256 token key: derived from the key material, so a file and a KMS
+    key holding the same material name their tokens alike."""
+    return hmac.digest(secret, KEY_ID_LABEL, "sha256")[:4].hex()
 
 
 def vault_key_id(public_key: PublicKey) -> str:
+    """A 32-bit label of the vault key pair, stored beside each sealed value. Not a defence
+    against a swapped key (ids can be ground out): pin `vault_fingerprint` for that."""
     return hashlib.blake2b(bytes(public_key), digest_size=4, person=b"logins-vault").hexdigest()
 
 
-KeySource = Path | SecretRef  # a key file, or a reference to a secret holding its text
+def vault_fingerprint(public_key: PublicKey) -> str:
+    """The full SHA-256 fingerprint of a vault public key, `sha256:<64 hex>`."""
+    return "sha256:" + hashlib.sha256(bytes(public_key)).hexdigest()
+
+
+def check_fingerprint(public_key: PublicKey, expected: str | None, path: KeySource) -> None:
+    """Refuse a vault public key that is not the pinned one (when one is pinned)."""
+    if expected is None:
+        return
+    actual = vault_fingerprint(public_key)
+    if not hmac.compare_digest(actual, expected):
+        raise KeyFileError(
+            f"vault public key file {path}: its fingerprint {actual} is not the pinned"
+            f" vault.public_key_fingerprint {expected}: refusing to seal to another key"
+        )
+
+
+def group_of_one(gid: int) -> bool:
+    """True if `gid` is this process's own group and no other account is in it: what
+    Kubernetes' fsGroup gives a pod (a Secret volume's files are root:fsGroup, mode 0440, so
+    that the pod's non-root user can read them). A shared group (`staff`, `users`) is not."""
+    if gid != os.getegid():
+        return False
+    me = os.geteuid()
+    try:
+        my_name: str | None = pwd.getpwuid(me).pw_name
+    except KeyError:  # a uid with no passwd entry (a container's arbitrary user)
+        my_name = None
+    try:
+        members = grp.getgrgid(gid).gr_mem
+    except KeyError:  # a gid with no group entry: nobody is a member by name
+        members = []
+    if any(member != my_name for member in members):
+        return False
+    return all(entry.pw_uid == me for entry in pwd.getpwall() if entry.pw_gid == gid)
+
+
+def check_private(path: Path, what: str) -> None:
+    """Refuse a secret file that others, or a group other than this process's own, may read
+    or write (see `group_of_one`)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise KeyFileError(f"{what} {path}: no such file") from None
+    except OSError as exc:
+        raise KeyFileError(f"{what} {path}: cannot read ({type(exc).__name__})") from None
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o007 or (mode & 0o070 and not group_of_one(info.st_gid)):
+        raise KeyFileError(
+            f"{what} {path}: group or others may read it (mode {mode:04o});"
+            f" a secret must be readable by its owner only: chmod 600 {path}"
+        )
 
 
 def _read_text(source: KeySource, what: str) -> str:
+    """The key file's text; a secret file that group or others may read is refused (a secret
+    store's reference has its own access control)."""
     if isinstance(source, SecretRef):
         try:
-            return fetch(source)
+            text = fetch(source)
         except SecretRefError as exc:
             raise KeyFileError(f"{what} {exc}") from None
+        if not text.isascii():
+            raise KeyFileError(f"{what} {source}: not ASCII text")
+        return text
     try:
         return source.read_text(encoding="ascii")
     except FileNotFoundError:
@@ -56,60 +153,101 @@ def _read_text(source: KeySource, what: str) -> str:
         raise KeyFileError(f"{what} {source}: cannot read ({type(exc).__name__})") from None
 
 
-def _read_lines(path: KeySource, what: str) -> list[tuple[str, bytes]]:
-    text = _read_text(path, what)
-    if isinstance(path, SecretRef) and not text.isascii():
-        raise KeyFileError(f"{what} {path}: not ASCII text")
+def _parse_lines(text: str, source: str, parts: tuple[int, ...]) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of each non-comment line; each has as many fields as one of `parts`."""
     entries = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
-        try:
-            key_id, encoded = line.split()
-            entries.append((key_id, base64.b64decode(encoded, validate=True)))
-        except ValueError:
-            raise KeyFileError(f"{what} {path}: line {number} is not '<key_id> <base64>'") from None
+        fields = line.split()
+        if len(fields) not in parts:
+            shape = "'<key_id> [hmac-sha256] <base64>'" if 3 in parts else "'<key_id> <base64>'"
+            raise KeyFileError(f"{source}: line {number} is not {shape}")
+        entries.append((number, fields))
     if not entries:
-        raise KeyFileError(f"{what} {path}: holds no key")
+        raise KeyFileError(f"{source}: holds no key")
     return entries
 
 
+def _b64(encoded: str, source: str, number: int) -> bytes:
+    try:
+        return base64.b64decode(encoded, validate=True)
+    except ValueError:
+        raise KeyFileError(f"{source}: line {number} is not valid base64") from None
+
+
 def load_token_keys(path: KeySource) -> list[TokenKey]:
-    keys = []
-    for key_id, secret in _read_lines(path, "token key file"):
+    what = "token key file"
+    text = _read_text(path, what)
+    if isinstance(path, Path):
+        check_private(path, what)
+    source = f"{what} {path}"
+    keys: list[TokenKey] = []
+    for number, fields in _parse_lines(text, source, (2, 3)):
+        key_id, encoded = fields[0], fields[-1]
+        secret = _b64(encoded, source, number)
         if len(secret) != 32 or not key_id.isalnum():
-            raise KeyFileError(f"token key file {path}: key {key_id!r} must be 32 bytes, id alnum")
-        keys.append(TokenKey(key_id, secret))
+            raise KeyFileError(f"{source}: key {key_id!r} must be 32 bytes, id alnum")
+        if len(fields) == 2:
+            keys.append(TokenKey(key_id, secret, BLAKE2B))
+            continue
+        if fields[1] != HMAC_SHA256:
+            raise KeyFileError(f"{source}: line {number}: unknown algorithm {fields[1]!r}")
+        if hmac_key_id(secret) != key_id:
+            raise KeyFileError(f"{source}: key {key_id!r}: the id does not match the key")
+        keys.append(TokenKey(key_id, secret, HMAC_SHA256))
+    ids = [k.key_id for k in keys]
+    if len(set(ids)) != len(ids):
+        raise KeyFileError(f"{source}: two keys share an id ({ids})")
     return keys
 
 
-def load_vault_public_key(path: KeySource) -> PublicKey:
-    (key_id, raw), *_ = _read_lines(path, "vault public key file")
+def _vault_key(text: str, source: str) -> tuple[str, bytes]:
+    number, (key_id, encoded) = _parse_lines(text, source, (2,))[0]
+    raw = _b64(encoded, source, number)
     if len(raw) != 32:
-        raise KeyFileError(f"vault public key file {path}: not a 32-byte Curve25519 key")
+        raise KeyFileError(f"{source}: not a 32-byte Curve25519 key")
+    return key_id, raw
+
+
+def load_vault_public_key(path: KeySource) -> PublicKey:
+    source = f"vault public key file {path}"
+    key_id, raw = _vault_key(_read_text(path, "vault public key file"), source)
     public = PublicKey(raw)
     if vault_key_id(public) != key_id:
-        raise KeyFileError(f"vault public key file {path}: key id does not match the key")
+        raise KeyFileError(f"{source}: key id does not match the key")
     return public
 
 
-def load_vault_private_key(path: Path) -> PrivateKey:
-    (key_id, raw), *_ = _read_lines(path, "vault private key file")
-    if len(raw) != 32:
-        raise KeyFileError(f"vault private key file {path}: not a 32-byte Curve25519 key")
+def private_key_from_text(text: str, source: str) -> PrivateKey:
+    """A vault private key from the key file's content, read from `source` (named in errors)."""
+    key_id, raw = _vault_key(text, source)
     private = PrivateKey(raw)
     if vault_key_id(private.public_key) != key_id:
-        raise KeyFileError(f"vault private key file {path}: key id does not match the key")
+        raise KeyFileError(f"{source}: key id does not match the key")
     return private
 
 
-def private_key_from_text(text: str) -> PrivateKey:
-    """A vault private key given as the file's content (e.g. from an environment variable)."""
-    key_id, encoded = text.split()
-    private = PrivateKey(base64.b64decode(encoded, validate=True))
-    if vault_key_id(private.public_key) != key_id:
-        raise KeyFileError("vault private key: key id does not match the key")
-    return private
+def load_vault_private_key(path: Path) -> PrivateKey:
+    """The vault private key from a file only its owner may read; `-` reads standard input."""
+    if str(path) == "-":
+        return private_key_from_text(sys.stdin.read(), "vault private key (stdin)")
+    what = "vault private key file"
+    text = _read_text(path, what)
+    check_private(path, what)
+    return private_key_from_text(text, f"{what} {path}")
+
+
+def read_private_key_fd(fd: int) -> PrivateKey:
+    """The vault private key from an open file descriptor (read to its end, then closed): a
+    pipe from a secret store leaves no file and nothing in the environment."""
+    source = f"vault private key (file descriptor {fd})"
+    try:
+        with os.fdopen(fd, "r", encoding="ascii", closefd=True) as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise KeyFileError(f"{source}: cannot read ({type(exc).__name__})") from None
+    return private_key_from_text(text, source)
 
 
 def _write_secret(path: Path, content: str, mode: int) -> None:
@@ -125,23 +263,23 @@ def generate_keys(directory: Path) -> dict[str, Path]:
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing:
         raise KeyFileError(f"refusing to overwrite existing key files: {existing}")
-    token_id = secrets.token_hex(4)
     private = PrivateKey.generate()
     vid = vault_key_id(private.public_key)
 
     def b64(raw: bytes) -> str:
         return base64.b64encode(raw).decode()
 
-    _write_secret(paths["token.key"], f"{token_id} {b64(secrets.token_bytes(32))}\n", 0o600)
+    _write_secret(paths["token.key"], new_token_key_line()[1], 0o600)
     _write_secret(paths["vault.key"], f"{vid} {b64(bytes(private))}\n", 0o600)
     _write_secret(paths["vault.pub"], f"{vid} {b64(bytes(private.public_key))}\n", 0o644)
     return paths
 
 
 def new_token_key_line() -> tuple[str, str]:
-    """A fresh token key: (key id, the line `<key_id> <base64 of 32 random bytes>`)."""
-    key_id = secrets.token_hex(4)
-    return key_id, f"{key_id} {base64.b64encode(secrets.token_bytes(32)).decode()}\n"
+    """A fresh HMAC-SHA256 token key: (key id, its line `<key_id> hmac-sha256 <base64>`)."""
+    secret = secrets.token_bytes(32)
+    key_id = hmac_key_id(secret)
+    return key_id, f"{key_id} {HMAC_SHA256} {base64.b64encode(secret).decode()}\n"
 
 
 def generate_token_key(directory: Path) -> Path:

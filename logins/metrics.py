@@ -125,3 +125,10 @@ DEDUPE_EVICTED_EARLY = Counter(
     "Dedupe fingerprints dropped before their window ended (state full): a resend of one"
     " becomes a row",
 )
+
+TOKEN_KMS_CALLS = Counter(
+    "logins_token_kms_calls", "GenerateMac calls made for tokens (a KMS token key; retries count)"
+)
+TOKEN_CACHE = Counter(
+    "logins_token_cache", "Token lookups of a KMS token key by result (hit, miss)", ["result"]
+)

@@ -107,27 +107,33 @@ def rotate_tokens(
         " ORDER BY v.token LIMIT %(n)s"
     ).format(vault=sql.Identifier(t.vault), aliases=sql.Identifier(t.aliases))
     for batch in _chunks(conn, select, {"active": active}, batch_size):
-        new_entries: list[tuple[str, str, bytes, str]] = []
-        aliases: list[tuple[str, str, str]] = []
-        seals = sealer.batch()  # one data key per chunk (docs/vault.md)
+        opened: list[tuple[str, str, str]] = []  # (old token, field, value)
         for token, field_name, sealed, key_id in batch:
             if key_id != opener.key_id:
                 _note(result, f"{token}: sealed to vault key {key_id}, not {opener.key_id}")
                 continue
             try:
-                value = opener.open(bytes(sealed), field=field_name, token=token)
+                opened.append(
+                    (token, field_name, opener.open(bytes(sealed), field=field_name, token=token))
+                )
             except VaultError as exc:
                 _note(result, str(exc))
-                continue
-            if not tokenizer.verify(token, field_name, value):
+        # One batch per key (with a KMS key: concurrent GenerateMacs), not a call per entry.
+        verified = tokenizer.verify_many(opened)
+        for (token, _, _), ok in zip(opened, verified, strict=True):
+            if not ok:
                 _note(
                     result,
-                    f"{token}: does not verify (token key {key_id_of(token)} not in the key file?)",
+                    f"{token}: does not verify (token key {key_id_of(token)} not configured?)",
                 )
-                continue
-            new = tokenizer.token(field_name, value)
-            new_entries.append((new, field_name, seals.seal(field_name, new, value), sealer.key_id))
-            aliases.append((token, new, field_name))
+        good = [item for item, ok in zip(opened, verified, strict=True) if ok]
+        news = tokenizer.tokens([(field_name, value) for _, field_name, value in good])
+        seals = sealer.batch()  # one data key per chunk (docs/vault.md)
+        new_entries = [
+            (new, field_name, seals.seal(field_name, new, value), sealer.key_id)
+            for (_, field_name, value), new in zip(good, news, strict=True)
+        ]
+        aliases = [(old, new, f) for (old, f, _), new in zip(good, news, strict=True)]
         if aliases:
             result.rotated += _write_rotation(conn, t.vault, t.aliases, new_entries, aliases)
         walked += len(batch)

@@ -1,18 +1,31 @@
 """Keyed deterministic tokens: equal values give equal tokens, so analysts still see repeats,
 but without the key nobody can test a guess (unlike SHA-256 of an IPv4 address, which is
-reversed by enumerating 2^32 values). Keyed BLAKE2b is as strong as HMAC and faster.
+reversed by enumerating 2^32 values).
 
-A token is `<key_id>.<32 hex>`: the key id lets keys rotate while old tokens stay readable.
-The field name is hashed in, so an ip and a device id with the same text differ.
+A token is `<key_id>.<32 hex>`: the key id lets keys rotate while old tokens stay readable;
+the 32 hex are the first 16 bytes of a MAC of `field NUL value` (UTF-8), so an ip and a
+device id with the same text differ. The MAC is the key's:
+
+* HMAC-SHA256 (truncated to 16 bytes): key files written by `logins keygen`, and AWS KMS
+  HMAC_256 keys (`logins.kms`: GenerateMac, the secret never leaves KMS). The same material
+  gives the same tokens in either custody.
+* keyed BLAKE2b with a 16-byte digest: key files written before HMAC keys; KMS cannot compute
+  it, so tokens under such a key move to KMS only by rotation.
+
+Whoever can compute a token key's MAC can enumerate low-entropy values (every IPv4 address,
+every `NNN-NN-NNNN` device id) and match them against the tables: with a key file, offline
+and unseen; with a KMS key, only by calling KMS, once per guess, each call in its log.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 from collections.abc import Sequence
+from typing import Protocol
 
-from logins.keys import TokenKey
+from logins.keys import BLAKE2B, FINGERPRINT_LABEL, TokenAlgorithm, TokenKey
 
 DIGEST_BYTES = 16
 TOKEN_RE = re.compile(r"[A-Za-z0-9]+\.[0-9a-f]{32}")
@@ -27,16 +40,77 @@ def key_id_of(token: str) -> str:
     return token.split(".", 1)[0]
 
 
+def token_input(field: str, value: str) -> bytes:
+    """What a token MACs: `field NUL value`; surrogatepass, so any str has a token."""
+    return field.encode() + b"\x00" + value.encode("utf-8", "surrogatepass")
+
+
+class MacKey(Protocol):
+    """A token key as the tokenizer uses it; its secret may be elsewhere (KMS)."""
+
+    @property
+    def key_id(self) -> str: ...
+
+    @property
+    def algorithm(self) -> TokenAlgorithm: ...
+
+    @property
+    def custody(self) -> str:
+        """Where the secret is, for messages: `file` or `kms <key id>`."""
+        ...
+
+    def token_digests(self, messages: Sequence[bytes]) -> list[bytes]:
+        """The 16-byte token digest of each message, in order."""
+        ...
+
+    def derive(self, label: bytes) -> bytes:
+        """A 32-byte value derived from the key (the MAC of `label`)."""
+        ...
+
+
+class LocalKey:
+    """A token key held in this process (a key file): its holder can compute any token."""
+
+    custody = "file"
+
+    def __init__(self, key: TokenKey) -> None:
+        self._key = key
+        self.key_id = key.key_id
+        self.algorithm = key.algorithm
+
+    def token_digests(self, messages: Sequence[bytes]) -> list[bytes]:
+        secret = self._key.secret
+        if self.algorithm == BLAKE2B:
+            blake2b = hashlib.blake2b
+            return [blake2b(m, key=secret, digest_size=DIGEST_BYTES).digest() for m in messages]
+        digest = hmac.digest
+        return [digest(secret, m, "sha256")[:DIGEST_BYTES] for m in messages]
+
+    def derive(self, label: bytes) -> bytes:
+        if self.algorithm == BLAKE2B:
+            return hashlib.blake2b(label, key=self._key.secret, digest_size=32).digest()
+        return hmac.digest(self._key.secret, label, "sha256")
+
+    def __repr__(self) -> str:
+        return f"LocalKey({self.key_id!r}, {self.algorithm!r})"
+
+
 class Tokenizer:
-    def __init__(self, keys: Sequence[TokenKey]) -> None:
+    """Tokens under the active key (the first); verification under every key given."""
+
+    def __init__(self, keys: Sequence[TokenKey | MacKey]) -> None:
         if not keys:
             raise ValueError("at least one token key is needed")
-        self._keys = {k.key_id: k for k in keys}
-        self._active = keys[0]
+        macs = [LocalKey(k) if isinstance(k, TokenKey) else k for k in keys]
+        self._keys: dict[str, MacKey] = {}
+        for key in macs:
+            if key.key_id in self._keys:
+                raise ValueError(f"two token keys share the id {key.key_id!r}")
+            self._keys[key.key_id] = key
+        self._active = macs[0]
         # A separate key for dedupe fingerprints, so they are never comparable with tokens.
-        self._fingerprint_key = hashlib.blake2b(
-            b"dedupe-fingerprint", key=self._active.secret, digest_size=32
-        ).digest()
+        # Derived once (one KMS call for a KMS key): fingerprints stay local and fast.
+        self._fingerprint_key = self._active.derive(FINGERPRINT_LABEL)
 
     @property
     def key_id(self) -> str:
@@ -47,18 +121,39 @@ class Tokenizer:
         """Every key id this tokenizer knows, the active one first."""
         return list(self._keys)
 
+    @property
+    def active(self) -> MacKey:
+        return self._active
+
     def token(self, field: str, value: str) -> str:
-        return self._token(self._active, field, value)
+        return self.tokens([(field, value)])[0]
+
+    def tokens(self, pairs: Sequence[tuple[str, str]]) -> list[str]:
+        """The token of each (field, value) under the active key, in one batch."""
+        return self._under(self._active, [token_input(f, v) for f, v in pairs])
 
     def tokens_all_keys(self, field: str, value: str) -> list[str]:
         """The value's token under every known key, the active key's first (for lookups
         that must also find rows written before a rotation)."""
-        return [self._token(key, field, value) for key in self._keys.values()]
+        data = [token_input(field, value)]
+        return [self._under(key, data)[0] for key in self._keys.values()]
 
     def verify(self, token: str, field: str, value: str) -> bool:
         """True if `token` is the token of `value` under the key its id names."""
-        key = self._keys.get(token.split(".", 1)[0])
-        return key is not None and self._token(key, field, value) == token
+        return self.verify_many([(token, field, value)])[0]
+
+    def verify_many(self, items: Sequence[tuple[str, str, str]]) -> list[bool]:
+        """`verify` for many (token, field, value), one batch per key."""
+        results = [False] * len(items)
+        by_key: dict[str, list[int]] = {}
+        for i, (token, _, _) in enumerate(items):
+            if key_id_of(token) in self._keys:
+                by_key.setdefault(key_id_of(token), []).append(i)
+        for key_id, where in by_key.items():
+            data = [token_input(items[i][1], items[i][2]) for i in where]
+            for i, token in zip(where, self._under(self._keys[key_id], data), strict=True):
+                results[i] = hmac.compare_digest(token, items[i][0])
+        return results
 
     def fingerprint(self, values: Sequence[object]) -> bytes:
         """A keyed digest of a whole record, for dedupe state (never holds the raw values)."""
@@ -66,7 +161,6 @@ class Tokenizer:
         return hashlib.blake2b(data, key=self._fingerprint_key, digest_size=16).digest()
 
     @staticmethod
-    def _token(key: TokenKey, field: str, value: str) -> str:
-        data = field.encode() + b"\x00" + value.encode("utf-8", "surrogatepass")
-        digest = hashlib.blake2b(data, key=key.secret, digest_size=DIGEST_BYTES).hexdigest()
-        return f"{key.key_id}.{digest}"
+    def _under(key: MacKey, data: list[bytes]) -> list[str]:
+        prefix = key.key_id + "."
+        return [prefix + d.hex() for d in key.token_digests(data)]

@@ -4,18 +4,26 @@ The pipeline holds only the public key, so a compromised pipeline cannot unmask 
 only the private key opens what it sealed. Each value is sealed together with its field and
 token and checked on opening, so a ciphertext moved to another token's row is detected.
 
-Envelope encryption (format 2). A sealed box costs two X25519 operations, about 100 µs of
-CPU here; sealing each new value in its own box capped the pipeline near 6k msg/s on this
-machine (docs/benchmarks.md). So a `SealBatch` makes one random 32-byte data key, seals
+Envelope encryption (formats 2 and 3). A sealed box costs two X25519 operations, about
+100 µs of CPU here; sealing each new value in its own box capped the pipeline near 6k msg/s on
+this machine (docs/benchmarks.md). So a `SealBatch` makes one random 32-byte data key, seals
 that key in a PyNaCl `SealedBox` for the vault's public key (once per batch), and encrypts
 each value with XSalsa20-Poly1305 (`crypto_secretbox`, about 1 µs) under the data key with
 a counter nonce (a data key is used by one batch only, so a nonce never repeats under a
 key). Every vault entry carries its own copy of the sealed data key, so each row opens
 alone, and deleting a row (erasure) still destroys that value for good: the other rows of
 its batch hold the data key, never this value's ciphertext. The data key is dropped with
-the batch; the pipeline keeps nothing that opens an entry.
+the batch; the pipeline keeps nothing that opens an entry. Entries sealed in one batch share
+the sealed data key, byte for byte: a reader of the table sees which were sealed together.
 
-    format 2:  b"LV2\\x00" | SealedBox(data key) (80 B) | nonce (24 B) | secretbox (16 B + data)
+Format 3 (written now) pads the sealed data to a bucket first: `0x80` then zeros up to the
+next power of two, at least 128 bytes. `field NUL token NUL value` of any IPv4 or IPv6
+address fits 128, so a ciphertext's length does not tell an IPv4 from an IPv6 address, nor
+one address from another; longer values (device ids, rejected bodies) show only their
+bucket (256, 512, ...).
+
+    format 3:  b"LV3\x00" | SealedBox(data key) (80 B) | nonce (24 B) | secretbox(padded data)
+    format 2:  b"LV2\x00" | the same, unpadded (entries sealed before format 3; still opened)
     format 1:  SealedBox(data)  (entries sealed before format 2; still opened)
 """
 
@@ -33,18 +41,33 @@ from nacl.bindings import (
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
-from logins.keys import vault_key_id
+from logins.keys import vault_fingerprint, vault_key_id
 
 SEP = "\x00"
-MAGIC = b"LV2\x00"
+MAGIC = b"LV3\x00"  # the format written now: envelope, padded
+MAGIC_V2 = b"LV2\x00"  # envelope, unpadded (still opened)
 _SEALED_KEY_BYTES = 32 + crypto_secretbox_KEYBYTES + 16  # ephemeral public key, key, MAC
 _HEADER = len(MAGIC) + _SEALED_KEY_BYTES
-_MIN_V2 = _HEADER + crypto_secretbox_NONCEBYTES + 16
+_MIN_ENVELOPE = _HEADER + crypto_secretbox_NONCEBYTES + 16
 _OPENED_KEYS = 4096  # data keys an Opener remembers (a batch's entries share one)
+MIN_BUCKET = 128  # bytes: any ip's `field NUL token NUL value` fits
 
 
 class VaultError(Exception):
     """A vault entry that cannot be opened or does not belong where it was found."""
+
+
+def pad(data: bytes) -> bytes:
+    """`data`, 0x80, then zeros up to the next power of two (at least MIN_BUCKET bytes)."""
+    size = max(MIN_BUCKET, 1 << len(data).bit_length())  # > len(data): room for the 0x80
+    return data + b"\x80" + bytes(size - len(data) - 1)
+
+
+def unpad(padded: bytes) -> bytes:
+    body = padded.rstrip(b"\x00")
+    if not body.endswith(b"\x80"):
+        raise ValueError("bad padding")
+    return body[:-1]
 
 
 def _value_data(field: str, token: str, value: str) -> bytes:
@@ -68,7 +91,7 @@ class SealBatch:
     def _seal(self, data: bytes) -> bytes:
         self._count += 1
         nonce = self._count.to_bytes(crypto_secretbox_NONCEBYTES, "big")
-        return self._header + nonce + crypto_secretbox(data, nonce, self._key)
+        return self._header + nonce + crypto_secretbox(pad(data), nonce, self._key)
 
     def seal(self, field: str, token: str, value: str) -> bytes:
         return self._seal(_value_data(field, token, value))
@@ -81,6 +104,7 @@ class Sealer:
     def __init__(self, public_key: PublicKey) -> None:
         self._box = SealedBox(public_key)
         self.key_id = vault_key_id(public_key)
+        self.fingerprint = vault_fingerprint(public_key)
 
     def batch(self) -> SealBatch:
         """A data key for the values of one batch: one sealed box for all of them."""
@@ -102,16 +126,20 @@ class Opener:
         self._keys: OrderedDict[bytes, bytes] = OrderedDict()  # sealed data key -> data key
 
     def _decrypt(self, sealed: bytes) -> bytes:
-        """The sealed data, either format; raises CryptoError if this key cannot open it."""
-        if len(sealed) >= _MIN_V2 and sealed.startswith(MAGIC):
+        """The sealed data, any format; raises CryptoError if this key cannot open it and
+        ValueError if what it opens is not a sealed value (bad padding)."""
+        magic = sealed[: len(MAGIC)]
+        if len(sealed) >= _MIN_ENVELOPE and magic in (MAGIC, MAGIC_V2):
             try:
                 key = self._data_key(sealed[len(MAGIC) : _HEADER])
                 nonce = sealed[_HEADER : _HEADER + crypto_secretbox_NONCEBYTES]
-                return crypto_secretbox_open(
+                data = crypto_secretbox_open(
                     sealed[_HEADER + crypto_secretbox_NONCEBYTES :], nonce, key
                 )
             except CryptoError:
-                pass  # a format-1 box whose random prefix happens to be MAGIC (p = 2^-32)
+                pass  # a format-1 box whose random prefix happens to be a magic (p = 2^-31)
+            else:
+                return unpad(data) if magic == MAGIC else data
         return bytes(self._box.decrypt(sealed))
 
     def _data_key(self, sealed_key: bytes) -> bytes:
@@ -123,20 +151,34 @@ class Opener:
                 self._keys.popitem(last=False)
         return key
 
-    def open(self, sealed: bytes, *, field: str, token: str) -> str:
-        """The value sealed for (field, token); raises VaultError if it was sealed for another."""
+    def _plain(self, sealed: bytes, what: str) -> list[str]:
+        """The opened data split at its two separators; any malformed entry is a VaultError
+        naming `what` (a token or message id), never a crash: the caller goes on with the rest."""
         try:
-            plain = self._decrypt(sealed).decode("utf-8", "surrogatepass")
+            data = self._decrypt(sealed)
         except CryptoError:
-            raise VaultError(f"token {token}: cannot open (wrong private key?)") from None
-        sealed_field, sealed_token, value = plain.split(SEP, 2)
+            raise VaultError(f"{what}: cannot open (wrong private key?)") from None
+        except (ValueError, TypeError):  # bad padding; a ciphertext of a wrong length or type
+            raise VaultError(f"{what}: the vault entry is malformed (bad ciphertext)") from None
+        try:
+            plain = data.decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            raise VaultError(f"{what}: the vault entry is malformed (not UTF-8)") from None
+        parts = plain.split(SEP, 2)
+        if len(parts) != 3:
+            raise VaultError(f"{what}: the vault entry is malformed (no field and token in it)")
+        return parts
+
+    def open(self, sealed: bytes, *, field: str, token: str) -> str:
+        """The value sealed for (field, token); raises VaultError if it was sealed for another
+        or is malformed."""
+        sealed_field, sealed_token, value = self._plain(sealed, f"token {token}")
         if (sealed_field, sealed_token) != (field, token):
             raise VaultError(f"token {token}: the vault entry was sealed for another token")
         return value
 
     def open_rejected(self, sealed: bytes, *, message_id: str) -> str:
-        plain = self._decrypt(sealed).decode("utf-8", "surrogatepass")
-        kind, sealed_id, body = plain.split(SEP, 2)
+        kind, sealed_id, body = self._plain(sealed, f"message {message_id}")
         if (kind, sealed_id) != ("rejected", message_id):
             raise VaultError(f"message {message_id}: sealed body belongs to another message")
         return body

@@ -17,7 +17,7 @@ import pytest
 from botocore.exceptions import ClientError
 from psycopg import sql
 
-from logins.dev.embedded import EmbeddedPostgres, EmbeddedSqs, dsn_with_database
+from logins.dev.embedded import EmbeddedKms, EmbeddedPostgres, EmbeddedSqs, dsn_with_database
 from tests.helpers import private_data_dir
 
 DATABASE_URL_ENV = "LOGINS_TEST_DATABASE_URL"
@@ -80,6 +80,13 @@ def database_url(make_database: Callable[[], str]) -> str:
 def sqs() -> Iterator[EmbeddedSqs]:
     """One SQS-protocol server (moto) for the session, on a free loopback port."""
     with EmbeddedSqs() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def kms() -> Iterator[EmbeddedKms]:
+    """moto's KMS server (GenerateMac, real wire protocol) for the session, on a free port."""
+    with EmbeddedKms() as server:
         yield server
 
 

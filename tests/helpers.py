@@ -120,3 +120,25 @@ def require_binary(name: str, package: str) -> str:
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+def seal_raw(public_key: Any, data: bytes, magic: bytes = b"LV3\x00", padded: bool = True) -> bytes:
+    """An envelope-format vault entry around arbitrary `data`, built from PyNaCl's primitives
+    (not logins.vault): format 3 (padded) by default, format 2 with magic LV2 and no padding.
+    For tests that plant what older releases wrote, or malformed entries."""
+    import os
+
+    from nacl.bindings import crypto_secretbox
+    from nacl.public import SealedBox
+
+    key = os.urandom(32)
+    nonce = (1).to_bytes(24, "big")
+    if padded:
+        size = max(128, 1 << len(data).bit_length())
+        data = data + b"\x80" + bytes(size - len(data) - 1)
+    return (
+        magic
+        + bytes(SealedBox(public_key).encrypt(key))
+        + nonce
+        + crypto_secretbox(data, nonce, key)
+    )

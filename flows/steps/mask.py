@@ -1,6 +1,7 @@
 """Mask step: replace PII with keyed tokens and seal each distinct value once into the vault.
 
-Per batch, each distinct value is tokenised once, and the values the vault does not hold yet
+Per batch, the distinct values are tokenised in one call (with a KMS token key: concurrent
+GenerateMacs, see `logins.kms`), and the values the vault does not hold yet
 are sealed under one data key for the whole batch (`logins.vault.SealBatch`: one sealed box
 per batch, then about a microsecond per value). The `SealCache` remembers which tokens the
 vault already holds (only after the sink committed them: a token sealed in a batch that
@@ -21,6 +22,9 @@ from logins.sealcache import SealCache
 from logins.tokens import Tokenizer
 from logins.vault import Sealer
 
+# A PII value taken out of an event: (event, its fields, field, column, (field, value)).
+_Masked = tuple[Event, dict[str, Any], str, str, tuple[str, str]]
+
 
 class Masker:
     def __init__(
@@ -39,9 +43,8 @@ class Masker:
         events = list(events)
         seals = self._sealer.batch()
         key_id = self._sealer.key_id
-        masked: list[tuple[Event, str, str]] = []  # (event, field, token), in field order
-        values: dict[str, tuple[str, str]] = {}  # token -> (field, value), first seen
-        tokens: dict[tuple[str, str], str] = {}  # (field, value) -> token, this batch
+        masked: list[_Masked] = []
+        distinct: dict[tuple[str, str], None] = {}  # (field, value), first seen first
         for event in events:
             message = event.message
             if event.rejection is not None:
@@ -50,11 +53,15 @@ class Masker:
             elif event.duplicate_of is not None:
                 event.fields = None
             elif event.fields is not None and not event.masked:
-                self._mask_fields(event, event.fields, masked, values, tokens)
+                self._take_fields(event, event.fields, masked, distinct)
             message.body = ""
             event.masked = True
         if not masked:
             return events
+        # One call for the batch's distinct values: with a KMS key, concurrent GenerateMacs.
+        pairs = list(distinct)
+        tokens = dict(zip(pairs, self._tokenizer.tokens(pairs), strict=True))
+        values = {tokens[pair]: pair for pair in pairs}  # token -> (field, value)
         cache = self._cache
         committed = cache.committed_among(values)
         sealed = cache.pending_among(t for t in values if t not in committed)
@@ -65,28 +72,26 @@ class Masker:
         ]
         cache.add_pending_many(fresh)
         sealed.update(fresh)
-        for event, field, token in masked:
+        for event, fields, field, column, pair in masked:
+            token = fields[column] = tokens[pair]
             if token not in committed:
                 event.vault_entries.append(VaultEntry(token, field, sealed[token], key_id))
         return events
 
-    def _mask_fields(
+    def _take_fields(
         self,
         event: Event,
         fields: dict[str, Any],
-        masked: list[tuple[Event, str, str]],
-        values: dict[str, tuple[str, str]],
-        tokens: dict[tuple[str, str], str],
+        masked: list[_Masked],
+        distinct: dict[tuple[str, str], None],
     ) -> None:
+        """Take the PII out of `fields` (its column is filled once the token is known)."""
         for name, column in self._fields:
             value = fields.pop(name, None)
+            fields[column] = None
             if value is None:
-                fields[column] = None
                 continue
             assert isinstance(value, str)
-            token = tokens.get((name, value))
-            if token is None:
-                token = tokens[(name, value)] = self._tokenizer.token(name, value)
-                values[token] = (name, value)
-            fields[column] = token
-            masked.append((event, name, token))
+            pair = (name, value)
+            distinct[pair] = None
+            masked.append((event, fields, name, column, pair))

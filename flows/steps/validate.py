@@ -181,6 +181,12 @@ def _string_test(spec: FieldSpec) -> Callable[[str], object] | None:
     return lambda value: all(test(value) for test in tests)
 
 
+def check_value(name: str, spec: FieldSpec, value: object) -> str | None:
+    """One field's value checked as `Validator.parse` checks it (`logins tokenize` uses it):
+    the value itself (values are tokenised exactly as sent, never normalised), or Invalid."""
+    return _check_field(name, spec, {name: value})
+
+
 class Validator:
     """Validates bodies against the configured schema; `fingerprint`s valid records for dedupe
     (a keyed digest of every declared field's checked value, in the schema's order)."""

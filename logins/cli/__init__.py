@@ -7,14 +7,15 @@ of ours; every command takes the same LOGINS_ENV / LOGINS_CONFIG selection as th
     stats.py     stats                           audit.py     audit list|verify|anchor|keygen
     rotate.py    rotate new-key|run              vault.py     vault status|rekey
     purge.py     purge (retention)               session.py   checked connection, --actor note
-    dev.py       generate, demo (dev tooling)    common.py    what the commands share
+    tokenize.py  tokenize                        dev.py       generate, demo (dev tooling)
+    common.py    what the commands share
 """
 
 from __future__ import annotations
 
 import click
 
-from logins.cli import audit, dev, purge, recovery, rotate, setup, stats, vault
+from logins.cli import audit, dev, purge, recovery, rotate, setup, stats, tokenize, vault
 
 
 @click.group()
@@ -30,6 +31,7 @@ for command in (
     setup.check,
     setup.migrate,
     stats.stats,
+    tokenize.tokenize,
     recovery.reveal,
     recovery.forget,
     purge.purge,

@@ -4,22 +4,18 @@ input, and output (tables, JSON). No command lives here."""
 from __future__ import annotations
 
 import json
-import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 import click
 import psycopg
 from nacl.public import PrivateKey
 
 from logins.config import AppConfig, ConfigError, load_config
-from logins.keys import (
-    KeyFileError,
-    load_token_keys,
-    load_vault_private_key,
-    private_key_from_text,
-)
+from logins.keys import KeyFileError, load_vault_private_key, read_private_key_fd
 from logins.reveal import default_actor
+from logins.secrets import load_tokenizer
 from logins.tokens import Tokenizer
 from logins.vaultschema import tables
 
@@ -40,22 +36,41 @@ def connect(config: AppConfig) -> psycopg.Connection[Any]:
         raise click.ClickException(f"cannot connect to the database: {exc}") from None
 
 
-def private_key(private_key_file: Path | None) -> PrivateKey:
-    """The vault private key: --private-key-file, else LOGINS_VAULT_PRIVATE_KEY (the file's
-    content). Never from the configuration."""
+def private_key_given(private_key_file: Path | None, private_key_fd: int | None) -> bool:
+    return private_key_file is not None or private_key_fd is not None
+
+
+def private_key(private_key_file: Path | None, private_key_fd: int | None) -> PrivateKey:
+    """The vault private key: a file only its owner may read, `-` (stdin) or an open file
+    descriptor. Never the environment (it shows in /proc/PID/environ and `docker inspect`),
+    never the configuration."""
+    if private_key_file is not None and private_key_fd is not None:
+        raise click.UsageError("give --private-key-file or --private-key-fd, not both")
     try:
         if private_key_file is not None:
             return load_vault_private_key(private_key_file)
-        if os.environ.get("LOGINS_VAULT_PRIVATE_KEY"):
-            return private_key_from_text(os.environ["LOGINS_VAULT_PRIVATE_KEY"])
-    except (KeyFileError, ValueError) as exc:
-        raise click.ClickException(f"vault private key: {exc}") from None
-    raise click.UsageError("--private-key-file or LOGINS_VAULT_PRIVATE_KEY is required")
+        if private_key_fd is not None:
+            return read_private_key_fd(private_key_fd)
+    except KeyFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    raise click.UsageError(
+        "the vault private key is required: --private-key-file F ('-' for stdin)"
+        " or --private-key-fd N"
+    )
+
+
+def one_stdin(*uses: Path | TextIO | None) -> None:
+    """Refuse two inputs that would both read standard input."""
+    stdin = [
+        u for u in uses if u is not None and (str(u) == "-" or getattr(u, "name", "") == "<stdin>")
+    ]
+    if len(stdin) > 1:
+        raise click.UsageError("only one input can come from stdin ('-')")
 
 
 def tokenizer_of(config: AppConfig) -> Tokenizer:
     try:
-        return Tokenizer(load_token_keys(config.tokens.key_file))
+        return load_tokenizer(config.tokens)
     except KeyFileError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -123,11 +138,29 @@ TOKEN_FILE = click.option(
     default=None,
     help="Read tokens from this file, one per line ('-' for stdin; # comments).",
 )
-PRIVATE_KEY = click.option(
-    "--private-key-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="The vault's private key. Or set LOGINS_VAULT_PRIVATE_KEY to the key file's content.",
-)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def private_key_options(help_text: str) -> Callable[[F], F]:
+    """--private-key-file F ('-' for stdin) and --private-key-fd N."""
+
+    def decorate(command: F) -> F:
+        command = click.option(
+            "--private-key-fd",
+            type=click.IntRange(min=0),
+            default=None,
+            help="Read the vault private key from this open file descriptor (e.g. 3 3<key).",
+        )(command)
+        return click.option(
+            "--private-key-file",
+            type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+            help=f"{help_text} A file only its owner may read (chmod 600), or '-' for stdin.",
+        )(command)
+
+    return decorate
+
+
+PRIVATE_KEY = private_key_options("The vault's private key.")
 ACTOR = click.option("--actor", default=None, help="Who asks (default: the OS user).")
 REASON = click.option("--reason", required=True, help="Why; recorded in the audit table.")
 

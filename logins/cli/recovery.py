@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -15,7 +14,10 @@ from logins.cli.common import (
     REASON,
     TOKEN_FILE,
     echo_json,
+    one_stdin,
     private_key,
+    private_key_given,
+    private_key_options,
     read_tokens,
     selected_config,
     table,
@@ -43,6 +45,7 @@ def reveal(
     user_id: str | None,
     reason: str,
     private_key_file: Path | None,
+    private_key_fd: int | None,
     note: str | None,
     as_json: bool,
 ) -> None:
@@ -52,12 +55,13 @@ def reveal(
     user's rows in the sink table). The audit row is committed before anything is shown.
     Exits 1 if any token could not be revealed.
     """
+    one_stdin(file, private_key_file)
     wanted = read_tokens(tokens, file)
     if not wanted and user_id is None:
         raise click.UsageError("give tokens, --file or --user-id")
     if not reason.strip():
         raise click.UsageError("--reason must say why")
-    private = private_key(private_key_file)
+    private = private_key(private_key_file, private_key_fd)
     config = selected_config()
     tokenizer = tokenizer_of(config)
     detail: dict[str, Any] | None = None
@@ -112,11 +116,8 @@ def reveal(
     help="With --user-id: also erase values other users' rows hold (a shared ip or device).",
 )
 @REASON
-@click.option(
-    "--private-key-file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="With --user-id: also search the sealed rejected bodies for the user and erase them."
-    " Or LOGINS_VAULT_PRIVATE_KEY.",
+@private_key_options(
+    "With --user-id: also search the sealed rejected bodies for the user and erase them."
 )
 @NOTE
 @click.option("--dry-run", is_flag=True, help="Say what would be erased; change nothing.")
@@ -128,6 +129,7 @@ def forget(
     include_shared: bool,
     reason: str,
     private_key_file: Path | None,
+    private_key_fd: int | None,
     note: str | None,
     dry_run: bool,
     as_json: bool,
@@ -139,6 +141,7 @@ def forget(
     random ids, never by token. The audit row and the erasure commit together. See
     docs/vault.md for shared values and rejected bodies.
     """
+    one_stdin(file, private_key_file)
     wanted = read_tokens(tokens, file)
     if not wanted and user_id is None:
         raise click.UsageError("give tokens, --file or --user-id")
@@ -147,8 +150,8 @@ def forget(
     if not reason.strip():
         raise click.UsageError("--reason must say why")
     opener = None
-    if user_id is not None and (private_key_file or os.environ.get("LOGINS_VAULT_PRIVATE_KEY")):
-        opener = Opener(private_key(private_key_file))
+    if user_id is not None and private_key_given(private_key_file, private_key_fd):
+        opener = Opener(private_key(private_key_file, private_key_fd))
     config = selected_config()
     results: list[Erasure] = []
     searching = (

@@ -37,6 +37,12 @@ def rotate() -> None:
 def rotate_new_key(token_key_file: Path | None) -> None:
     """Put a new token key first in the token key file (the active one); keep the old lines."""
     path = token_key_file or selected_config().tokens.key_file
+    if path is None:
+        raise click.ClickException(
+            "the token key is in KMS (tokens.kms_key_id): create a new HMAC_256 key in KMS,"
+            " make it tokens.kms_key_id and the old one tokens.previous_kms_key_ids, restart"
+            " the pipelines, then `logins rotate run` (docs/vault.md)"
+        )
     if not isinstance(path, Path):  # a secretsmanager:/ssm: reference
         raise click.ClickException(
             f"tokens.key_file is {path}: put the new key line first in that secret yourself"
@@ -57,16 +63,22 @@ def rotate_new_key(token_key_file: Path | None) -> None:
 @click.option("--batch-size", default=500, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--json", "as_json", is_flag=True)
 def rotate_run(
-    reason: str, private_key_file: Path | None, note: str | None, batch_size: int, as_json: bool
+    reason: str,
+    private_key_file: Path | None,
+    private_key_fd: int | None,
+    note: str | None,
+    batch_size: int,
+    as_json: bool,
 ) -> None:
     """Give every vault entry under an old token key its token under the active key, with an
     alias row old -> new. Resumable: stop and start it again at any time."""
-    private = private_key(private_key_file)
+    private = private_key(private_key_file, private_key_fd)
     config = selected_config()
     tokenizer = tokenizer_of(config)
     if len(tokenizer.key_ids) < 2:
         raise click.ClickException(
-            f"{config.tokens.key_file} holds one key: run `logins rotate new-key` first"
+            "only one token key is configured: run `logins rotate new-key` first (a key file),"
+            " or give the old key as tokens.previous_key_file / tokens.previous_kms_key_ids"
         )
     with checked_connect(config) as conn, progress("rotate: vault entries") as bar:
         result = rotate_tokens(

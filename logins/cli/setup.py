@@ -16,7 +16,13 @@ from connectors.schema import table_schema
 from connectors.schemaversion import SCHEMA_VERSION
 from logins.cli.common import connect, selected_config
 from logins.config import AppConfig, ConfigError, describe, selected_files
-from logins.keys import KeyFileError, generate_keys, generate_token_key
+from logins.keys import (
+    KeyFileError,
+    generate_keys,
+    generate_token_key,
+    load_vault_public_key,
+    vault_fingerprint,
+)
 from logins.secrets import load_secrets
 
 
@@ -45,9 +51,14 @@ def keygen(directory: Path, token_only: bool) -> None:
         raise click.ClickException(_cannot_write(directory, exc)) from None
     for path in paths.values():
         click.echo(f"wrote {path}")
+    fingerprint = vault_fingerprint(load_vault_public_key(paths["vault.pub"]))
+    click.echo(f"vault.pub fingerprint: {fingerprint}")
     click.echo(
         "The pipeline needs token.key and vault.pub only. Move vault.key to whoever may "
-        "reveal values; never deploy it with the pipeline."
+        "reveal values; never deploy it with the pipeline. Pin vault.pub with "
+        f"LOGINS_VAULT_PUBLIC_KEY_FINGERPRINT={fingerprint}. token.key is for development: "
+        "whoever holds it can enumerate low-entropy values (every IPv4 address) offline; "
+        "in production keep the token key in AWS KMS (docs/vault.md, Key custody)."
     )
 
 
@@ -78,7 +89,12 @@ def check(connect: bool) -> None:
         _line(False, "keys", str(exc))
         raise SystemExit(2) from None
     _table_schema(config)
-    keys = f"token key id {secrets.tokenizer.key_id}, vault key id {secrets.sealer.key_id}"
+    active = secrets.tokenizer.active
+    pinned = "pinned" if config.vault.public_key_fingerprint else "not pinned"
+    keys = (
+        f"token key id {active.key_id} ({active.algorithm}, {active.custody}),"
+        f" vault key id {secrets.sealer.key_id} ({secrets.sealer.fingerprint}, {pinned})"
+    )
     if not connect:
         click.echo(yaml.safe_dump(describe(config), sort_keys=False).rstrip())
         click.echo(f"# ok: {keys}")

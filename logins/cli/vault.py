@@ -17,6 +17,7 @@ from logins.cli.session import NOTE, checked_connect
 from logins.keys import KeyFileError, load_vault_private_key, load_vault_public_key
 from logins.progress import progress
 from logins.rotation import rekey, status
+from logins.secrets import load_vault_key
 from logins.vault import Opener
 
 
@@ -30,15 +31,29 @@ def vault() -> None:
 def vault_status(as_json: bool) -> None:
     """Entries by token key / vault key, aliases, erasures, what a rotation still has to do."""
     config = selected_config()
-    source = config.tokens.key_file
-    active = (
-        tokenizer_of(config).key_id if not isinstance(source, Path) or source.exists() else None
-    )
+    source = config.tokens.key_file  # None with a KMS key; a path or a secret reference
+    missing = isinstance(source, Path) and not source.exists()
+    active = None if missing else tokenizer_of(config).key_id
+    try:
+        sealer = load_vault_key(config)
+    except KeyFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    pinned = "pinned" if config.vault.public_key_fingerprint else "not pinned"
     with checked_connect(config) as conn:
         result = status(conn, config, active)
     if as_json:
-        echo_json(result.as_dict())
+        echo_json(
+            result.as_dict()
+            | {
+                "vault_public_key": {
+                    "key_id": sealer.key_id,
+                    "fingerprint": sealer.fingerprint,
+                    "pinned": bool(config.vault.public_key_fingerprint),
+                }
+            }
+        )
         return
+    click.echo(f"vault public key            : {sealer.key_id} {sealer.fingerprint} ({pinned})")
     click.echo("vault entries by token key / vault key:")
     for keys, count in result.entries_by_keys.items():
         click.echo(f"  {keys:<20} {count}")

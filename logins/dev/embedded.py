@@ -18,6 +18,7 @@ import signal
 import socket
 import stat
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ from psycopg import sql
 if TYPE_CHECKING:
     from connectors.sqs_protocol import Protocol, SqsClient
 
-__all__ = ["EmbeddedPostgres", "EmbeddedSqs", "dsn_with_database", "free_port"]
+__all__ = ["EmbeddedKms", "EmbeddedPostgres", "EmbeddedSqs", "dsn_with_database", "free_port"]
 
 HOST = "127.0.0.1"
 SUPERUSER = "postgres"  # the database role initdb creates; trust auth, no password
@@ -447,19 +448,16 @@ def _moto_server_class() -> Any:
     return _MOTO_SERVER_CLASS
 
 
-class EmbeddedSqs:
-    """moto's SQS server (real wire protocol) on a free loopback port.
-
-    moto keeps its queues in process-global state, shared by every server and ``mock_aws`` in
-    this process and surviving stop()/start(): give each test its own queue name.
-    """
+class _EmbeddedMoto:
+    """moto's threaded server (the real AWS wire protocol, every service) on a loopback port."""
 
     def __init__(self, port: int | None = None) -> None:
         self._port = port
         self._server: Any = None
-        self._client: SqsClient | None = None
+        self._session: Any = None  # one boto3 Session: each new one reloads the service models
+        self._lock = threading.Lock()  # boto3 sessions are not thread-safe; clients are
 
-    def start(self) -> EmbeddedSqs:
+    def start(self) -> Any:
         """Start serving; returns once the socket is listening."""
         if self._server is not None:
             return self
@@ -488,7 +486,7 @@ class EmbeddedSqs:
         if server._server is not None:
             server._server.server_close()
 
-    def __enter__(self) -> EmbeddedSqs:
+    def __enter__(self) -> Any:
         return self.start()
 
     def __exit__(
@@ -508,6 +506,40 @@ class EmbeddedSqs:
     @property
     def endpoint_url(self) -> str:
         return f"http://{HOST}:{self.port}"
+
+    def _boto_client(self, service: str) -> Any:
+        """A new boto3 client for this server, with dummy credentials (os.environ untouched)."""
+        import boto3
+
+        with self._lock:
+            if self._session is None:
+                self._session = boto3.session.Session()
+            return self._session.client(
+                service,
+                endpoint_url=self.endpoint_url,
+                region_name=SQS_REGION,
+                aws_access_key_id=_DUMMY_AWS_KEY,
+                aws_secret_access_key=_DUMMY_AWS_KEY,
+            )
+
+
+class EmbeddedSqs(_EmbeddedMoto):
+    """moto's SQS server (real wire protocol) on a free loopback port.
+
+    moto keeps its queues in process-global state, shared by every server and ``mock_aws`` in
+    this process and surviving stop()/start(): give each test its own queue name.
+    """
+
+    def __init__(self, port: int | None = None) -> None:
+        super().__init__(port)
+        self._client: SqsClient | None = None
+
+    def start(self) -> EmbeddedSqs:
+        super().start()
+        return self
+
+    def __enter__(self) -> EmbeddedSqs:
+        return self.start()
 
     def client(self, protocol: Protocol = "auto") -> SqsClient:
         """A new SQS client for this server (the project's own, connectors/sqs_protocol.py;
@@ -531,6 +563,44 @@ class EmbeddedSqs:
 
     def __repr__(self) -> str:
         return f"EmbeddedSqs(endpoint_url={self.endpoint_url if self._port else None!r})"
+
+
+class EmbeddedKms(_EmbeddedMoto):
+    """moto's KMS server (real wire protocol: GenerateMac, DescribeKey) on a loopback port.
+
+    moto 5 implements HMAC keys (HMAC-SHA256 of the key's material) but not ImportKeyMaterial.
+    `create_hmac_key(material=...)` stands in for it: the server runs in this process, so the
+    new key's material is set in moto's own state, as ImportKeyMaterial sets it on AWS.
+    """
+
+    def start(self) -> EmbeddedKms:
+        super().start()
+        return self
+
+    def __enter__(self) -> EmbeddedKms:
+        return self.start()
+
+    def client(self) -> Any:
+        return self._boto_client("kms")
+
+    def create_hmac_key(self, material: bytes | None = None, spec: str = "HMAC_256") -> str:
+        """A new KMS HMAC key; its id. `material`: the 32 bytes it should hold (an import)."""
+        meta = self.client().create_key(
+            KeySpec=spec,
+            KeyUsage="GENERATE_VERIFY_MAC",
+            Origin="EXTERNAL" if material is not None else "AWS_KMS",
+            Description="logins-etl token key (embedded)",
+        )["KeyMetadata"]
+        if material is not None:
+            from moto.kms.models import kms_backends
+
+            account = meta["Arn"].split(":")[4]
+            kms_backends[account][SQS_REGION].keys[meta["KeyId"]].key_material = material
+        key_id: str = meta["KeyId"]
+        return key_id
+
+    def __repr__(self) -> str:
+        return f"EmbeddedKms(endpoint_url={self.endpoint_url if self._port else None!r})"
 
 
 def _quiet_werkzeug() -> None:

@@ -267,6 +267,8 @@ def runtime_env(
             keys = make_keys(root / "generated")
             for item in volume["secret"]["items"]:
                 (target / item["path"]).write_bytes(keys[item["key"]].read_bytes())
+                # as the kubelet does: the volume's defaultMode (0440 with fsGroup)
+                (target / item["path"]).chmod(volume["secret"].get("defaultMode", 0o644))
     env: dict[str, str] = {}
     for name, value in contract.env_of(resources, container).items():
         if isinstance(value, str):

@@ -125,10 +125,9 @@ def test_flow_with_two_workers_then_stats_and_reveal(
 def test_reveal_needs_a_reason_and_a_private_key(env: dict[str, str]) -> None:
     no_reason = run(["logins", "reveal", "k.x", "--private-key-file", env["PRIVATE_KEY"]], env)
     assert no_reason.returncode == 2 and "--reason" in no_reason.stderr
-    no_key = run(
-        ["logins", "reveal", "k.x", "--reason", "r"], {**env, "LOGINS_VAULT_PRIVATE_KEY": ""}
-    )
-    assert no_key.returncode == 2 and "LOGINS_VAULT_PRIVATE_KEY" in no_key.stderr
+    no_key = run(["logins", "reveal", "k.x", "--reason", "r"], env)
+    assert no_key.returncode == 2
+    assert "the vault private key is required: --private-key-file F" in no_key.stderr
 
 
 def test_check_prints_the_config_with_secrets_hidden(env: dict[str, str]) -> None:
@@ -144,8 +143,9 @@ def test_a_bad_start_names_the_file_and_key(env: dict[str, str], tmp_path: Path)
     missing = run(["bytewax.run", "flows.logins"], {**env, "LOGINS_TOKEN_KEY_FILE": ""}, 120)
     assert missing.returncode != 0
     assert (
-        "config/base.yaml: tokens.key_file: environment variable LOGINS_TOKEN_KEY_FILE is not"
-        " set" in missing.stderr
+        "config/base.yaml: tokens: Value error, give exactly one of tokens.key_file"
+        " (LOGINS_TOKEN_KEY_FILE) and tokens.kms_key_id (LOGINS_TOKEN_KMS_KEY_ID): neither"
+        " is set" in missing.stderr
     )
     absent = run(
         ["bytewax.run", "flows.logins"],
@@ -154,6 +154,21 @@ def test_a_bad_start_names_the_file_and_key(env: dict[str, str], tmp_path: Path)
     )
     assert absent.returncode != 0
     assert f"token key file {tmp_path / 'nope.key'}: no such file" in absent.stderr
+    key_file = Path(env["LOGINS_TOKEN_KEY_FILE"])
+    key_file.chmod(0o644)  # others may read it
+    readable = run(["bytewax.run", "flows.logins"], env, 120)
+    key_file.chmod(0o600)
+    assert readable.returncode == 2
+    assert f"token key file {key_file}: group or others may read it (mode 0644)" in readable.stderr
+    assert f"chmod 600 {key_file}" in readable.stderr
+    swapped = run(
+        ["bytewax.run", "flows.logins"],
+        {**env, "LOGINS_VAULT_PUBLIC_KEY_FINGERPRINT": "sha256:" + "0" * 64},
+        120,
+    )
+    assert swapped.returncode == 2
+    assert "its fingerprint sha256:" in swapped.stderr
+    assert "is not the pinned vault.public_key_fingerprint sha256:" + "0" * 64 in swapped.stderr
     bad = tmp_path / "bad.yaml"
     bad.write_text("extends: " + str(REPO / "config/local.yaml") + "\nsource:\n  receivers: 0\n")
     invalid = run(["bytewax.run", "flows.logins"], {**env, "LOGINS_CONFIG": str(bad)}, 120)

@@ -44,7 +44,7 @@ def env(tmp_path: Path, database_url: str, queue_url: str, sqs: EmbeddedSqs) -> 
         queue_url=queue_url,
         endpoint_url=sqs.endpoint_url,
         LOGINS_STOP_WHEN_IDLE="1",
-        LOGINS_VAULT_PRIVATE_KEY=keys["vault.key"].read_text(),
+        PRIVATE_KEY=str(keys["vault.key"]),
     )
 
 
@@ -101,7 +101,16 @@ def test_rotation_recovery_erasure_and_audit_as_an_operator(
     send_bodies(sqs.client(), queue_url, [login("u-1", "192.0.2.1", "d-1")])  # after the restart
     second = run(["bytewax.run", "flows.logins", "-w", "2"], env)
     assert second.returncode == 0, second.stderr[-2000:]
-    walked = run(["logins", "rotate", "run", "--reason", "yearly rotation", "--json"], env)
+    fd = os.open(env["PRIVATE_KEY"], os.O_RDONLY)  # the key through a file descriptor
+    try:
+        walked = run(
+            ["logins", "rotate", "run", "--reason", "yearly rotation", "--json",
+             "--private-key-fd", str(fd)],
+            env,
+            pass_fds=(fd,),
+        )  # fmt: skip
+    finally:
+        os.close(fd)
     assert walked.returncode == 0, walked.stderr
     assert json.loads(walked.stdout)["remaining"] == 0
 
@@ -111,15 +120,34 @@ def test_rotation_recovery_erasure_and_audit_as_an_operator(
             " count(DISTINCT masked_device_id_current) FROM user_logins_unified"
         ).fetchone() == (2, 1, 2)
 
-    shown = run(["logins", "reveal", "--user-id", "u-1", "--reason", "support ticket 7"], env)
+    key_text = Path(env["PRIVATE_KEY"]).read_text()
+    from_env = run(
+        ["logins", "reveal", "--user-id", "u-1", "--reason", "r"],
+        {**env, "LOGINS_VAULT_PRIVATE_KEY": key_text},
+    )  # no longer read: the environment shows in /proc/PID/environ and `docker inspect`
+    assert from_env.returncode == 2 and "the vault private key is required" in from_env.stderr
+    shown = run(
+        ["logins", "reveal", "--user-id", "u-1", "--reason", "support ticket 7",
+         "--private-key-file", "-"],
+        env,
+        input=key_text,  # the key on stdin
+    )  # fmt: skip
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert shown.stdout.count("192.0.2.1") == 2 and shown.stdout.count("d-1") == 2
 
-    forgot = run(["logins", "forget", "--user-id", "u-1", "--reason", "erasure request"], env)
+    forgot = run(
+        ["logins", "forget", "--user-id", "u-1", "--reason", "erasure request",
+         "--private-key-file", env["PRIVATE_KEY"]],
+        env,
+    )  # fmt: skip
     assert forgot.returncode == 0, forgot.stderr
     assert "erased 2 vault entries" in forgot.stdout  # d-1's old and new token
     assert "kept 2 values other users' rows hold too" in forgot.stdout  # the shared ip
-    after = run(["logins", "reveal", "--user-id", "u-1", "--reason", "check", "--json"], env)
+    after = run(
+        ["logins", "reveal", "--user-id", "u-1", "--reason", "check", "--json",
+         "--private-key-file", env["PRIVATE_KEY"]],
+        env,
+    )  # fmt: skip
     errors = [(r["field"], r["error"][:10]) for r in json.loads(after.stdout) if r["error"]]
     # d-1's old and new token were one value: every row of it now holds one random marker
     assert after.returncode == 1 and errors == [("device_id", "erased on ")]

@@ -93,6 +93,49 @@ def test_every_shipped_environment_loads(env_name: str) -> None:
     assert config.sink.rejected_retention_days == 30
 
 
+def test_the_pinned_fingerprint_is_normalised_or_refused() -> None:
+    config = load_config({**ENV, "LOGINS_VAULT_PUBLIC_KEY_FINGERPRINT": "SHA256:" + "AB" * 32})
+    assert config.vault.public_key_fingerprint == "sha256:" + "ab" * 32
+    assert load_config(ENV).vault.public_key_fingerprint is None  # unset: not pinned
+    with pytest.raises(ConfigError, match=r"vault\.public_key_fingerprint: .*64 hex digits"):
+        load_config({**ENV, "LOGINS_VAULT_PUBLIC_KEY_FINGERPRINT": "sha256:abc"})
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({}, "neither is set"),
+        ({"LOGINS_TOKEN_KEY_FILE": "/k", "LOGINS_TOKEN_KMS_KEY_ID": "alias/t"}, "both are set"),
+    ],
+)
+def test_exactly_one_token_key_custody(extra: dict[str, str], message: str) -> None:
+    env = {k: v for k, v in ENV.items() if k != "LOGINS_TOKEN_KEY_FILE"} | extra
+    with pytest.raises(ConfigError) as info:
+        load_config(env)
+    assert "base.yaml: tokens: Value error, give exactly one of tokens.key_file" in str(info.value)
+    assert "(LOGINS_TOKEN_KEY_FILE) and tokens.kms_key_id (LOGINS_TOKEN_KMS_KEY_ID)" in str(
+        info.value
+    )
+    assert str(info.value).endswith(message)
+
+
+def test_kms_custody_from_the_environment() -> None:
+    env = {k: v for k, v in ENV.items() if k != "LOGINS_TOKEN_KEY_FILE"}
+    config = load_config(
+        {
+            **env,
+            "LOGINS_TOKEN_KMS_KEY_ID": "alias/logins-tokens",
+            "LOGINS_KMS_ENDPOINT_URL": "http://127.0.0.1:4566",
+            "LOGINS_TOKEN_PREVIOUS_KMS_KEY_IDS": "alias/old-1, alias/old-2",
+        }
+    )
+    assert config.tokens.key_file is None
+    assert config.tokens.kms_key_id == "alias/logins-tokens"
+    assert config.tokens.kms_endpoint_url == "http://127.0.0.1:4566"
+    assert config.tokens.previous_kms_key_ids == ["alias/old-1", "alias/old-2"]
+    assert config.tokens.cache_size == 50_000
+
+
 def test_prod_requires_its_variables_and_names_file_and_key() -> None:
     with pytest.raises(ConfigError) as info:
         load_config({**ENV, "LOGINS_ENV": "prod", "AWS_REGION": "eu-west-1"})
@@ -103,11 +146,11 @@ def test_prod_requires_its_variables_and_names_file_and_key() -> None:
 
 
 def test_missing_secret_variable_is_a_clear_error() -> None:
-    env = {k: v for k, v in ENV.items() if k != "LOGINS_TOKEN_KEY_FILE"}
+    env = {k: v for k, v in ENV.items() if k != "LOGINS_VAULT_PUBLIC_KEY_FILE"}
     with pytest.raises(
         ConfigError,
-        match=r"base\.yaml: tokens\.key_file: environment variable "
-        r"LOGINS_TOKEN_KEY_FILE is not set",
+        match=r"base\.yaml: vault\.public_key_file: environment variable "
+        r"LOGINS_VAULT_PUBLIC_KEY_FILE is not set",
     ):
         load_config(env)
 

@@ -90,6 +90,10 @@ def test_keygen_refuses_to_overwrite_and_protects_secrets(tmp_path: Path) -> Non
         ("", "holds no key"),
         ("justonefield\n", "line 1"),
         ("k1 bm90IDMyIGJ5dGVz\n", "must be 32 bytes"),
+        (f"deadbeef hmac-sha256 {'A' * 43}=\n", "the id does not match the key"),
+        (f"deadbeef sha1 {'A' * 43}=\n", "unknown algorithm 'sha1'"),
+        (f"k1 {'A' * 43}=\nk1 {'B' * 43}=\n", "two keys share an id"),
+        ("k1 not*base64\n", "line 1 is not valid base64"),
     ],
 )
 def test_bad_key_files_are_named_not_printed(
@@ -98,9 +102,90 @@ def test_bad_key_files_are_named_not_printed(
     path = tmp_path / "token.key"
     if content is not None:
         path.write_text(content)
+        path.chmod(0o600)
     with pytest.raises(KeyFileError, match=message) as info:
         load_token_keys(path)
     assert str(path) in str(info.value)
+    assert "A" * 43 not in str(info.value)  # never the key
+
+
+def _refused(path: Path, load: object, mode: int) -> None:
+    with pytest.raises(KeyFileError) as info:
+        load(path)  # type: ignore[operator]
+    assert str(info.value).endswith(f"(mode {mode:04o}); a secret must be readable by its"
+                                    f" owner only: chmod 600 {path}")  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", [0o604, 0o644, 0o606, 0o440 | 0o004])
+def test_secret_files_others_may_read_are_refused_with_the_fix(tmp_path: Path, mode: int) -> None:
+    paths = generate_keys(tmp_path / "k")
+    for name, load in (("token.key", load_token_keys), ("vault.key", load_vault_private_key)):
+        paths[name].chmod(mode)
+        _refused(paths[name], load, mode)
+        paths[name].chmod(0o600)
+        assert load(paths[name])  # the fix it names works
+    paths["vault.pub"].chmod(0o644)  # public: no check
+    assert load_vault_public_key(paths["vault.pub"])
+
+
+class _Group:
+    def __init__(self, members: list[str]) -> None:
+        self.gr_mem = members
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o660, 0o440])
+def test_a_group_may_read_a_secret_only_if_it_is_the_process_own_and_alone(
+    tmp_path: Path, mode: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Kubernetes mounts a Secret as root:fsGroup, mode 0440, for the pod's user to read: a
+    group of one. A group that another account is in (`staff`, `users`) may not read it."""
+    import grp
+    import os
+    import pwd
+
+    paths = generate_keys(tmp_path / "k")
+    key = paths["token.key"]
+    key.chmod(mode)
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    assert key.stat().st_gid == os.getegid()  # created with the process's own group
+    ours = pwd.getpwuid(os.geteuid())
+    monkeypatch.setattr(pwd, "getpwall", lambda: [ours])  # the only account with our group
+    monkeypatch.setattr(grp, "getgrgid", lambda gid: _Group([me]))
+    assert load_token_keys(key)  # our group, nobody else in it: read
+    monkeypatch.setattr(grp, "getgrgid", lambda gid: _Group([me, "someone-else"]))
+    _refused(key, load_token_keys, mode)  # a shared group
+    monkeypatch.setattr(grp, "getgrgid", lambda gid: _Group([]))
+    monkeypatch.setattr(os, "getegid", lambda: key.stat().st_gid + 1)
+    _refused(key, load_token_keys, mode)  # not the process's own group
+
+
+def test_keygen_writes_hmac_keys_whose_id_is_derived_from_the_material(tmp_path: Path) -> None:
+    import base64
+    import hmac
+
+    line = generate_keys(tmp_path / "k")["token.key"].read_text().split()
+    assert line[1] == "hmac-sha256"
+    secret = base64.b64decode(line[2])
+    assert line[0] == hmac.digest(secret, b"token-key-id", "sha256")[:4].hex()
+    (key,) = load_token_keys(tmp_path / "k" / "token.key")
+    assert key.algorithm == "hmac-sha256"
+    digest = hmac.digest(secret, b"ip\x001.2.3.4", "sha256")[:16].hex()
+    assert Tokenizer([key]).token("ip", "1.2.3.4") == f"{line[0]}.{digest}"  # HMAC-SHA256/128
+
+
+def test_legacy_blake2b_key_lines_keep_their_tokens(tmp_path: Path) -> None:
+    """Key files written before HMAC keys: `<id> <base64>` lines are keyed BLAKE2b, unchanged."""
+    import base64
+    import hashlib
+
+    path = tmp_path / "token.key"
+    encoded = base64.b64encode(KEY_A.secret).decode()
+    path.write_text(f"aaaa1111 {encoded}\n")
+    path.chmod(0o600)
+    (key,) = load_token_keys(path)
+    assert key == KEY_A and key.algorithm == "blake2b"
+    digest = hashlib.blake2b(b"ip\x001.2.3.4", key=b"\x01" * 32, digest_size=16).hexdigest()
+    assert Tokenizer([key]).token("ip", "1.2.3.4") == f"aaaa1111.{digest}"
 
 
 def test_public_and_private_key_ids_must_match(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ from connectors.sqs import (
     InFlight,
     QueueCounts,
     SqsAcker,
-    SqsPartition,
+    _SqsPartition,
     sqs_client,
     to_message,
 )
@@ -142,7 +142,7 @@ def test_every_call_of_the_source_and_acker_in_the_query_protocol(
     assert acker.release(messages[:3], after_seconds=0) == 0
     assert acker.delete(messages[3:]) == 0
     idle = config.model_copy(update={"stop_when_idle": 0.01})
-    partition = SqsPartition(idle, 0, inflight, QueueCounts(idle))
+    partition = _SqsPartition(idle, 0, inflight, QueueCounts(idle))
     try:
         assert partition._queue_is_empty(max_age=0) is False  # 3 released + 5 never received
     finally:

@@ -70,7 +70,6 @@ def test_signups_from_yaml_alone_run_beside_logins(
         **logins_env,
         "LOGINS_CONFIG": str(SIGNUPS_YAML),
         "SIGNUPS_QUEUE_URL": signups_queue,
-        "LOGINS_VAULT_PRIVATE_KEY": keys["vault.key"].read_text(),
     }
     logins_config, signups_config = load_config(logins_env), load_config(signups_env)
     stated = yaml.safe_load(SIGNUPS_YAML.read_text())
@@ -162,7 +161,17 @@ def test_signups_from_yaml_alone_run_beside_logins(
 
     user_id, masked_email = rows[0][1], rows[0][2]
     shown = run(
-        ["logins", "reveal", "--user-id", user_id, "--reason", "e2e: sign-ups", "--json"],
+        [
+            "logins",
+            "reveal",
+            "--user-id",
+            user_id,
+            "--reason",
+            "e2e: sign-ups",
+            "--json",
+            "--private-key-file",
+            str(keys["vault.key"]),
+        ],
         signups_env,
     )
     assert shown.returncode == 0, shown.stderr

@@ -13,7 +13,6 @@ with the date of its erasure.
 
 from __future__ import annotations
 
-import getpass
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -38,13 +37,6 @@ class Revealed:
     field: str | None
     value: str | None
     error: str | None
-
-
-def default_actor() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
 
 
 def unique(tokens: list[str]) -> list[str]:

@@ -14,10 +14,8 @@ from nacl.public import PrivateKey
 
 from logins.config import AppConfig, ConfigError, load_config
 from logins.keys import KeyFileError, load_vault_private_key, read_private_key_fd
-from logins.reveal import default_actor
 from logins.secrets import load_tokenizer
 from logins.tokens import Tokenizer
-from logins.vaultschema import tables
 
 
 def selected_config() -> AppConfig:
@@ -75,32 +73,6 @@ def tokenizer_of(config: AppConfig) -> Tokenizer:
         raise click.ClickException(str(exc)) from None
 
 
-def vault_connect(config: AppConfig) -> psycopg.Connection[Any]:
-    """A connection for a vault command, once the schema has what this version needs."""
-    conn = connect(config)
-    t = tables(config)
-    missing = [
-        name
-        for name, present in conn.execute(
-            "SELECT x, to_regclass(quote_ident(x)) IS NOT NULL FROM unnest(%s::text[]) x",
-            ([t.vault, t.audit, t.aliases, t.erasures, t.rejected, t.sink],),
-        )
-        if not present
-    ]
-    chained = conn.execute(
-        "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass(quote_ident(%s))"
-        " AND attname IN ('row_hash', 'prev_hash', 'detail') AND NOT attisdropped",
-        (t.audit,),
-    ).fetchone()
-    if missing or not chained or chained[0] != 3:
-        conn.close()
-        raise click.ClickException(
-            f"the database schema is older than this command (missing: {missing or t.audit});"
-            " run `logins migrate` (or start the flow) first"
-        )
-    return conn
-
-
 def read_tokens(tokens: tuple[str, ...], file: TextIO | None) -> list[str]:
     found = list(tokens)
     if file is not None:
@@ -125,10 +97,6 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
-
-
-def actor_of(actor: str | None) -> str:
-    return actor or default_actor()
 
 
 TOKEN_FILE = click.option(
@@ -161,7 +129,6 @@ def private_key_options(help_text: str) -> Callable[[F], F]:
 
 
 PRIVATE_KEY = private_key_options("The vault's private key.")
-ACTOR = click.option("--actor", default=None, help="Who asks (default: the OS user).")
 REASON = click.option("--reason", required=True, help="Why; recorded in the audit table.")
 
 

@@ -67,7 +67,11 @@ def assert_exact_ledger(conn: Any, config: AppConfig, sent_ids: list[str]) -> di
     outcome = ledger(conn, config)
     everything = outcome["row"] | outcome["rejected"] | outcome["duplicate"]
     assert sum(len(s) for s in outcome.values()) == len(everything), "an id is in two tables"
-    assert everything == set(sent_ids), "missing or unknown message ids"
+    missing, unknown = set(sent_ids) - everything, everything - set(sent_ids)
+    assert not missing and not unknown, (
+        f"{len(missing)} missing message ids (e.g. {sorted(missing)[:3]}),"
+        f" {len(unknown)} unknown (e.g. {sorted(unknown)[:3]})"
+    )
     in_ledger = dict(
         fetch(conn, f"SELECT outcome, count(*) FROM {config.sink.ledger_table} GROUP BY outcome")
     )

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +106,30 @@ def fault_env(
         return {**values, "LOGINS_CONFIG": str(path)}
 
     return env
+
+
+def drain(
+    start_flow: Callable[..., FlowProcess],
+    env: dict[str, str],
+    producer: Any,
+    *args: str,
+    running: Sequence[FlowProcess] = (),
+) -> list[str]:
+    """Runs the flow as a service (`running`, or one started here) until the producer has sent
+    everything, stops it with SIGTERM (it must exit 0), then a last run in batch mode takes
+    what is left and ends once the queue is empty; returns the ids sent.
+
+    Batch mode starts only after the last send: its idle window ("the queue was empty for 3 s")
+    must not end a run while the producer, stalled on a loaded machine, still has messages."""
+    flows = list(running) or [start_flow(env, "-w", "2", *args)]
+    sent: list[str] = producer.finish()
+    for flow in flows:
+        flow.proc.send_signal(signal.SIGTERM)
+    for flow in flows:
+        assert flow.wait(60) == 0, flow.output()[-3000:]
+    final = start_flow({**env, "LOGINS_STOP_WHEN_IDLE": "3"}, "-w", "2", *args)
+    assert final.wait(240) == 0, final.output()[-3000:]
+    return sent
 
 
 def ledger_size(database_url: str) -> int:

@@ -15,23 +15,10 @@ import pytest
 
 from logins.dev.embedded import EmbeddedSqs
 from logins.dev.generator import generate
-from tests.faults.conftest import FlowProcess, in_flight, ledger_size, wait_until
+from tests.faults.conftest import FlowProcess, drain, in_flight, ledger_size, wait_until
 from tests.faults.producer import PacedProducer
 from tests.faults.sqs_proxy import SqsFaultProxy
 from tests.helpers import ledger_from_dsn
-
-
-def drain(
-    start_flow: Callable[..., FlowProcess],
-    env: dict[str, str],
-    producer: PacedProducer,
-    *args: str,
-) -> list[str]:
-    """A last run in batch mode, while the producer sends the rest; ends once all is in."""
-    final = start_flow({**env, "LOGINS_STOP_WHEN_IDLE": "3"}, "-w", "2", *args)
-    sent = producer.finish()
-    assert final.wait(240) == 0, final.output()[-3000:]
-    return sent
 
 
 def test_sigterm_commits_what_it_holds_and_exits_zero(

@@ -591,6 +591,7 @@ class _PostgresPartition(StatelessSinkPartition[Event]):
             self._queue.put(None)
             self._thread.join()
         self._committer.writer.close()
+        self._acker.close()
         self._raise_failure()
 
 

@@ -182,6 +182,7 @@ class InFlight:
         self._held: dict[str, SqsMessage] = {}
         self._lock = threading.Lock()
         self._started = False
+        self._users = 0
         self._stop = threading.Event()
 
     def add(self, messages: Sequence[SqsMessage]) -> None:
@@ -202,8 +203,10 @@ class InFlight:
         return len(self._held)
 
     def start(self, acker: SqsAcker) -> None:
-        """Start the heartbeat once per process (every partition calls this)."""
+        """A user starts (every source partition, every sink's acker): the first one starts
+        the heartbeat; `release` by the last one stops it."""
         with self._lock:
+            self._users += 1
             if self._started:
                 return
             self._started = True
@@ -212,6 +215,18 @@ class InFlight:
             target=self._beat, args=(acker, interval), name="sqs-visibility", daemon=True
         )
         thread.start()
+
+    def release(self) -> None:
+        """A user is done. After the last (the sinks closed: nothing more will be deleted)
+        nothing is extended: what is still held comes back after its visibility timeout, as
+        when the process exits. A heartbeat outliving its flow in a process that runs another
+        (tests, a reused Lambda sandbox) would keep those messages hidden, and its first
+        failure on a since-deleted queue would stop the next flow."""
+        with self._lock:
+            self._users -= 1
+            last = self._users <= 0
+        if last:
+            self.stop()
 
     def stop(self) -> None:
         self._stop.set()
@@ -355,6 +370,7 @@ class _SqsPartition(StatelessSourcePartition[SqsMessage]):
         if not self._closed:
             self._closed = True
             self._counts.release()
+            self._inflight.release()
 
 
 class SqsSource(DynamicSource[SqsMessage]):
@@ -378,7 +394,11 @@ class SqsSource(DynamicSource[SqsMessage]):
         return _SqsPartition(self._config, worker_index, self.inflight, self.counts)
 
     def acker(self) -> SqsAcker:
-        return SqsAcker(self._config, self.inflight)
+        """A sink partition's acker: it keeps the heartbeat going until the sink closes it."""
+        acker = SqsAcker(self._config, self.inflight)
+        self.inflight.start(acker)
+        acker.holds_heartbeat = True
+        return acker
 
 
 class Acker(Protocol):
@@ -389,6 +409,8 @@ class Acker(Protocol):
     def delete(self, messages: Sequence[SqsMessage]) -> int: ...
     def extend(self, messages: Sequence[SqsMessage]) -> list[SqsMessage]: ...
     def release(self, messages: Sequence[SqsMessage], after_seconds: int = 0) -> int: ...
+    def close(self) -> None:
+        """The sink is done: it will delete nothing more."""
 
 
 class SqsAcker(Acker):
@@ -405,6 +427,12 @@ class SqsAcker(Acker):
         self._config = config
         self._inflight = inflight
         self._client = client or sqs_client(config)
+        self.holds_heartbeat = False  # a sink's acker, counted among the heartbeat's users
+
+    def close(self) -> None:
+        if self.holds_heartbeat:
+            self.holds_heartbeat = False
+            self._inflight.release()
 
     def delete(self, messages: Sequence[SqsMessage]) -> int:
         self._inflight.discard(messages)
@@ -467,3 +495,6 @@ class NoAcker(Acker):
 
     def release(self, messages: Sequence[SqsMessage], after_seconds: int = 0) -> int:
         return 0
+
+    def close(self) -> None:
+        pass

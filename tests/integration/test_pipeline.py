@@ -6,6 +6,7 @@ duplicate; the three sets of message ids are disjoint and together are what was 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -97,6 +98,23 @@ def test_two_workers_keep_the_ledger_exact(
         outcome = assert_exact_ledger(conn, config, sent_ids)
         assert len(outcome["rejected"]) == sum(m.kind == "malformed" for m in messages)
     assert queue_counts() == 0
+
+
+def test_the_visibility_heartbeat_ends_with_the_flow(
+    flow_env: dict[str, str], sqs: EmbeddedSqs, queue_url: str, database_url: str
+) -> None:
+    """A heartbeat that outlived its flow kept extending what that flow still held, and its
+    first error on the since-deleted queue stopped the next flow in the same process."""
+    seed(sqs, queue_url, generate(50, seed=13))
+    run(config_for(flow_env), workers=2)
+    deadline = time.monotonic() + 5
+    while _heartbeats() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _heartbeats() == []
+
+
+def _heartbeats() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "sqs-visibility" and t.is_alive()]
 
 
 def test_a_message_delivered_twice_gives_one_row(

@@ -41,6 +41,7 @@ class RecordingAcker:
         self.released: list[str] = []
         self.uncommitted_at_delete: list[str] = []
         self.threads: set[str] = set()
+        self.closed_after: int | None = None  # deletes before the sink closed its acker
 
     def delete(self, messages: Sequence[SqsMessage]) -> int:
         ids = [m.message_id for m in messages]
@@ -57,6 +58,9 @@ class RecordingAcker:
     def release(self, messages: Sequence[SqsMessage], after_seconds: int = 0) -> int:
         self.released += [m.message_id for m in messages]
         return 0
+
+    def close(self) -> None:
+        self.closed_after = len(self.deleted)
 
 
 def _batches(config: AppConfig, count: int, size: int) -> list[list[Event]]:
@@ -101,6 +105,7 @@ def test_batches_commit_in_the_background_and_are_deleted_after_commit(
     assert acker.deleted == sent  # every message, in order, once
     assert acker.uncommitted_at_delete == []
     assert acker.threads == {"postgres-writer"}  # the worker thread did not wait for SQS
+    assert acker.closed_after == len(sent)  # closed once, after the last delete
     with psycopg.connect(database_url) as conn:
         assert fetch(conn, "SELECT count(*) FROM logins_ledger") == [(len(sent),)]
 

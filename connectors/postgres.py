@@ -470,6 +470,7 @@ class _PostgresPartition(StatelessSinkPartition[Event]):
         self._cache = cache
         self._acker = acker
         self._failure: BaseException | None = None
+        self._failure_raised = False
         self._refused = False  # the database refused this login for good: release, never write
         self._queue: queue.Queue[list[Event] | None] | None = None
         self._thread: threading.Thread | None = None
@@ -505,6 +506,7 @@ class _PostgresPartition(StatelessSinkPartition[Event]):
 
     def _raise_failure(self) -> None:
         if self._failure is not None:
+            self._failure_raised = True
             raise RuntimeError("the PostgreSQL sink failed (logged above)") from self._failure
 
     def _write_logged(self, items: list[Event]) -> None:
@@ -586,13 +588,17 @@ class _PostgresPartition(StatelessSinkPartition[Event]):
             self._acker.release([event.message], after_seconds=delay)
 
     def close(self) -> None:
-        """Write what is queued, then close; raises if the writer thread failed."""
+        """Write what is queued, then close; raises if the writer thread failed and no
+        write_batch has raised that yet."""
         if self._queue is not None and self._thread is not None:
             self._queue.put(None)
             self._thread.join()
         self._committer.writer.close()
         self._acker.close()
-        self._raise_failure()
+        # Raised once: Bytewax closes a partition while unwinding the error write_batch raised,
+        # and an error from close() then is a panic during a panic, which aborts the process.
+        if not self._failure_raised:
+            self._raise_failure()
 
 
 def _messaging_attributes(queue_name: str) -> dict[str, str]:

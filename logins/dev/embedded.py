@@ -463,6 +463,7 @@ class _EmbeddedMoto:
             return self
         server_class = _moto_server_class()
         _quiet_werkzeug()
+        _serialise_sqs_queue_changes()
         attempts = 1 if self._port is not None else _START_ATTEMPTS
         for attempt in range(1, attempts + 1):
             port = self._port if self._port is not None else free_port()
@@ -601,6 +602,29 @@ class EmbeddedKms(_EmbeddedMoto):
 
     def __repr__(self) -> str:
         return f"EmbeddedKms(endpoint_url={self.endpoint_url if self._port else None!r})"
+
+
+def _serialise_sqs_queue_changes() -> None:
+    """Make moto's SQS delete a message under the queue's lock, as it adds one.
+
+    moto 5 (up to 5.2.5) deletes by rebuilding the queue's message list from a pass over the
+    old one, without the lock `add_message` holds. A send that lands between that pass and the
+    assignment, while another delete overlaps, vanishes: its id was returned to the producer
+    and the message never exists (the rare "missing message ids" of the fault tests, whose
+    producers send while two flows delete). Real SQS and LocalStack have no such race.
+    Applied once per process, to moto's class: every embedded server shares it."""
+    from moto.sqs.models import Queue
+
+    if getattr(Queue.delete_message, "_logins_serialised", False):
+        return
+    unlocked = Queue.delete_message
+
+    def delete_message(self: Any, receipt_handle: str) -> None:
+        with self._messages_lock:
+            unlocked(self, receipt_handle)
+
+    delete_message._logins_serialised = True  # type: ignore[attr-defined]
+    Queue.delete_message = delete_message  # type: ignore[method-assign]
 
 
 def _quiet_werkzeug() -> None:

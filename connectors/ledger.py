@@ -95,11 +95,34 @@ def kind(conn: psycopg.Connection[Any], ledger: str) -> str | None:
 
 def convert_statements(ledger: str, schema: str, retention_days: int) -> list[sql.Composed]:
     """An earlier release's ledger (a plain table keyed by message_id) becomes the partitioned
-    one: renamed aside, the new table and its partitions created, its rows copied (a NULL
-    sent_at, which the sink never wrote, keyed at the epoch), the old table dropped. One
-    transaction, in `logins migrate`; the pipelines must be stopped (an earlier release's
-    `ON CONFLICT (message_id)` does not match the new key)."""
+    one: renamed aside, the new table created with a partition for each day of the retention
+    that has rows (so they do not fill the default partition, which each new partition must
+    scan) and the usual ones ahead, its rows copied (a NULL sent_at, which the sink never
+    wrote, keyed at the epoch), the old table dropped, then the maintenance again (rows older
+    than the retention leave the default partition). One transaction, in `logins migrate`;
+    the pipelines must be stopped (an earlier release's `ON CONFLICT (message_id)` does not
+    match the new key)."""
     old = f"{ledger}_unpartitioned"
+    maintain = sql.SQL("SELECT {}({}, {})").format(
+        sql.Identifier(schema, maintain_function(ledger)),
+        sql.Literal(retention_days),
+        sql.Literal(DAYS_AHEAD),
+    )
+    past_days = sql.SQL(
+        "DO $logins$ DECLARE d date; BEGIN"
+        " FOR d IN SELECT DISTINCT (sent_at AT TIME ZONE 'UTC')::date FROM {old}"
+        "  WHERE sent_at >= now() - make_interval(days => {retention})"
+        "  AND sent_at < now() - interval '1 day' LOOP"
+        "  EXECUTE format('CREATE TABLE %I.%I PARTITION OF %I.%I FOR VALUES FROM (%L) TO (%L)',"
+        "   {schema}, {ledger} || '_p' || to_char(d, 'YYYYMMDD'), {schema}, {ledger},"
+        "   d::timestamp AT TIME ZONE 'UTC', (d + 1)::timestamp AT TIME ZONE 'UTC');"
+        " END LOOP; END $logins$"
+    ).format(
+        old=sql.Identifier(old),
+        retention=sql.Literal(retention_days),
+        schema=sql.Literal(schema),
+        ledger=sql.Literal(ledger),
+    )
     return [
         sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(ledger), sql.Identifier(old)),
         # the new table's primary key takes the name <ledger>_pkey
@@ -114,11 +137,8 @@ def convert_statements(ledger: str, schema: str, retention_days: int) -> list[sq
             old_pkey=sql.Literal(f"{old}_pkey"),
         ),
         *create_statements(ledger),
-        sql.SQL("SELECT {}({}, {})").format(
-            sql.Identifier(schema, maintain_function(ledger)),
-            sql.Literal(retention_days),
-            sql.Literal(DAYS_AHEAD),
-        ),
+        past_days,
+        maintain,
         sql.SQL(
             "INSERT INTO {new} (message_id, outcome, sent_at, committed_at)"
             " SELECT message_id, outcome, COALESCE(sent_at, {epoch}::timestamptz), committed_at"
@@ -127,6 +147,7 @@ def convert_statements(ledger: str, schema: str, retention_days: int) -> list[sq
             new=sql.Identifier(ledger), old=sql.Identifier(old), epoch=sql.Literal(EPOCH_SENT_AT)
         ),
         sql.SQL("DROP TABLE {}").format(sql.Identifier(old)),
+        maintain,
     ]
 
 

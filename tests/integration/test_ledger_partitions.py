@@ -253,6 +253,10 @@ def test_migrate_converts_an_earlier_releases_ledger_with_its_rows(
             "INSERT INTO logins_ledger (message_id, outcome, sent_at)"
             " VALUES ('null-sent', 'row', NULL)"
         )
+        conn.execute(  # committed before the retention: no redelivery can come any more
+            "INSERT INTO logins_ledger (message_id, outcome, sent_at, committed_at)"
+            " VALUES ('expired', 'row', now() - interval '40 days', now() - interval '40 days')"
+        )
         conn.commit()
         migrate(conn, config)
         migrate(conn, config)  # again: nothing left to convert
@@ -266,9 +270,15 @@ def test_migrate_converts_an_earlier_releases_ledger_with_its_rows(
             ("old-1", "row"),
             ("old-2", "row"),
         ]
-        assert fetch(
-            conn, "SELECT tableoid::regclass::text FROM logins_ledger WHERE message_id = 'old-0'"
-        ) == [(_day_name(_today()),)]
+        # each day of the retention in its own partition, not in the default one
+        assert dict(
+            fetch(conn, "SELECT message_id, tableoid::regclass::text FROM logins_ledger")
+        ) == {
+            "old-0": _day_name(_today()),
+            "old-1": _day_name(_today() - dt.timedelta(days=5)),
+            "old-2": _day_name(_today() - dt.timedelta(days=10)),
+            "null-sent": "logins_ledger_default",
+        }
         assert fetch(
             conn,
             "SELECT count(*) FROM pg_constraint WHERE contype = 'p'"

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import baselines, core, dedupe, profile, report, tokens
-from bench.common import ROOT, Server, as_dict, config_for, dataset, flow_env, keys, log
+from bench.common import ROOT, Server, as_dict, config_for, dataset, flow_env, keys, log, median
 from logins.dev.generated import Dataset
 
 
@@ -341,6 +341,10 @@ def core_summary(
         "vs_baseline": round(run.msgs_per_s / naive.median, 2),
         "flow_cpu_us_per_msg": round(run.process.cpu_seconds / n * 1e6, 2),
         "postgres_cpu_us_per_msg": None if pg is None else round(pg / n * 1e6, 2),
+        "wal_bytes_per_msg": None if run.wal_bytes is None else round(run.wal_bytes / n, 1),
+        "ceiling_wal_bytes_per_row": round(median(eo.wal_bytes) / eo.items, 1)
+        if eo.wal_bytes
+        else None,
         "peak_rss_mb": round(run.process.peak_rss_mb, 1),
     }
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -35,6 +35,7 @@ class Repeated:
     name: str
     items: int  # messages (baseline) or rows (ceiling) per repeat
     rates: list[float]  # items/s of each repeat
+    wal_bytes: list[int] = field(default_factory=list)  # WAL the server wrote, per repeat
 
     @property
     def median(self) -> float:
@@ -187,7 +188,8 @@ def exactly_once_ceiling(
     sink = config.sink
     names = [c.name for c in table_schema(config).row]
     chunks = _chunks(rows_file, batch)
-    rates = []
+    rates: list[float] = []
+    wal: list[int] = []
     with psycopg.connect(dsn) as conn:
         for attempt in range(repeats):
             for table in (sink.table, sink.ledger_table):
@@ -219,6 +221,7 @@ def exactly_once_ceiling(
                 rows=_ids(names),
                 s_rows=sql.SQL(", ").join(sql.Identifier("s", n) for n in names),
             )
+            wal_before = server.wal_lsn()
             started = time.perf_counter()
             with conn.cursor() as cur:
                 for chunk in chunks:
@@ -227,6 +230,7 @@ def exactly_once_ceiling(
                     cur.execute(insert)
                     conn.commit()
             elapsed = time.perf_counter() - started
+            wal.append(server.wal_bytes(wal_before))
             row = conn.execute(
                 sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(sink.table))
             ).fetchone()
@@ -239,6 +243,7 @@ def exactly_once_ceiling(
         " per transaction",
         sum(c.count(b"\n") for c in chunks),
         rates,
+        wal,
     )
 
 

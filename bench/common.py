@@ -101,6 +101,23 @@ class Server:
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
 
+    def wal_lsn(self) -> str:
+        """The server's current WAL insert position (pg_current_wal_lsn()), as text."""
+        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+            row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+        assert row is not None
+        return str(row[0])
+
+    def wal_bytes(self, since: str) -> int:
+        """WAL bytes written since the position `since` (pg_wal_lsn_diff): by the whole
+        server, so other databases' writes in the meantime count too."""
+        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)::bigint", (since,)
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+
     def cpu_seconds(self) -> float | None:
         """CPU time used so far by the server's processes: the postmaster's own and reaped
         children's (a flow's backends, once they exit) plus its live children's. None if the

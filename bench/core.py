@@ -48,6 +48,7 @@ class FlowRun:
     # ordering matter, not a loss: `exact` already holds)
     resends_missed: int = 0
     postgres_cpu_seconds: float | None = None  # the server's CPU during the run, if local
+    wal_bytes: int | None = None  # WAL the server wrote during the run (pg_current_wal_lsn)
 
 
 def run_flow(
@@ -79,9 +80,11 @@ def run_flow(
         + (f", {rate:g} msg/s" if rate else "")
     )
     pg_before = server.cpu_seconds()
+    wal_before = server.wal_lsn()
     process = run_process(argv, env, work / f"{name}.log", timeout)
     time.sleep(0.5)  # the flow's backends exit and are reaped
     pg_after = server.cpu_seconds()
+    wal = server.wal_bytes(wal_before)
     if process.returncode != 0:
         raise RuntimeError(
             f"{name}: the flow exited {process.returncode}:\n{tail(process.log_path)}"
@@ -96,14 +99,14 @@ def run_flow(
         name, messages, workers, rate, process, ledger, expected, exact,
         ledger.total / elapsed if elapsed > 0 else 0.0, resends_missed=missed,
         postgres_cpu_seconds=None if pg_before is None or pg_after is None
-        else pg_after - pg_before,
+        else pg_after - pg_before, wal_bytes=wal,
     )  # fmt: skip
     if rate is not None:
         result.latency_ms = latency(dsn, config.sink.ledger_table)
     log(
         f"{name}: {result.msgs_per_s:,.0f} msg/s committed, peak RSS {process.peak_rss_mb:.0f} MB,"
         f" ledger {'exact' if exact else 'NOT EXACT: ' + str(ledger.outcomes)},"
-        f" {missed:,} resends written as rows"
+        f" {missed:,} resends written as rows, {wal / max(messages, 1):,.0f} WAL bytes/msg"
     )
     if not keep_database:
         server.drop_database(dbname)

@@ -188,11 +188,37 @@ def _postgres_share(r: dict[str, Any], f: dict[str, Any]) -> str:
             f" inserting the rows **{cost['insert']:.1f} ms**, the vault insert of 1,000 new"
             f" entries {cost['insert_vault']:.1f} ms, the commit {cost['commit']:.1f} ms; the"
             f" same 1,000 rows into a table with no index and no ledger take"
-            f" {cost['plain']:.1f} ms. The difference is the unique indexes on random"
-            " message ids and tokens (the ledger, the analysts' table and the vault) that"
-            " make every write idempotent: the price of exactly-once, paid per row."
+            f" {cost['plain']:.1f} ms. The difference is the unique keys that make every"
+            " write idempotent: the ledger's (sent time, message id), one per message, which"
+            " appends at the right edge of its day's partition, and the vault's random"
+            " tokens: the price of exactly-once, paid per row."
+        )
+    wal = one_wal(r)
+    if wal is not None:
+        flow, ceiling = wal
+        out.append(
+            f"PostgreSQL wrote **{flow:,.0f} bytes of WAL per message** during the 1-worker run"
+            f" (pg_current_wal_lsn() before and after: the whole server, so any other database's"
+            " writes meanwhile count too)"
+            + (
+                f", against {ceiling:,.0f} bytes per row for the exactly-once ceiling's rows and"
+                " ledger alone."
+                if ceiling is not None
+                else "."
+            )
         )
     return (" ".join(out) + "\n") if out else ""
+
+
+def one_wal(r: dict[str, Any]) -> tuple[float, float | None] | None:
+    """WAL bytes per message of the 1-worker run and per row of the exactly-once ceiling."""
+    one = r["runs"]["core_1w"]
+    if one.get("wal_bytes") is None:
+        return None
+    eo = r.get("ceiling_exactly_once") or {}
+    eo_wal = eo.get("wal_bytes") or []
+    ceiling = median(eo_wal) / eo["items"] if eo_wal else None
+    return one["wal_bytes"] / one["messages"], ceiling
 
 
 def _table(r: dict[str, Any], f: dict[str, Any]) -> str:

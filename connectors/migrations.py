@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from connectors import roles
+from connectors import ledger, roles
 from connectors.schema import Column, TableSchema, table_schema
 from connectors.schemaversion import (
     SCHEMA_VERSION,
@@ -90,21 +90,18 @@ def _sink_table(cur: psycopg.Cursor[Any], schema: TableSchema) -> None:
 
 def _statements(config: AppConfig) -> list[sql.Composed | sql.SQL]:
     sink, vault = config.sink, config.vault
-    table = sql.Identifier(sink.table)
+    rejected, duplicates = (
+        sql.Identifier(sink.rejected_table),
+        sql.Identifier(sink.duplicates_table),
+    )
     statements: list[sql.Composed | sql.SQL] = [
-        sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} (message_id)").format(
-            sql.Identifier(f"{sink.table}_message_id_key"), table
-        ),
+        # One unique key per message: the ledger's (connectors/ledger.py). The outcome tables
+        # get rows only for the ids the ledger claimed in the same statement, so the unique
+        # indexes earlier releases gave them are dropped (names as those releases made them).
+        sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(f"{sink.table}_message_id_key")),
         sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} ("
-            " message_id text PRIMARY KEY,"
-            " outcome text NOT NULL CHECK (outcome IN ('row', 'rejected', 'duplicate')),"
-            " sent_at timestamptz,"
-            " committed_at timestamptz NOT NULL DEFAULT now())"
-        ).format(sql.Identifier(sink.ledger_table)),
-        sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} ("
-            " message_id text PRIMARY KEY,"
+            " message_id text NOT NULL,"
             " reason text NOT NULL,"
             " detail text NOT NULL,"
             " sealed_body bytea NOT NULL,"
@@ -113,15 +110,25 @@ def _statements(config: AppConfig) -> list[sql.Composed | sql.SQL]:
             " create_date date,"
             " receive_count integer,"
             " rejected_at timestamptz NOT NULL DEFAULT now())"
-        ).format(sql.Identifier(sink.rejected_table)),
+        ).format(rejected),
+        sql.SQL("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}").format(
+            rejected, sql.Identifier(f"{sink.rejected_table}_pkey")
+        ),
+        # erasure and rotation look rejected bodies up, and page through them, by message id
+        sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (message_id)").format(
+            sql.Identifier(f"{sink.rejected_table}_message_id_idx"), rejected
+        ),
         sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} ("
-            " message_id text PRIMARY KEY,"
+            " message_id text NOT NULL,"
             " duplicate_of text NOT NULL,"
             " sent_at timestamptz,"
             " create_date date,"
             " recorded_at timestamptz NOT NULL DEFAULT now())"
-        ).format(sql.Identifier(sink.duplicates_table)),
+        ).format(duplicates),
+        sql.SQL("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}").format(
+            duplicates, sql.Identifier(f"{sink.duplicates_table}_pkey")
+        ),
         sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} ("
             " token text PRIMARY KEY,"
@@ -250,6 +257,27 @@ def _vault_statements(config: AppConfig) -> list[sql.Composed | sql.SQL]:
             " migrated_by text NOT NULL DEFAULT session_user)"
         ).format(sql.Identifier(VERSION_TABLE)),
     ]
+
+
+def _ledger(conn: psycopg.Connection[Any], config: AppConfig, schema: str) -> None:
+    """The partitioned ledger and its maintenance function (connectors/ledger.py): created,
+    converted from an earlier release's plain table, then its partitions made current."""
+    name, retention = config.sink.ledger_table, config.sink.ledger_retention_days
+    conn.execute(ledger.maintain_function_ddl(conn, name, schema))
+    found = ledger.kind(conn, name)
+    if found == "r":
+        statements = ledger.convert_statements(name, schema, retention)
+    else:
+        statements = ledger.create_statements(name) if found is None else []
+        statements.append(
+            sql.SQL("SELECT {}({}, {})").format(
+                sql.Identifier(schema, ledger.maintain_function(name)),
+                sql.Literal(retention),
+                sql.Literal(ledger.DAYS_AHEAD),
+            )
+        )
+    for statement in statements:
+        conn.execute(statement)
 
 
 def _upgrade_erasures(conn: psycopg.Connection[Any], config: AppConfig) -> None:
@@ -397,6 +425,11 @@ def _take_ownership(conn: psycopg.Connection[Any], config: AppConfig) -> None:
             roles.OWNER,
         ),
     ).fetchall()
+    found += conn.execute(  # the ledger's partitions (connectors/ledger.py)
+        "SELECT 'TABLE', c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " WHERE i.inhparent = to_regclass(quote_ident(%s)) AND pg_get_userbyid(c.relowner) <> %s",
+        (config.sink.ledger_table, roles.OWNER),
+    ).fetchall()
     for kind, name in found:
         conn.execute(
             sql.SQL("ALTER {} {} OWNER TO {}").format(
@@ -407,9 +440,15 @@ def _take_ownership(conn: psycopg.Connection[Any], config: AppConfig) -> None:
         "SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.oid = ANY(ARRAY["
         " to_regprocedure('logins_append_only()'), to_regprocedure('logins_audit_chained()'),"
         " to_regprocedure(quote_ident(%s) || '()'),"
-        " to_regprocedure(quote_ident(%s) || '(text, text, text, integer, integer, jsonb)')])"
+        " to_regprocedure(quote_ident(%s) || '(text, text, text, integer, integer, jsonb)'),"
+        " to_regprocedure(quote_ident(%s) || '(integer, integer)')])"
         " AND pg_get_userbyid(p.proowner) <> %s",
-        (f"{config.vault.table}_skip_erased", audit.append_function(config), roles.OWNER),
+        (
+            f"{config.vault.table}_skip_erased",
+            audit.append_function(config),
+            ledger.maintain_function(config.sink.ledger_table),
+            roles.OWNER,
+        ),
     ).fetchall()
     for (signature,) in functions:
         conn.execute(
@@ -468,14 +507,15 @@ def migrate(conn: psycopg.Connection[Any], config: AppConfig) -> None:
         _prepare_roles(conn)
         _take_ownership(conn, config)
         cur.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(roles.OWNER)))
-        _sink_table(cur, table_schema(config))
-        for statement in _statements(config):
-            cur.execute(statement)
-        _upgrade_erasures(conn, config)
-        cur.execute(_unified_view(config, conn))
         got = cur.execute("SELECT current_schema()").fetchone()
         assert got is not None
         schema = str(got[0])
+        _sink_table(cur, table_schema(config))
+        for statement in _statements(config):
+            cur.execute(statement)
+        _ledger(conn, config, schema)
+        _upgrade_erasures(conn, config)
+        cur.execute(_unified_view(config, conn))
         cur.execute(append_function_ddl(conn, config, schema, _legacy_genesis(conn, config)))
         sequence = cur.execute(
             "SELECT pg_get_serial_sequence(%s, 'id')",

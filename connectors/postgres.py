@@ -36,7 +36,9 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from connectors import ledger
 from connectors.errors import Failure, ServiceError, pg_failure, pg_where
+from connectors.ledger import EPOCH_SENT_AT
 from connectors.schema import Column, TableSchema
 from connectors.schemaversion import SchemaError
 from connectors.sqs import Acker
@@ -100,6 +102,7 @@ _DELIVERY = [
     Column("_sealed_body", "bytea"),
     Column("_vault_key_id", "text"),
     Column("_duplicate_of", "text"),
+    Column("_sent_unknown", "boolean"),  # no SentTimestamp: the ledger keys it at the epoch
 ]
 
 
@@ -132,6 +135,7 @@ class PostgresWriter:
         self._stage_types = [c.copy_type for c in self._stage_columns]
         self._row_plan = _row_plan(self._row_columns)
         self._conn: psycopg.Connection[Any] | None = None
+        self._maintained_at = time.monotonic()
         self._statements = self._build_statements()
 
     # -- statements ---------------------------------------------------------------------------
@@ -164,22 +168,26 @@ class PostgresWriter:
             "copy_vault": sql.SQL(
                 "COPY stage_vault (token, field, sealed, vault_key_id) FROM STDIN (FORMAT BINARY)"
             ),
+            # The ledger's key is the only unique key per message (connectors/ledger.py): the
+            # outcome tables take exactly the ids it claimed here, so they need none.
             "insert": sql.SQL(
                 "WITH claimed AS ("
                 " INSERT INTO {ledger} (message_id, outcome, sent_at)"
-                " SELECT message_id, _outcome, sent_at FROM stage_events"
-                " ON CONFLICT (message_id) DO NOTHING RETURNING message_id, outcome),"
+                " SELECT message_id, _outcome,"
+                "  CASE WHEN _sent_unknown THEN {epoch}::timestamptz ELSE sent_at END"
+                " FROM stage_events"
+                " ON CONFLICT (sent_at, message_id) DO NOTHING RETURNING message_id, outcome),"
                 " ins_rows AS (INSERT INTO {table} ({rows}) SELECT {s_rows} {claimed}'row'"
-                "  ON CONFLICT (message_id) DO NOTHING RETURNING 1),"
+                "  RETURNING 1),"
                 " ins_rejected AS (INSERT INTO {rejected} (message_id, reason, detail,"
                 "  sealed_body, vault_key_id, sent_at, create_date, receive_count)"
                 "  SELECT s.message_id, s._reason, s._detail, s._sealed_body, s._vault_key_id,"
                 "  s.sent_at, s.create_date, s._receive_count {claimed}'rejected'"
-                "  ON CONFLICT (message_id) DO NOTHING RETURNING 1),"
+                "  RETURNING 1),"
                 " ins_duplicates AS (INSERT INTO {duplicates} (message_id, duplicate_of,"
                 "  sent_at, create_date)"
                 "  SELECT s.message_id, s._duplicate_of, s.sent_at, s.create_date"
-                "  {claimed}'duplicate' ON CONFLICT (message_id) DO NOTHING RETURNING 1)"
+                "  {claimed}'duplicate' RETURNING 1)"
                 " SELECT (SELECT count(*) FROM ins_rows), (SELECT count(*) FROM ins_rejected),"
                 " (SELECT count(*) FROM ins_duplicates)"
             ).format(
@@ -190,6 +198,7 @@ class PostgresWriter:
                 claimed=claimed,
                 rejected=sql.Identifier(sink.rejected_table),
                 duplicates=sql.Identifier(sink.duplicates_table),
+                epoch=sql.Literal(EPOCH_SENT_AT),
             ),
             # In token order: two workers' batches may carry the same new token (a seal shared
             # while in flight); inserting in one global order means they wait, never deadlock.
@@ -219,8 +228,15 @@ class PostgresWriter:
                     raise
             conn.execute(self._statements["create_stage"])
             conn.commit()
+            self._maintain_ledger(conn)
             self._conn = conn
         return self._conn
+
+    def _maintain_ledger(self, conn: psycopg.Connection[Any]) -> None:
+        """The ledger's day partitions ahead, the expired ones dropped (connectors/ledger.py):
+        at each connection, then hourly; never fails a write."""
+        ledger.maintain(conn, self._settings.ledger_table, self._settings.ledger_retention_days)
+        self._maintained_at = time.monotonic()
 
     def _drop_connection(self) -> None:
         if self._conn is not None:
@@ -291,6 +307,8 @@ class PostgresWriter:
 
     def _write_once(self, events: Sequence[Event]) -> BatchResult:
         conn = self._connection()
+        if time.monotonic() - self._maintained_at > _MAINTAIN_EVERY_SECONDS:
+            self._maintain_ledger(conn)
         unique = list({e.message.message_id: e for e in events}.values())
         vault = list({v.token: v for e in unique for v in e.vault_entries}.values())
         try:
@@ -333,16 +351,20 @@ class PostgresWriter:
         get = fields.get
         values = [get(key) if slot < 0 else delivery[slot] for key, slot in self._row_plan]
         rejection = event.rejection
+        unknown = None if message.sent_timestamp_known else True
         if rejection is None:
             outcome = "row" if event.duplicate_of is None else "duplicate"
             values += (outcome, message.receive_count, None, None,
-                       event.sealed_body, event.vault_key_id, event.duplicate_of)  # fmt: skip
+                       event.sealed_body, event.vault_key_id, event.duplicate_of,
+                       unknown)  # fmt: skip
         else:
             values += ("rejected", message.receive_count, rejection.reason, rejection.detail,
-                       event.sealed_body, event.vault_key_id, event.duplicate_of)  # fmt: skip
+                       event.sealed_body, event.vault_key_id, event.duplicate_of,
+                       unknown)  # fmt: skip
         return tuple(values)
 
 
+_MAINTAIN_EVERY_SECONDS = 3600.0  # the ledger's partition maintenance, while writing
 _DELIVERY_SLOTS = {"message_id": 0, "sent_at": 1, "create_date": 2}
 _VAULT_TYPES = ["text", "text", "bytea", "text"]
 

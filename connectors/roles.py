@@ -29,6 +29,7 @@ from collections.abc import Iterable
 
 from psycopg import sql
 
+from connectors.ledger import maintain_signature as ledger_maintain_signature
 from connectors.schemaversion import VERSION_TABLE
 from logins.auditsql import append_function_signature
 from logins.config import AppConfig
@@ -155,11 +156,15 @@ def grants(
         )
     ]
     function = append_function_signature(config, schema)
+    maintain = ledger_maintain_signature(sink.ledger_table, schema)
     statements += [
         sql.SQL("REVOKE ALL ON FUNCTION {} FROM PUBLIC, {}").format(function, everyone),
         sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(
             function, sql.SQL(", ").join(sql.Identifier(r) for r in AUDIT_WRITERS)
         ),
+        # the sink makes the ledger's day partitions ahead and drops expired ones through it
+        sql.SQL("REVOKE ALL ON FUNCTION {} FROM PUBLIC, {}").format(maintain, everyone),
+        sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(maintain, sql.Identifier(PIPELINE)),
         sql.SQL("REVOKE ALL ON SEQUENCE {} FROM PUBLIC, {}").format(sequence, everyone),
         grant("SELECT", sequence, AUDITOR),
         grant("SELECT", version, *GRANTEES),
@@ -167,7 +172,7 @@ def grants(
         grant("INSERT", table, PIPELINE, columns=row_columns),
         grant("SELECT", table, PIPELINE, columns=["message_id"]),
         grant("INSERT", ledger, PIPELINE, columns=["message_id", "outcome", "sent_at"]),
-        grant("SELECT", ledger, PIPELINE, columns=["message_id", "outcome"]),
+        grant("SELECT", ledger, PIPELINE, columns=["sent_at", "message_id", "outcome"]),
         grant("INSERT", rejected, PIPELINE, columns=_REJECTED_WRITTEN),
         grant("SELECT", rejected, PIPELINE, columns=["message_id"]),
         grant(

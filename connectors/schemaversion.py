@@ -23,7 +23,9 @@ from logins.vaultschema import tables
 
 VERSION_TABLE = "logins_schema_version"
 # 2: roles and grants, the audit append function, erasure markers, vault entry ids
-SCHEMA_VERSION = 2
+# 3: the ledger keyed (sent_at, message_id) and partitioned by day, the only unique key per
+#    message (the outcome tables' unique indexes dropped)
+SCHEMA_VERSION = 3
 
 
 class SchemaError(RuntimeError):

@@ -92,14 +92,16 @@ def _failed(exc: BaseException, config: SqsSourceConfig) -> Failure:
 def to_message(raw: dict[str, Any], received_at: float) -> SqsMessage:
     attributes = raw.get("Attributes", {})
     traceparent = raw.get("MessageAttributes", {}).get("traceparent", {}).get("StringValue")
+    sent_ms = int(attributes.get("SentTimestamp", 0))
     return SqsMessage(
         message_id=raw["MessageId"],
         receipt_handle=raw["ReceiptHandle"],
         body=raw.get("Body", ""),
-        sent_timestamp_ms=int(attributes.get("SentTimestamp", 0)) or int(received_at * 1000),
+        sent_timestamp_ms=sent_ms or int(received_at * 1000),
         receive_count=int(attributes.get("ApproximateReceiveCount", 1)),
         received_at=received_at,
         trace_header=traceparent or attributes.get("AWSTraceHeader"),
+        sent_timestamp_known=sent_ms > 0,
     )
 
 

@@ -277,6 +277,9 @@ class DatabaseRetryConfig(_Strict):
     )
 
 
+SQS_MAX_RETENTION_DAYS = 14  # MessageRetentionPeriod's maximum: no delivery comes later
+LEDGER_NAME_MAX_BYTES = 53  # + "_pYYYYMMDD" (the ledger's day partitions) <= 63 bytes
+
 # sink.<key> -> the suffix of its default name after sink.table
 _DERIVED_TABLES = {
     "rejected_table": "_rejected",
@@ -328,6 +331,14 @@ class PostgresSinkConfig(_Strict):
         ge=1,
         description="days a rejected message's sealed body is kept (`logins purge`); null: forever",
     )
+    ledger_retention_days: int = Field(
+        21,
+        gt=SQS_MAX_RETENTION_DAYS,
+        le=3650,
+        description="days the ledger keeps a message id (its day's partition is dropped"
+        " after them): more than SQS's 14-day maximum retention, so no redelivery outlives"
+        " its ledger row",
+    )
     poison_after_attempts: int = Field(
         3, ge=1, description="deliveries of a row the database refuses before it is parked"
     )
@@ -367,6 +378,12 @@ class PostgresSinkConfig(_Strict):
         tables = [self.table, self.rejected_table, self.duplicates_table, self.ledger_table]
         if len(set(tables)) != len(tables):
             raise ValueError(f"the sink's tables must differ, got {tables}")
+        if len(self.ledger_table.encode()) > LEDGER_NAME_MAX_BYTES:
+            raise ValueError(
+                f"ledger_table: {self.ledger_table!r} is longer than {LEDGER_NAME_MAX_BYTES}"
+                " bytes (its day partitions are named <ledger_table>_pYYYYMMDD, within"
+                " PostgreSQL's 63-byte names)"
+            )
         repeated = sorted(
             {c for c in self.published_columns if self.published_columns.count(c) > 1}
         )

@@ -35,6 +35,10 @@ class SqsMessage:
     # the producer's trace: a W3C `traceparent` message attribute, else the `AWSTraceHeader`
     # system attribute (X-Ray); only the header string, parsed when a span links to it
     trace_header: str | None = None
+    # False: the delivery had no SentTimestamp (only a server that is not SQS omits it), so
+    # `sent_timestamp_ms` is the receive time, which a redelivery would not repeat; the
+    # ledger keys such a message at the epoch instead (connectors/postgres.py)
+    sent_timestamp_known: bool = True
 
 
 @dataclass(slots=True)

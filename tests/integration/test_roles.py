@@ -134,7 +134,7 @@ def test_migrate_makes_nologin_roles_and_logins_owner_owns_every_object(db: Role
     owned = db.query(
         "SELECT c.relname, pg_get_userbyid(c.relowner) FROM pg_class c"
         " JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v', 'S')"
+        " WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'S')"  # p: the ledger
     )
     names = {name for name, _ in owned}
     assert names >= {
@@ -158,8 +158,20 @@ def test_migrate_makes_nologin_roles_and_logins_owner_owns_every_object(db: Role
     assert functions == [
         ("logins_append_only", roles.OWNER, False, ["search_path=pg_catalog, pg_temp"]),
         ("logins_audit_chained", roles.OWNER, False, ["search_path=pg_catalog, pg_temp"]),
+        (
+            "logins_ledger_maintain",
+            roles.OWNER,
+            True,
+            ["search_path=pg_catalog, pg_temp", "lock_timeout=2s"],
+        ),
         ("pii_audit_append", roles.OWNER, True, ["search_path=pg_catalog, pg_temp"]),
     ]
+    # the ledger's partition maintenance: the pipeline (and the owner) only
+    assert db.query(
+        "SELECT grantee::regrole::text FROM aclexplode((SELECT proacl FROM pg_proc"
+        " WHERE proname = 'logins_ledger_maintain')) WHERE privilege_type = 'EXECUTE'"
+        " ORDER BY 1"
+    ) == sorted([(r,) for r in (roles.OWNER, roles.PIPELINE)])
     # PUBLIC may not call the append function: only the three vault roles
     assert db.query(
         "SELECT grantee::regrole::text FROM aclexplode((SELECT proacl FROM pg_proc"
@@ -536,7 +548,7 @@ def test_an_older_schema_stops_the_flow_and_the_commands_with_what_to_do(
         with pytest.raises(Exception) as info:
             run(no_migrate)
         stopped = causes(info.value)
-        assert "schema version 1, older than the 2 this release needs" in stopped
+        assert f"schema version 1, older than the {SCHEMA_VERSION} this release needs" in stopped
         assert "sink.migrate is false" in stopped
         assert "run `logins migrate` as the owner" in stopped
         with pytest.raises(Exception) as info:

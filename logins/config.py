@@ -83,7 +83,7 @@ class SqsSourceConfig(_Strict):
         " holds the message, and an uncommitted message reappears after it",
     )
     max_messages: int = Field(10, ge=1, le=10, description="per ReceiveMessage call (SQS max 10)")
-    receivers: int = Field(1, ge=1, le=32, description="concurrent receive threads per worker")
+    receivers: int = Field(2, ge=1, le=32, description="concurrent receive threads per worker")
     ack_concurrency: int = Field(
         4,
         ge=1,

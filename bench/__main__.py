@@ -11,7 +11,8 @@ generated data; writes docs/benchmarks.md and docs/benchmarks.png (see docs/benc
                                           # time); rewrites its section of docs/benchmarks.md
     python -m bench tokens                # only the token custody section: key file vs KMS
     python -m bench sqs -n N --json       # only the SQS path: flow vs bare drains, as JSON
-                                          # (needs --endpoint or BENCH_SQS_ENDPOINT)
+                                          # (needs --endpoint or BENCH_SQS_ENDPOINT); rewrites
+                                          # its section of docs/benchmarks.md
 
 Environment: BENCH_DATABASE_URL (a PostgreSQL superuser DSN; else an embedded server is
 started), BENCH_SQS_ENDPOINT (= --sqs-endpoint), PY_SPY (py-spy's path, if not on PATH).
@@ -88,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     rendered = report.render(results)
     if "dedupe" not in results and args.out.exists():  # keep the last `python -m bench dedupe`
         rendered = report.carry_dedupe_section(args.out.read_text(), rendered)
+    if "sqs" not in results and args.out.exists():  # keep the last `python -m bench sqs`
+        rendered = report.carry_sqs_section(args.out.read_text(), rendered)
     args.out.write_text(rendered)
     if report.chart(results, args.chart):
         log(f"wrote {args.out} and {args.chart}")
@@ -362,11 +365,14 @@ def sqs_main(argv: list[str]) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--work", type=Path, default=ROOT / "bench" / ".work")
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    p.add_argument("--no-doc", action="store_true", help="do not rewrite the SQS section")
     args = p.parse_args(argv)
     if not args.endpoint:
         p.error("give --endpoint or BENCH_SQS_ENDPOINT (e.g. LocalStack's http://127.0.0.1:4566)")
     args.work.mkdir(parents=True, exist_ok=True)
     started, load_start, commit = time.time(), os.getloadavg()[0], git()
+    date = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     keyfiles = keys(args.work)
     server = Server(args.work, os.environ.get("BENCH_DATABASE_URL") or None, f"_{os.getpid()}")
     try:
@@ -377,10 +383,16 @@ def sqs_main(argv: list[str]) -> int:
         server.stop()
     out = result.summary() | {
         "command": " ".join(["python -m bench sqs", *map(shlex.quote, argv)]),
+        "started": date,
         "git": commit,
         "load_average": [load_start, os.getloadavg()[0]],
         "seconds": round(time.time() - started, 1),
     }
+    (args.work / "sqs.json").write_text(json.dumps(out, indent=1))
+    if not args.no_doc:
+        text = args.out.read_text() if args.out.exists() else ""
+        args.out.write_text(report.with_sqs_section(text, out))
+        log(f"wrote the SQS section of {args.out}")
     if args.json:
         print(json.dumps(out))
     else:

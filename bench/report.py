@@ -143,6 +143,9 @@ def render(r: dict[str, Any]) -> str:
         w(markdown(p, "After the changes") + "\n")
     if BEFORE.exists():
         w(BEFORE.read_text())
+    if f["sqs"]:
+        w(sqs_section(f["sqs"] | {"command": r["command"], "started": r["started"],
+                                  "git": r["git"]}))  # fmt: skip
     w(METHOD.format(n=n, rate=runs_rate(r), small=small_n, repeats=repeats))
     if r.get("tokens"):
         from bench.tokens import render as render_tokens
@@ -551,3 +554,90 @@ def dedupe_section(d: dict[str, Any], command: str, started: str, git: dict[str,
         DEDUPE_END,
     ]
     return "\n".join(out) + "\n"
+
+
+SQS_BEGIN = "<!-- sqs section: written by `python -m bench sqs` and `make bench` -->"
+SQS_END = "<!-- end of the sqs section -->"
+SQS_BEFORE = ROOT / "bench" / "sqs-before.md"
+
+
+def sqs_section(s: dict[str, Any]) -> str:
+    """The SQS path: both pairs, every repeat, and the medians against their targets."""
+    load = s.get("load_average")
+    when = f"`{s['command']}`" if s.get("command") else "`make bench`"
+    if s.get("started"):
+        when += f" ({s['started']}, commit `{s['git']['commit']}`"
+        when += " plus uncommitted changes" if s["git"]["dirty"] else ""
+        if load:
+            when += f"; load average {load[0]:.1f} at the start, {load[1]:.1f} at the end"
+        when += ")"
+    rows = []
+    for label, key in (("1 receiver per worker", "same_receivers"), ("defaults", "defaults")):
+        pair = s[key]
+        for i, ratio in enumerate(pair["ratios"]):
+            flow, drain = pair["flow_runs"][i], pair["drain_runs"][i]
+            rows.append(f"| {label} | {i + 1} | {_n(flow)} | {pair['receivers']} | {_n(drain)}"
+                        f" | {ratio:.0%} |")  # fmt: skip
+        rows.append(
+            f"| **{label}: median** | | {_n(pair['flow_msgs_per_s'])} | {pair['receivers']} |"
+            f" {_n(pair['drain_msgs_per_s'])} | **{pair['ratio']:.0%}** (target"
+            f" >= {pair['target']:.0%}: {_status(pair['met'])}) |"
+        )
+    out = [
+        SQS_BEGIN,
+        "## The SQS path\n",
+        when + "\n",
+        f"The flow (`python -m bytewax.run flows.logins -w {s['workers']}`) and a bare drain"
+        " (threads doing ReceiveMessage of 10 with a 1 s long poll, then DeleteMessageBatch,"
+        f" nothing else) each empty a queue seeded with the same {s['messages']:,} messages, on"
+        " LocalStack's SQS on loopback sharing the machine's two cores. In each repeat the flow"
+        " with one receiver per worker is followed by a drain with as many receivers, then the"
+        " flow with its defaults by a four-receiver drain; the ratio is flow / the drain right"
+        " after it, and the median over the repeats is what the targets are checked against"
+        " (the spread is the machine's noise, not the code's). The flow is timed from its first"
+        " commit to the queue seen empty (its last delete), the drain from its first to its"
+        " last delete. Every flow run's ledger was "
+        + ("exact." if s["exact"] else "**not exact** (see bench/.work/sqs.json).")
+        + "\n",
+        "| flow | repeat | flow msg/s | drain receivers | drain msg/s | flow / drain |",
+        "|---|---:|---:|---:|---:|---|",
+        *rows,
+        "",
+        f"The flow used {s['defaults']['flow_cpu_us_per_msg']:.0f} µs of CPU per message with its"
+        " defaults (start-up included). Receiving runs on `source.receivers` threads per worker"
+        " (2), apart from the writes; the deletes of a committed batch go out"
+        " `source.ack_concurrency` calls at a time (4); visibility heartbeats only touch what"
+        " waited half its timeout. "
+        + (
+            "Both medians meet their targets: receiving, deleting and extending visibility are"
+            " not what limits the flow here."
+            if s["same_receivers"]["met"] and s["defaults"]["met"]
+            else "**A median missed its target** in this run (see the repeats above)."
+        )
+        + "\n",
+    ]
+    if SQS_BEFORE.exists():
+        out.append(SQS_BEFORE.read_text().rstrip("\n") + "\n")
+    out.append(SQS_END)
+    return "\n".join(out) + "\n"
+
+
+def with_sqs_section(text: str, s: dict[str, Any]) -> str:
+    """`text` (docs/benchmarks.md) with its SQS section replaced (or put before the method)."""
+    section = sqs_section(s)
+    if SQS_BEGIN in text and SQS_END in text:
+        head, rest = text.split(SQS_BEGIN, 1)
+        return head + section.rstrip("\n") + rest.split(SQS_END, 1)[1]
+    if "\n## How each figure is measured" in text:
+        head, method = text.split("\n## How each figure is measured", 1)
+        return f"{head.rstrip()}\n\n{section}\n## How each figure is measured{method}"
+    return text.rstrip("\n") + "\n\n" + section
+
+
+def carry_sqs_section(old: str, new: str) -> str:
+    """`new` with the SQS section of `old` (its own command and date) before the method."""
+    if SQS_BEGIN not in old or SQS_END not in old:
+        return new
+    section = SQS_BEGIN + old.split(SQS_BEGIN, 1)[1].split(SQS_END, 1)[0] + SQS_END
+    head, method = new.split("\n## How each figure is measured", 1)
+    return f"{head.rstrip()}\n\n{section}\n\n## How each figure is measured{method}"

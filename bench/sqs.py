@@ -90,6 +90,8 @@ class Pair:
             "ratios": [round(r, 4) for r in ratios],
             "target": self.target,
             "met": ratio >= self.target,
+            "flow_runs": [round(f.msgs_per_s, 1) for f in self.flow],
+            "drain_runs": [round(d.msgs_per_s, 1) for d in self.drain],
             "flow_cpu_us_per_msg": round(
                 median(f.cpu_seconds / max(sum(f.outcomes.values()), 1) * 1e6 for f in self.flow),
                 1,

@@ -10,6 +10,9 @@ generated data; writes docs/benchmarks.md and docs/benchmarks.png (see docs/benc
     python -m bench dedupe                # only the dedupe window at 10,000 msg/s (simulated
                                           # time); rewrites its section of docs/benchmarks.md
     python -m bench tokens                # only the token custody section: key file vs KMS
+    python -m bench sqs -n N --json       # only the SQS path: flow vs bare drains, as JSON
+                                          # (needs --endpoint or BENCH_SQS_ENDPOINT); rewrites
+                                          # its section of docs/benchmarks.md
 
 Environment: BENCH_DATABASE_URL (a PostgreSQL superuser DSN; else an embedded server is
 started), BENCH_SQS_ENDPOINT (= --sqs-endpoint), PY_SPY (py-spy's path, if not on PATH).
@@ -46,8 +49,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--latency-seconds", type=float, default=25.0)
     p.add_argument("--profile-messages", type=int, default=100_000)
     p.add_argument("--sqs-endpoint", default=os.environ.get("BENCH_SQS_ENDPOINT") or None)
-    p.add_argument("--sqs-messages", type=int, default=100_000)
-    p.add_argument("--sqs-workers", type=int, default=2)
+    p.add_argument("--sqs-messages", type=int, default=40_000)
     p.add_argument("--py-spy", default=os.environ.get("PY_SPY") or None)
     p.add_argument("--no-profile", action="store_true")
     p.add_argument("--work", type=Path, default=ROOT / "bench" / ".work")
@@ -74,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         return dedupe_main(argv[1:])
     if argv[:1] == ["tokens"]:
         return tokens.main(argv[1:])
+    if argv[:1] == ["sqs"]:
+        return sqs_main(argv[1:])
     args = parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
     results_path = args.work / "results.json"
@@ -85,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     rendered = report.render(results)
     if "dedupe" not in results and args.out.exists():  # keep the last `python -m bench dedupe`
         rendered = report.carry_dedupe_section(args.out.read_text(), rendered)
+    if "sqs" not in results and args.out.exists():  # keep the last `python -m bench sqs`
+        rendered = report.carry_sqs_section(args.out.read_text(), rendered)
     args.out.write_text(rendered)
     if report.chart(results, args.chart):
         log(f"wrote {args.out} and {args.chart}")
@@ -169,8 +175,9 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         if args.sqs_endpoint:
             from bench.sqs import sqs_path
 
-            results["sqs"] = as_dict(sqs_path(server, args.work, keyfiles, data, args.sqs_endpoint,
-                                              args.sqs_messages, args.sqs_workers))  # fmt: skip
+            result = sqs_path(server, args.work, keyfiles, data, args.sqs_endpoint,
+                              args.sqs_messages, args.repeats)  # fmt: skip
+            results["sqs"] = result.summary() | {"runs": as_dict([result.same, result.default])}
     finally:
         server.stop()
     results["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -347,6 +354,55 @@ def core_summary(
         else None,
         "peak_rss_mb": round(run.process.peak_rss_mb, 1),
     }
+
+
+def sqs_main(argv: list[str]) -> int:
+    """`python -m bench sqs -n N [--json]`: only the SQS path (bench/sqs.py): the flow against
+    bare drains with the same receivers and with four, repeated and interleaved, into fresh
+    databases on the server (BENCH_DATABASE_URL, else embedded); prints both ratios."""
+    from bench.sqs import sqs_path
+
+    p = argparse.ArgumentParser(prog="python -m bench sqs", description=sqs_main.__doc__)
+    p.add_argument("--endpoint", default=os.environ.get("BENCH_SQS_ENDPOINT") or None)
+    p.add_argument("-n", "--messages", type=int, default=40_000)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.add_argument("--work", type=Path, default=ROOT / "bench" / ".work")
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    p.add_argument("--no-doc", action="store_true", help="do not rewrite the SQS section")
+    args = p.parse_args(argv)
+    if not args.endpoint:
+        p.error("give --endpoint or BENCH_SQS_ENDPOINT (e.g. LocalStack's http://127.0.0.1:4566)")
+    args.work.mkdir(parents=True, exist_ok=True)
+    started, load_start, commit = time.time(), os.getloadavg()[0], git()
+    date = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    keyfiles = keys(args.work)
+    server = Server(args.work, os.environ.get("BENCH_DATABASE_URL") or None, f"_{os.getpid()}")
+    try:
+        data, _ = dataset(args.work, args.messages + 100, args.seed)  # room for refused bodies
+        result = sqs_path(server, args.work, keyfiles, data, args.endpoint, args.messages,
+                          args.repeats)  # fmt: skip
+    finally:
+        server.stop()
+    out = result.summary() | {
+        "command": " ".join(["python -m bench sqs", *map(shlex.quote, argv)]),
+        "started": date,
+        "git": commit,
+        "load_average": [load_start, os.getloadavg()[0]],
+        "seconds": round(time.time() - started, 1),
+    }
+    (args.work / "sqs.json").write_text(json.dumps(out, indent=1))
+    if not args.no_doc:
+        text = args.out.read_text() if args.out.exists() else ""
+        args.out.write_text(report.with_sqs_section(text, out))
+        log(f"wrote the SQS section of {args.out}")
+    if args.json:
+        print(json.dumps(out))
+    else:
+        for key, value in out.items():
+            print(f"{key}: {value}")
+    return 0 if result.exact else 1
 
 
 def dedupe_main(argv: list[str]) -> int:

@@ -1,24 +1,33 @@
 """The SQS path (only with an endpoint, e.g. LocalStack): the whole flow (`flows.logins`, the
-operator contract's variables, LOGINS_STOP_WHEN_IDLE) draining N seeded messages, against a
-bare drain of the same N messages (ReceiveMessage + DeleteMessageBatch, nothing else) with the
-same number of concurrent receivers. Both are measured from the first to the last message
-made final: committed (the flow) or deleted (the bare drain)."""
+operator contract's variables, LOGINS_STOP_WHEN_IDLE) draining N seeded messages, beside a
+bare drain of the same N messages (ReceiveMessage + DeleteMessageBatch, nothing else), in one
+run and interleaved, so both see the same machine:
+
+* **same receivers**: the flow with `-w 2` and one receiver per worker against a bare drain
+  with two receiver threads (target: the flow reaches 90 % of it);
+* **defaults**: the flow with its default settings and `-w 2` against a bare drain with four
+  receiver threads (target: 80 %).
+
+Each pair is repeated; the ratio of each repeat is flow / the drain measured right beside it,
+and the figures quoted are medians. The flow is measured from its first commit to the moment
+the queue is seen empty (nothing visible or in flight: its last delete), polled every 0.1 s
+(at most 0.1 s against the flow); the bare drain from its first to its last delete."""
 
 from __future__ import annotations
 
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 from botocore.config import Config
 
 from bench.common import (
     PYTHON,
-    Ledger,
-    ProcessResult,
+    ROOT,
     Server,
     config_for,
     flow_env,
@@ -34,23 +43,86 @@ from logins.dev.generated import Dataset
 from logins.dev.generator import KINDS
 
 _DUMMY = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
+TARGET_SAME = 0.9  # the flow / a bare drain with as many receivers
+TARGET_DEFAULT = 0.8  # the flow's defaults (-w 2) / a four-receiver bare drain
+WORKERS = 2
+
+
+@dataclass
+class FlowRun:
+    workers: int
+    receivers_per_worker: int | None  # None: the configuration's default
+    msgs_per_s: float
+    exact: bool
+    seconds: float  # first commit to the queue seen empty
+    cpu_seconds: float  # user + system of the flow process
+    outcomes: dict[str, int]
+
+
+@dataclass
+class DrainRun:
+    receivers: int
+    msgs_per_s: float
+
+
+@dataclass
+class Pair:
+    """The flow against a bare drain, repeated (each ratio from a flow and the drain beside it)."""
+
+    name: str
+    target: float
+    receivers: int  # the bare drain's receiver threads
+    flow: list[FlowRun] = field(default_factory=list)
+    drain: list[DrainRun] = field(default_factory=list)
+
+    @property
+    def ratios(self) -> list[float]:
+        return [f.msgs_per_s / d.msgs_per_s for f, d in zip(self.flow, self.drain, strict=False)]
+
+    def summary(self) -> dict[str, Any]:
+        ratios = self.ratios
+        ratio = median(ratios) if ratios else 0.0
+        return {
+            "receivers": self.receivers,
+            "flow_msgs_per_s": round(median(f.msgs_per_s for f in self.flow), 1),
+            "drain_msgs_per_s": round(median(d.msgs_per_s for d in self.drain), 1),
+            "ratio": round(ratio, 4),
+            "ratios": [round(r, 4) for r in ratios],
+            "target": self.target,
+            "met": ratio >= self.target,
+            "flow_runs": [round(f.msgs_per_s, 1) for f in self.flow],
+            "drain_runs": [round(d.msgs_per_s, 1) for d in self.drain],
+            "flow_cpu_us_per_msg": round(
+                median(f.cpu_seconds / max(sum(f.outcomes.values()), 1) * 1e6 for f in self.flow),
+                1,
+            ),
+        }
 
 
 @dataclass
 class SqsResult:
     endpoint: str
     messages: int
-    receivers: int
+    repeats: int
     seed_msgs_per_s: float
-    flow_msgs_per_s: float
-    drain_msgs_per_s: float
-    flow_exact: bool
-    flow_process: ProcessResult
-    ledger: Ledger
+    same: Pair
+    default: Pair
 
     @property
-    def ratio(self) -> float:
-        return self.flow_msgs_per_s / self.drain_msgs_per_s if self.drain_msgs_per_s else 0.0
+    def exact(self) -> bool:
+        return all(f.exact for p in (self.same, self.default) for f in p.flow)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "endpoint": self.endpoint,
+            "messages": self.messages,
+            "repeats": self.repeats,
+            "workers": WORKERS,
+            "seed_msgs_per_s": round(self.seed_msgs_per_s, 1),
+            "same_receivers": self.same.summary(),
+            "defaults": self.default.summary(),
+            "exact": self.exact,
+        }
 
 
 def _client(endpoint: str, pool: int = 32) -> Any:
@@ -128,6 +200,37 @@ def bare_drain(client: Any, queue_url: str, expected: int, receivers: int) -> fl
     return state["deleted"] / span if span > 0 else 0.0
 
 
+class EmptyWatch:
+    """Polls the queue's counts every `interval` s; `empty_at` is the first epoch time it saw
+    nothing visible, in flight or delayed after having seen something."""
+
+    def __init__(self, client: Any, queue_url: str, interval: float = 0.1) -> None:
+        self._client, self._url, self._interval = client, queue_url, interval
+        self._stop = threading.Event()
+        self.empty_at: float | None = None
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> EmptyWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _poll(self) -> None:
+        names = [
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ]
+        while not self._stop.wait(self._interval):
+            attrs = self._client.get_queue_attributes(QueueUrl=self._url, AttributeNames=names)
+            if not any(int(v) for v in attrs["Attributes"].values()):
+                self.empty_at = time.time()
+                return
+
+
 def sendable(data: Path, messages: int) -> tuple[list[str], dict[str, int]]:
     """The first `messages` bodies SQS accepts (it refuses an empty body: the generator's few
     empty not-JSON bodies are left out), and the outcomes they must have."""
@@ -149,6 +252,55 @@ def sendable(data: Path, messages: int) -> tuple[list[str], dict[str, int]]:
     return bodies, expected
 
 
+def run_flow(
+    server: Server,
+    work: Path,
+    keyfiles: dict[str, Path],
+    client: Any,
+    endpoint: str,
+    queue_url: str,
+    bodies: list[str],
+    expected: dict[str, int],
+    receivers_per_worker: int | None,
+    name: str,
+) -> FlowRun:
+    """`python -m bytewax.run flows.logins -w 2` until the queue is idle and empty."""
+    database = f"bench_sqs_{name}"
+    dsn = server.fresh_database(database)
+    extra = {"SQS_ENDPOINT_URL": endpoint, "SQS_QUEUE_URL": queue_url,
+             "LOGINS_STOP_WHEN_IDLE": "3", **_DUMMY}  # fmt: skip
+    if receivers_per_worker is not None:
+        override = work / f"sqs-{name}.yaml"
+        override.write_text(
+            f"extends: {ROOT / 'config' / 'local.yaml'}\n"
+            f"source:\n  receivers: {receivers_per_worker}\n"
+        )
+        extra["LOGINS_CONFIG"] = str(override)
+    env = flow_env(keyfiles, dsn, **extra)
+    config = config_for(env)
+    prepare_schema(dsn, config)
+    argv = [PYTHON, "-m", "bytewax.run", "flows.logins", "-w", str(WORKERS)]
+    with EmptyWatch(client, queue_url) as watch:
+        process = run_process(argv, env, work / f"sqs-{name}.log", timeout=len(bodies) / 50 + 300)
+    if process.returncode != 0:
+        raise RuntimeError(f"sqs flow exited {process.returncode}:\n{tail(process.log_path)}")
+    ledger = read_ledger(dsn, config)
+    server.drop_database(database)
+    exact = accounted(ledger.total, ledger.outcomes, len(bodies), expected)
+    first = ledger.first_commit or 0.0
+    end = max(ledger.last_commit or 0.0, watch.empty_at or 0.0)
+    span = end - first
+    return FlowRun(
+        WORKERS,
+        receivers_per_worker,
+        ledger.total / span if span > 0 else 0.0,
+        exact,
+        span,
+        process.cpu_seconds,
+        ledger.outcomes,
+    )
+
+
 def sqs_path(
     server: Server,
     work: Path,
@@ -156,41 +308,35 @@ def sqs_path(
     data: Path,
     endpoint: str,
     messages: int,
-    receivers: int,
+    repeats: int = 3,
 ) -> SqsResult:
+    """Both pairs, `repeats` times, interleaved: flow (1 receiver/worker), drain(2), flow
+    (defaults), drain(4); the queue is seeded with the same messages before each."""
     client = _client(endpoint)
     bodies, expected = sendable(data, messages)
     name = f"bench-logins-{int(time.time())}"
     queue_url = client.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "60"})[
         "QueueUrl"
     ]
+    same = Pair("same_receivers", TARGET_SAME, receivers=WORKERS)
+    default = Pair("defaults", TARGET_DEFAULT, receivers=4)
+    seeds: list[float] = []
     try:
-        log(f"sqs: seeding {len(bodies):,} messages into {queue_url}")
-        seed_rate = seed(client, queue_url, bodies)
-        log(f"sqs: seeded at {seed_rate:,.0f} msg/s; the flow drains it with {receivers} worker(s)")
-        dsn = server.fresh_database("bench_sqs")
-        env = flow_env(
-            keyfiles, dsn, SQS_ENDPOINT_URL=endpoint, SQS_QUEUE_URL=queue_url,
-            LOGINS_STOP_WHEN_IDLE="3", **_DUMMY,
-        )  # fmt: skip
-        config = config_for(env)
-        prepare_schema(dsn, config)
-        argv = [PYTHON, "-m", "bytewax.run", "flows.logins", "-w", str(receivers)]
-        process = run_process(argv, env, work / "sqs-flow.log", timeout=messages / 50 + 300)
-        if process.returncode != 0:
-            raise RuntimeError(f"sqs flow exited {process.returncode}:\n{tail(process.log_path)}")
-        ledger = read_ledger(dsn, config)
-        exact = accounted(ledger.total, ledger.outcomes, len(bodies), expected)
-        span = (ledger.last_commit or 0) - (ledger.first_commit or 0)
-        flow_rate = ledger.total / span if span > 0 else 0.0
-        log(f"sqs: flow {flow_rate:,.0f} msg/s (ledger {'exact' if exact else ledger.outcomes})")
-        server.drop_database("bench_sqs")
-        log("sqs: seeding the same messages again for the bare drain")
-        seed(client, queue_url, bodies)
-        drain_rate = bare_drain(client, queue_url, len(bodies), receivers)
-        log(f"sqs: bare drain {drain_rate:,.0f} msg/s")
+        for attempt in range(repeats):
+            for pair, per_worker in ((same, 1), (default, None)):
+                seeds.append(seed(client, queue_url, bodies))
+                flow = run_flow(server, work, keyfiles, client, endpoint, queue_url, bodies,
+                                expected, per_worker, f"{pair.name}_{attempt}")  # fmt: skip
+                pair.flow.append(flow)
+                seeds.append(seed(client, queue_url, bodies))
+                drained = bare_drain(client, queue_url, len(bodies), pair.receivers)
+                pair.drain.append(DrainRun(pair.receivers, drained))
+                log(
+                    f"sqs {pair.name} #{attempt + 1}: flow {flow.msgs_per_s:,.0f} msg/s"
+                    f" ({'exact' if flow.exact else flow.outcomes}), bare drain"
+                    f" ({pair.receivers} receivers) {pair.drain[-1].msgs_per_s:,.0f} msg/s:"
+                    f" {pair.ratios[-1]:.0%}"
+                )
     finally:
         client.delete_queue(QueueUrl=queue_url)
-    return SqsResult(
-        endpoint, len(bodies), receivers, seed_rate, flow_rate, drain_rate, exact, process, ledger
-    )
+    return SqsResult(endpoint, len(bodies), repeats, median(seeds), same, default)

@@ -22,6 +22,7 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Any, Protocol
 
@@ -71,7 +72,7 @@ def sqs_client(config: SqsSourceConfig, max_attempts: int | None = None) -> SqsC
             retries={"mode": config.retry.mode, "max_attempts": attempts},
             connect_timeout=5,
             read_timeout=config.wait_time_seconds + 10,
-            max_pool_connections=max(10, config.receivers * 2),
+            max_pool_connections=max(10, config.receivers * 2 + config.ack_concurrency),
         ),
     )
 
@@ -416,7 +417,8 @@ class Acker(Protocol):
 
 
 class SqsAcker(Acker):
-    """Deletes committed messages and moves visibility, ten per batch call.
+    """Deletes committed messages and moves visibility, ten per batch call, up to
+    `source.ack_concurrency` calls at once; each method returns when all its calls did.
 
     None of these failing is an error for the flow: a message not deleted comes back after
     its visibility timeout and its write is a no-op; a visibility change that fails leaves
@@ -429,9 +431,17 @@ class SqsAcker(Acker):
         self._config = config
         self._inflight = inflight
         self._client = client or sqs_client(config)
+        self._pool: ThreadPoolExecutor | None = None  # started by the first call of > 10
+        self._pool_lock = threading.Lock()
         self.holds_heartbeat = False  # a sink's acker, counted among the heartbeat's users
 
     def close(self) -> None:
+        """The sink is done with this acker: its calls' threads end, and so (after the last
+        user) does the heartbeat."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
         if self.holds_heartbeat:
             self.holds_heartbeat = False
             self._inflight.release()
@@ -467,23 +477,34 @@ class SqsAcker(Acker):
     def _batched(
         self, operation: str, messages: Sequence[SqsMessage], extra: dict[str, Any]
     ) -> list[SqsMessage]:
-        """Call `operation` ten messages at a time; returns the messages it failed for."""
-        failed: list[SqsMessage] = []
+        """Call `operation` ten messages at a time, `ack_concurrency` calls in flight (a
+        committed batch of 1,000 is 100 calls: one after the other they, not the database,
+        would set the sink's pace); returns the messages it failed for, once all returned."""
         call = getattr(self._client, operation)
-        for start in range(0, len(messages), 10):
-            chunk = messages[start : start + 10]
+
+        def one(chunk: Sequence[SqsMessage]) -> list[SqsMessage]:
             entries = [
                 {"Id": str(i), "ReceiptHandle": m.receipt_handle, **extra}
                 for i, m in enumerate(chunk)
             ]
             try:
                 response = call(QueueUrl=self._config.queue_url, Entries=entries)
-                failed += [chunk[int(f["Id"])] for f in response.get("Failed", [])]
+                return [chunk[int(f["Id"])] for f in response.get("Failed", [])]
             except (BotoCoreError, ClientError) as exc:
-                failed += chunk
                 failure = _failed(exc, self._config)
                 log.warning("%s failed for %d messages: %s", operation, len(chunk), failure)
-        return failed
+                return list(chunk)
+
+        chunks = [messages[start : start + 10] for start in range(0, len(messages), 10)]
+        if len(chunks) <= 1 or self._config.ack_concurrency == 1:
+            return [m for chunk in chunks for m in one(chunk)]
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    self._config.ack_concurrency, thread_name_prefix="sqs-ack"
+                )
+            pool = self._pool
+        return [m for failed in pool.map(one, chunks) for m in failed]
 
 
 class NoAcker(Acker):

@@ -83,7 +83,15 @@ class SqsSourceConfig(_Strict):
         " holds the message, and an uncommitted message reappears after it",
     )
     max_messages: int = Field(10, ge=1, le=10, description="per ReceiveMessage call (SQS max 10)")
-    receivers: int = Field(1, ge=1, le=32, description="concurrent receive threads per worker")
+    receivers: int = Field(2, ge=1, le=32, description="concurrent receive threads per worker")
+    ack_concurrency: int = Field(
+        4,
+        ge=1,
+        le=32,
+        description="DeleteMessageBatch / ChangeMessageVisibilityBatch calls in flight at once"
+        " per worker (ten messages each): the deletes of a committed batch go out in parallel,"
+        " so the sink does not wait for them one after the other",
+    )
     max_batch: int = Field(
         1000,
         ge=1,

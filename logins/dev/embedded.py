@@ -605,26 +605,38 @@ class EmbeddedKms(_EmbeddedMoto):
 
 
 def _serialise_sqs_queue_changes() -> None:
-    """Make moto's SQS delete a message under the queue's lock, as it adds one.
+    """Make moto's SQS delete and receive under the queue's lock, as it adds a message.
 
-    moto 5 (up to 5.2.5) deletes by rebuilding the queue's message list from a pass over the
-    old one, without the lock `add_message` holds. A send that lands between that pass and the
-    assignment, while another delete overlaps, vanishes: its id was returned to the producer
-    and the message never exists (the rare "missing message ids" of the fault tests, whose
-    producers send while two flows delete). Real SQS and LocalStack have no such race.
-    Applied once per process, to moto's class: every embedded server shares it."""
-    from moto.sqs.models import Queue
+    moto 5 (up to 5.2.5) changes a queue's messages from server threads without the lock
+    `add_message` holds:
+    * a delete rebuilds the message list from a pass over the old one: a send that lands
+      between that pass and the assignment, while another delete overlaps, vanishes (its id
+      was returned to the producer and no consumer ever gets it: the rare "missing message
+      ids" of the fault tests, whose producers send while flows delete);
+    * two receives scan the queue at once and can both take the same message (a second
+      delivery at once, not after its visibility timeout), or fail with "Set changed size
+      during iteration".
+    Real SQS and LocalStack lose nothing. The receive's long poll waits on that lock's
+    condition, which releases it while waiting, so sends and other calls go on meanwhile.
+    Applied once per process, to moto's classes: every embedded server shares them."""
+    from moto.sqs.models import Queue, SQSBackend
 
     if getattr(Queue.delete_message, "_logins_serialised", False):
         return
-    unlocked = Queue.delete_message
+    delete_unlocked = Queue.delete_message
+    receive_unlocked = SQSBackend.receive_message
 
     def delete_message(self: Any, receipt_handle: str) -> None:
         with self._messages_lock:
-            unlocked(self, receipt_handle)
+            delete_unlocked(self, receipt_handle)
+
+    def receive_message(self: Any, queue_name: str, *args: Any, **kwargs: Any) -> Any:
+        with self.get_queue(queue_name)._messages_lock:
+            return receive_unlocked(self, queue_name, *args, **kwargs)
 
     delete_message._logins_serialised = True  # type: ignore[attr-defined]
     Queue.delete_message = delete_message  # type: ignore[method-assign]
+    SQSBackend.receive_message = receive_message  # type: ignore[method-assign]
 
 
 def _quiet_werkzeug() -> None:

@@ -157,7 +157,8 @@ def test_two_independent_flows_on_one_queue(
     queue_url: str,
 ) -> None:
     """Concurrent consumers (two deployments, not a cluster): SQS may hand both the same
-    message (moto does now and then); the ledger keeps one outcome per message."""
+    message (at least once: after a visibility timeout ran out); the ledger keeps one outcome
+    per message."""
     messages = generate(800, seed=79)
     producer = PacedProducer(sqs.client(), queue_url, [m.body for m in messages])
     producer.start()

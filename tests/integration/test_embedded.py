@@ -229,27 +229,33 @@ def test_sqs_stop_releases_the_port() -> None:
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
 
-def test_sqs_deletes_wait_for_the_queue_lock_that_sends_hold(
+def test_sqs_deletes_and_receives_wait_for_the_queue_lock_that_sends_hold(
     sqs: EmbeddedSqs, queue_url: str
 ) -> None:
-    """moto rebuilds a queue's message list on delete without the lock its sends hold, so a
-    send racing two deletes could vanish; the embedded server makes deletes take that lock."""
+    """moto changes a queue's messages on delete and receive without the lock its sends
+    hold (a send racing two deletes could vanish; two receives could take one message);
+    the embedded server makes both take that lock."""
     from moto.sqs.models import sqs_backends
 
     client = sqs.client()
     client.send_message(QueueUrl=queue_url, MessageBody="x")
     handle = client.receive_message(QueueUrl=queue_url)["Messages"][0]["ReceiptHandle"]
     queue = sqs_backends["123456789012"]["us-east-1"].get_queue(queue_url.rsplit("/", 1)[-1])
-    done = threading.Event()
+    calls = {
+        "delete": lambda: client.delete_message(QueueUrl=queue_url, ReceiptHandle=handle),
+        "receive": lambda: client.receive_message(QueueUrl=queue_url, WaitTimeSeconds=0),
+    }
+    for name, call in calls.items():
+        done = threading.Event()
 
-    def delete() -> None:
-        client.delete_message(QueueUrl=queue_url, ReceiptHandle=handle)
-        done.set()
+        def run(call: Callable[[], Any] = call, done: threading.Event = done) -> None:
+            call()
+            done.set()
 
-    with queue._messages_lock:  # as a send holds it while it appends
-        worker = threading.Thread(target=delete)
-        worker.start()
-        assert not done.wait(1.0), "the delete ran while a send held the queue's lock"
-    assert done.wait(10)
-    worker.join()
+        with queue._messages_lock:  # as a send holds it while it appends
+            worker = threading.Thread(target=run)
+            worker.start()
+            assert not done.wait(1.0), f"a {name} ran while a send held the queue's lock"
+        assert done.wait(10), name
+        worker.join()
     assert client.receive_message(QueueUrl=queue_url, WaitTimeSeconds=0).get("Messages") is None

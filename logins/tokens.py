@@ -68,6 +68,19 @@ class MacKey(Protocol):
         ...
 
 
+_SHA256_BLOCK = 64
+
+
+def _hmac_pads(secret: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
+    """SHA-256 states after HMAC's inner and outer key pads (RFC 2104), to copy per message."""
+    if len(secret) > _SHA256_BLOCK:
+        secret = hashlib.sha256(secret).digest()
+    key = secret.ljust(_SHA256_BLOCK, b"\x00")
+    inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+    outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+    return inner, outer
+
+
 class LocalKey:
     """A token key held in this process (a key file): its holder can compute any token."""
 
@@ -77,14 +90,24 @@ class LocalKey:
         self._key = key
         self.key_id = key.key_id
         self.algorithm = key.algorithm
+        self._pads = _hmac_pads(key.secret)
 
     def token_digests(self, messages: Sequence[bytes]) -> list[bytes]:
         secret = self._key.secret
         if self.algorithm == BLAKE2B:
             blake2b = hashlib.blake2b
             return [blake2b(m, key=secret, digest_size=DIGEST_BYTES).digest() for m in messages]
-        digest = hmac.digest
-        return [digest(secret, m, "sha256")[:DIGEST_BYTES] for m in messages]
+        # HMAC-SHA256 from the key's inner and outer states, hashed once (RFC 2104): the same
+        # digests as hmac.digest, without its key setup per message (~2.6 -> ~1.4 µs each).
+        inner, outer = self._pads
+        out = []
+        for message in messages:
+            h = inner.copy()
+            h.update(message)
+            o = outer.copy()
+            o.update(h.digest())
+            out.append(o.digest()[:DIGEST_BYTES])
+        return out
 
     def derive(self, label: bytes) -> bytes:
         if self.algorithm == BLAKE2B:

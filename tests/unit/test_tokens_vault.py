@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 from nacl.public import SealedBox
 
 from logins.keys import (
+    HMAC_SHA256,
     KeyFileError,
     TokenKey,
     generate_keys,
@@ -17,7 +19,7 @@ from logins.keys import (
     load_vault_private_key,
     load_vault_public_key,
 )
-from logins.tokens import Tokenizer
+from logins.tokens import DIGEST_BYTES, LocalKey, Tokenizer
 from logins.vault import MAGIC, Opener, Sealer, VaultError
 
 KEY_A = TokenKey("aaaa1111", b"\x01" * 32)
@@ -259,3 +261,13 @@ def test_entries_sealed_in_format_1_still_open() -> None:
     assert keys.opener.open_rejected(old_body, message_id="m-1") == "{oops"
     with pytest.raises(VaultError, match="sealed for another token"):
         keys.opener.open(old, field="ip", token=keys.tokenizer.token("ip", "5.6.7.8"))
+
+
+@settings(max_examples=50, deadline=None)
+@given(secret=st.binary(min_size=1, max_size=100), messages=st.lists(st.binary(), max_size=5))
+def test_local_hmac_digests_are_hmac_sha256(secret: bytes, messages: list[bytes]) -> None:
+    """The key's precomputed pads give exactly hmac.digest's digests (any key length)."""
+    key = LocalKey(TokenKey("k1", secret, HMAC_SHA256))
+    assert key.token_digests(messages) == [
+        hmac.digest(secret, m, "sha256")[:DIGEST_BYTES] for m in messages
+    ]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from logins.keys import BLAKE2B, FINGERPRINT_LABEL, TokenAlgorithm, TokenKey
@@ -134,6 +134,7 @@ class Tokenizer:
         # A separate key for dedupe fingerprints, so they are never comparable with tokens.
         # Derived once (one KMS call for a KMS key): fingerprints stay local and fast.
         self._fingerprint_key = self._active.derive(FINGERPRINT_LABEL)
+        self._fingerprint_hash = hashlib.blake2b(key=self._fingerprint_key, digest_size=16)
 
     @property
     def key_id(self) -> str:
@@ -178,10 +179,13 @@ class Tokenizer:
                 results[i] = hmac.compare_digest(token, items[i][0])
         return results
 
-    def fingerprint(self, values: Sequence[object]) -> bytes:
+    def fingerprint(self, values: Iterable[object]) -> bytes:
         """A keyed digest of a whole record, for dedupe state (never holds the raw values)."""
-        data = "\x1f".join("\x00" if v is None else str(v) for v in values).encode()
-        return hashlib.blake2b(data, key=self._fingerprint_key, digest_size=16).digest()
+        data = "\x1f".join(["\x00" if v is None else str(v) for v in values]).encode()
+        # a copy of the keyed state: the same digest as blake2b(data, key=...), no key setup
+        h = self._fingerprint_hash.copy()
+        h.update(data)
+        return h.digest()
 
     @staticmethod
     def _under(key: MacKey, data: list[bytes]) -> list[str]:

@@ -44,7 +44,7 @@ from connectors.schemaversion import SchemaError
 from connectors.sqs import Acker
 from logins import metrics, shutdown
 from logins.config import PostgresSinkConfig
-from logins.records import Event, Rejection, VaultEntry
+from logins.records import Event, Rejection
 from logins.sealcache import SealCache
 from logins.telemetry import producer_links, tracer
 from logins.vault import Sealer
@@ -325,8 +325,8 @@ class PostgresWriter:
                 if vault:
                     with cur.copy(self._statements["copy_vault"]) as copy:
                         copy.set_types(_VAULT_TYPES)
-                        for entry in vault:
-                            copy.write_row(_vault_row(entry))
+                        for entry in vault:  # a VaultEntry is its row
+                            copy.write_row(entry)
                     cur.execute(self._statements["insert_vault"])
                     fetched = cur.fetchone()
                     new_vault = fetched[0] if fetched else 0
@@ -379,10 +379,6 @@ def _row_plan(columns: Sequence[Column]) -> list[tuple[str, int]]:
 def _sent_at(sent_timestamp_ms: int) -> datetime:
     """SentTimestamp as a datetime (cached: a batch's messages often share the millisecond)."""
     return datetime.fromtimestamp(sent_timestamp_ms / 1000, tz=timezone.utc)
-
-
-def _vault_row(entry: VaultEntry) -> tuple[Any, ...]:
-    return (entry.token, entry.field, entry.sealed, entry.vault_key_id)
 
 
 @dataclass(frozen=True)

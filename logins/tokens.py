@@ -154,7 +154,9 @@ class Tokenizer:
 
     def tokens(self, pairs: Sequence[tuple[str, str]]) -> list[str]:
         """The token of each (field, value) under the active key, in one batch."""
-        return self._under(self._active, [token_input(f, v) for f, v in pairs])
+        # token_input, inline: the field names are config identifiers (UTF-8 either way)
+        data = [f"{f}\x00{v}".encode("utf-8", "surrogatepass") for f, v in pairs]
+        return self._under(self._active, data)
 
     def tokens_all_keys(self, field: str, value: str) -> list[str]:
         """The value's token under every known key, the active key's first (for lookups

@@ -95,4 +95,9 @@ def _dedupe(step: DedupeStep, stream: Stream[Event]) -> Stream[Event]:
     slots = dedupe.slots_per_shard(step.memory_budget_mb, shards, step.max_entries_per_shard)
     logic = dedupe.builder(step.window_seconds, slots)
     deduped = op.stateful_batch(step.name, keyed_stream, logic)
-    return op.key_rm(f"{step.name}_unkey", deduped)
+    return op.flat_map_batch(f"{step.name}_unkey", deduped, _unkeyed)
+
+
+def _unkeyed(items: list[tuple[str, Event]]) -> list[Event]:
+    """The events without their shard keys, a batch at a time (op.key_rm is a call per item)."""
+    return [event for _, event in items]

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from connectors.sqs import NoAcker
-from flows.builder import build_flow
+from flows.builder import build_flow, tune_gc
 from logins.config import load_config
 from logins.dev.generated import GeneratedSource
 from logins.telemetry import setup
@@ -30,3 +30,4 @@ source = GeneratedSource(
     rate=float(_rate) if _rate else None,
 )
 flow = build_flow(config, source=source, acker_factory=NoAcker)
+tune_gc()  # as flows/logins.py does

@@ -19,7 +19,7 @@ _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^():]+)(?::\d+)?\)$")
 _STEPS: tuple[tuple[str, tuple[str, ...], tuple[str, ...], str], ...] = (
     ("source", ("GeneratedPartition.", "_dataset_blocks", "SqsPartition."), (), ""),
     ("validate", ("Validator.",), (), ""),
-    ("dedupe", ("_dedupe.", "DedupeLogic.", "shard_of"), (), ""),
+    ("dedupe", ("_dedupe.", "_unkeyed", "DedupeLogic.", "shard_of"), (), ""),
     ("mask", ("Masker.",), (), ""),
     ("sink", ("PostgresPartition.", "PostgresWriter."), ("Connection.wait", "Queue.put"),
      "sink: waiting for PostgreSQL"),

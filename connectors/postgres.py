@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 from typing import Any
 
 import psycopg
@@ -44,7 +44,7 @@ from connectors.schemaversion import SchemaError
 from connectors.sqs import Acker
 from logins import metrics, shutdown
 from logins.config import PostgresSinkConfig
-from logins.records import Event, Rejection, VaultEntry
+from logins.records import Event, Rejection
 from logins.sealcache import SealCache
 from logins.telemetry import producer_links, tracer
 from logins.vault import Sealer
@@ -131,9 +131,24 @@ class PostgresWriter:
         self._on_connect = on_connect
         self._row_columns = list(schema.row)
         self._stage_columns = [*self._row_columns, *_DELIVERY]
+        # The COPY's column order (any order: COPY names its columns): the fields' columns,
+        # then the delivery's, then the outcome's, so a staged row is three tuples joined.
+        field_columns = [c for c in self._row_columns if c.key is not None]
+        self._field_keys = [c.key for c in field_columns if c.key is not None]
+        self._no_fields = (None,) * len(field_columns)
+        self._copy_columns = [
+            *field_columns,
+            *sorted(
+                (c for c in self._row_columns if c.key is None),
+                key=lambda c: _DELIVERY_SLOTS[c.name],  # KeyError: not a delivery column
+            ),
+            *_DELIVERY,
+        ]
+        self._delivery_slots = sorted(
+            _DELIVERY_SLOTS[c.name] for c in self._row_columns if c.key is None
+        )
         # Binary COPY: no text escaping of the sealed bytes, no parsing of dates on the server.
-        self._stage_types = [c.copy_type for c in self._stage_columns]
-        self._row_plan = _row_plan(self._row_columns)
+        self._stage_types = [c.copy_type for c in self._copy_columns]
         self._conn: psycopg.Connection[Any] | None = None
         self._maintained_at = time.monotonic()
         self._statements = self._build_statements()
@@ -147,7 +162,7 @@ class PostgresWriter:
 
     def _build_statements(self) -> dict[str, sql.Composed | sql.SQL]:
         sink = self._settings
-        stage_names = [c.name for c in self._stage_columns]
+        copy_names = [c.name for c in self._copy_columns]
         row_names = [c.name for c in self._row_columns]
         stage_ddl = sql.SQL(", ").join(
             sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.sql_type))
@@ -163,7 +178,7 @@ class PostgresWriter:
                 " sealed bytea, vault_key_id text) ON COMMIT DELETE ROWS"
             ).format(stage_ddl),
             "copy_events": sql.SQL("COPY stage_events ({}) FROM STDIN (FORMAT BINARY)").format(
-                _ids(stage_names)
+                _ids(copy_names)
             ),
             "copy_vault": sql.SQL(
                 "COPY stage_vault (token, field, sealed, vault_key_id) FROM STDIN (FORMAT BINARY)"
@@ -325,8 +340,8 @@ class PostgresWriter:
                 if vault:
                     with cur.copy(self._statements["copy_vault"]) as copy:
                         copy.set_types(_VAULT_TYPES)
-                        for entry in vault:
-                            copy.write_row(_vault_row(entry))
+                        for entry in vault:  # a VaultEntry is its row
+                            copy.write_row(entry)
                     cur.execute(self._statements["insert_vault"])
                     fetched = cur.fetchone()
                     new_vault = fetched[0] if fetched else 0
@@ -344,24 +359,30 @@ class PostgresWriter:
         )
 
     def _stage_row(self, event: Event) -> tuple[Any, ...]:
+        """The event's row in the COPY's column order: its fields, delivery and outcome."""
         message = event.message
-        sent_at = _sent_at(message.sent_timestamp_ms)
-        fields = event.fields or {}
-        delivery = (message.message_id, sent_at, sent_at.date())
-        get = fields.get
-        values = [get(key) if slot < 0 else delivery[slot] for key, slot in self._row_plan]
+        fields = event.fields
+        if fields:
+            try:
+                values = tuple([fields[key] for key in self._field_keys])
+            except KeyError:  # not every declared field (a caller other than the validator)
+                values = tuple([fields.get(key) for key in self._field_keys])
+        else:
+            values = self._no_fields
+        sent_at, create_date = _sent_at(message.sent_timestamp_ms)
+        delivery: tuple[Any, ...] = (message.message_id, sent_at, create_date)
+        if len(self._delivery_slots) != 3:  # a table without some delivery column
+            delivery = tuple([delivery[i] for i in self._delivery_slots])
         rejection = event.rejection
         unknown = None if message.sent_timestamp_known else True
         if rejection is None:
             outcome = "row" if event.duplicate_of is None else "duplicate"
-            values += (outcome, message.receive_count, None, None,
-                       event.sealed_body, event.vault_key_id, event.duplicate_of,
-                       unknown)  # fmt: skip
-        else:
-            values += ("rejected", message.receive_count, rejection.reason, rejection.detail,
-                       event.sealed_body, event.vault_key_id, event.duplicate_of,
-                       unknown)  # fmt: skip
-        return tuple(values)
+            return (*values, *delivery, outcome, message.receive_count, None, None,
+                    event.sealed_body, event.vault_key_id, event.duplicate_of,
+                    unknown)  # fmt: skip
+        return (*values, *delivery, "rejected", message.receive_count, rejection.reason,
+                rejection.detail, event.sealed_body, event.vault_key_id, event.duplicate_of,
+                unknown)  # fmt: skip
 
 
 _MAINTAIN_EVERY_SECONDS = 3600.0  # the ledger's partition maintenance, while writing
@@ -369,20 +390,12 @@ _DELIVERY_SLOTS = {"message_id": 0, "sent_at": 1, "create_date": 2}
 _VAULT_TYPES = ["text", "text", "bytea", "text"]
 
 
-def _row_plan(columns: Sequence[Column]) -> list[tuple[str, int]]:
-    """Per row column: (its key in `Event.fields`, -1) for a field's column, or (its name,
-    index into the delivery tuple) for the delivery's."""
-    return [(c.name, _DELIVERY_SLOTS[c.name]) if c.key is None else (c.key, -1) for c in columns]
-
-
 @functools.lru_cache(maxsize=4096)
-def _sent_at(sent_timestamp_ms: int) -> datetime:
-    """SentTimestamp as a datetime (cached: a batch's messages often share the millisecond)."""
-    return datetime.fromtimestamp(sent_timestamp_ms / 1000, tz=timezone.utc)
-
-
-def _vault_row(entry: VaultEntry) -> tuple[Any, ...]:
-    return (entry.token, entry.field, entry.sealed, entry.vault_key_id)
+def _sent_at(sent_timestamp_ms: int) -> tuple[datetime, date]:
+    """SentTimestamp as a datetime and its UTC date (cached: a batch's messages often share
+    the millisecond)."""
+    sent_at = datetime.fromtimestamp(sent_timestamp_ms / 1000, tz=timezone.utc)
+    return sent_at, sent_at.date()
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import logging
 import sys
 
 from connectors import preflight
-from flows.builder import build_flow
+from flows.builder import build_flow, tune_gc
 from logins import shutdown
 from logins.config import ConfigError, load_config
 from logins.keys import KeyFileError
@@ -42,3 +42,4 @@ if _failed:
     raise SystemExit(2)
 
 log.info("logins flow built: queue %s -> table %s", config.source.queue_url, config.sink.table)
+tune_gc()

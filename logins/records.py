@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal, NamedTuple, get_args
 
 # Why a message cannot become a row: the validator's codes in the order it checks them (size,
 # JSON, object, then per field: missing -> null -> type -> length -> value), and `poison`, a
@@ -49,9 +49,9 @@ class Rejection:
     detail: str
 
 
-@dataclass(slots=True, frozen=True)
-class VaultEntry:
-    """A sealed original value, written once per token."""
+class VaultEntry(NamedTuple):
+    """A sealed original value, written once per token. A tuple in the vault's column order:
+    the sink COPYs it as it is (no object per row beyond this one)."""
 
     token: str
     field: str

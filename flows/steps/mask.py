@@ -22,8 +22,8 @@ from logins.sealcache import SealCache
 from logins.tokens import Tokenizer
 from logins.vault import Sealer
 
-# A PII value taken out of an event: (event, its fields, field, column, (field, value)).
-_Masked = tuple[Event, dict[str, Any], str, str, tuple[str, str]]
+# A PII value taken out of an event: (event, its fields, column, (field, value)).
+_Masked = tuple[Event, dict[str, Any], str, tuple[str, str]]
 
 
 class Masker:
@@ -43,17 +43,27 @@ class Masker:
         events = list(events)
         seals = self._sealer.batch()
         key_id = self._sealer.key_id
+        spec = self._fields
         masked: list[_Masked] = []
         distinct: dict[tuple[str, str], None] = {}  # (field, value), first seen first
         for event in events:
             message = event.message
+            fields = event.fields
             if event.rejection is not None:
                 event.sealed_body = seals.seal_rejected(message.message_id, message.body)
                 event.vault_key_id = key_id
             elif event.duplicate_of is not None:
                 event.fields = None
-            elif event.fields is not None and not event.masked:
-                self._take_fields(event, event.fields, masked, distinct)
+            elif fields is not None and not event.masked:
+                # the PII out of `fields`; its column is filled once the token is known
+                for name, column in spec:
+                    value = fields.pop(name, None)
+                    fields[column] = None
+                    if value is not None:
+                        assert isinstance(value, str)
+                        pair = (name, value)
+                        distinct[pair] = None
+                        masked.append((event, fields, column, pair))
             message.body = ""
             event.masked = True
         if not masked:
@@ -72,26 +82,15 @@ class Masker:
         ]
         cache.add_pending_many(fresh)
         sealed.update(fresh)
-        for event, fields, field, column, pair in masked:
+        # one entry per token the vault lacks, shared by the events that carry it
+        entries = {
+            token: VaultEntry(token, field, sealed[token], key_id)
+            for token, (field, _) in values.items()
+            if token not in committed
+        }
+        for event, fields, column, pair in masked:
             token = fields[column] = tokens[pair]
-            if token not in committed:
-                event.vault_entries.append(VaultEntry(token, field, sealed[token], key_id))
+            entry = entries.get(token)
+            if entry is not None:
+                event.vault_entries.append(entry)
         return events
-
-    def _take_fields(
-        self,
-        event: Event,
-        fields: dict[str, Any],
-        masked: list[_Masked],
-        distinct: dict[tuple[str, str], None],
-    ) -> None:
-        """Take the PII out of `fields` (its column is filled once the token is known)."""
-        for name, column in self._fields:
-            value = fields.pop(name, None)
-            fields[column] = None
-            if value is None:
-                continue
-            assert isinstance(value, str)
-            pair = (name, value)
-            distinct[pair] = None
-            masked.append((event, fields, name, column, pair))

@@ -44,7 +44,8 @@ _PACED_TICK = timedelta(milliseconds=5)
 def message_id(seed: int, index: int) -> str:
     """A random-looking UUID like SQS's, but deterministic: message `index` of a seed always
     gets the same id (so a replay is a redelivery), and ids are spread like real ones are."""
-    h = hashlib.blake2b(index.to_bytes(8, "little"), key=_seed_key(seed), digest_size=16)
+    h = _seed_hash(seed).copy()  # the keyed state, copied: no key setup per id
+    h.update(index.to_bytes(8, "little"))
     x = h.hexdigest()
     return f"{x[:8]}-{x[8:12]}-4{x[13:16]}-a{x[17:20]}-{x[20:]}"
 
@@ -52,6 +53,11 @@ def message_id(seed: int, index: int) -> str:
 @functools.lru_cache(maxsize=8)
 def _seed_key(seed: int) -> bytes:
     return hashlib.blake2b(str(seed).encode(), digest_size=16, person=b"logins-gen-id").digest()
+
+
+@functools.lru_cache(maxsize=8)
+def _seed_hash(seed: int) -> hashlib.blake2b:
+    return hashlib.blake2b(key=_seed_key(seed), digest_size=16)
 
 
 # --- datasets --------------------------------------------------------------------------------

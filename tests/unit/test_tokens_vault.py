@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,8 @@ from hypothesis import strategies as st
 from nacl.public import SealedBox
 
 from logins.keys import (
+    FINGERPRINT_LABEL,
+    HMAC_SHA256,
     KeyFileError,
     TokenKey,
     generate_keys,
@@ -17,7 +21,7 @@ from logins.keys import (
     load_vault_private_key,
     load_vault_public_key,
 )
-from logins.tokens import Tokenizer
+from logins.tokens import DIGEST_BYTES, LocalKey, Tokenizer
 from logins.vault import MAGIC, Opener, Sealer, VaultError
 
 KEY_A = TokenKey("aaaa1111", b"\x01" * 32)
@@ -259,3 +263,23 @@ def test_entries_sealed_in_format_1_still_open() -> None:
     assert keys.opener.open_rejected(old_body, message_id="m-1") == "{oops"
     with pytest.raises(VaultError, match="sealed for another token"):
         keys.opener.open(old, field="ip", token=keys.tokenizer.token("ip", "5.6.7.8"))
+
+
+@settings(max_examples=50, deadline=None)
+@given(secret=st.binary(min_size=1, max_size=100), messages=st.lists(st.binary(), max_size=5))
+def test_local_hmac_digests_are_hmac_sha256(secret: bytes, messages: list[bytes]) -> None:
+    """The key's precomputed pads give exactly hmac.digest's digests (any key length)."""
+    key = LocalKey(TokenKey("k1", secret, HMAC_SHA256))
+    assert key.token_digests(messages) == [
+        hmac.digest(secret, m, "sha256")[:DIGEST_BYTES] for m in messages
+    ]
+
+
+def test_fingerprints_keep_their_formula() -> None:
+    """Recovered dedupe state holds fingerprints: the digest of a record never changes."""
+    tokenizer = Tokenizer([KEY_A])
+    key = hashlib.blake2b(FINGERPRINT_LABEL, key=KEY_A.secret, digest_size=32).digest()
+    values = ["u1", 1002003, "1.2.3", None, "10.0.0.1", 2.5]
+    data = "\x1fu1\x1f1002003\x1f1.2.3\x1f\x00\x1f10.0.0.1\x1f2.5"[1:].encode()
+    assert tokenizer.fingerprint(values) == hashlib.blake2b(data, key=key, digest_size=16).digest()
+    assert tokenizer.fingerprint(iter(values)) == tokenizer.fingerprint(values)

@@ -81,11 +81,12 @@ def check_sqs(config: SqsSourceConfig) -> str:
 
 
 def sink_tables(config: AppConfig) -> tuple[list[str], list[str]]:
-    """(tables the sink inserts into, tables whose message ids it reads: ON CONFLICT and
-    RETURNING). Column grants count (the pipeline role of connectors/roles.py has only those)."""
+    """(tables the sink inserts into, tables whose columns it reads: the ledger's ON CONFLICT
+    key and RETURNING). Column grants count (the pipeline role of connectors/roles.py has only
+    those)."""
     sink = config.sink
-    reads = [sink.table, sink.rejected_table, sink.duplicates_table, sink.ledger_table]
-    return [*reads, config.vault.table], reads
+    inserts = [sink.table, sink.rejected_table, sink.duplicates_table, sink.ledger_table]
+    return [*inserts, config.vault.table], [sink.ledger_table]
 
 
 def check_postgres(config: AppConfig, migrate: bool = False) -> str:

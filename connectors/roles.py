@@ -168,20 +168,18 @@ def grants(
         sql.SQL("REVOKE ALL ON SEQUENCE {} FROM PUBLIC, {}").format(sequence, everyone),
         grant("SELECT", sequence, AUDITOR),
         grant("SELECT", version, *GRANTEES),
-        # the pipeline: INSERT what it writes, SELECT only the conflict keys and RETURNING
+        # the pipeline: INSERT what it writes; SELECT only the ledger's conflict key and what
+        # its RETURNING reads (the outcome tables' inserts return a constant: no SELECT there)
         grant("INSERT", table, PIPELINE, columns=row_columns),
-        grant("SELECT", table, PIPELINE, columns=["message_id"]),
         grant("INSERT", ledger, PIPELINE, columns=["message_id", "outcome", "sent_at"]),
         grant("SELECT", ledger, PIPELINE, columns=["sent_at", "message_id", "outcome"]),
         grant("INSERT", rejected, PIPELINE, columns=_REJECTED_WRITTEN),
-        grant("SELECT", rejected, PIPELINE, columns=["message_id"]),
         grant(
             "INSERT",
             duplicates,
             PIPELINE,
             columns=["message_id", "duplicate_of", "sent_at", "create_date"],
         ),
-        grant("SELECT", duplicates, PIPELINE, columns=["message_id"]),
         grant("INSERT", vault, PIPELINE, columns=["token", "field", "sealed", "vault_key_id"]),
         # analysts: the rows, the view, the counts; nothing sealed
         grant("SELECT", table, ANALYST, REVEALER),

@@ -21,10 +21,11 @@ demo: $(STAMP)
 ## make test: lint, type-check, the import layers and the whole test suite (unit, integration, end-to-end)
 ## in TEST_WORKERS processes (pytest-xdist; each has its own embedded PostgreSQL and SQS server).
 ## Most of the suite's time is fault tests waiting on timeouts and restarts, so three overlap
-## well on 2 cores. TEST_WORKERS=0 runs it in one process.
+## well on 2 cores. A file's tests stay in one process, in order (--dist loadfile): some
+## modules share a module-scoped setup that earlier tests fill. TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 3
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

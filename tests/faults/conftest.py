@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from logins.dev.embedded import EmbeddedPostgres, EmbeddedSqs
+from tests.faults.producer import PacedProducer
 from tests.faults.sqs_proxy import SqsFaultProxy
 from tests.helpers import make_keys, private_data_dir, service_env
 
@@ -111,7 +112,7 @@ def fault_env(
 def drain(
     start_flow: Callable[..., FlowProcess],
     env: dict[str, str],
-    producer: Any,
+    producer: PacedProducer,
     *args: str,
     running: Sequence[FlowProcess] = (),
 ) -> list[str]:
@@ -122,7 +123,7 @@ def drain(
     Batch mode starts only after the last send: its idle window ("the queue was empty for 3 s")
     must not end a run while the producer, stalled on a loaded machine, still has messages."""
     flows = list(running) or [start_flow(env, "-w", "2", *args)]
-    sent: list[str] = producer.finish()
+    sent = producer.finish()
     for flow in flows:
         flow.proc.send_signal(signal.SIGTERM)
     for flow in flows:

@@ -625,11 +625,13 @@ class _PostgresPartition(StatelessSinkPartition[Event]):
     def close(self) -> None:
         """Write what is queued, then close; raises if the writer thread failed and no
         write_batch has raised that yet."""
-        if self._queue is not None and self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-        self._committer.writer.close()
-        self._acker.close()
+        try:
+            if self._queue is not None and self._thread is not None:
+                self._queue.put(None)
+                self._thread.join()
+            self._committer.writer.close()
+        finally:
+            self._acker.close()  # whatever happened, this sink deletes nothing more
         # Raised once: Bytewax closes a partition while unwinding the error write_batch raised,
         # and an error from close() then is a panic during a panic, which aborts the process.
         if not self._failure_raised:

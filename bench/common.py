@@ -124,10 +124,13 @@ class Server:
         server is not on this machine (or /proc is not readable)."""
         with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
             row = conn.execute("SELECT pg_backend_pid()").fetchone()
-        assert row is not None
+            assert row is not None
+            try:  # while the backend lives: its parent is the postmaster
+                postmaster = int(_stat(int(row[0]))[1])
+            except (OSError, ValueError, IndexError):
+                return None
         ticks = os.sysconf("SC_CLK_TCK")
         try:
-            postmaster = int(_stat(int(row[0]))[1])
             fields = _stat(postmaster)
             total = sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
             for entry in Path("/proc").iterdir():

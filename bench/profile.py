@@ -17,11 +17,13 @@ _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^():]+)(?::\d+)?\)$")
 # The outermost frame that names a step decides a sample's step; the step's wait markers
 # anywhere in the stack mean the worker was waiting (idle) inside it.
 _STEPS: tuple[tuple[str, tuple[str, ...], tuple[str, ...], str], ...] = (
-    ("source", ("GeneratedPartition.", "_dataset_blocks", "SqsPartition."), (), ""),
+    ("source", ("_GeneratedPartition.", "GeneratedPartition.", "_dataset_blocks",
+                "SqsPartition.", "_SqsPartition."), (), ""),
     ("validate", ("Validator.",), (), ""),
     ("dedupe", ("_dedupe.", "_unkeyed", "DedupeLogic.", "shard_of"), (), ""),
     ("mask", ("Masker.",), (), ""),
-    ("sink", ("PostgresPartition.", "PostgresWriter."), ("Connection.wait", "Queue.put"),
+    ("sink", ("_PostgresPartition.", "PostgresPartition.", "PostgresWriter."),
+     ("Connection.wait", "Queue.put", "Thread.join"),
      "sink: waiting for PostgreSQL"),
 )  # fmt: skip
 

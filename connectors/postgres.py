@@ -478,18 +478,21 @@ class _PostgresPartition(StatelessSinkPartition[Event]):
     one row's data is split until that row is alone; it is retried through SQS redelivery and
     parked as a rejected row (`poison`) once it was received `poison_after_attempts` times.
 
-    Batches are written on a writer thread of this partition, `sink.queued_batches` deep, so
-    the worker prepares the next batches while PostgreSQL commits this one. Nothing is
-    deleted before its commit, so a batch still queued when the process dies comes back
-    from SQS like any uncommitted message. A failure on the writer thread is raised on the
-    worker by the next `write_batch` (or by `close`: the failure also stops the sources, so
-    the flow ends even if no batch follows); batches queued behind it are released to the
-    queue at once."""
+    Batches are written on `sink.writers` writer threads of this partition, each with its
+    own connection, from one queue `sink.queued_batches` deep, so the worker prepares the
+    next batches while PostgreSQL commits these: one connection's commits are a chain of
+    round trips (COPY, statement, commit) that leaves PostgreSQL's second core idle, and the
+    ledger, not the order of commits, makes each message's effect happen once. Nothing is
+    deleted before its own batch's commit, so a batch still queued when the process dies
+    comes back from SQS like any uncommitted message. A failure on a writer thread is raised
+    on the worker by the next `write_batch` (or by `close`: the failure also stops the
+    sources, so the flow ends even if no batch follows); batches queued behind it are
+    released to the queue at once."""
 
     def __init__(
         self,
         settings: PostgresSinkConfig,
-        committer: BatchCommitter,
+        committers: Sequence[BatchCommitter],
         *,
         cache: SealCache,
         acker: Acker,
@@ -498,8 +501,14 @@ class _PostgresPartition(StatelessSinkPartition[Event]):
     ) -> None:
         self._settings = settings
         self._max_release_seconds = max_release_seconds
-        self._committer = committer
-        self._committer.writer.connect()
+        self._committers = list(committers)
+        try:
+            for committer in self._committers:
+                committer.writer.connect()
+        except BaseException:
+            for committer in self._committers:
+                committer.writer.close()
+            raise
         metrics.LAST_COMMIT.set(time.time())  # "stalled" counts from the start until a commit
         self._span_attributes = _messaging_attributes(queue_name)
         self._cache = cache
@@ -508,11 +517,16 @@ class _PostgresPartition(StatelessSinkPartition[Event]):
         self._failure_raised = False
         self._refused = False  # the database refused this login for good: release, never write
         self._queue: queue.Queue[list[Event] | None] | None = None
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         if settings.queued_batches > 0:
             self._queue = queue.Queue(maxsize=settings.queued_batches)
-            self._thread = threading.Thread(target=self._drain, name="postgres-writer", daemon=True)
-            self._thread.start()
+            self._threads = [
+                threading.Thread(target=self._drain, args=(committer,), daemon=True,
+                                 name="postgres-writer")
+                for committer in self._committers
+            ]  # fmt: skip
+            for thread in self._threads:
+                thread.start()
 
     def write_batch(self, items: list[Event]) -> None:
         if not items:
@@ -522,19 +536,19 @@ class _PostgresPartition(StatelessSinkPartition[Event]):
             raise RuntimeError(f"{unmasked} events reached the sink without a mask step")
         self._raise_failure()
         if self._queue is None:
-            self._write_logged(items)
+            self._write_logged(items, self._committers[0])
         else:
             self._queue.put(items)  # blocks while the writer is behind: backpressure
 
-    def _drain(self) -> None:
-        """The writer thread: writes queued batches in order until `close`."""
+    def _drain(self, committer: BatchCommitter) -> None:
+        """A writer thread: writes queued batches on its connection until `close`."""
         assert self._queue is not None
         while (items := self._queue.get()) is not None:
             if self._failure is not None:
                 self._acker.release([e.message for e in items])  # never tried: back at once
                 continue
             try:
-                self._write_logged(items)
+                self._write_logged(items, committer)
             except BaseException as exc:  # handed to the worker thread by _raise_failure
                 self._failure = exc
                 shutdown.stop_after_failure()
@@ -544,9 +558,9 @@ class _PostgresPartition(StatelessSinkPartition[Event]):
             self._failure_raised = True
             raise RuntimeError("the PostgreSQL sink failed (logged above)") from self._failure
 
-    def _write_logged(self, items: list[Event]) -> None:
+    def _write_logged(self, items: list[Event], committer: BatchCommitter) -> None:
         try:
-            self._write_batch(items)
+            self._write_batch(items, committer)
         except Exception:
             # In a cluster other processes only see a bare panic: log the traceback here.
             log.exception(
@@ -555,7 +569,7 @@ class _PostgresPartition(StatelessSinkPartition[Event]):
             )
             raise
 
-    def _write_batch(self, items: list[Event]) -> None:
+    def _write_batch(self, items: list[Event], committer: BatchCommitter) -> None:
         if self._refused:
             self._acker.release([e.message for e in items])
             return
@@ -570,7 +584,7 @@ class _PostgresPartition(StatelessSinkPartition[Event]):
                     span.add_link(link.context, link.attributes)
             started = time.perf_counter()
             try:
-                committed = self._committer.commit(items)
+                committed = committer.commit(items)
             except DatabaseUnavailable as exc:
                 self._acker.release([e.message for e in items])  # back to the queue at once
                 if not exc.permanent:
@@ -626,10 +640,13 @@ class _PostgresPartition(StatelessSinkPartition[Event]):
         """Write what is queued, then close; raises if the writer thread failed and no
         write_batch has raised that yet."""
         try:
-            if self._queue is not None and self._thread is not None:
-                self._queue.put(None)
-                self._thread.join()
-            self._committer.writer.close()
+            if self._queue is not None:
+                for _ in self._threads:
+                    self._queue.put(None)  # each writer ends at one, after the batches before
+                for thread in self._threads:
+                    thread.join()
+            for committer in self._committers:
+                committer.writer.close()
         finally:
             self._acker.close()  # whatever happened, this sink deletes nothing more
         # Raised once: Bytewax closes a partition while unwinding the error write_batch raised,
@@ -740,9 +757,10 @@ class PostgresSink(DynamicSink[Event]):
         )
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _PostgresPartition:
+        writers = self._settings.writers if self._settings.queued_batches > 0 else 1
         return _PostgresPartition(
             self._settings,
-            self.committer(),
+            [self.committer() for _ in range(writers)],
             cache=self._cache,
             acker=self._acker_factory(),
             max_release_seconds=self._max_release_seconds,

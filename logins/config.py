@@ -356,6 +356,14 @@ class PostgresSinkConfig(_Strict):
         le=64,
         description="batches waiting for the sink's writer thread (0: write on the worker thread)",
     )
+    writers: int = Field(
+        2,
+        ge=1,
+        le=8,
+        description="connections each worker's sink commits on, each on a writer thread of its"
+        " own: batches commit side by side, and each is deleted from the queue after its own"
+        " commit (1: one batch at a time); more than 1 needs `queued_batches` >= 1",
+    )
     retry: DatabaseRetryConfig = Field(
         default_factory=DatabaseRetryConfig, description="while the database is away"
     )
@@ -397,6 +405,11 @@ class PostgresSinkConfig(_Strict):
         )
         if repeated:
             raise ValueError(f"published_columns: {repeated} listed more than once")
+        if self.writers > 1 and self.queued_batches == 0:
+            raise ValueError(
+                f"writers: {self.writers} writer threads need queued_batches >= 1 (0 writes on"
+                " the worker thread, one batch at a time)"
+            )
         return self
 
 

@@ -29,7 +29,7 @@ from logins.sealcache import SealCache
 from logins.secrets import load_secrets
 from tests.helpers import config_for, fetch
 
-QUEUED = "sink:\n  queued_batches: 2\n"
+QUEUED = "sink:\n  queued_batches: 2\n  writers: 1\n"  # one connection: batches commit in order
 
 
 class RecordingAcker:
@@ -163,3 +163,39 @@ def test_a_failure_first_seen_at_close_is_raised_by_close(
         shutdown.reset()
     assert isinstance(failed.value.__cause__, psycopg.errors.UndefinedTable)
     assert acker.deleted == []
+
+
+def test_two_writers_commit_side_by_side_and_delete_each_batch_after_its_own_commit(
+    flow_env: dict[str, str], database_url: str, tmp_path: Path
+) -> None:
+    """`sink.writers: 2`: a batch held up in PostgreSQL does not hold up the next one."""
+    config = config_for(flow_env, tmp_path, "sink:\n  queued_batches: 2\n  writers: 2\n")
+    acker = RecordingAcker(database_url)
+    first, second = _batches(config, 2, 100)
+    held = first[0].message
+    partition = _partition(config, acker)
+    with psycopg.connect(database_url) as blocker:
+        # An uncommitted claim of the first batch's first id: that batch's ledger insert
+        # waits for this transaction to end.
+        blocker.execute(
+            "INSERT INTO logins_ledger (message_id, outcome, sent_at)"
+            " VALUES (%s, 'row', to_timestamp(%s / 1000.0))",
+            (held.message_id, held.sent_timestamp_ms),
+        )
+        partition.write_batch(first)
+        partition.write_batch(second)
+        second_ids = [e.message.message_id for e in second]
+        deadline = time.monotonic() + 30
+        while sorted(acker.deleted) != sorted(second_ids) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert sorted(acker.deleted) == sorted(second_ids)  # committed past the held batch
+        blocker.rollback()  # the first batch's insert goes on and claims its id after all
+    partition.close()
+
+    sent = [e.message.message_id for batch in (first, second) for e in batch]
+    assert sorted(acker.deleted) == sorted(sent)  # every message once
+    assert acker.deleted[: len(second_ids)] == second_ids
+    assert acker.uncommitted_at_delete == []
+    assert acker.threads == {"postgres-writer"}
+    with psycopg.connect(database_url) as conn:
+        assert fetch(conn, "SELECT count(*) FROM logins_ledger") == [(len(sent),)]

@@ -191,6 +191,16 @@ def test_unknown_key_is_refused(tmp_path: Path) -> None:
         load_config(env)
 
 
+def test_writer_threads_need_a_queue(tmp_path: Path) -> None:
+    env = _custom(
+        tmp_path,
+        "extends: " + str(Path("config/local.yaml").resolve())
+        + "\nsink:\n  queued_batches: 0\n  writers: 2\n",
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match=r"sink: .*writers: 2 writer threads need queued_b"):
+        load_config(env)
+
+
 def test_step_errors_point_into_the_step_list(tmp_path: Path) -> None:
     env = _custom(
         tmp_path,

@@ -42,6 +42,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--messages", type=int, default=1_000_000, help="core path size")
     p.add_argument("--small", type=int, default=100_000, help="the memory-growth comparison size")
+    p.add_argument(
+        "--cost-small", type=int, default=50_000, help="the cost-per-message comparison size"
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3, help="repeats of the short measurements")
     p.add_argument("--naive-messages", type=int, default=10_000)
@@ -62,7 +65,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     args = p.parse_args(argv)
     if args.quick:
-        args.messages, args.small, args.repeats = 50_000, 10_000, 1
+        args.messages, args.small, args.cost_small, args.repeats = 50_000, 10_000, 5_000, 1
         args.naive_messages, args.latency_seconds, args.profile_messages = 1000, 5.0, 10_000
         args.sqs_messages = min(args.sqs_messages, 2000)
     return args
@@ -145,6 +148,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
                                    messages=args.small, workers=1)  # fmt: skip
             small.append(as_dict(run))
         runs["small_1w"] = small
+        runs["cost_small_1w"] = [
+            as_dict(core.run_flow(server, args.work, keyfiles, data, name=f"cost_{attempt}",
+                                  messages=args.cost_small, workers=1)[0])
+            for attempt in range(args.repeats)
+        ]  # fmt: skip
         run, _ = core.run_flow(server, args.work, keyfiles, data, name="latency",
                                messages=int(args.latency_rate * args.latency_seconds),
                                workers=1, rate=args.latency_rate)  # fmt: skip

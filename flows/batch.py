@@ -27,8 +27,11 @@ from logins.vault import Sealer
 
 def seal_cache(config: AppConfig) -> SealCache:
     """The seal cache the mask steps share, sized like the flow's (the smallest step's size)."""
-    sizes = (s.seal_cache_size for s in config.steps if isinstance(s, MaskStep))
-    return SealCache(min(sizes, default=0))
+    masks = [s for s in config.steps if isinstance(s, MaskStep)]
+    return SealCache(
+        min((s.seal_cache_size for s in masks), default=0),
+        min((s.seal_cache_overflow_tokens for s in masks), default=0),
+    )
 
 
 def batch_committer(config: AppConfig, sealer: Sealer) -> BatchCommitter:

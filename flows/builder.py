@@ -21,6 +21,7 @@ from connectors.migrations import on_connect
 from connectors.postgres import PostgresSink
 from connectors.schema import table_schema
 from connectors.sqs import Acker, NoAcker, SqsSource
+from flows.batch import seal_cache
 from flows.steps import dedupe
 from flows.steps.mask import Masker
 from flows.steps.validate import Validator
@@ -42,8 +43,7 @@ def build_flow(
     """The logins dataflow. `source`/`acker_factory` replace SQS (in-process benchmarks)."""
     shutdown.reset()  # a stop requested for an earlier flow in this process does not carry over
     secrets = secrets or load_secrets(config)
-    mask_steps = [s for s in config.steps if isinstance(s, MaskStep)]
-    cache = SealCache(min((s.seal_cache_size for s in mask_steps), default=0))
+    cache = seal_cache(config)
     flow = Dataflow("logins")
     if source is None:
         sqs = SqsSource(config.source)

@@ -258,12 +258,20 @@ class MaskStep(_Strict):
     fields: dict[str, str] = Field(
         description="input field -> the column holding its token (`varchar(256)`)"
     )
-    # ~175 bytes per token; a token it forgot only costs resending its vault entry, which the
-    # vault's insert skips (ON CONFLICT DO NOTHING).
+    # A token it forgot only costs resending its vault entry, which the vault's insert skips
+    # (ON CONFLICT DO NOTHING); logins/sealcache.py.
     seal_cache_size: int = Field(
         50_000,
         ge=0,
-        description="tokens remembered as already in the vault (LRU, about 175 bytes each)",
+        description="tokens remembered as already in the vault (LRU, about 175 bytes each;"
+        " 0: no cache)",
+    )
+    seal_cache_overflow_tokens: int = Field(
+        2_000_000,
+        ge=0,
+        le=1_000_000_000,
+        description="tokens remembered beyond `seal_cache_size`, those it evicted, as 8-byte"
+        " hashes in a table allocated at start (16 MB at the default; 0: none)",
     )
 
 

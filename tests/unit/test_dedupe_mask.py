@@ -147,6 +147,27 @@ def test_seal_cache_is_bounded() -> None:
     assert cache.committed_among(["t999", "t0"]) == {"t999"}
 
 
+def test_seal_cache_remembers_what_its_lru_evicts_as_hashes() -> None:
+    cache = SealCache(100, overflow_slots=10_000)
+    assert cache.overflow_bytes == 10_000 * 8  # allocated at start, whatever comes
+    tokens = [f"k1.{i:032x}" for i in range(2000)]
+    cache.mark_committed(tokens)
+    assert cache.committed_among(tokens) == set(tokens)  # 100 in the LRU, 1,900 as hashes
+    others = [f"k1.{i:032x}" for i in range(2000, 102_000)]
+    assert cache.committed_among(others) == set()  # no false "held": it would skip a seal
+
+
+def test_seal_cache_overflow_is_bounded_and_forgets_in_turn() -> None:
+    cache = SealCache(10, overflow_slots=64)
+    tokens = [f"t{i}" for i in range(10_000)]
+    cache.mark_committed(tokens)
+    found = cache.committed_among(tokens)
+    assert set(tokens[-10:]) <= found  # the LRU's ten
+    assert len(found) <= 10 + 64
+    assert len(found) > 10 + 32  # buckets that filled forget one slot, not all
+    assert SealCache(0, overflow_slots=64).overflow_bytes == 0  # no cache: nothing allocated
+
+
 def test_seal_cache_keeps_the_tokens_that_come_back() -> None:
     cache = SealCache(3)
     cache.mark_committed(["a", "b", "c"])

@@ -352,6 +352,9 @@ def core_summary(
         "ceiling_wal_bytes_per_row": round(median(eo.wal_bytes) / eo.items, 1)
         if eo.wal_bytes
         else None,
+        "ceiling_postgres_cpu_us_per_row": round(median(eo.postgres_cpu) / eo.items * 1e6, 2)
+        if eo.postgres_cpu
+        else None,
         "peak_rss_mb": round(run.process.peak_rss_mb, 1),
     }
 

@@ -36,6 +36,8 @@ class Repeated:
     items: int  # messages (baseline) or rows (ceiling) per repeat
     rates: list[float]  # items/s of each repeat
     wal_bytes: list[int] = field(default_factory=list)  # WAL the server wrote, per repeat
+    # the server's CPU seconds per repeat (Server.cpu_seconds; empty if not on this machine)
+    postgres_cpu: list[float] = field(default_factory=list)
 
     @property
     def median(self) -> float:
@@ -190,6 +192,7 @@ def exactly_once_ceiling(
     chunks = _chunks(rows_file, batch)
     rates: list[float] = []
     wal: list[int] = []
+    cpu: list[float] = []
     with psycopg.connect(dsn) as conn:
         for attempt in range(repeats):
             for table in (sink.table, sink.ledger_table):
@@ -222,6 +225,7 @@ def exactly_once_ceiling(
                 s_rows=sql.SQL(", ").join(sql.Identifier("s", n) for n in names),
             )
             wal_before = server.wal_lsn()
+            cpu_before = server.cpu_seconds()
             started = time.perf_counter()
             with conn.cursor() as cur:
                 for chunk in chunks:
@@ -230,6 +234,9 @@ def exactly_once_ceiling(
                     cur.execute(insert)
                     conn.commit()
             elapsed = time.perf_counter() - started
+            cpu_after = server.cpu_seconds()  # this connection's backend is a live child
+            if cpu_before is not None and cpu_after is not None:
+                cpu.append(cpu_after - cpu_before)
             wal.append(server.wal_bytes(wal_before))
             row = conn.execute(
                 sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(sink.table))
@@ -244,6 +251,7 @@ def exactly_once_ceiling(
         sum(c.count(b"\n") for c in chunks),
         rates,
         wal,
+        cpu,
     )
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from bench.common import Server, log, median
+from bench.common import Server, backend_cpu_seconds, log, median
 from connectors.migrations import migrate
 from connectors.schema import Column, table_schema
 from logins.config import AppConfig
@@ -38,6 +38,7 @@ class Repeated:
     wal_bytes: list[int] = field(default_factory=list)  # WAL the server wrote, per repeat
     # the server's CPU seconds per repeat (Server.cpu_seconds; empty if not on this machine)
     postgres_cpu: list[float] = field(default_factory=list)
+    backend_cpu: list[float] = field(default_factory=list)  # its own connection's, per repeat
 
     @property
     def median(self) -> float:
@@ -193,6 +194,7 @@ def exactly_once_ceiling(
     rates: list[float] = []
     wal: list[int] = []
     cpu: list[float] = []
+    own: list[float] = []
     with psycopg.connect(dsn) as conn:
         for attempt in range(repeats):
             for table in (sink.table, sink.ledger_table):
@@ -226,6 +228,7 @@ def exactly_once_ceiling(
             )
             wal_before = server.wal_lsn()
             cpu_before = server.cpu_seconds()
+            own_before = backend_cpu_seconds(conn.info.backend_pid)
             started = time.perf_counter()
             with conn.cursor() as cur:
                 for chunk in chunks:
@@ -235,8 +238,11 @@ def exactly_once_ceiling(
                     conn.commit()
             elapsed = time.perf_counter() - started
             cpu_after = server.cpu_seconds()  # this connection's backend is a live child
+            own_after = backend_cpu_seconds(conn.info.backend_pid)
             if cpu_before is not None and cpu_after is not None:
                 cpu.append(cpu_after - cpu_before)
+            if own_before is not None and own_after is not None:
+                own.append(own_after - own_before)
             wal.append(server.wal_bytes(wal_before))
             row = conn.execute(
                 sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(sink.table))
@@ -252,6 +258,7 @@ def exactly_once_ceiling(
         rates,
         wal,
         cpu,
+        own,
     )
 
 

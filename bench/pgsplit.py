@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +52,14 @@ def _backend_ns(pid: int) -> int:
     return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
 
 
-def load_batches(dsn: str, config: AppConfig, batch: int) -> list[tuple[list[tuple], list[tuple]]]:
+def load_batches(
+    dsn: str, config: AppConfig, batch: int, seal_cache: int | None = None
+) -> list[tuple[list[tuple], list[tuple]]]:
     """The run's row messages in the order they were committed, in batches of `batch`, each
-    with the vault entries whose token it uses first (what the sink staged for it)."""
+    with the vault entries whose token it uses first; or, with `seal_cache`, what the mask
+    step stages with a seal cache of that size (logins/sealcache.py, an LRU of committed
+    tokens): every token of the batch it does not remember, so also the tokens it forgot,
+    which the vault already holds."""
     names = [c.name for c in table_schema(config).row]
     masked = list(tables(config).masked.values())
     with psycopg.connect(dsn) as conn:
@@ -77,16 +83,30 @@ def load_batches(dsn: str, config: AppConfig, batch: int) -> list[tuple[list[tup
         ).fetchall()
     where = [names.index(c) for c in masked]
     seen: set[str] = set()
+    lru: OrderedDict[str, None] = OrderedDict()
     out = []
     for i in range(0, len(rows), batch):
         chunk = rows[i : i + batch]
         entries = []
+        staged: set[str] = set()
         for row in chunk:
             for j in where:
                 token = row[j]
-                if token in vault and token not in seen:
-                    seen.add(token)
+                if token not in vault:
+                    continue
+                if seal_cache is None:
+                    if token not in seen:
+                        seen.add(token)
+                        entries.append(vault[token])
+                elif token in lru:
+                    lru.move_to_end(token)
+                elif token not in staged:
+                    staged.add(token)
                     entries.append(vault[token])
+        for token in staged:  # committed with the batch
+            lru[token] = None
+            if len(lru) > (seal_cache or 0):
+                lru.popitem(last=False)
         out.append((chunk, entries))
     return out
 
@@ -251,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--segment", type=int, default=50_000)
     p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--seal-cache", type=int, default=None, help="stage as a seal cache of N")
     p.add_argument("--variants", default="base,no_entry_id_index,no_vault")
     p.add_argument("--work", type=Path, default=ROOT / "bench" / ".work")
     args = p.parse_args(argv)
@@ -263,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         run, dsn = core.run_flow(server, args.work, keyfiles, data, name="pgsplit_src",
                                  messages=args.messages, workers=1, keep_database=True)  # fmt: skip
         config = config_for(flow_env(keyfiles, dsn))
-        batches = load_batches(dsn, config, config.source.max_batch)
+        batches = load_batches(dsn, config, config.source.max_batch, args.seal_cache)
         server.drop_database("bench_pgsplit_src")
         log(f"replaying {len(batches)} batches")
         for r in range(args.rounds):
@@ -276,7 +297,9 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(result)
     finally:
         server.stop()
-    print(json.dumps({"messages": args.messages, "flow_msgs_per_s": run.msgs_per_s,
+    print(json.dumps({"messages": args.messages, "seal_cache": args.seal_cache,
+                      "flow_backend_cpu_s": run.backend_cpu_seconds,
+                      "flow_msgs_per_s": run.msgs_per_s,
                       "flow_postgres_cpu_s": run.postgres_cpu_seconds,
                       "results": results}))  # fmt: skip
     return 0

@@ -360,6 +360,16 @@ def core_summary(
         "ceiling_wal_bytes_per_row": round(median(eo.wal_bytes) / eo.items, 1)
         if eo.wal_bytes
         else None,
+        "ceiling_postgres_cpu_us_per_row": round(median(eo.postgres_cpu) / eo.items * 1e6, 2)
+        if eo.postgres_cpu
+        else None,
+        # the run's and the ceiling's own backends only (the server may be shared)
+        "backend_cpu_us_per_msg": None
+        if run.backend_cpu_seconds is None
+        else round(run.backend_cpu_seconds / n * 1e6, 2),
+        "ceiling_backend_cpu_us_per_row": round(median(eo.backend_cpu) / eo.items * 1e6, 2)
+        if eo.backend_cpu
+        else None,
         "peak_rss_mb": round(run.process.peak_rss_mb, 1),
     }
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from bench.common import Server, log, median
+from bench.common import Server, backend_cpu_seconds, log, median
 from connectors.migrations import migrate
 from connectors.schema import Column, table_schema
 from logins.config import AppConfig
@@ -36,6 +36,9 @@ class Repeated:
     items: int  # messages (baseline) or rows (ceiling) per repeat
     rates: list[float]  # items/s of each repeat
     wal_bytes: list[int] = field(default_factory=list)  # WAL the server wrote, per repeat
+    # the server's CPU seconds per repeat (Server.cpu_seconds; empty if not on this machine)
+    postgres_cpu: list[float] = field(default_factory=list)
+    backend_cpu: list[float] = field(default_factory=list)  # its own connection's, per repeat
 
     @property
     def median(self) -> float:
@@ -190,6 +193,8 @@ def exactly_once_ceiling(
     chunks = _chunks(rows_file, batch)
     rates: list[float] = []
     wal: list[int] = []
+    cpu: list[float] = []
+    own: list[float] = []
     with psycopg.connect(dsn) as conn:
         for attempt in range(repeats):
             for table in (sink.table, sink.ledger_table):
@@ -222,6 +227,8 @@ def exactly_once_ceiling(
                 s_rows=sql.SQL(", ").join(sql.Identifier("s", n) for n in names),
             )
             wal_before = server.wal_lsn()
+            cpu_before = server.cpu_seconds()
+            own_before = backend_cpu_seconds(conn.info.backend_pid)
             started = time.perf_counter()
             with conn.cursor() as cur:
                 for chunk in chunks:
@@ -230,6 +237,12 @@ def exactly_once_ceiling(
                     cur.execute(insert)
                     conn.commit()
             elapsed = time.perf_counter() - started
+            cpu_after = server.cpu_seconds()  # this connection's backend is a live child
+            own_after = backend_cpu_seconds(conn.info.backend_pid)
+            if cpu_before is not None and cpu_after is not None:
+                cpu.append(cpu_after - cpu_before)
+            if own_before is not None and own_after is not None:
+                own.append(own_after - own_before)
             wal.append(server.wal_bytes(wal_before))
             row = conn.execute(
                 sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(sink.table))
@@ -244,6 +257,8 @@ def exactly_once_ceiling(
         sum(c.count(b"\n") for c in chunks),
         rates,
         wal,
+        cpu,
+        own,
     )
 
 

@@ -142,9 +142,65 @@ class Server:
             return None
         return total / ticks
 
+    def backends_cpu(self, database: str) -> BackendsCpu:
+        """A sampler of the CPU used by the backends connected to `database` (of this server):
+        unlike cpu_seconds, other databases' clients of a shared server do not count."""
+        return BackendsCpu(self.admin_dsn, database + self.suffix)
+
     def stop(self) -> None:
         if self._embedded is not None:
             self._embedded.stop()
+
+
+def backend_cpu_seconds(pid: int) -> float | None:
+    """On-CPU time of one local process, in seconds, from /proc/PID/schedstat (nanoseconds;
+    None if the process is gone or not on this machine)."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class BackendsCpu:
+    """Polls, every `every` seconds until stopped, the backends connected to one database and
+    their on-CPU time (/proc/PID/schedstat): `seconds` sums each backend's last reading, so
+    the CPU a backend used in its last interval before it exited is missed (<= `every`)."""
+
+    def __init__(self, admin_dsn: str, database: str, every: float = 0.1) -> None:
+        self._admin_dsn, self._database, self._every = admin_dsn, database, every
+        self._last: dict[int, float] = {}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self.readable = True
+
+    def __enter__(self) -> BackendsCpu:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _poll(self) -> None:
+        with psycopg.connect(self._admin_dsn, autocommit=True) as conn:
+            while True:
+                pids = conn.execute(
+                    "SELECT pid FROM pg_stat_activity"
+                    " WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (self._database,),
+                ).fetchall()
+                for (pid,) in pids:
+                    used = backend_cpu_seconds(int(pid))
+                    if used is None:
+                        self.readable = self.readable and pid in self._last
+                    else:
+                        self._last[int(pid)] = used
+                if self._done.wait(self._every):
+                    break
+
+    @property
+    def seconds(self) -> float | None:
+        return sum(self._last.values()) if self.readable and self._last else None
 
 
 def _stat(pid: int, missing_ok: bool = False) -> list[str]:

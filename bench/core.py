@@ -48,6 +48,9 @@ class FlowRun:
     # ordering matter, not a loss: `exact` already holds)
     resends_missed: int = 0
     postgres_cpu_seconds: float | None = None  # the server's CPU during the run, if local
+    # the CPU of the run's own backends (its database's connections), if local: on a shared
+    # server, postgres_cpu_seconds also counts everyone else's
+    backend_cpu_seconds: float | None = None
     wal_bytes: int | None = None  # WAL the server wrote during the run (pg_current_wal_lsn)
 
 
@@ -81,7 +84,8 @@ def run_flow(
     )
     pg_before = server.cpu_seconds()
     wal_before = server.wal_lsn()
-    process = run_process(argv, env, work / f"{name}.log", timeout)
+    with server.backends_cpu(dbname) as backends:
+        process = run_process(argv, env, work / f"{name}.log", timeout)
     time.sleep(0.5)  # the flow's backends exit and are reaped
     pg_after = server.cpu_seconds()
     wal = server.wal_bytes(wal_before)
@@ -99,7 +103,7 @@ def run_flow(
         name, messages, workers, rate, process, ledger, expected, exact,
         ledger.total / elapsed if elapsed > 0 else 0.0, resends_missed=missed,
         postgres_cpu_seconds=None if pg_before is None or pg_after is None
-        else pg_after - pg_before, wal_bytes=wal,
+        else pg_after - pg_before, wal_bytes=wal, backend_cpu_seconds=backends.seconds,
     )  # fmt: skip
     if rate is not None:
         result.latency_ms = latency(dsn, config.sink.ledger_table)

@@ -1,0 +1,309 @@
+"""Where PostgreSQL's CPU per message goes: the sink's statements replayed one by one.
+
+    python -m bench.pgsplit -n N [--variants base,no_entry_id_index,...] [--rounds R]
+
+Runs the core path once into a fresh database (kept), then replays its batches, in the order
+the flow committed them, into fresh databases migrated by the project (one per variant,
+variants alternating round by round): for each batch the sink's own statements (COPY into
+stage_events, the claim-and-insert, COPY into stage_vault, the vault insert, COMMIT), with
+the batch's rows and the vault entries first used in it. Each statement's cost is the
+replaying backend's own CPU time (/proc/<pid>/schedstat, nanoseconds), so other clients of
+a shared server do not count; the WAL is the database's own (pg_current_wal_lsn around each
+statement, on a server nobody else writes to it is exact, else an upper bound). Reported per
+message, by segment of the run (the first 50k messages, ..., the last), so the growth with
+the tables' size shows. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from bench import core
+from bench.common import ROOT, Server, config_for, dataset, flow_env, keys, log, prepare_schema
+from connectors.postgres import PostgresWriter
+from connectors.schema import table_schema
+from logins.config import AppConfig
+from logins.vaultschema import tables
+
+PHASES = ("copy_events", "insert", "copy_vault", "insert_vault", "commit")
+
+# What each variant changes in a freshly migrated database before the replay.
+VARIANTS: dict[str, list[str]] = {
+    "base": [],
+    "no_entry_id_index": ["DROP INDEX pii_vault_entry_id_key"],
+    "no_vault": [],  # the replay skips the vault statements
+    "plain_vault_insert": [],  # INSERT without ON CONFLICT in a savepoint (no conflicts here)
+    "token_arbiter": [],  # ON CONFLICT (token) DO NOTHING: only the token index pre-checked
+    "vault_ff70": ["ALTER TABLE pii_vault SET (fillfactor = 70)",
+                   "ALTER INDEX pii_vault_pkey SET (fillfactor = 70)"],
+}  # fmt: skip
+
+
+def _backend_ns(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+
+
+def load_batches(
+    dsn: str, config: AppConfig, batch: int, seal_cache: int | None = None
+) -> list[tuple[list[tuple], list[tuple]]]:
+    """The run's row messages in the order they were committed, in batches of `batch`, each
+    with the vault entries whose token it uses first; or, with `seal_cache`, what the mask
+    step stages with a seal cache of that size (logins/sealcache.py, an LRU of committed
+    tokens): every token of the batch it does not remember, so also the tokens it forgot,
+    which the vault already holds."""
+    names = [c.name for c in table_schema(config).row]
+    masked = list(tables(config).masked.values())
+    with psycopg.connect(dsn) as conn:
+        vault = {
+            token: (token, field, bytes(sealed), key_id)
+            for token, field, sealed, key_id in conn.execute(
+                sql.SQL("SELECT token, field, sealed, vault_key_id FROM {}").format(
+                    sql.Identifier(config.vault.table)
+                )
+            )
+        }
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT {} FROM {} t JOIN {} l USING (sent_at, message_id)"
+                " ORDER BY l.committed_at, l.message_id"
+            ).format(
+                sql.SQL(", ").join(sql.Identifier("t", n) for n in names),
+                sql.Identifier(config.sink.table),
+                sql.Identifier(config.sink.ledger_table),
+            )
+        ).fetchall()
+    where = [names.index(c) for c in masked]
+    seen: set[str] = set()
+    lru: OrderedDict[str, None] = OrderedDict()
+    out = []
+    for i in range(0, len(rows), batch):
+        chunk = rows[i : i + batch]
+        entries = []
+        staged: set[str] = set()
+        for row in chunk:
+            for j in where:
+                token = row[j]
+                if token not in vault:
+                    continue
+                if seal_cache is None:
+                    if token not in seen:
+                        seen.add(token)
+                        entries.append(vault[token])
+                elif token in lru:
+                    lru.move_to_end(token)
+                elif token not in staged:
+                    staged.add(token)
+                    entries.append(vault[token])
+        for token in staged:  # committed with the batch
+            lru[token] = None
+            if len(lru) > (seal_cache or 0):
+                lru.popitem(last=False)
+        out.append((chunk, entries))
+    return out
+
+
+def replay(
+    server: Server,
+    config: AppConfig,
+    batches: list[tuple[list[tuple], list[tuple]]],
+    variant: str,
+    segment: int,
+) -> dict[str, Any]:
+    dbname = f"bench_pgsplit_{variant}"
+    dsn = server.fresh_database(dbname)
+    prepare_schema(dsn, config)
+    writer = PostgresWriter(config.sink, table_schema(config), vault_table=config.vault.table)
+    st = writer.statements
+    row_cols = table_schema(config).row
+    names = [c.name for c in row_cols]
+    copy_events = sql.SQL(
+        "COPY stage_events ({}, _outcome, _receive_count) FROM STDIN (FORMAT BINARY)"
+    ).format(sql.SQL(", ").join(sql.Identifier(n) for n in names))
+    types = [c.copy_type for c in row_cols] + ["text", "int4"]
+    segs: list[dict[str, float]] = []
+    messages = 0
+    with psycopg.connect(dsn) as conn:
+        for statement in VARIANTS[variant]:
+            conn.execute(statement)
+        conn.execute(st["create_stage"])
+        conn.commit()
+        pid = conn.info.backend_pid
+        cur = conn.cursor()
+        acc = dict.fromkeys(PHASES, 0.0) | {f"{p}_wall": 0.0 for p in PHASES}
+        acc |= {"messages": 0, "vault_entries": 0, "wal": 0.0}
+        wal0 = server.wal_lsn()
+
+        def timed_phase(name: str, fn: Any) -> None:
+            c0, w0 = _backend_ns(pid), time.perf_counter()
+            fn()
+            acc[name] += (_backend_ns(pid) - c0) / 1e9
+            acc[f"{name}_wall"] += time.perf_counter() - w0
+
+        explain_at = {
+            min(segment // max(len(batches[0][0]), 1), len(batches) - 1),
+            len(batches) - 1,
+        }
+        explained: list[dict[str, Any]] = []
+        for index, (rows, entries) in enumerate(batches):
+
+            def do_copy_events(rows: list[tuple] = rows) -> None:
+                with cur.copy(copy_events) as copy:
+                    copy.set_types(types)
+                    for row in rows:
+                        copy.write_row((*row, "row", 1))
+
+            def do_copy_vault(entries: list[tuple] = entries) -> None:
+                with cur.copy(st["copy_vault"]) as copy:
+                    copy.set_types(["text", "text", "bytea", "text"])
+                    for entry in entries:
+                        copy.write_row(entry)
+
+            explain = index in explain_at and variant in ("base", "no_entry_id_index")
+            timed_phase("copy_events", do_copy_events)
+            if explain:
+                explained.append({"batch": index, "upto": messages + len(rows),
+                                  "insert": _explain(cur, st["insert"])})  # fmt: skip
+            else:
+                timed_phase("insert", lambda: cur.execute(st["insert"]).fetchone())
+            if entries and variant != "no_vault":
+                timed_phase("copy_vault", do_copy_vault)
+                if explain:
+                    explained[-1]["insert_vault"] = _explain(cur, st["insert_vault"])
+                    explained[-1]["vault_entries"] = len(entries)
+                elif variant == "token_arbiter":
+                    timed_phase("insert_vault", lambda: _token_arbiter(cur, config))
+                elif variant == "plain_vault_insert":
+                    timed_phase("insert_vault", lambda: _plain_vault(cur, config))
+                else:
+                    timed_phase("insert_vault", lambda: cur.execute(st["insert_vault"]).fetchone())
+                acc["vault_entries"] += len(entries)
+            timed_phase("commit", conn.commit)
+            acc["messages"] += len(rows)
+            messages += len(rows)
+            if acc["messages"] >= segment:
+                acc["wal"] = server.wal_bytes(wal0)
+                segs.append(_per_message(acc, messages))
+                acc = dict.fromkeys(acc, 0.0)
+                wal0 = server.wal_lsn()
+        if acc["messages"]:
+            acc["wal"] = server.wal_bytes(wal0)
+            segs.append(_per_message(acc, messages))
+        sizes = conn.execute(
+            "SELECT c.relname::text, pg_relation_size(c.oid) FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public'"
+            " AND c.relkind IN ('r', 'i') AND pg_relation_size(c.oid) > 1000000"
+        ).fetchall()
+    server.drop_database(dbname)
+    return {"variant": variant, "segments": segs, "explain": explained,
+            "sizes_mb": {name: round(size / 2**20, 1) for name, size in sizes}}  # fmt: skip
+
+
+def _token_arbiter(cur: psycopg.Cursor[Any], config: AppConfig) -> None:
+    cur.execute(
+        sql.SQL(
+            "INSERT INTO {} (token, field, sealed, vault_key_id)"
+            " SELECT token, field, sealed, vault_key_id FROM stage_vault ORDER BY token"
+            " ON CONFLICT (token) DO NOTHING"
+        ).format(sql.Identifier(config.vault.table))
+    )
+
+
+def _plain_vault(cur: psycopg.Cursor[Any], config: AppConfig) -> None:
+    with cur.connection.transaction():  # a savepoint: a conflict would retry with ON CONFLICT
+        cur.execute(
+            sql.SQL(
+                "INSERT INTO {} (token, field, sealed, vault_key_id)"
+                " SELECT token, field, sealed, vault_key_id FROM stage_vault ORDER BY token"
+            ).format(sql.Identifier(config.vault.table))
+        )
+
+
+_EXPLAIN_KEYS = ("Actual Total Time", "Shared Hit Blocks", "Shared Read Blocks",
+                 "Shared Dirtied Blocks", "Shared Written Blocks", "WAL Records", "WAL FPI",
+                 "WAL Bytes")  # fmt: skip
+
+
+def _explain(cur: psycopg.Cursor[Any], statement: sql.Composable) -> dict[str, Any]:
+    """The statement run under EXPLAIN (ANALYZE, BUFFERS, WAL): its totals, and each
+    ModifyTable node's (which table's insert costs what)."""
+    got = cur.execute(
+        sql.SQL("EXPLAIN (ANALYZE, BUFFERS, WAL, FORMAT JSON) {}").format(statement)
+    ).fetchone()
+    assert got is not None
+    plan = got[0][0]
+    out: dict[str, Any] = {"total": {k: plan["Plan"].get(k) for k in _EXPLAIN_KEYS}}
+    out["execution_ms"] = plan.get("Execution Time")
+
+    def walk(node: dict[str, Any]) -> None:
+        if node.get("Node Type") == "ModifyTable":
+            out[node.get("Relation Name", "?")] = {k: node.get(k) for k in _EXPLAIN_KEYS}
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(plan["Plan"])
+    return out
+
+
+def _per_message(acc: dict[str, float], upto: int) -> dict[str, float]:
+    n = acc["messages"]
+    out = {"upto": upto, "messages": n, "vault_per_msg": round(acc["vault_entries"] / n, 3)}
+    for p in PHASES:
+        out[f"{p}_cpu_us"] = round(acc[p] / n * 1e6, 2)
+        out[f"{p}_wall_us"] = round(acc[f"{p}_wall"] / n * 1e6, 2)
+    out["cpu_us"] = round(sum(acc[p] for p in PHASES) / n * 1e6, 2)
+    out["wall_us"] = round(sum(acc[f"{p}_wall"] for p in PHASES) / n * 1e6, 2)
+    out["wal_bytes"] = round(acc["wal"] / n, 1)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.pgsplit", description=__doc__)
+    p.add_argument("-n", "--messages", type=int, default=1_000_000)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--segment", type=int, default=50_000)
+    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--seal-cache", type=int, default=None, help="stage as a seal cache of N")
+    p.add_argument("--variants", default="base,no_entry_id_index,no_vault")
+    p.add_argument("--work", type=Path, default=ROOT / "bench" / ".work")
+    args = p.parse_args(argv)
+    args.work.mkdir(parents=True, exist_ok=True)
+    keyfiles = keys(args.work)
+    server = Server(args.work, os.environ.get("BENCH_DATABASE_URL") or None, f"_{os.getpid()}")
+    results: list[dict[str, Any]] = []
+    try:
+        data, _ = dataset(args.work, args.messages, args.seed)
+        run, dsn = core.run_flow(server, args.work, keyfiles, data, name="pgsplit_src",
+                                 messages=args.messages, workers=1, keep_database=True)  # fmt: skip
+        config = config_for(flow_env(keyfiles, dsn))
+        batches = load_batches(dsn, config, config.source.max_batch, args.seal_cache)
+        server.drop_database("bench_pgsplit_src")
+        log(f"replaying {len(batches)} batches")
+        for r in range(args.rounds):
+            for variant in args.variants.split(","):
+                result = replay(server, config, batches, variant, args.segment)
+                result["round"] = r
+                first, last = result["segments"][0], result["segments"][-1]
+                log(f"{variant} round {r}: first {first['cpu_us']} µs/msg, last"
+                    f" {last['cpu_us']} µs/msg of backend CPU")  # fmt: skip
+                results.append(result)
+    finally:
+        server.stop()
+    print(json.dumps({"messages": args.messages, "seal_cache": args.seal_cache,
+                      "flow_backend_cpu_s": run.backend_cpu_seconds,
+                      "flow_msgs_per_s": run.msgs_per_s,
+                      "flow_postgres_cpu_s": run.postgres_cpu_seconds,
+                      "results": results}))  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -61,10 +61,17 @@ def figures(r: dict[str, Any]) -> dict[str, Any]:
         "seals_per_msg": seals / messages,
         "small_vault": median(s["ledger"]["vault_entries"] for s in small),
         "cpu_us_per_msg": one["process"]["cpu_seconds"] / messages * 1e6,
-        "pg_us_per_msg": None if one.get("postgres_cpu_seconds") is None
-        else one["postgres_cpu_seconds"] / messages * 1e6,
+        "pg_us_per_msg": None if _pg_seconds(one) is None
+        else _pg_seconds(one) / messages * 1e6,
         "cost": costs(one, runs.get("cost_small_1w") or []),
     }  # fmt: skip
+
+
+def _pg_seconds(run: dict[str, Any]) -> float | None:
+    """PostgreSQL's CPU for a run: its own database's backends where they could be read (the
+    server is shared: the whole server's CPU counts other work too), else the whole server's."""
+    own = run.get("backend_cpu_seconds")
+    return own if own is not None else run.get("postgres_cpu_seconds")
 
 
 def costs(one: dict[str, Any], small: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -74,7 +81,7 @@ def costs(one: dict[str, Any], small: list[dict[str, Any]]) -> dict[str, Any] | 
         return None
 
     def per_msg(run: dict[str, Any]) -> dict[str, float | None]:
-        n, pg = run["messages"], run.get("postgres_cpu_seconds")
+        n, pg = run["messages"], _pg_seconds(run)
         return {
             "wall": 1e6 / run["msgs_per_s"] if run["msgs_per_s"] else float("inf"),
             "flow_cpu": run["process"]["cpu_seconds"] / n * 1e6,
@@ -208,12 +215,13 @@ def _ceiling_reason(r: dict[str, Any], f: dict[str, Any]) -> str:
             " of that bound. PostgreSQL alone, with the flow costing nothing, would bound it"
             f" at {2e6 / pg:,.0f} msg/s ({2e6 / pg / eo:.0%})."
         )
-    eo_pg = (r.get("ceiling_exactly_once") or {}).get("postgres_cpu_us_per_row")
-    if eo_pg:
+    eo_run = r.get("ceiling_exactly_once") or {}
+    eo_cpu = eo_run.get("backend_cpu") or eo_run.get("postgres_cpu")
+    if eo_cpu:
         lines.append(
-            f"* **What the ceiling does not do.** Its PostgreSQL CPU is {eo_pg:.1f} µs per row."
-            " It writes no vault, no rejected or duplicate rows, and its stage is only the row"
-            " columns."
+            f"* **What the ceiling does not do.** Its PostgreSQL CPU is"
+            f" {median(eo_cpu) / eo_run['items'] * 1e6:.1f} µs per row. It writes no vault, no"
+            " rejected or duplicate rows, and its stage is only the row columns."
         )
     cost = r.get("statement_ms")
     if cost:
@@ -312,7 +320,8 @@ def _postgres_share(r: dict[str, Any], f: dict[str, Any]) -> str:
     if f["pg_us_per_msg"] is not None:
         total = f["cpu_us_per_msg"] + f["pg_us_per_msg"]
         out.append(
-            f"The PostgreSQL server used **{f['pg_us_per_msg']:.0f} µs of CPU per message**"
+            f"PostgreSQL's backends of the run used **{f['pg_us_per_msg']:.0f} µs of CPU per"
+            " message** (their /proc/PID/schedstat, polled; the whole server's when unreadable)"
             f" in the same run, beside the flow's {f['cpu_us_per_msg']:.0f} µs: together"
             f" {total:.0f} µs, so two cores cannot commit more than about"
             f" {2e6 / total:,.0f} msg/s of this work whatever the flow does, and"

@@ -262,7 +262,7 @@ TRIED = (
      "1.22x and 1.32x msg/s at 300k against one writer (two alternating rounds)"),
     ("the seal cache remembers what its LRU evicts as 8-byte hashes"
      " (`seal_cache_overflow_tokens`)",
-     "vault entries sent per message at 1M 1.66 -> about the 0.58 new ones; with the"
+     "vault entries staged per message at 1M 1.58 -> 0.55 (only new values); with the"
      " writers, 1M msg/s 1.58-1.80x and PostgreSQL CPU 57/52 -> 37/35 µs/msg"),
 )  # fmt: skip
 

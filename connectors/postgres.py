@@ -478,11 +478,13 @@ class _PostgresPartition(StatelessSinkPartition[Event]):
     one row's data is split until that row is alone; it is retried through SQS redelivery and
     parked as a rejected row (`poison`) once it was received `poison_after_attempts` times.
 
-    Batches are written on `sink.writers` writer threads of this partition, each with its
-    own connection, from one queue `sink.queued_batches` deep, so the worker prepares the
-    next batches while PostgreSQL commits these: one connection's commits are a chain of
-    round trips (COPY, statement, commit) that leaves PostgreSQL's second core idle, and the
-    ledger, not the order of commits, makes each message's effect happen once. Nothing is
+    Batches are written on up to `sink.writers` writer threads of this partition, each with
+    its own connection, so the worker prepares the next batches while PostgreSQL commits
+    these. The first writer's queue is `sink.queued_batches` deep; a batch goes to another
+    writer (one batch deep each) only while that queue is full, since one connection's
+    commits are a chain of round trips (COPY, statement, commit) that leaves PostgreSQL's
+    second core idle once the flow outruns it. The ledger, not the order of commits, makes
+    each message's effect happen once. Nothing is
     deleted before its own batch's commit, so a batch still queued when the process dies
     comes back from SQS like any uncommitted message. A failure on a writer thread is raised
     on the worker by the next `write_batch` (or by `close`: the failure also stops the
@@ -516,14 +518,20 @@ class _PostgresPartition(StatelessSinkPartition[Event]):
         self._failure: BaseException | None = None
         self._failure_raised = False
         self._refused = False  # the database refused this login for good: release, never write
-        self._queue: queue.Queue[list[Event] | None] | None = None
+        # One queue per writer: the first `queued_batches` deep, each other one batch deep.
+        self._queues: list[queue.Queue[list[Event] | None]] = []
+        self._room = threading.Condition()  # notified when a writer takes a batch
         self._threads: list[threading.Thread] = []
         if settings.queued_batches > 0:
-            self._queue = queue.Queue(maxsize=settings.queued_batches)
+            self._queues = [
+                queue.Queue(maxsize=settings.queued_batches if i == 0 else 1)
+                for i in range(len(self._committers))
+            ]
             self._threads = [
-                threading.Thread(target=self._drain, args=(committer,), daemon=True,
-                                 name="postgres-writer")
-                for committer in self._committers
+                threading.Thread(target=self._drain, args=(committer, batches), daemon=True,
+                                 name="postgres-writer" + (f"-{i + 1}" if i else ""))
+                for i, (committer, batches) in enumerate(zip(self._committers, self._queues,
+                                                             strict=True))
             ]  # fmt: skip
             for thread in self._threads:
                 thread.start()
@@ -535,15 +543,30 @@ class _PostgresPartition(StatelessSinkPartition[Event]):
         if unmasked:  # configuration policy prevents this; never write raw PII regardless
             raise RuntimeError(f"{unmasked} events reached the sink without a mask step")
         self._raise_failure()
-        if self._queue is None:
+        if not self._queues:
             self._write_logged(items, self._committers[0])
         else:
-            self._queue.put(items)  # blocks while the writer is behind: backpressure
+            self._enqueue(items)
 
-    def _drain(self, committer: BatchCommitter) -> None:
-        """A writer thread: writes queued batches on its connection until `close`."""
-        assert self._queue is not None
-        while (items := self._queue.get()) is not None:
+    def _enqueue(self, items: list[Event]) -> None:
+        """To the first writer whose queue has room, so the other writers take batches only
+        while the first is behind (a flow PostgreSQL keeps up with commits on one connection,
+        and sends SQS one batch's deletes at a time); blocks while all are full: backpressure."""
+        while True:
+            for batches in self._queues:
+                try:
+                    batches.put_nowait(items)
+                    return
+                except queue.Full:
+                    continue
+            with self._room:
+                self._room.wait(0.05)  # until a writer takes a batch (or look again)
+
+    def _drain(self, committer: BatchCommitter, batches: queue.Queue[list[Event] | None]) -> None:
+        """A writer thread: writes its queue's batches on its connection until `close`."""
+        while (items := batches.get()) is not None:
+            with self._room:
+                self._room.notify()
             if self._failure is not None:
                 self._acker.release([e.message for e in items])  # never tried: back at once
                 continue
@@ -640,11 +663,10 @@ class _PostgresPartition(StatelessSinkPartition[Event]):
         """Write what is queued, then close; raises if the writer thread failed and no
         write_batch has raised that yet."""
         try:
-            if self._queue is not None:
-                for _ in self._threads:
-                    self._queue.put(None)  # each writer ends at one, after the batches before
-                for thread in self._threads:
-                    thread.join()
+            for batches in self._queues:
+                batches.put(None)  # its writer ends there, after the batches before
+            for thread in self._threads:
+                thread.join()
             for committer in self._committers:
                 committer.writer.close()
         finally:

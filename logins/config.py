@@ -368,9 +368,10 @@ class PostgresSinkConfig(_Strict):
         2,
         ge=1,
         le=8,
-        description="connections each worker's sink commits on, each on a writer thread of its"
-        " own: batches commit side by side, and each is deleted from the queue after its own"
-        " commit (1: one batch at a time); more than 1 needs `queued_batches` >= 1",
+        description="connections each worker's sink commits on, at most, each on a writer"
+        " thread of its own: a batch goes to the next writer only while the first writer's"
+        " queue is full, batches then commit side by side, and each is deleted from the queue"
+        " after its own commit (1: one batch at a time); more than 1 needs `queued_batches` >= 1",
     )
     retry: DatabaseRetryConfig = Field(
         default_factory=DatabaseRetryConfig, description="while the database is away"

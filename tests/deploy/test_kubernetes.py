@@ -161,7 +161,7 @@ PROMISE_BREAKS: dict[str, tuple[str, Callable[[list[Resource]], Any], str]] = {
     "memory below the measured peak": (
         "prod",
         lambda rs: _container(rs)["resources"]["requests"].update(memory="64Mi"),
-        "is below the measured peak 146 MB",
+        f"is below the measured peak {contract.measured_peak_rss_mb(2):.0f} MB",
     ),
     "the vault's private key mounted": (
         "prod",

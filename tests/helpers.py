@@ -12,8 +12,13 @@ from typing import Any
 from bytewax.testing import cluster_main, run_main
 
 from flows.builder import build_flow
-from logins.config import AppConfig, load_config
+from flows.steps.mask import Masker
+from flows.steps.validate import Validator
+from logins.config import AppConfig, MaskStep, ValidateStep, load_config
 from logins.keys import generate_keys
+from logins.records import Event, SqsMessage
+from logins.sealcache import SealCache
+from logins.secrets import load_secrets
 
 
 def make_keys(directory: Path) -> dict[str, Path]:
@@ -48,6 +53,17 @@ def config_for(env: dict[str, str], tmp_path: Path | None = None, yaml_text: str
         path.write_text(f"extends: {config_dir() / 'local.yaml'}\n{yaml_text}")
         env = {**env, "LOGINS_CONFIG": str(path)}
     return load_config(env)
+
+
+def masked_batches(config: AppConfig, batches: list[list[SqsMessage]]) -> list[list[Event]]:
+    """The batches validated and masked as the flow's steps do, with one fresh seal cache
+    for all of them (nothing committed yet: every new token is staged for the vault)."""
+    secrets = load_secrets(config)
+    validate = next(s for s in config.steps if isinstance(s, ValidateStep))
+    mask = next(s for s in config.steps if isinstance(s, MaskStep))
+    validator = Validator(validate, secrets.tokenizer)
+    masker = Masker(mask, secrets.tokenizer, secrets.sealer, SealCache(1000))
+    return [masker.batch(validator.batch(batch)) for batch in batches]
 
 
 def fetch(conn: Any, query: str, *params: Any) -> list[tuple[Any, ...]]:

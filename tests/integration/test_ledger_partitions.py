@@ -18,14 +18,10 @@ from connectors.migrations import migrate
 from connectors.postgres import PostgresWriter
 from connectors.schema import table_schema
 from connectors.sqs import to_message
-from flows.steps.mask import Masker
-from flows.steps.validate import Validator
-from logins.config import AppConfig, ConfigError, MaskStep, ValidateStep
+from logins.config import AppConfig, ConfigError
 from logins.dev.generator import generate
 from logins.records import Event, SqsMessage
-from logins.sealcache import SealCache
-from logins.secrets import load_secrets
-from tests.helpers import config_for, fetch
+from tests.helpers import config_for, fetch, masked_batches
 
 DAY_MS = 86_400_000
 
@@ -40,12 +36,7 @@ def _ms(day: dt.date, offset_ms: int = 0) -> int:
 
 
 def _events(config: AppConfig, messages: list[SqsMessage]) -> list[Event]:
-    secrets = load_secrets(config)
-    validate = next(s for s in config.steps if isinstance(s, ValidateStep))
-    mask = next(s for s in config.steps if isinstance(s, MaskStep))
-    validator = Validator(validate, secrets.tokenizer)
-    masker = Masker(mask, secrets.tokenizer, secrets.sealer, SealCache(1000))
-    return masker.batch([validator(m) for m in messages])
+    return masked_batches(config, [messages])[0]
 
 
 def _bodies(n: int) -> list[str]:

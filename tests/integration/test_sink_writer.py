@@ -19,15 +19,13 @@ import pytest
 from bytewax.outputs import StatelessSinkPartition
 
 from flows.builder import postgres_sink
-from flows.steps.mask import Masker
-from flows.steps.validate import Validator
 from logins import shutdown
-from logins.config import AppConfig, MaskStep, ValidateStep
+from logins.config import AppConfig
 from logins.dev.generator import generate
 from logins.records import Event, SqsMessage
 from logins.sealcache import SealCache
 from logins.secrets import load_secrets
-from tests.helpers import config_for, fetch
+from tests.helpers import config_for, fetch, masked_batches
 
 QUEUED = "sink:\n  queued_batches: 2\n  writers: 1\n"  # one connection: batches commit in order
 
@@ -64,20 +62,12 @@ class RecordingAcker:
 
 
 def _batches(config: AppConfig, count: int, size: int) -> list[list[Event]]:
-    secrets = load_secrets(config)
-    validate = next(s for s in config.steps if isinstance(s, ValidateStep))
-    mask = next(s for s in config.steps if isinstance(s, MaskStep))
-    validator = Validator(validate, secrets.tokenizer)
-    masker = Masker(mask, secrets.tokenizer, secrets.sealer, SealCache(1000))
     bodies = [m.body for m in generate(count * size, seed=11) if m.kind != "resend"]
     messages = [
         SqsMessage(f"m-{i:05d}", f"r-{i}", body, 1_760_000_000_000 + i, 1)
         for i, body in enumerate(bodies)
     ]
-    return [
-        masker.batch([validator(m) for m in messages[i : i + size]])
-        for i in range(0, len(messages), size)
-    ]
+    return masked_batches(config, [messages[i : i + size] for i in range(0, len(messages), size)])
 
 
 def _partition(config: AppConfig, acker: RecordingAcker) -> StatelessSinkPartition[Event]:

@@ -1,7 +1,7 @@
-"""The sink's vault insert against a real PostgreSQL: a plain INSERT first, in a savepoint,
-and `ON CONFLICT DO NOTHING` when a staged token is already in the vault (a redelivery after
-a restart emptied the seal cache). Either way the batch commits, its other entries are
-written, the counts are right and no token is in the vault twice (connectors/postgres.py)."""
+"""The sink's vault insert against a real PostgreSQL: `ON CONFLICT DO NOTHING` when a staged
+token is already in the vault (a redelivery after a restart emptied the seal cache). The
+batch commits, its other entries are written, the counts are right and no token is in the
+vault twice (connectors/postgres.py)."""
 
 from __future__ import annotations
 
@@ -10,24 +10,15 @@ import psycopg
 from connectors.migrations import migrate
 from connectors.postgres import PostgresWriter
 from connectors.schema import table_schema
-from flows.steps.mask import Masker
-from flows.steps.validate import Validator
-from logins.config import AppConfig, MaskStep, ValidateStep
+from logins.config import AppConfig
 from logins.dev.generator import generate
 from logins.records import Event, SqsMessage
-from logins.sealcache import SealCache
-from logins.secrets import load_secrets
-from tests.helpers import config_for, fetch
+from tests.helpers import config_for, fetch, masked_batches
 
 
 def _events(config: AppConfig, messages: list[SqsMessage]) -> list[Event]:
     """Validated and masked with a fresh seal cache: every token is staged for the vault."""
-    secrets = load_secrets(config)
-    validate = next(s for s in config.steps if isinstance(s, ValidateStep))
-    mask = next(s for s in config.steps if isinstance(s, MaskStep))
-    validator = Validator(validate, secrets.tokenizer)
-    masker = Masker(mask, secrets.tokenizer, secrets.sealer, SealCache(1000))
-    return masker.batch([validator(m) for m in messages])
+    return masked_batches(config, [messages])[0]
 
 
 def _tokens(events: list[Event]) -> set[str]:
@@ -52,7 +43,7 @@ def test_a_batch_with_tokens_already_in_the_vault_commits_its_new_ones(
         assert first.rows == 6
         assert first.vault_entries == len(_tokens(first_events))
         # the first batch redelivered with its vault entries staged again (as after a restart
-        # emptied the seal cache), with six new messages: conflicts, so the ON CONFLICT path
+        # emptied the seal cache), with six new messages: some staged tokens conflict
         again = writer.write(first_events + new_events)
         assert (again.rows, again.redelivered) == (6, 6)
         assert again.vault_entries == len(new_tokens)

@@ -484,12 +484,11 @@ class _PostgresPartition(StatelessSinkPartition[Event]):
     writer (one batch deep each) only while that queue is full, since one connection's
     commits are a chain of round trips (COPY, statement, commit) that leaves PostgreSQL's
     second core idle once the flow outruns it. The ledger, not the order of commits, makes
-    each message's effect happen once. Nothing is
-    deleted before its own batch's commit, so a batch still queued when the process dies
-    comes back from SQS like any uncommitted message. A failure on a writer thread is raised
-    on the worker by the next `write_batch` (or by `close`: the failure also stops the
-    sources, so the flow ends even if no batch follows); batches queued behind it are
-    released to the queue at once."""
+    each message's effect happen once. Nothing is deleted before its own batch's commit, so
+    a batch still queued when the process dies comes back from SQS like any uncommitted
+    message. A failure on a writer thread is raised on the worker by the next `write_batch`
+    (or by `close`: the failure also stops the sources, so the flow ends even if no batch
+    follows); batches queued behind it are released to the queue at once."""
 
     def __init__(
         self,
@@ -779,10 +778,9 @@ class PostgresSink(DynamicSink[Event]):
         )
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _PostgresPartition:
-        writers = self._settings.writers if self._settings.queued_batches > 0 else 1
         return _PostgresPartition(
             self._settings,
-            [self.committer() for _ in range(writers)],
+            [self.committer() for _ in range(self._settings.writers)],  # > 1 needs a queue (config)
             cache=self._cache,
             acker=self._acker_factory(),
             max_release_seconds=self._max_release_seconds,

@@ -55,16 +55,14 @@ class SealCache:
     def committed_among(self, tokens: Iterable[str]) -> set[str]:
         """Those of `tokens` the vault holds (as far as this process knows); refreshes them."""
         found: set[str] = set()
-        committed = self._committed
-        buckets, overflow = self._buckets, self._overflow
+        committed, overflow = self._committed, self._overflow
         with self._lock:
             for token in tokens:
                 if token in committed:
                     committed.move_to_end(token)
                     found.add(token)
-                elif buckets:
-                    key = (hash(token) & _MASK) or 1
-                    start = key % buckets * BUCKET
+                elif self._buckets:
+                    key, start = self._slot(token)
                     if key in overflow[start : start + BUCKET]:
                         found.add(token)
         return found
@@ -97,10 +95,15 @@ class SealCache:
                 if self._buckets:
                     self._remember(token)
 
+    def _slot(self, token: str) -> tuple[int, int]:
+        """`token`'s key in the back tier (its hash; 0 marks a free slot) and where its
+        bucket starts."""
+        key = (hash(token) & _MASK) or 1
+        return key, key % self._buckets * BUCKET
+
     def _remember(self, token: str) -> None:
         """Put `token`'s hash in its bucket: a free slot, else the bucket's next in turn."""
-        key = (hash(token) & _MASK) or 1
-        start = key % self._buckets * BUCKET
+        key, start = self._slot(token)
         bucket = self._overflow[start : start + BUCKET]
         if key in bucket:
             return

@@ -338,7 +338,6 @@ def core_summary(
 ) -> dict[str, Any]:
     """The figures of one core run beside its ceilings and baseline, all from the same run."""
     n = run.messages
-    pg = run.postgres_cpu_seconds
     rows = run.ledger.outcomes.get("row", 0)
     return {
         "messages": n,
@@ -354,24 +353,27 @@ def core_summary(
         "baseline_msgs_per_s": round(naive.median, 1),
         "baseline_messages": naive.items,
         "vs_baseline": round(run.msgs_per_s / naive.median, 2),
-        "flow_cpu_us_per_msg": round(run.process.cpu_seconds / n * 1e6, 2),
-        "postgres_cpu_us_per_msg": None if pg is None else round(pg / n * 1e6, 2),
+        "flow_cpu_us_per_msg": _us_each(run.process.cpu_seconds, n),
+        "postgres_cpu_us_per_msg": _us_each(run.postgres_cpu_seconds, n),
         "wal_bytes_per_msg": None if run.wal_bytes is None else round(run.wal_bytes / n, 1),
         "ceiling_wal_bytes_per_row": round(median(eo.wal_bytes) / eo.items, 1)
         if eo.wal_bytes
         else None,
-        "ceiling_postgres_cpu_us_per_row": round(median(eo.postgres_cpu) / eo.items * 1e6, 2)
-        if eo.postgres_cpu
-        else None,
+        "ceiling_postgres_cpu_us_per_row": _us_each(_median_or_none(eo.postgres_cpu), eo.items),
         # the run's and the ceiling's own backends only (the server may be shared)
-        "backend_cpu_us_per_msg": None
-        if run.backend_cpu_seconds is None
-        else round(run.backend_cpu_seconds / n * 1e6, 2),
-        "ceiling_backend_cpu_us_per_row": round(median(eo.backend_cpu) / eo.items * 1e6, 2)
-        if eo.backend_cpu
-        else None,
+        "backend_cpu_us_per_msg": _us_each(run.backend_cpu_seconds, n),
+        "ceiling_backend_cpu_us_per_row": _us_each(_median_or_none(eo.backend_cpu), eo.items),
         "peak_rss_mb": round(run.process.peak_rss_mb, 1),
     }
+
+
+def _us_each(seconds: float | None, count: int) -> float | None:
+    """CPU seconds as µs per message (or row), rounded; None when not measured."""
+    return None if seconds is None else round(seconds / count * 1e6, 2)
+
+
+def _median_or_none(values: list[float]) -> float | None:
+    return median(values) if values else None
 
 
 def sqs_main(argv: list[str]) -> int:

@@ -60,10 +60,13 @@ def figures(r: dict[str, Any]) -> dict[str, Any]:
         "seals_per_msg": seals / messages,
         "small_vault": median(s["ledger"]["vault_entries"] for s in small),
         "cpu_us_per_msg": one["process"]["cpu_seconds"] / messages * 1e6,
-        "pg_us_per_msg": None if _pg_seconds(one) is None
-        else _pg_seconds(one) / messages * 1e6,
+        "pg_us_per_msg": _per_msg_us(_pg_seconds(one), messages),
         "cost": costs(one, runs.get("cost_small_1w") or []),
     }  # fmt: skip
+
+
+def _per_msg_us(seconds: float | None, messages: int) -> float | None:
+    return None if seconds is None else seconds / messages * 1e6
 
 
 def _pg_seconds(run: dict[str, Any]) -> float | None:
@@ -84,7 +87,7 @@ def costs(one: dict[str, Any], small: list[dict[str, Any]]) -> dict[str, Any] | 
         return {
             "wall": 1e6 / run["msgs_per_s"] if run["msgs_per_s"] else float("inf"),
             "flow_cpu": run["process"]["cpu_seconds"] / n * 1e6,
-            "pg_cpu": None if pg is None else pg / n * 1e6,
+            "pg_cpu": _per_msg_us(pg, n),
         }
 
     shorts = [per_msg(run) for run in small]

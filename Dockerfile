@@ -18,7 +18,7 @@ COPY connectors/ connectors/
 # Optional extras, e.g. --build-arg LOGINS_EXTRAS='[otlp]' for LOGINS_TRACES=otlp.
 ARG LOGINS_EXTRAS=""
 RUN pip install --no-cache-dir "/src${LOGINS_EXTRAS}" \
- && python -I -c "import bytewax, flows.builder, connectors.sqs, logins.cli"
+ && python -I -c "import bytewax, flows.builder, connectors.sqs.source, logins.cli"
 
 # --- runtime --------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime

@@ -35,7 +35,7 @@ from typing import Any
 
 from bench import baselines, core, dedupe, profile, report, tokens
 from bench.common import ROOT, Server, as_dict, config_for, dataset, flow_env, keys, log, median
-from logins.dev.generated import Dataset
+from bench.generated import Dataset
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -218,7 +218,7 @@ def seal_cost(count: int = 2000) -> dict[str, float]:
     under a batch's data key (`SealBatch`, what the mask step does), per batch of `count`."""
     from nacl.public import PrivateKey, SealedBox
 
-    from logins.vault import Sealer
+    from logins.core.vault import Sealer
 
     public = PrivateKey.generate().public_key
     box, sealer = SealedBox(public), Sealer(public)

@@ -24,10 +24,10 @@ import psycopg
 from psycopg import sql
 
 from bench.common import Server, backend_cpu_seconds, log, median
-from connectors.migrations import migrate
-from connectors.schema import Column, table_schema
-from logins.config import AppConfig
-from logins.dev.generated import Dataset
+from bench.generated import Dataset
+from connectors.postgres.migrations import migrate
+from connectors.postgres.schema import Column, table_schema
+from logins.core.config import AppConfig
 
 
 @dataclass

@@ -18,11 +18,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from connectors.migrations import migrate
-from logins.config import AppConfig, load_config
+from bench.generated import write_dataset
+from connectors.postgres.migrations import migrate
+from logins.core.config import AppConfig, load_config
+from logins.core.keys import generate_keys
 from logins.dev.embedded import EmbeddedPostgres, dsn_with_database
-from logins.dev.generated import write_dataset
-from logins.keys import generate_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable

@@ -29,7 +29,7 @@ import boto3
 import psycopg
 from psycopg import sql
 
-from logins.keys import generate_keys
+from logins.core.keys import generate_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = os.environ.get("LOGINS_TEST_IMAGE", "logins-etl:container-test")

@@ -29,7 +29,7 @@ from psycopg import sql
 
 from bench.common import ROOT, log, read_ledger
 from bench.containerlab import Lab, lab
-from logins.config import load_config
+from logins.core.config import load_config
 from logins.dev.generator import GeneratedMessage, generate
 from logins.dev.seed import send_bodies
 

@@ -26,10 +26,10 @@ from bench.common import (
     tail,
     timed,
 )
-from connectors.postgres import PostgresWriter
-from connectors.schema import table_schema
-from logins.config import AppConfig
-from logins.dev.generated import kinds_of
+from bench.generated import kinds_of
+from connectors.postgres.schema import table_schema
+from connectors.postgres.sink import PostgresWriter
+from logins.core.config import AppConfig
 
 
 @dataclass

@@ -31,12 +31,12 @@ from typing import Any
 
 from prometheus_client import REGISTRY
 
+from bench.generated import message_id
 from flows.steps import dedupe
-from logins.config import DedupeStep
-from logins.dev.generated import message_id
-from logins.keys import TokenKey
-from logins.records import Event, Rejection, SqsMessage
-from logins.tokens import Tokenizer
+from logins.core.config import DedupeStep
+from logins.core.keys import TokenKey
+from logins.core.records import Event, Rejection, SqsMessage
+from logins.core.tokens import Tokenizer
 
 T0 = 1_780_000_000_000  # ms
 BUDGETS_MB = (25, 50, 100, 150, 250, 500, 1000)

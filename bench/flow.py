@@ -4,7 +4,7 @@ The benchmark runs it as a subprocess so it can sample the flow process's memory
 the operator contract's variables (LOGINS_ENV, DATABASE_URL, key files; SQS_QUEUE_URL is
 unused) and these:
 
-    BENCH_DATASET  a file written by logins.dev.generated.write_dataset (required)
+    BENCH_DATASET  a file written by bench.generated.write_dataset (required)
     BENCH_N        emit only the first N messages of it (default: all)
     BENCH_RATE     offered load in messages/s over all workers (default: as fast as it goes)
 """
@@ -14,11 +14,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from connectors.sqs import NoAcker
+from bench.generated import GeneratedSource
+from connectors.sqs.source import NoAcker
 from flows.builder import build_flow, tune_gc
-from logins.config import load_config
-from logins.dev.generated import GeneratedSource
-from logins.telemetry import setup
+from logins.core.config import load_config
+from logins.core.telemetry import setup
 
 config = load_config()
 setup(config.telemetry)

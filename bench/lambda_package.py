@@ -27,18 +27,18 @@ from typing import Any
 import boto3
 import psycopg
 
-from connectors.migrations import migrate
-from logins.config import load_config
+from connectors.postgres.migrations import migrate
+from logins.core.config import load_config
+from logins.core.keys import generate_keys
 from logins.dev.embedded import EmbeddedPostgres, EmbeddedSqs
 from logins.dev.generator import generate
-from logins.keys import generate_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 _CHILD = """
 import json, sys, time
 started = time.perf_counter()
 sys.path.insert(0, sys.argv[1])
-from logins.lambda_handler import handler
+from flows.lambda_handler import handler
 imported = time.perf_counter() - started
 timings, failures = [], 0
 for line in sys.stdin:
@@ -144,7 +144,7 @@ def main() -> None:
     warm_s = statistics.median(warm) if warm else float("nan")
     print(f"package: {unzipped:.0f} MB unzipped (limit 250), {zipped:.0f} MB zipped")
     print(f"built in {build_s:.0f} s")
-    print(f"import of logins.lambda_handler from the package: {result['import']:.2f} s")
+    print(f"import of flows.lambda_handler from the package: {result['import']:.2f} s")
     print(f"cold invocation ({args.batch} records; secrets, connect, commit): {cold:.2f} s")
     print(
         f"warm invocation ({args.batch} records), median of {len(warm)}: {warm_s:.3f} s"

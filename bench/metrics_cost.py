@@ -1,6 +1,6 @@
 """`python -m bench.metrics_cost`: what observing the end-to-end lag of every committed message
 costs, prometheus_client's Histogram (one observe per message) against the batch histogram the
-sink uses (logins.metrics.BatchHistogram, one call per batch). Prints microseconds per message.
+sink uses (logins.core.metrics.BatchHistogram, one call per batch). Prints microseconds per message.
 
 The sink observes each message it commits once, so at tens of thousands of messages per second
 this is worth a number; the result is quoted in docs/operations.md.
@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Histogram
 
-from logins.metrics import LATENCY_BUCKETS, BatchHistogram
+from logins.core.metrics import LATENCY_BUCKETS, BatchHistogram
 
 
 def per_message_us(run: Callable[[list[float]], None], values: list[float], repeats: int) -> float:

@@ -29,10 +29,10 @@ from psycopg import sql
 
 from bench import core
 from bench.common import ROOT, Server, config_for, dataset, flow_env, keys, log, prepare_schema
-from connectors.postgres import PostgresWriter
-from connectors.schema import table_schema
-from logins.config import AppConfig
-from logins.vaultschema import tables
+from connectors.postgres.schema import table_schema
+from connectors.postgres.sink import PostgresWriter
+from logins.core.config import AppConfig
+from logins.core.vaultschema import tables
 
 PHASES = ("copy_events", "insert", "copy_vault", "insert_vault", "commit")
 
@@ -57,7 +57,7 @@ def load_batches(
 ) -> list[tuple[list[tuple], list[tuple]]]:
     """The run's row messages in the order they were committed, in batches of `batch`, each
     with the vault entries whose token it uses first; or, with `seal_cache`, what the mask
-    step stages with a seal cache of that size (logins/sealcache.py, an LRU of committed
+    step stages with a seal cache of that size (logins/core/sealcache.py, an LRU of committed
     tokens): every token of the batch it does not remember, so also the tokens it forgot,
     which the vault already holds."""
     names = [c.name for c in table_schema(config).row]

@@ -134,7 +134,7 @@ def render(r: dict[str, Any]) -> str:
     w(
         f"* **Data:** `logins.dev.generator.iter_messages(n, seed={ds['seed']})`, the same messages"
         f" for every measurement: {_kinds(ds['kinds'], ds['n'])}. Written once to a dataset file"
-        " (`logins.dev.generated.write_dataset`) so no run pays for generating it.\n"
+        " (`bench.generated.write_dataset`) so no run pays for generating it.\n"
     )
 
     w("## Figures and targets\n")
@@ -159,7 +159,7 @@ def render(r: dict[str, Any]) -> str:
         f" message, against a budget of {2e6 / TARGET_MSGS:.0f} µs of CPU per message for"
         f" {TARGET_MSGS:,} msg/s on 2 cores shared with PostgreSQL. The mask step therefore"
         " seals one random data key per batch in a sealed box and each value under that key"
-        f" (`logins.vault.SealBatch`, docs/vault.md): **{seal['batch']:.1f} µs per value** in"
+        f" (`logins.core.vault.SealBatch`, docs/vault.md): **{seal['batch']:.1f} µs per value** in"
         f" a batch of {seal['batch_size']:,}. The flow process used"
         f" {f['cpu_us_per_msg']:.0f} µs of CPU per message in all; the rest of the time is"
         " the per-message Python of validate, dedupe, mask and the sink's row building, and"
@@ -332,7 +332,7 @@ def _sqs_reason(pair: dict[str, Any]) -> str:
 
 
 def _memory_note(r: dict[str, Any], f: dict[str, Any]) -> str:
-    from logins.config import DedupeStep
+    from logins.core.config import DedupeStep
 
     budget = DedupeStep.model_fields["memory_budget_mb"].default
     return (
@@ -584,7 +584,7 @@ METHOD = """
 
 * **Core path.** `python -m bytewax.run bench.flow -w N` runs `flows.builder.build_flow(config,
   source=GeneratedSource(...), acker_factory=NoAcker)`: the production steps and sink, fed by
-  `logins/dev/generated.py` (SQS-shaped messages in batches of 1,000, a synthetic random-looking
+  `bench/generated.py` (SQS-shaped messages in batches of 1,000, a synthetic random-looking
   message id and receipt handle, `SentTimestamp` stamped at emission). It writes into a fresh
   database on the server above. Throughput = messages in `logins_ledger` ÷ (last ledger write -
   first `SentTimestamp`), so start-up is excluded and everything from the first emitted message

@@ -43,8 +43,8 @@ from bench.common import (
     tail,
 )
 from bench.core import accounted
-from connectors.sqs_protocol import make_client
-from logins.dev.generated import Dataset
+from bench.generated import Dataset
+from connectors.sqs.protocol import make_client
 from logins.dev.generator import KINDS
 
 _DUMMY = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}

@@ -34,15 +34,15 @@ from botocore.config import Config
 from bench.common import PYTHON, ROOT, log
 from flows.steps.mask import Masker
 from flows.steps.validate import Validator
-from logins.config import MaskStep, ValidateStep
+from logins.core.config import MaskStep, ValidateStep
+from logins.core.keys import BLAKE2B, HMAC_SHA256, TokenKey, hmac_key_id
+from logins.core.kms import KmsKey
+from logins.core.records import Event, SqsMessage
+from logins.core.sealcache import SealCache
+from logins.core.tokens import Tokenizer
+from logins.core.vault import Sealer
 from logins.dev.embedded import free_port
 from logins.dev.generator import generate
-from logins.keys import BLAKE2B, HMAC_SHA256, TokenKey, hmac_key_id
-from logins.kms import KmsKey
-from logins.records import Event, SqsMessage
-from logins.sealcache import SealCache
-from logins.tokens import Tokenizer
-from logins.vault import Sealer
 
 BEGIN, END = "<!-- bench tokens: begin -->", "<!-- bench tokens: end -->"
 BATCH = 1000  # messages per mask batch, as the flow's source hands them

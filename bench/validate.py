@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-from logins.config import ValidateStep, load_config
+from logins.core.config import ValidateStep, load_config
+from logins.core.keys import TokenKey
+from logins.core.tokens import Tokenizer
 from logins.dev.generator import generate, logins_schema
-from logins.dev.records import iter_records
-from logins.keys import TokenKey
-from logins.tokens import Tokenizer
+from logins.dev.samples import iter_records
 
 SIGNUPS = Path(__file__).resolve().parent.parent / "config" / "examples" / "signups.yaml"
 

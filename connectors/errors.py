@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ParamValidationError
 
-from connectors.sqs_protocol import QueryProtocolRequired
+from connectors.sqs.protocol import QueryProtocolRequired
 
 
 @dataclass(frozen=True)

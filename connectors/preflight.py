@@ -29,10 +29,10 @@ from tenacity import (
 )
 
 from connectors.errors import Failure, ServiceError, pg_failure, pg_where, sqs_failure
-from connectors.migrations import ensure_schema, schema_state
-from connectors.schemaversion import SchemaError
-from connectors.sqs import sqs_client, where
-from logins.config import AppConfig, SqsSourceConfig
+from connectors.postgres.migrations import ensure_schema, schema_state
+from connectors.postgres.schemaversion import SchemaError
+from connectors.sqs.source import sqs_client, where
+from logins.core.config import AppConfig, SqsSourceConfig
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,8 @@ def check_sqs(config: SqsSourceConfig) -> str:
 
 def sink_tables(config: AppConfig) -> tuple[list[str], list[str]]:
     """(tables the sink inserts into, tables whose columns it reads: the ledger's ON CONFLICT
-    key and RETURNING). Column grants count (the pipeline role of connectors/roles.py has only
-    those)."""
+    key and RETURNING). Column grants count (the pipeline role of connectors/postgres/roles.py has
+    only those)."""
     sink = config.sink
     inserts = [sink.table, sink.rejected_table, sink.duplicates_table, sink.ledger_table]
     return [*inserts, config.vault.table], [sink.ledger_table]
@@ -111,7 +111,7 @@ def _refusal(at: str, code: str, message: str) -> ServiceError:
 
 def _schema(conn: psycopg.Connection[tuple[object, ...]], config: AppConfig, at: str,
             migrate: bool) -> str:  # fmt: skip
-    """The recorded schema version (connectors/schemaversion.py), migrated if asked."""
+    """The recorded schema version (connectors/postgres/schemaversion.py), migrated if asked."""
     found = schema_state(conn, config)
     if found.current:
         return f"schema version {found.have}"

@@ -12,17 +12,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from connectors.migrations import on_connect
-from connectors.postgres import BatchCommitter, PostgresWriter
-from connectors.schema import table_schema
+from connectors.postgres.migrations import on_connect
+from connectors.postgres.schema import table_schema
+from connectors.postgres.sink import BatchCommitter, PostgresWriter
 from flows.steps import dedupe
 from flows.steps.mask import Masker
 from flows.steps.validate import Validator
-from logins.config import AppConfig, DedupeStep, MaskStep, ValidateStep
-from logins.records import Event, SqsMessage
-from logins.sealcache import SealCache
-from logins.tokens import Tokenizer
-from logins.vault import Sealer
+from logins.core.config import AppConfig, DedupeStep, MaskStep, ValidateStep
+from logins.core.records import Event, SqsMessage
+from logins.core.sealcache import SealCache
+from logins.core.tokens import Tokenizer
+from logins.core.vault import Sealer
 
 
 def seal_cache(config: AppConfig) -> SealCache:

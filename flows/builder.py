@@ -17,20 +17,20 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 
-from connectors.migrations import on_connect
-from connectors.postgres import PostgresSink
-from connectors.schema import table_schema
-from connectors.sqs import Acker, NoAcker, SqsSource
+from connectors.postgres.migrations import on_connect
+from connectors.postgres.schema import table_schema
+from connectors.postgres.sink import PostgresSink
+from connectors.sqs.source import Acker, NoAcker, SqsSource
 from flows.batch import seal_cache
 from flows.steps import dedupe
 from flows.steps.mask import Masker
 from flows.steps.validate import Validator
-from logins import shutdown
-from logins.config import AppConfig, DedupeStep, MaskStep, ValidateStep
-from logins.records import Event, SqsMessage
-from logins.sealcache import SealCache
-from logins.secrets import Secrets, load_secrets
-from logins.vault import Sealer
+from logins.core import shutdown
+from logins.core.config import AppConfig, DedupeStep, MaskStep, ValidateStep
+from logins.core.pipeline_keys import Secrets, load_secrets
+from logins.core.records import Event, SqsMessage
+from logins.core.sealcache import SealCache
+from logins.core.vault import Sealer
 
 
 def build_flow(

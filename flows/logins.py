@@ -1,7 +1,7 @@
 """The logins dataflow, for `python -m bytewax.run flows.logins [-w N] [-i/-a] [-r/-s/-b]`.
 
 Which environment it runs in is configuration only: LOGINS_ENV / LOGINS_CONFIG select the
-YAML (see logins.config). A bad configuration or a missing key file stops here, before any
+YAML (see logins.core.config). A bad configuration or a missing key file stops here, before any
 message is received, with the file and the key that are wrong; so does a queue or database
 that refuses (connectors/preflight.py): exit 2, with the endpoint and the server's own error.
 """
@@ -13,10 +13,10 @@ import sys
 
 from connectors import preflight
 from flows.builder import build_flow, tune_gc
-from logins import shutdown
-from logins.config import ConfigError, load_config
-from logins.keys import KeyFileError
-from logins.telemetry import setup
+from logins.core import shutdown
+from logins.core.config import ConfigError, load_config
+from logins.core.keys import KeyFileError
+from logins.core.telemetry import setup
 
 log = logging.getLogger(__name__)
 shutdown.exit_nonzero_after_failure()  # first: atexit runs it after the telemetry's hooks

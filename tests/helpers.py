@@ -14,11 +14,11 @@ from bytewax.testing import cluster_main, run_main
 from flows.builder import build_flow
 from flows.steps.mask import Masker
 from flows.steps.validate import Validator
-from logins.config import AppConfig, MaskStep, ValidateStep, load_config
-from logins.keys import generate_keys
-from logins.records import Event, SqsMessage
-from logins.sealcache import SealCache
-from logins.secrets import load_secrets
+from logins.core.config import AppConfig, MaskStep, ValidateStep, load_config
+from logins.core.keys import generate_keys
+from logins.core.pipeline_keys import load_secrets
+from logins.core.records import Event, SqsMessage
+from logins.core.sealcache import SealCache
 
 
 def make_keys(directory: Path) -> dict[str, Path]:
@@ -47,7 +47,7 @@ def config_for(env: dict[str, str], tmp_path: Path | None = None, yaml_text: str
     """The local config, or a file that extends base.yaml with `yaml_text`."""
     if yaml_text:
         assert tmp_path is not None
-        from logins.config import config_dir
+        from logins.core.config import config_dir
 
         path = tmp_path / "custom.yaml"
         path.write_text(f"extends: {config_dir() / 'local.yaml'}\n{yaml_text}")
@@ -144,7 +144,7 @@ def require_binary(name: str, package: str) -> str:
 
 def seal_raw(public_key: Any, data: bytes, magic: bytes = b"LV3\x00", padded: bool = True) -> bytes:
     """An envelope-format vault entry around arbitrary `data`, built from PyNaCl's primitives
-    (not logins.vault): format 3 (padded) by default, format 2 with magic LV2 and no padding.
+    (not logins.core.vault): format 3 (padded) by default, format 2 with magic LV2 and no padding.
     For tests that plant what older releases wrote, or malformed entries."""
     import os
 

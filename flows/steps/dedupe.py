@@ -55,8 +55,8 @@ from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
 
-from logins import metrics
-from logins.records import Event
+from logins.core import metrics
+from logins.core.records import Event
 
 log = logging.getLogger(__name__)
 

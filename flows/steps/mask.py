@@ -1,8 +1,8 @@
 """Mask step: replace PII with keyed tokens and seal each distinct value once into the vault.
 
 Per batch, the distinct values are tokenised in one call (with a KMS token key: concurrent
-GenerateMacs, see `logins.kms`), and the values the vault does not hold yet
-are sealed under one data key for the whole batch (`logins.vault.SealBatch`: one sealed box
+GenerateMacs, see `logins.core.kms`), and the values the vault does not hold yet
+are sealed under one data key for the whole batch (`logins.core.vault.SealBatch`: one sealed box
 per batch, then about a microsecond per value). The `SealCache` remembers which tokens the
 vault already holds (only after the sink committed them: a token sealed in a batch that
 rolled back must be sealed again), so a value that keeps coming back is not sent to the vault
@@ -16,11 +16,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from logins.config import MaskStep
-from logins.records import Event, VaultEntry
-from logins.sealcache import SealCache
-from logins.tokens import Tokenizer
-from logins.vault import Sealer
+from logins.core.config import MaskStep
+from logins.core.records import Event, VaultEntry
+from logins.core.sealcache import SealCache
+from logins.core.tokens import Tokenizer
+from logins.core.vault import Sealer
 
 # A PII value taken out of an event: (event, its fields, column, (field, value)).
 _Masked = tuple[Event, dict[str, Any], str, tuple[str, str]]

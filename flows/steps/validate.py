@@ -17,10 +17,10 @@ from typing import Any
 
 import orjson
 
-from logins.appversion import encode_app_version
-from logins.config import FieldSpec, ValidateStep
-from logins.records import REASONS, Event, Rejection, SqsMessage, ValidationReason
-from logins.tokens import Tokenizer
+from logins.core.appversion import encode_app_version
+from logins.core.config import FieldSpec, ValidateStep
+from logins.core.records import REASONS, Event, Rejection, SqsMessage, ValidationReason
+from logins.core.tokens import Tokenizer
 
 __all__ = ["REASONS", "Validator"]
 

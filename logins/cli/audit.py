@@ -1,5 +1,5 @@
 """`logins audit list|verify|anchor|keygen`: the hash-chained trail of vault actions, and
-its head signed and kept outside the database (logins/anchor.py)."""
+its head signed and kept outside the database (logins/core/anchor.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import click
 
-from logins import anchor as anchors
-from logins import audit as audit_trail
 from logins.cli.common import echo_json, selected_config, table
 from logins.cli.session import checked_connect
+from logins.core import anchor as anchors
+from logins.core import audit as audit_trail
 
 
 @click.group()

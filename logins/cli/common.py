@@ -12,10 +12,10 @@ import click
 import psycopg
 from nacl.public import PrivateKey
 
-from logins.config import AppConfig, ConfigError, load_config
-from logins.keys import KeyFileError, load_vault_private_key, read_private_key_fd
-from logins.secrets import load_tokenizer
-from logins.tokens import Tokenizer
+from logins.core.config import AppConfig, ConfigError, load_config
+from logins.core.keys import KeyFileError, load_vault_private_key, read_private_key_fd
+from logins.core.pipeline_keys import load_tokenizer
+from logins.core.tokens import Tokenizer
 
 
 def selected_config() -> AppConfig:

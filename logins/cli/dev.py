@@ -12,12 +12,12 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from connectors.sqs_protocol import PROTOCOLS, Protocol, make_client
-from logins.config import TelemetryConfig
+from connectors.sqs.protocol import PROTOCOLS, Protocol, make_client
+from logins.core.config import TelemetryConfig
+from logins.core.progress import progress
+from logins.core.telemetry import tracer_provider
 from logins.dev.generator import iter_messages
 from logins.dev.seed import send_entries, traced
-from logins.progress import progress
-from logins.telemetry import tracer_provider
 
 
 @click.command()

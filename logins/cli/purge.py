@@ -6,7 +6,7 @@ import click
 
 from logins.cli.common import echo_json, selected_config
 from logins.cli.session import NOTE, checked_connect
-from logins.purge import purge_rejected
+from logins.pii.purge import purge_rejected
 
 
 @click.command()

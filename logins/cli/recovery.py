@@ -24,11 +24,11 @@ from logins.cli.common import (
     tokenizer_of,
 )
 from logins.cli.session import NOTE, checked_connect
-from logins.erasure import Erasure, forget_tokens, forget_user
-from logins.progress import progress
-from logins.reveal import reveal as do_reveal
-from logins.reveal import user_selector, user_tokens
-from logins.vault import Opener
+from logins.core.progress import progress
+from logins.core.vault import Opener
+from logins.pii.erasure import Erasure, forget_tokens, forget_user
+from logins.pii.reveal import reveal as do_reveal
+from logins.pii.reveal import user_selector, user_tokens
 
 
 @click.command()

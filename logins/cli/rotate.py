@@ -16,10 +16,10 @@ from logins.cli.common import (
     tokenizer_of,
 )
 from logins.cli.session import NOTE, checked_connect
-from logins.keys import KeyFileError, prepend_token_key
-from logins.progress import progress
-from logins.rotation import rotate_tokens
-from logins.vault import Opener
+from logins.core.keys import KeyFileError, prepend_token_key
+from logins.core.progress import progress
+from logins.core.vault import Opener
+from logins.pii.rotation import rotate_tokens
 
 
 @click.group()

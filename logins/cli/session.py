@@ -8,9 +8,9 @@ from typing import Any
 import click
 import psycopg
 
-from connectors.migrations import schema_state
+from connectors.postgres.migrations import schema_state
 from logins.cli.common import connect
-from logins.config import AppConfig
+from logins.core.config import AppConfig
 
 NOTE = click.option(
     "--actor",

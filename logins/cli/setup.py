@@ -10,20 +10,20 @@ import psycopg
 import yaml
 
 from connectors import preflight
-from connectors.migrations import SchemaMismatch
-from connectors.migrations import migrate as apply
-from connectors.schema import table_schema
-from connectors.schemaversion import SCHEMA_VERSION
+from connectors.postgres.migrations import SchemaMismatch
+from connectors.postgres.migrations import migrate as apply
+from connectors.postgres.schema import table_schema
+from connectors.postgres.schemaversion import SCHEMA_VERSION
 from logins.cli.common import connect, selected_config
-from logins.config import AppConfig, ConfigError, describe, selected_files
-from logins.keys import (
+from logins.core.config import AppConfig, ConfigError, describe, selected_files
+from logins.core.keys import (
     KeyFileError,
     generate_keys,
     generate_token_key,
     load_vault_public_key,
     vault_fingerprint,
 )
-from logins.secrets import load_secrets
+from logins.core.pipeline_keys import load_secrets
 
 
 @click.command()

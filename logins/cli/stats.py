@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from logins.cli.common import connect, echo_json, selected_config
-from logins.stats import collect
+from logins.core.stats import collect
 
 
 @click.command()

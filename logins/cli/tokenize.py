@@ -16,8 +16,8 @@ import click
 
 from flows.steps.validate import Invalid, check_value
 from logins.cli.common import selected_config, tokenizer_of
-from logins.tokens import Tokenizer
-from logins.vaultschema import tables
+from logins.core.tokens import Tokenizer
+from logins.core.vaultschema import tables
 
 
 def _lines(file: TextIO) -> list[str]:

@@ -14,11 +14,11 @@ from logins.cli.common import (
     tokenizer_of,
 )
 from logins.cli.session import NOTE, checked_connect
-from logins.keys import KeyFileError, load_vault_private_key, load_vault_public_key
-from logins.progress import progress
-from logins.rotation import rekey, status
-from logins.secrets import load_vault_key
-from logins.vault import Opener
+from logins.core.keys import KeyFileError, load_vault_private_key, load_vault_public_key
+from logins.core.pipeline_keys import load_vault_key
+from logins.core.progress import progress
+from logins.core.vault import Opener
+from logins.pii.rotation import rekey, status
 
 
 @click.group()

@@ -22,13 +22,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from logins.config import load_config
+from logins.core.config import load_config
+from logins.core.keys import generate_keys
+from logins.core.progress import progress
+from logins.core.stats import collect
 from logins.dev.embedded import EmbeddedPostgres, EmbeddedSqs
 from logins.dev.generator import generate
 from logins.dev.seed import send_bodies
-from logins.keys import generate_keys
-from logins.progress import progress
-from logins.stats import collect
 
 QUEUE = "login-queue"
 

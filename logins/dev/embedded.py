@@ -30,7 +30,7 @@ import psycopg
 from psycopg import sql
 
 if TYPE_CHECKING:
-    from connectors.sqs_protocol import Protocol, SqsClient
+    from connectors.sqs.protocol import Protocol, SqsClient
 
 __all__ = ["EmbeddedKms", "EmbeddedPostgres", "EmbeddedSqs", "dsn_with_database", "free_port"]
 
@@ -543,9 +543,9 @@ class EmbeddedSqs(_EmbeddedMoto):
         return self.start()
 
     def client(self, protocol: Protocol = "auto") -> SqsClient:
-        """A new SQS client for this server (the project's own, connectors/sqs_protocol.py;
+        """A new SQS client for this server (the project's own, connectors/sqs/protocol.py;
         moto speaks both protocols), with dummy credentials (os.environ untouched)."""
-        from connectors.sqs_protocol import make_client
+        from connectors.sqs.protocol import make_client
 
         return make_client(
             protocol,

@@ -7,7 +7,7 @@ Every message is labelled truthfully: "valid", "resend" (an identical copy of a 
 as a producer retry looks) or "malformed" with exactly one defect, so that the rejection reason
 the validator must give is unambiguous.
 
-Malformed or not, every body is one SQS accepts (connectors/sqs_limits.py): never empty, at most
+Malformed or not, every body is one SQS accepts (connectors/sqs/limits.py): never empty, at most
 256 KiB, only characters of SQS's allowed set. A defect SQS itself would refuse never reaches a
 queue, so the generator does not make one.
 """
@@ -25,9 +25,9 @@ from typing import Any
 
 import orjson
 
-from connectors.sqs_limits import MAX_BODY_BYTES as SQS_MAX_BODY_BYTES
-from logins.config import ValidateStep, load_config
-from logins.records import REASONS as VALIDATOR_REASONS
+from connectors.sqs.limits import MAX_BODY_BYTES as SQS_MAX_BODY_BYTES
+from logins.core.config import ValidateStep, load_config
+from logins.core.records import REASONS as VALIDATOR_REASONS
 
 VALID = "valid"
 RESEND = "resend"
@@ -39,7 +39,7 @@ KINDS = (VALID, RESEND, MALFORMED)
 REASONS = VALIDATOR_REASONS
 # The producer's format: the keys the realistic bodies below are written with, in the order
 # the producer writes them. Their limits (required, nullable, lengths, types) are read from
-# the declared schema, never restated here; other schemas: logins.dev.records.
+# the declared schema, never restated here; other schemas: logins.dev.samples.
 PRODUCER_KEYS = ("user_id", "app_version", "device_type", "ip", "locale", "device_id")
 _PLACEHOLDER_ENV = {
     "SQS_QUEUE_URL": "-",
@@ -291,7 +291,7 @@ def _check_schema(schema: ValidateStep) -> None:
     if tuple(schema.fields) != PRODUCER_KEYS:
         raise ValueError(
             f"this generator writes the producer's login format {list(PRODUCER_KEYS)}; the"
-            f" schema declares {list(schema.fields)} (use logins.dev.records for other streams)"
+            f" schema declares {list(schema.fields)} (use logins.dev.samples for other streams)"
         )
 
 

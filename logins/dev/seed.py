@@ -1,12 +1,12 @@
 """Sending messages to a queue in SendMessageBatch calls: at most 10 messages and 256 KiB each
-(connectors/sqs_limits.py), every body checked against SQS's rules before it is sent."""
+(connectors/sqs/limits.py), every body checked against SQS's rules before it is sent."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from connectors.sqs_limits import batches
+from connectors.sqs.limits import batches
 
 
 def send_entries(
@@ -52,7 +52,7 @@ def traced(
     sends it (OpenTelemetry messaging conventions: one "create" span per message)."""
     from opentelemetry.trace import SpanKind
 
-    from logins.telemetry import traceparent
+    from logins.core.telemetry import traceparent
 
     attributes = {
         "messaging.system": "aws_sqs",

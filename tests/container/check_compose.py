@@ -33,7 +33,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from connectors.sqs_protocol import make_client
+from connectors.sqs.protocol import make_client
 from logins.dev.embedded import free_port
 from logins.dev.generator import generate
 from logins.dev.seed import send_bodies

@@ -16,8 +16,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from logins.config import load_config
-from logins.secrets import load_secrets
+from logins.core.config import load_config
+from logins.core.pipeline_keys import load_secrets
 from tests import kube_contract as contract
 from tests.helpers import make_keys
 from tests.kube import KUBE, OVERLAYS, REPO, RenderError, render, validate

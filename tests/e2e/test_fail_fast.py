@@ -26,7 +26,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from connectors.migrations import migrate
+from connectors.postgres.migrations import migrate
 from logins.dev.embedded import EmbeddedPostgres, EmbeddedSqs, dsn_with_database, free_port
 from logins.dev.generator import generate
 from logins.dev.seed import send_bodies

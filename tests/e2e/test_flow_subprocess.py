@@ -12,11 +12,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from logins.core.keys import load_token_keys
+from logins.core.tokens import Tokenizer
 from logins.dev.embedded import EmbeddedSqs
 from logins.dev.generator import generate
 from logins.dev.seed import send_bodies
-from logins.keys import load_token_keys
-from logins.tokens import Tokenizer
 from tests.helpers import make_keys, service_env
 
 REPO = Path(__file__).resolve().parents[2]

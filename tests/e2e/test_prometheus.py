@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 import yaml
 
-from logins import metrics
-from logins.config import config_dir
+from logins.core import metrics
+from logins.core.config import config_dir
 from logins.dev.embedded import EmbeddedSqs, free_port
 from logins.dev.generator import generate
 from logins.dev.seed import send_entries
@@ -224,7 +224,7 @@ def test_prometheus_reads_the_lag_histogram_and_the_queue_gauges_of_a_running_fl
 
         rules = wait_for("every rule evaluated, none firing or pending", quiet)
         assert sorted(r["name"] for r in rules) == sorted(r["alert"] for r in alert_rules())
-        # and /metrics itself, during the run, has every metric logins.metrics defines
+        # and /metrics itself, during the run, has every metric logins.core.metrics defines
         exposition = get(f"http://127.0.0.1:{port}/metrics")
         for value in vars(metrics).values():
             describe = getattr(value, "describe", None)

@@ -18,13 +18,13 @@ from pathlib import Path
 import psycopg
 import yaml
 
-from logins.config import load_config
+from logins.core.config import load_config
+from logins.core.keys import load_token_keys
+from logins.core.tokens import Tokenizer, is_token
 from logins.dev.embedded import EmbeddedSqs
 from logins.dev.generator import generate
-from logins.dev.records import iter_records
+from logins.dev.samples import iter_records
 from logins.dev.seed import send_bodies
-from logins.keys import load_token_keys
-from logins.tokens import Tokenizer, is_token
 from tests.helpers import assert_exact_ledger, fetch, make_keys, service_env
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import psycopg
 
-from connectors.migrations import migrate
+from connectors.postgres.migrations import migrate
+from logins.core.metrics import SQS_RECEIVED
 from logins.dev.embedded import EmbeddedPostgres, EmbeddedSqs
 from logins.dev.generator import generate
 from logins.dev.seed import send_bodies
-from logins.metrics import SQS_RECEIVED
 from tests.faults.conftest import FlowProcess, drain, in_flight, ledger_size, wait_until
 from tests.faults.producer import PacedProducer
 from tests.helpers import config_for, fetch, ledger_from_dsn, run

@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 import sys
 
-from logins.config import load_config
-from logins.secrets import load_secrets
+from logins.core.config import load_config
+from logins.core.pipeline_keys import load_secrets
 
 
 def main() -> None:

@@ -18,10 +18,10 @@ import psycopg
 from click.testing import CliRunner, Result
 from psycopg import sql
 
-from connectors import roles
-from connectors.migrations import migrate
+from connectors.postgres import roles
+from connectors.postgres.migrations import migrate
 from logins.cli import main
-from logins.config import AppConfig
+from logins.core.config import AppConfig
 from logins.dev.embedded import dsn_with_database
 from tests.helpers import config_for, make_keys, service_env
 

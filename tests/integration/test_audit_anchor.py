@@ -16,8 +16,8 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from connectors import roles
-from logins import audit
+from connectors.postgres import roles
+from logins.core import audit
 from logins.dev.embedded import HOST, free_port
 from tests.integration.rolekit import RoleDatabase, role_database
 from tests.integration.vaultkit import Vault

@@ -12,8 +12,8 @@ import threading
 import psycopg
 import pytest
 
-from connectors.migrations import migrate
-from logins import audit
+from connectors.postgres.migrations import migrate
+from logins.core import audit
 from tests.integration.vaultkit import Vault, make_vault, vault
 
 __all__ = ["vault"]

@@ -19,12 +19,12 @@ from typing import Any
 import psycopg
 from bytewax.testing import TestingSource
 
-from connectors.sqs import NoAcker
+from connectors.sqs.source import NoAcker
 from flows.steps.validate import REASONS, Validator
-from logins.keys import load_vault_private_key
-from logins.records import SqsMessage
-from logins.secrets import load_secrets
-from logins.vault import Opener
+from logins.core.keys import load_vault_private_key
+from logins.core.pipeline_keys import load_secrets
+from logins.core.records import SqsMessage
+from logins.core.vault import Opener
 from tests.helpers import assert_exact_ledger, config_for, fetch, run
 
 SEED = 20_240_611

@@ -20,11 +20,11 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from logins.core.keys import load_token_keys
+from logins.core.kms import KmsKey, KmsKeyError
+from logins.core.pipeline_keys import load_tokenizer
+from logins.core.tokens import Tokenizer
 from logins.dev.embedded import EmbeddedKms
-from logins.keys import load_token_keys
-from logins.kms import KmsKey, KmsKeyError
-from logins.secrets import load_tokenizer
-from logins.tokens import Tokenizer
 from tests.faults.sqs_proxy import SqsFaultProxy
 from tests.helpers import config_for, make_keys, service_env
 

@@ -19,14 +19,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from connectors import roles
-from connectors.migrations import migrate
+from connectors.postgres import roles
+from connectors.postgres.migrations import migrate
+from logins.core.keys import load_token_keys, load_vault_private_key
+from logins.core.tokens import Tokenizer
+from logins.core.vault import Opener
 from logins.dev.embedded import EmbeddedSqs
 from logins.dev.seed import send_bodies
-from logins.erasure import names_user
-from logins.keys import load_token_keys, load_vault_private_key
-from logins.tokens import Tokenizer
-from logins.vault import Opener
+from logins.pii.erasure import names_user
 from tests.helpers import run
 from tests.integration.leaks import LeakSearch
 from tests.integration.rolekit import RoleDatabase, role_database

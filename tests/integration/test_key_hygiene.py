@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from logins import keys as keys_module
 from logins.cli import main
-from logins.keys import generate_keys, load_vault_public_key, vault_fingerprint
+from logins.core import keys as keys_module
+from logins.core.keys import generate_keys, load_vault_public_key, vault_fingerprint
 from tests.helpers import seal_raw
 from tests.integration.vaultkit import Vault, make_vault, vault
 

@@ -17,12 +17,12 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from connectors.migrations import migrate
-from logins import lambda_handler
-from logins.config import AppConfig, load_config
+from connectors.postgres.migrations import migrate
+from flows import lambda_handler
+from logins.core.config import AppConfig, load_config
+from logins.core.keys import load_token_keys
+from logins.core.tokens import Tokenizer
 from logins.dev.embedded import free_port
-from logins.keys import load_token_keys
-from logins.tokens import Tokenizer
 from tests.helpers import assert_exact_ledger, fetch
 from tests.integration.conftest import SecretStore
 

@@ -1,7 +1,7 @@
 """The ledger against a real PostgreSQL: keyed (sent_at, message_id), partitioned by day,
 partitions made ahead and dropped after the retention, a day without a partition never
 failing a batch, a message without SentTimestamp counted once, and an earlier release's
-unpartitioned ledger converted by `logins migrate` with its rows (connectors/ledger.py)."""
+unpartitioned ledger converted by `logins migrate` with its rows (connectors/postgres/ledger.py)."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from connectors import ledger
-from connectors.migrations import migrate
-from connectors.postgres import PostgresWriter
-from connectors.schema import table_schema
-from connectors.sqs import to_message
-from logins.config import AppConfig, ConfigError
+from connectors.postgres import ledger
+from connectors.postgres.migrations import migrate
+from connectors.postgres.schema import table_schema
+from connectors.postgres.sink import PostgresWriter
+from connectors.sqs.source import to_message
+from logins.core.config import AppConfig, ConfigError
+from logins.core.records import Event, SqsMessage
 from logins.dev.generator import generate
-from logins.records import Event, SqsMessage
 from tests.helpers import config_for, fetch, masked_batches
 
 DAY_MS = 86_400_000

@@ -9,8 +9,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from connectors.migrations import SchemaMismatch, migrate
-from logins.config import AppConfig, load_config
+from connectors.postgres.migrations import SchemaMismatch, migrate
+from logins.core.config import AppConfig, load_config
 from tests.helpers import config_for, fetch
 
 # The producer team's DDL exactly as published (DESIGN.md, README).

@@ -16,7 +16,7 @@ searched, as a whole word and in its escaped forms, in:
   detail) and a database error that stops the flow (its exception and traceback).
 
 Loggers of the libraries the flow quietens (botocore, boto3, urllib3: WARNING, as
-logins.telemetry.setup does) are quietened here too: at DEBUG botocore logs whole HTTP
+logins.core.telemetry.setup does) are quietened here too: at DEBUG botocore logs whole HTTP
 responses, which hold the message bodies. That is why setup() pins them.
 """
 
@@ -36,15 +36,15 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import REGISTRY, generate_latest
 
+from logins.core.telemetry import JsonFormatter
 from logins.dev.embedded import EmbeddedSqs
 from logins.dev.generator import GeneratedMessage, generate
 from logins.dev.seed import send_bodies
-from logins.telemetry import JsonFormatter
 from tests.helpers import assert_exact_ledger, config_for, run
 from tests.integration.leaks import EXTRA_PII, LeakSearch, crafted, raw_values
 from tests.integration.vaultkit import make_vault
 
-QUIET = ("botocore", "boto3", "urllib3")  # as logins.telemetry.setup pins them
+QUIET = ("botocore", "boto3", "urllib3")  # as logins.core.telemetry.setup pins them
 
 
 @pytest.fixture

@@ -16,12 +16,12 @@ from typing import Any
 import psycopg
 from bytewax.testing import TestingSource
 
-from connectors.sqs import NoAcker, to_message
-from logins.config import AppConfig
+from connectors.sqs.source import NoAcker, to_message
+from logins.core.config import AppConfig
+from logins.core.pipeline_keys import load_secrets
 from logins.dev.embedded import EmbeddedSqs
 from logins.dev.generator import GeneratedMessage, generate
 from logins.dev.seed import send_bodies
-from logins.secrets import load_secrets
 from tests.helpers import assert_exact_ledger, config_for, fetch, run
 
 

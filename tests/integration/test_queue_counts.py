@@ -9,7 +9,7 @@ from pathlib import Path
 
 from prometheus_client import REGISTRY
 
-from connectors.sqs import QueueCounts
+from connectors.sqs.source import QueueCounts
 from logins.dev.embedded import EmbeddedSqs
 from logins.dev.seed import send_entries
 from tests.faults.sqs_proxy import SqsFaultProxy

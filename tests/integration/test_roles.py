@@ -19,15 +19,15 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from connectors import roles
-from connectors.schemaversion import SCHEMA_VERSION
+from connectors.postgres import roles
+from connectors.postgres.schemaversion import SCHEMA_VERSION
+from logins.core.keys import generate_keys, load_token_keys, load_vault_private_key
+from logins.core.tokens import Tokenizer
+from logins.core.vault import Opener
 from logins.dev.embedded import EmbeddedSqs
 from logins.dev.generator import GeneratedMessage, generate
 from logins.dev.seed import send_bodies
-from logins.keys import generate_keys, load_token_keys, load_vault_private_key
-from logins.reveal import reveal
-from logins.tokens import Tokenizer
-from logins.vault import Opener
+from logins.pii.reveal import reveal
 from tests.helpers import config_for, run
 from tests.integration.rolekit import RoleDatabase, role_database
 

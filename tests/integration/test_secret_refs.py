@@ -15,11 +15,11 @@ from click.testing import CliRunner
 from moto.core.authorization import enable_iam_authentication
 
 from logins.cli import main
-from logins.config import ConfigError, describe, load_config
+from logins.core.config import ConfigError, describe, load_config
+from logins.core.keys import KeyFileError, load_token_keys, load_vault_public_key, vault_key_id
+from logins.core.pipeline_keys import load_secrets
+from logins.core.tokens import Tokenizer
 from logins.dev.embedded import free_port
-from logins.keys import KeyFileError, load_token_keys, load_vault_public_key, vault_key_id
-from logins.secrets import load_secrets
-from logins.tokens import Tokenizer
 from tests.integration.conftest import SecretStore
 
 PASSWORD = "s3cret-Pw-Only-In-The-Store"

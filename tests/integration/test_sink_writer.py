@@ -19,12 +19,12 @@ import pytest
 from bytewax.outputs import StatelessSinkPartition
 
 from flows.builder import postgres_sink
-from logins import shutdown
-from logins.config import AppConfig
+from logins.core import shutdown
+from logins.core.config import AppConfig
+from logins.core.pipeline_keys import load_secrets
+from logins.core.records import Event, SqsMessage
+from logins.core.sealcache import SealCache
 from logins.dev.generator import generate
-from logins.records import Event, SqsMessage
-from logins.sealcache import SealCache
-from logins.secrets import load_secrets
 from tests.helpers import config_for, fetch, masked_batches
 
 QUEUED = "sink:\n  queued_batches: 2\n  writers: 1\n"  # one connection: batches commit in order

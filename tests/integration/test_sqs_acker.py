@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from connectors.sqs import InFlight, SqsAcker, sqs_client, to_message
-from logins.config import SqsSourceConfig
+from connectors.sqs.source import InFlight, SqsAcker, sqs_client, to_message
+from logins.core.config import SqsSourceConfig
+from logins.core.records import SqsMessage
 from logins.dev.embedded import EmbeddedSqs
 from logins.dev.seed import send_bodies
-from logins.records import SqsMessage
 
 pytestmark = pytest.mark.integration
 

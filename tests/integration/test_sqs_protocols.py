@@ -20,8 +20,9 @@ import boto3
 import pytest
 from click.testing import CliRunner
 
-from connectors import sqs_protocol
-from connectors.sqs import (
+from connectors.sqs import protocol as sqs_protocol
+from connectors.sqs.protocol import QueryProtocolRequired, make_client
+from connectors.sqs.source import (
     InFlight,
     QueueCounts,
     SqsAcker,
@@ -29,9 +30,8 @@ from connectors.sqs import (
     sqs_client,
     to_message,
 )
-from connectors.sqs_protocol import QueryProtocolRequired, make_client
 from logins.cli import main
-from logins.config import SqsSourceConfig
+from logins.core.config import SqsSourceConfig
 from logins.dev.embedded import EmbeddedSqs
 from logins.dev.generator import generate
 from logins.dev.seed import send_bodies
@@ -84,7 +84,7 @@ def test_auto_switches_once_on_the_first_call(
 ) -> None:
     client = client_for(query_only, "auto")
     assert client.protocol == "json"
-    with caplog.at_level(logging.WARNING, logger="connectors.sqs_protocol"):
+    with caplog.at_level(logging.WARNING, logger="connectors.sqs.protocol"):
         attrs = client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])
         assert client.protocol == "query"
         client.send_message(QueueUrl=queue_url, MessageBody="one")

@@ -16,14 +16,14 @@ from prometheus_client import REGISTRY
 
 from flows.steps.validate import Validator
 from logins.cli import main
+from logins.core.keys import BLAKE2B, load_token_keys
+from logins.core.kms import KmsKey, KmsKeyError
+from logins.core.pipeline_keys import load_tokenizer
+from logins.core.records import SqsMessage
+from logins.core.tokens import Tokenizer
 from logins.dev.embedded import EmbeddedKms, EmbeddedSqs, free_port
 from logins.dev.generator import generate
 from logins.dev.seed import send_bodies
-from logins.keys import BLAKE2B, load_token_keys
-from logins.kms import KmsKey, KmsKeyError
-from logins.records import SqsMessage
-from logins.secrets import load_tokenizer
-from logins.tokens import Tokenizer
 from tests.faults.sqs_proxy import SqsFaultProxy
 from tests.helpers import assert_exact_ledger, config_for, make_keys, run, service_env
 from tests.integration.vaultkit import Vault, make_vault

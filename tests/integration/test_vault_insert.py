@@ -1,18 +1,18 @@
 """The sink's vault insert against a real PostgreSQL: `ON CONFLICT DO NOTHING` when a staged
 token is already in the vault (a redelivery after a restart emptied the seal cache). The
 batch commits, its other entries are written, the counts are right and no token is in the
-vault twice (connectors/postgres.py)."""
+vault twice (connectors/postgres/sink.py)."""
 
 from __future__ import annotations
 
 import psycopg
 
-from connectors.migrations import migrate
-from connectors.postgres import PostgresWriter
-from connectors.schema import table_schema
-from logins.config import AppConfig
+from connectors.postgres.migrations import migrate
+from connectors.postgres.schema import table_schema
+from connectors.postgres.sink import PostgresWriter
+from logins.core.config import AppConfig
+from logins.core.records import Event, SqsMessage
 from logins.dev.generator import generate
-from logins.records import Event, SqsMessage
 from tests.helpers import config_for, fetch, masked_batches
 
 

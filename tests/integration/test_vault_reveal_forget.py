@@ -305,7 +305,7 @@ def test_an_erased_value_that_comes_back_is_new_data_not_linked_to_the_erased_on
 
 
 def test_forget_a_user_finds_their_rejected_bodies_whatever_the_json_says(vault: Vault) -> None:
-    """The matching rules of logins.erasure.names_user, end to end: a number where the id's
+    """The matching rules of logins.pii.erasure.names_user, end to end: a number where the id's
     string belongs, another case, a duplicate key, JSON escapes, a body that is not JSON."""
     theirs = [
         vault.add_rejected('{"user_id": 4711, "ip": "192.0.2.10"}'),

@@ -9,11 +9,11 @@ import threading
 
 import pytest
 
+from logins.core.keys import generate_keys, load_token_keys, load_vault_private_key
+from logins.core.vault import Opener
 from logins.dev.embedded import EmbeddedSqs
 from logins.dev.seed import send_bodies
-from logins.keys import generate_keys, load_token_keys, load_vault_private_key
-from logins.rotation import rekey, rotate_tokens
-from logins.vault import Opener
+from logins.pii.rotation import rekey, rotate_tokens
 from tests.helpers import run
 from tests.integration.vaultkit import Vault, make_vault, vault
 
@@ -245,7 +245,7 @@ def test_rekey_reseals_the_vault_and_rejected_bodies_resumably(vault: Vault, tmp
 def test_a_value_erased_while_a_rotation_batch_waits_does_not_come_back(vault: Vault) -> None:
     """`forget` holds the vault lock and has deleted the old entry; the rotation batch that
     already opened the value waits for it, then finds the entry gone and writes nothing."""
-    from logins.rotation import _write_rotation
+    from logins.pii.rotation import _write_rotation
 
     (tokens,) = logins(vault, 1)
     vault.cli("rotate", "new-key")

@@ -9,7 +9,7 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from logins.reveal import reveal
+from logins.pii.reveal import reveal
 from tests.integration.vaultkit import Vault, vault
 
 __all__ = ["vault"]

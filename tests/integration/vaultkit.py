@@ -15,12 +15,12 @@ import psycopg
 import pytest
 from click.testing import CliRunner, Result
 
-from connectors.migrations import migrate
+from connectors.postgres.migrations import migrate
 from logins.cli import main
-from logins.config import AppConfig
-from logins.keys import load_token_keys, load_vault_private_key, load_vault_public_key
-from logins.tokens import Tokenizer
-from logins.vault import Opener, Sealer
+from logins.core.config import AppConfig
+from logins.core.keys import load_token_keys, load_vault_private_key, load_vault_public_key
+from logins.core.tokens import Tokenizer
+from logins.core.vault import Opener, Sealer
 from tests.helpers import config_for, make_keys, service_env
 
 

@@ -23,7 +23,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from connectors.sqs_protocol import make_client
+from connectors.sqs.protocol import make_client
 from logins.dev.generator import generate
 from logins.dev.seed import send_bodies
 from tests.helpers import make_keys, service_env

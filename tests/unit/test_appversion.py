@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from logins.appversion import MAX_MAJOR, encode_app_version
+from logins.core.appversion import MAX_MAJOR, encode_app_version
 
 
 @pytest.mark.parametrize(

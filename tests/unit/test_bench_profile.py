@@ -10,13 +10,13 @@ RUN = "<module> (bytewax/run.py:355)"
 def test_the_sink_and_source_partitions_count_as_their_steps() -> None:
     # The partitions' classes are private (a leading underscore): their frames still name
     # their step, and the worker blocked on the writer's queue is waiting for PostgreSQL.
-    put = [RUN, "_PostgresPartition.write_batch (connectors/postgres.py:520)",
+    put = [RUN, "_PostgresPartition.write_batch (connectors/postgres/sink.py:520)",
            "Queue.put (queue.py:140)"]  # fmt: skip
     assert _step_of(put) == "sink: waiting for PostgreSQL"
-    assert _step_of([RUN, "_PostgresPartition._drain (connectors/postgres.py:530)"]) == "sink"
-    generated = [RUN, "_GeneratedPartition.next_batch (logins/dev/generated.py:190)"]
+    assert _step_of([RUN, "_PostgresPartition._drain (connectors/postgres/sink.py:530)"]) == "sink"
+    generated = [RUN, "_GeneratedPartition.next_batch (bench/generated.py:190)"]
     assert _step_of(generated) == "source"
-    assert _step_of([RUN, "_SqsPartition.next_batch (connectors/sqs.py:300)"]) == "source"
+    assert _step_of([RUN, "_SqsPartition.next_batch (connectors/sqs/source.py:300)"]) == "source"
 
 
 def test_a_sample_in_no_step_is_bytewax_and_the_rest() -> None:

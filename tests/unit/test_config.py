@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from logins.config import ConfigError, describe, load_config, selected_files
-from logins.interpolate import InterpolationError, interpolate
+from logins.core.config import ConfigError, describe, load_config, selected_files
+from logins.core.interpolate import InterpolationError, interpolate
 
 ENV = {
     "SQS_QUEUE_URL": "http://q",

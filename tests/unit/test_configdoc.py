@@ -7,7 +7,7 @@ from typing import Any, get_args
 
 from pydantic import BaseModel
 
-from logins.config import AppConfig
+from logins.core.config import AppConfig
 from logins.dev.configdoc import SECTIONS, render
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"

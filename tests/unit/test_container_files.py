@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from logins.config import load_config
+from logins.core.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

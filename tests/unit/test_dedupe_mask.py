@@ -6,12 +6,12 @@ import pickle
 
 from flows.steps.dedupe import DedupeLogic, shard_of
 from flows.steps.mask import Masker
-from logins.config import MaskStep
-from logins.keys import TokenKey
-from logins.records import Event, Rejection, SqsMessage
-from logins.sealcache import SealCache
-from logins.tokens import Tokenizer
-from logins.vault import Sealer
+from logins.core.config import MaskStep
+from logins.core.keys import TokenKey
+from logins.core.records import Event, Rejection, SqsMessage
+from logins.core.sealcache import SealCache
+from logins.core.tokens import Tokenizer
+from logins.core.vault import Sealer
 
 MINUTE = 60_000
 

@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 
 from flows.steps import dedupe
 from flows.steps.dedupe import DedupeLogic, slots_per_shard, tick_ms
-from logins.records import Event, SqsMessage
+from logins.core.records import Event, SqsMessage
 
 T0 = 1_780_000_000_000  # a SentTimestamp in ms
 SECOND = 1000

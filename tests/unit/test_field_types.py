@@ -12,10 +12,10 @@ import pytest
 from pydantic import ValidationError
 
 from flows.steps.validate import Validator
-from logins.config import FieldSpec, ValidateStep
-from logins.keys import TokenKey
-from logins.records import SqsMessage
-from logins.tokens import Tokenizer
+from logins.core.config import FieldSpec, ValidateStep
+from logins.core.keys import TokenKey
+from logins.core.records import SqsMessage
+from logins.core.tokens import Tokenizer
 
 UTC = timezone.utc
 

@@ -11,9 +11,9 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSink, cluster_main, run_main
 
-from logins.dev.generated import Dataset, GeneratedSource, kinds_of, message_id, write_dataset
+from bench.generated import Dataset, GeneratedSource, kinds_of, message_id, write_dataset
+from logins.core.records import SqsMessage
 from logins.dev.generator import iter_messages
-from logins.records import SqsMessage
 
 
 def test_a_dataset_holds_the_generators_stream(tmp_path: Path) -> None:

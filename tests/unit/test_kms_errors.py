@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 
-from logins.kms import _transient
+from logins.core.kms import _transient
 
 
 def error(code: str, status: int) -> ClientError:

@@ -22,8 +22,8 @@ from cfnlint.decode import decode
 from samtranslator.parser.parser import Parser
 from samtranslator.translator.translator import Translator
 
-from logins.config import load_config
-from logins.secretrefs import SecretRef, parse
+from logins.core.config import load_config
+from logins.core.secretrefs import SecretRef, parse
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "deploy" / "lambda" / "template.yaml"

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from logins import metrics
+from logins.core import metrics
 from tests.helpers import require_binary
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,7 +22,7 @@ SUFFIXES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_c
 
 
 def exported_series() -> set[str]:
-    """Every series name logins.metrics exports (what /metrics shows), from the metric objects."""
+    """Every series name logins.core.metrics exports (what /metrics shows), from its objects."""
     names = set()
     for value in vars(metrics).values():
         describe = getattr(value, "describe", None)

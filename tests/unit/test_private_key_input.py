@@ -11,7 +11,12 @@ import pytest
 from click.testing import CliRunner
 
 from logins.cli import main
-from logins.keys import KeyFileError, generate_keys, load_vault_private_key, read_private_key_fd
+from logins.core.keys import (
+    KeyFileError,
+    generate_keys,
+    load_vault_private_key,
+    read_private_key_fd,
+)
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from logins import progress as progress_module
-from logins.progress import progress
+from logins.core import progress as progress_module
+from logins.core.progress import progress
 
 
 class Terminal(io.StringIO):

@@ -1,4 +1,4 @@
-"""Sample messages for any declared schema (logins.dev.records): every label is what the
+"""Sample messages for any declared schema (logins.dev.samples): every label is what the
 validator (tested on its own, table-driven) concludes, valid records never repeat each
 other, and every reason the schema allows occurs."""
 
@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from flows.steps.validate import Validator
-from logins.config import ValidateStep, load_config
-from logins.dev.records import iter_records
-from logins.keys import TokenKey
-from logins.records import SqsMessage
-from logins.tokens import Tokenizer
+from logins.core.config import ValidateStep, load_config
+from logins.core.keys import TokenKey
+from logins.core.records import SqsMessage
+from logins.core.tokens import Tokenizer
+from logins.dev.samples import iter_records
 
 SIGNUPS = Path(__file__).resolve().parents[2] / "config" / "examples" / "signups.yaml"
 ENV = {

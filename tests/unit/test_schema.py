@@ -1,4 +1,4 @@
-"""The sink table's columns from the declared fields (connectors/schema.py), and the sink's
+"""The sink table's columns from the declared fields (connectors/postgres/schema.py), and the sink's
 table names derived from `sink.table`."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from connectors.schema import table_schema
-from logins.config import AppConfig, ConfigError, load_config
+from connectors.postgres.schema import table_schema
+from logins.core.config import AppConfig, ConfigError, load_config
 
 ENV = {
     "SQS_QUEUE_URL": "http://q",

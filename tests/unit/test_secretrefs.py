@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from logins.cli import main
-from logins.config import ConfigError, describe, load_config
-from logins.secretrefs import SecretRef, SecretRefError, _region, parse
+from logins.core.config import ConfigError, describe, load_config
+from logins.core.secretrefs import SecretRef, SecretRefError, _region, parse
 
 ENV = {"SQS_QUEUE_URL": "q", "LOGINS_TOKEN_KEY_FILE": "k", "LOGINS_VAULT_PUBLIC_KEY_FILE": "v"}
 

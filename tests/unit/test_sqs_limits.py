@@ -1,4 +1,4 @@
-"""SQS's body and batch rules, checked before sending (connectors/sqs_limits.py)."""
+"""SQS's body and batch rules, checked before sending (connectors/sqs/limits.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connectors.sqs_limits import batches, entry_size, refusal
+from connectors.sqs.limits import batches, entry_size, refusal
 
 # The rules as SQS documents them, restated here rather than imported.
 ALLOWED = re.compile("[\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]+")

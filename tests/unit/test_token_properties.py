@@ -12,8 +12,8 @@ from pathlib import Path
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from logins.keys import TokenKey, generate_token_key, load_token_keys
-from logins.tokens import Tokenizer, is_token, key_id_of
+from logins.core.keys import TokenKey, generate_token_key, load_token_keys
+from logins.core.tokens import Tokenizer, is_token, key_id_of
 
 REPO = Path(__file__).resolve().parents[2]
 FIELDS = st.sampled_from(["ip", "device_id", "user_id"])
@@ -94,8 +94,8 @@ def test_no_collisions_in_200k_distinct_values_per_field() -> None:
 _CHILD = """
 import json, sys
 from pathlib import Path
-from logins.keys import load_token_keys
-from logins.tokens import Tokenizer
+from logins.core.keys import load_token_keys
+from logins.core.tokens import Tokenizer
 tokenizer = Tokenizer(load_token_keys(Path(sys.argv[1])))
 values = json.load(sys.stdin)
 json.dump([tokenizer.token(f, v) for f, v in values], sys.stdout)

@@ -13,12 +13,12 @@ from nacl.public import PrivateKey
 from flows.steps.mask import Masker
 from flows.steps.validate import Validator
 from logins.cli import main
-from logins.config import MaskStep, load_config
-from logins.keys import generate_keys, prepend_token_key
-from logins.records import SqsMessage
-from logins.sealcache import SealCache
-from logins.secrets import load_tokenizer
-from logins.vault import Sealer
+from logins.core.config import MaskStep, load_config
+from logins.core.keys import generate_keys, prepend_token_key
+from logins.core.pipeline_keys import load_tokenizer
+from logins.core.records import SqsMessage
+from logins.core.sealcache import SealCache
+from logins.core.vault import Sealer
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.public import SealedBox
 
-from logins.keys import (
+from logins.core.keys import (
     FINGERPRINT_LABEL,
     HMAC_SHA256,
     KeyFileError,
@@ -21,8 +21,8 @@ from logins.keys import (
     load_vault_private_key,
     load_vault_public_key,
 )
-from logins.tokens import DIGEST_BYTES, LocalKey, Tokenizer
-from logins.vault import MAGIC, Opener, Sealer, VaultError
+from logins.core.tokens import DIGEST_BYTES, LocalKey, Tokenizer
+from logins.core.vault import MAGIC, Opener, Sealer, VaultError
 
 KEY_A = TokenKey("aaaa1111", b"\x01" * 32)
 KEY_B = TokenKey("bbbb2222", b"\x02" * 32)

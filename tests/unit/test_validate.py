@@ -7,10 +7,10 @@ import json
 import pytest
 
 from flows.steps.validate import REASONS, Validator
-from logins.config import FieldSpec, ValidateStep
-from logins.keys import TokenKey
-from logins.records import SqsMessage
-from logins.tokens import Tokenizer
+from logins.core.config import FieldSpec, ValidateStep
+from logins.core.keys import TokenKey
+from logins.core.records import SqsMessage
+from logins.core.tokens import Tokenizer
 
 GOOD = {
     "user_id": "424cdd21-063a-43a7-b91b-7ca1a833afae",

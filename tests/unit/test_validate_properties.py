@@ -22,11 +22,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flows.steps.validate import REASONS, Validator
-from logins.appversion import encode_app_version
-from logins.config import ValidateStep, load_config
-from logins.keys import TokenKey
-from logins.records import Event, SqsMessage
-from logins.tokens import Tokenizer
+from logins.core.appversion import encode_app_version
+from logins.core.config import ValidateStep, load_config
+from logins.core.keys import TokenKey
+from logins.core.records import Event, SqsMessage
+from logins.core.tokens import Tokenizer
 
 # The production schema (config/base.yaml); only the key files are dummies, never read.
 STEP = load_config(

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from logins.keys import generate_keys, load_token_keys, load_vault_private_key
-from logins.keys import load_vault_public_key as load_public
-from logins.tokens import Tokenizer
-from logins.vault import MIN_BUCKET, Opener, Sealer, VaultError, pad, unpad
+from logins.core.keys import generate_keys, load_token_keys, load_vault_private_key
+from logins.core.keys import load_vault_public_key as load_public
+from logins.core.tokens import Tokenizer
+from logins.core.vault import MIN_BUCKET, Opener, Sealer, VaultError, pad, unpad
 from tests.helpers import seal_raw
 
 IPS = [

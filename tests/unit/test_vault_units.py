@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from logins import audit
-from logins.erasure import names_user
-from logins.keys import KeyFileError, generate_keys, load_token_keys, prepend_token_key
-from logins.vaultschema import _prefix
+from logins.core import audit
+from logins.core.keys import KeyFileError, generate_keys, load_token_keys, prepend_token_key
+from logins.core.vaultschema import _prefix
+from logins.pii.erasure import names_user
 
 ROW = audit.AuditRow(
     id=7,

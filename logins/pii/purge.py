@@ -16,9 +16,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from logins import audit
-from logins.config import AppConfig
-from logins.vaultschema import tables
+from logins.core import audit
+from logins.core.config import AppConfig
+from logins.core.vaultschema import tables
 
 
 @dataclass

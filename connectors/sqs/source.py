@@ -4,7 +4,7 @@ Every worker polls the same queue; SQS hands out disjoint messages. `next_batch`
 the worker: background receiver threads long-poll (WaitTimeSeconds) into a bounded buffer,
 and `next_batch` only drains what is already there. Retries of SQS calls (throttling,
 connection errors) are botocore's own retry modes: exponential backoff with jitter. Every
-client speaks the server's protocol (`source.protocol`, see connectors/sqs_protocol.py).
+client speaks the server's protocol (`source.protocol`, see connectors/sqs/protocol.py).
 
 A transient failure is logged with the server's error code and message and retried; a
 permanent one (the queue deleted, access denied, credentials revoked: connectors/errors.py)
@@ -31,10 +31,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from bytewax.inputs import DynamicSource, StatelessSourcePartition
 
 from connectors.errors import Failure, sqs_failure, sqs_where
-from connectors.sqs_protocol import SqsClient, make_client
-from logins import metrics, shutdown
-from logins.config import SqsSourceConfig
-from logins.records import SqsMessage
+from connectors.sqs.protocol import SqsClient, make_client
+from logins.core import metrics, shutdown
+from logins.core.config import SqsSourceConfig
+from logins.core.records import SqsMessage
 
 __all__ = [
     "Acker",

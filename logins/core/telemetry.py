@@ -23,7 +23,7 @@ from opentelemetry.propagators.aws import AwsXRayPropagator
 from opentelemetry.propagators.aws.aws_xray_propagator import TRACE_HEADER_KEY
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from logins.config import TelemetryConfig
+from logins.core.config import TelemetryConfig
 
 _configured = False
 

@@ -7,7 +7,7 @@ the 32 hex are the first 16 bytes of a MAC of `field NUL value` (UTF-8), so an i
 device id with the same text differ. The MAC is the key's:
 
 * HMAC-SHA256 (truncated to 16 bytes): key files written by `logins keygen`, and AWS KMS
-  HMAC_256 keys (`logins.kms`: GenerateMac, the secret never leaves KMS). The same material
+  HMAC_256 keys (`logins.core.kms`: GenerateMac, the secret never leaves KMS). The same material
   gives the same tokens in either custody.
 * keyed BLAKE2b with a 16-byte digest: key files written before HMAC keys; KMS cannot compute
   it, so tokens under such a key move to KMS only by rotation.
@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from logins.keys import BLAKE2B, FINGERPRINT_LABEL, TokenAlgorithm, TokenKey
+from logins.core.keys import BLAKE2B, FINGERPRINT_LABEL, TokenAlgorithm, TokenKey
 
 DIGEST_BYTES = 16
 TOKEN_RE = re.compile(r"[A-Za-z0-9]+\.[0-9a-f]{32}")

@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from logins.config import AppConfig, MaskStep
+from logins.core.config import AppConfig, MaskStep
 
 
 @dataclass

@@ -27,9 +27,9 @@ from pydantic import (
     model_validator,
 )
 
-from logins import secretrefs
-from logins.interpolate import InterpolationError, interpolate
-from logins.secretrefs import SecretRef, SecretRefError
+from logins.core import secretrefs
+from logins.core.interpolate import InterpolationError, interpolate
+from logins.core.secretrefs import SecretRef, SecretRefError
 
 DEFAULT_ENV = "local"
 
@@ -259,7 +259,7 @@ class MaskStep(_Strict):
         description="input field -> the column holding its token (`varchar(256)`)"
     )
     # A token it forgot only costs resending its vault entry, which the vault's insert skips
-    # (ON CONFLICT DO NOTHING); logins/sealcache.py.
+    # (ON CONFLICT DO NOTHING); logins/core/sealcache.py.
     seal_cache_size: int = Field(
         50_000,
         ge=0,
@@ -435,7 +435,7 @@ def _key_source(value: Any) -> Any:
     return value
 
 
-# A key file's path, or a reference to a secret that holds the file's text (logins.secretrefs).
+# A key file's path, or a reference to a secret that holds the file's text (logins.core.secretrefs).
 KeySource = Annotated[
     Path | SecretRef, BeforeValidator(_key_source), PlainSerializer(str, return_type=str)
 ]
@@ -635,7 +635,7 @@ def config_dir() -> Path:
     """Where the shipped YAML lives: LOGINS_CONFIG_DIR, else the repo's config/, else ./config."""
     if "LOGINS_CONFIG_DIR" in os.environ:
         return Path(os.environ["LOGINS_CONFIG_DIR"])
-    shipped = Path(__file__).resolve().parent.parent / "config"
+    shipped = Path(__file__).resolve().parents[2] / "config"
     return shipped if shipped.is_dir() else Path.cwd() / "config"
 
 

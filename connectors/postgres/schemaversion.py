@@ -18,8 +18,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from logins.config import AppConfig
-from logins.vaultschema import tables
+from logins.core.config import AppConfig
+from logins.core.vaultschema import tables
 
 VERSION_TABLE = "logins_schema_version"
 # 2: roles and grants, the audit append function, erasure markers, vault entry ids

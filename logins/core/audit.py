@@ -6,7 +6,7 @@ Every action on the vault (reveal, forget, rotate, rekey, purge) writes one row:
 free-text `note` (the CLI's `--actor`), when (`at`), why (`reason`), what (`action`,
 `detail`: vault entry ids and counts, never a token or a value) and how many succeeded or
 failed. Nobody but the owner may INSERT: the vault roles call `<audit table>_append(...)`
-(logins/auditsql.py), which takes the chain's lock, the id and the time, sets the actor and
+(logins/core/auditsql.py), which takes the chain's lock, the id and the time, sets the actor and
 computes the hash itself. A trigger refuses UPDATE, DELETE and TRUNCATE. The table's owner
 (or a superuser) can still disable the trigger, so each row also carries
 
@@ -30,7 +30,7 @@ starts at the first hashed row, whose prev_hash is the *genesis* digest: SHA-256
 `verify` recomputes the chain. An edited row fails its own hash; a deleted row breaks its
 successor's prev_hash. Whoever can rewrite the table (its owner, a superuser) can recompute
 every hash after an edit, or delete the newest rows: only a head recorded outside the
-database exposes that, which is what `logins audit anchor` (logins/anchor.py) writes, signed,
+database exposes that, which is what `logins audit anchor` (logins/core/anchor.py) writes, signed,
 and `verify --anchor` checks.
 """
 
@@ -47,7 +47,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from logins.config import AppConfig
+from logins.core.config import AppConfig
 
 AUDIT_LOCK_ID = 7_417_302  # pg_advisory_xact_lock key that serialises audit inserts
 GENESIS = b"logins-audit-v1\n"
@@ -117,7 +117,7 @@ def canonical(row: AuditRow) -> bytes:
 
 
 def v2_fields(row: AuditRow) -> list[str | None]:
-    """The fields a version-2 hash covers, as text, in order (logins/auditsql.py: the same)."""
+    """The fields a version-2 hash covers, as text, in order (logins/core/auditsql.py: the same)."""
     return [
         V2_TAG,
         str(row.id),

@@ -6,7 +6,7 @@ it is schema-qualified, so a caller's own objects (a temporary table called `pii
 function shadowing `sha256`) cannot stand in for ours. It records `session_user` (the login
 that authenticated; `SET ROLE` does not change it) as the actor, takes the chain's lock, the
 next id and `clock_timestamp()` itself, and computes the version-2 hash exactly as
-`logins.audit.canonical_v2` does. So a caller can neither pick the actor, the time or the id
+`logins.core.audit.canonical_v2` does. So a caller can neither pick the actor, the time or the id
 nor write a row that does not extend the chain, and with no INSERT grant it cannot bypass
 the function. EXECUTE is revoked from PUBLIC; the migrations grant it to the vault roles.
 """
@@ -18,8 +18,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from logins.audit import ACTIONS, AUDIT_LOCK_ID, V2_TAG, append_function
-from logins.config import AppConfig
+from logins.core.audit import ACTIONS, AUDIT_LOCK_ID, V2_TAG, append_function
+from logins.core.config import AppConfig
 
 SEARCH_PATH = sql.SQL("SET search_path = pg_catalog, pg_temp")
 
@@ -38,7 +38,7 @@ def append_function_ddl(
 ) -> sql.Composed:
     """CREATE OR REPLACE the append function for this config's audit table in `schema`.
     `genesis` is the prev_hash of the first row when the table holds no hashed row yet
-    (logins.audit.genesis over the rows an upgraded table already had)."""
+    (logins.core.audit.genesis over the rows an upgraded table already had)."""
     audit = sql.Identifier(schema, config.vault.audit_table)
     function = sql.Identifier(schema, append_function(config))
     canonical = " || ".join(

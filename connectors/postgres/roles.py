@@ -20,7 +20,7 @@ GRANT), so a privilege an earlier release or a hand gave does not linger.
     logins_auditor   `logins audit list|verify|anchor`: read the audit trail
 
 Revealer, eraser and rotator write audit rows only through the SECURITY DEFINER append
-function (logins/auditsql.py); none of them may INSERT into the audit table.
+function (logins/core/auditsql.py); none of them may INSERT into the audit table.
 """
 
 from __future__ import annotations
@@ -29,11 +29,11 @@ from collections.abc import Iterable
 
 from psycopg import sql
 
-from connectors.ledger import maintain_signature as ledger_maintain_signature
-from connectors.schemaversion import VERSION_TABLE
-from logins.auditsql import append_function_signature
-from logins.config import AppConfig
-from logins.vaultschema import tables
+from connectors.postgres.ledger import maintain_signature as ledger_maintain_signature
+from connectors.postgres.schemaversion import VERSION_TABLE
+from logins.core.auditsql import append_function_signature
+from logins.core.config import AppConfig
+from logins.core.vaultschema import tables
 
 OWNER = "logins_owner"
 PIPELINE = "logins_pipeline"

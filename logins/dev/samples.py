@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 import rstr
 
-from logins.config import FieldSpec, ValidateStep
+from logins.core.config import FieldSpec, ValidateStep
 from logins.dev.generator import MALFORMED, MAX_BODY_LIMIT, RESEND, VALID, GeneratedMessage
 
 __all__ = ["iter_records"]
@@ -160,7 +160,7 @@ def iter_records(
     fields = list(step.fields.items())
     required = [name for name, spec in fields if spec.required]
     defects = {name: values.defects(spec) for name, spec in fields}
-    # too_large only while such a body still fits in an SQS message (connectors/sqs_limits.py)
+    # too_large only while such a body still fits in an SQS message (connectors/sqs/limits.py)
     too_large = {"too_large"} if step.max_body_bytes <= MAX_BODY_LIMIT else set()
     reasons = sorted(
         {"not_json", "not_object"}

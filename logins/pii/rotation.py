@@ -26,14 +26,14 @@ from nacl.exceptions import CryptoError
 from nacl.public import PublicKey
 from psycopg import sql
 
-from logins import audit
-from logins.config import AppConfig
-from logins.keys import vault_key_id
-from logins.tokens import Tokenizer, key_id_of
-from logins.vault import Opener, Sealer, VaultError
-from logins.vaultschema import tables
+from logins.core import audit
+from logins.core.config import AppConfig
+from logins.core.keys import vault_key_id
+from logins.core.tokens import Tokenizer, key_id_of
+from logins.core.vault import Opener, Sealer, VaultError
+from logins.core.vaultschema import tables
 
-Progress = Callable[[int, int], None]  # (rows walked so far, rows to walk): logins.progress
+Progress = Callable[[int, int], None]  # (rows walked so far, rows to walk): logins.core.progress
 
 
 @dataclass

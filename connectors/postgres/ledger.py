@@ -28,7 +28,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from logins.auditsql import SEARCH_PATH
+from logins.core.auditsql import SEARCH_PATH
 
 __all__ = [
     "DAYS_AHEAD",

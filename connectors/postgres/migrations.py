@@ -1,13 +1,13 @@
 """Idempotent schema migrations: safe on an empty database, run again, from several workers
 at once (an advisory lock serialises them), and on an existing sink table with rows such as
 the producer team's `user_logins` (columns are only ever added, never retyped or dropped).
-The sink table's columns come from the declared fields (connectors/schema.py).
+The sink table's columns come from the declared fields (connectors/postgres/schema.py).
 
 Run by the owner (a login granted `logins_owner`) or a superuser. In one transaction: create
-the NOLOGIN roles if missing (connectors/roles.py; needs CREATEROLE the first time), hand
+the NOLOGIN roles if missing (connectors/postgres/roles.py; needs CREATEROLE the first time), hand
 every existing object to `logins_owner`, then, as `logins_owner` (SET LOCAL ROLE), apply the
 DDL, re-create the audit append function and re-apply every grant, and record the schema
-version (connectors/schemaversion.py). The flow calls `ensure_schema`: nothing at all when
+version (connectors/postgres/schemaversion.py). The flow calls `ensure_schema`: nothing at all when
 the recorded version is current, so a role that cannot run DDL starts fine.
 """
 
@@ -20,9 +20,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from connectors import ledger, roles
-from connectors.schema import Column, TableSchema, table_schema
-from connectors.schemaversion import (
+from connectors.postgres import ledger, roles
+from connectors.postgres.schema import Column, TableSchema, table_schema
+from connectors.postgres.schemaversion import (
     SCHEMA_VERSION,
     VERSION_TABLE,
     SchemaError,
@@ -30,10 +30,10 @@ from connectors.schemaversion import (
     fingerprint,
     state,
 )
-from logins import audit
-from logins.auditsql import SEARCH_PATH, append_function_ddl
-from logins.config import AppConfig
-from logins.vaultschema import tables
+from logins.core import audit
+from logins.core.auditsql import SEARCH_PATH, append_function_ddl
+from logins.core.config import AppConfig
+from logins.core.vaultschema import tables
 
 __all__ = ["LOCK_ID", "SchemaMismatch", "migrate", "on_connect"]
 
@@ -95,8 +95,8 @@ def _statements(config: AppConfig) -> list[sql.Composed | sql.SQL]:
         sql.Identifier(sink.duplicates_table),
     )
     statements: list[sql.Composed | sql.SQL] = [
-        # One unique key per message: the ledger's (connectors/ledger.py). The outcome tables
-        # get rows only for the ids the ledger claimed in the same statement, so the unique
+        # One unique key per message: the ledger's (connectors/postgres/ledger.py). The outcome
+        # tables get rows only for the ids the ledger claimed in the same statement, so the unique
         # indexes earlier releases gave them are dropped (names as those releases made them).
         sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(f"{sink.table}_message_id_key")),
         sql.SQL(
@@ -170,12 +170,12 @@ def _vault_statements(config: AppConfig) -> list[sql.Composed | sql.SQL]:
 
     * `pii_audit` gains `detail`, `prev_hash`, `row_hash`, then `note` (the free text that
       `--actor` was) and `hash_version`. Rows written before have no hash: the chain starts
-      at the first hashed row (see logins/audit.py). From then on a row without a hash is
+      at the first hashed row (see logins/core/audit.py). From then on a row without a hash is
       refused, and no two rows may claim the same predecessor.
     * `pii_vault.entry_id`: a random surrogate id per entry; the audit names entries by it,
       never by token, so an audit row says nothing about the value once the entry is gone.
     * `pii_erasures`: one row per erased value, keyed by the random marker `logins forget`
-      put in the masked columns instead of its token (logins/erasure.py). No token.
+      put in the masked columns instead of its token (logins/pii/erasure.py). No token.
     * `pii_token_aliases` maps a token under an old token key to the same value's token
       under the new key (`logins rotate run`).
     * `user_logins_rejected.body_erased_at`: when `forget` or `purge` emptied a sealed body.
@@ -260,7 +260,7 @@ def _vault_statements(config: AppConfig) -> list[sql.Composed | sql.SQL]:
 
 
 def _ledger(conn: psycopg.Connection[Any], config: AppConfig, schema: str) -> None:
-    """The partitioned ledger and its maintenance function (connectors/ledger.py): created,
+    """The partitioned ledger and its maintenance function (connectors/postgres/ledger.py): created,
     converted from an earlier release's plain table, then its partitions made current."""
     name, retention = config.sink.ledger_table, config.sink.ledger_retention_days
     conn.execute(ledger.maintain_function_ddl(conn, name, schema))
@@ -425,7 +425,7 @@ def _take_ownership(conn: psycopg.Connection[Any], config: AppConfig) -> None:
             roles.OWNER,
         ),
     ).fetchall()
-    found += conn.execute(  # the ledger's partitions (connectors/ledger.py)
+    found += conn.execute(  # the ledger's partitions (connectors/postgres/ledger.py)
         "SELECT 'TABLE', c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
         " WHERE i.inhparent = to_regclass(quote_ident(%s)) AND pg_get_userbyid(c.relowner) <> %s",
         (config.sink.ledger_table, roles.OWNER),

@@ -21,14 +21,14 @@ import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
-from logins import audit
-from logins.config import AppConfig
-from logins.tokens import Tokenizer
-from logins.vault import Opener, VaultError
-from logins.vaultschema import tables
+from logins.core import audit
+from logins.core.config import AppConfig
+from logins.core.tokens import Tokenizer
+from logins.core.vault import Opener, VaultError
+from logins.core.vaultschema import tables
 
 NOT_IN_VAULT = "not in the vault (never sealed, or erased)"
-ERASED_PREFIX = "erased:"  # what `logins forget` leaves in a masked column (logins/erasure.py)
+ERASED_PREFIX = "erased:"  # what `logins forget` leaves in a masked column (logins/pii/erasure.py)
 
 
 @dataclass(frozen=True)

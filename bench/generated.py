@@ -30,9 +30,9 @@ from typing import BinaryIO
 import orjson
 from bytewax.inputs import DynamicSource, StatelessSourcePartition
 
-from logins import shutdown
+from logins.core import shutdown
+from logins.core.records import SqsMessage
 from logins.dev.generator import KINDS, iter_messages
-from logins.records import SqsMessage
 
 DEFAULT_BATCH = 1000
 _MAGIC = b"LOGINS-DATASET-1\n"

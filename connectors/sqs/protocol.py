@@ -5,7 +5,7 @@ team's image) speak only the query protocol and answer every JSON call with HTTP
 "Operation detection failed. Missing Action in request for query-protocol service". botocore no
 longer ships the query model, but its data loader reads service models from extra folders (the
 `data_path` setting, which AWS_DATA_PATH also sets): the query client's own botocore session
-puts `sqs_query_model/` (botocore 1.31.80's model, Apache-2.0) first on that path. Only that
+puts `query_model/` (botocore 1.31.80's model, Apache-2.0) first on that path. Only that
 session does: both models carry API version 2012-11-05, so the JSON client must not see it.
 
 `protocol`: `json` or `query` forces one; `auto` starts with JSON and, on that HTTP 500 (any
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 Protocol = Literal["auto", "json", "query"]
 PROTOCOLS: tuple[Protocol, ...] = ("auto", "json", "query")
-QUERY_MODEL_DIR = Path(__file__).resolve().with_name("sqs_query_model")
+QUERY_MODEL_DIR = Path(__file__).resolve().with_name("query_model")
 # What LocalStack < 3.0 answers to a JSON-protocol call (HTTP 500, an XML error body).
 _QUERY_ONLY_TEXT = (b"Operation detection failed", b"Missing Action in request for query-protocol")
 # Parameters the JSON model has and the older query model names differently.

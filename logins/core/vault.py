@@ -41,7 +41,7 @@ from nacl.bindings import (
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
-from logins.keys import vault_fingerprint, vault_key_id
+from logins.core.keys import vault_fingerprint, vault_key_id
 
 SEP = "\x00"
 MAGIC = b"LV3\x00"  # the format written now: envelope, padded

@@ -1,8 +1,8 @@
-"""AWS Lambda entry point, `logins.lambda_handler.handler`, for an SQS event source mapping with
+"""AWS Lambda entry point, `flows.lambda_handler.handler`, for an SQS event source mapping with
 `FunctionResponseTypes: [ReportBatchItemFailures]` (deploy/lambda/template.yaml).
 
 One invocation is one batch. Its records go through the flow's own steps (validate, dedupe,
-mask: flows/batch.py) and the sink's own commit (connectors/postgres.py `BatchCommitter`: the
+mask: flows/batch.py) and the sink's own commit (connectors/postgres/sink.py `BatchCommitter`: the
 same ledger, the same poison rule). The answer lists every record that did not commit, so
 Lambda deletes exactly the committed ones; the handler itself never calls SQS.
 
@@ -27,13 +27,13 @@ from typing import Any
 
 import psycopg
 
-from connectors.postgres import BatchCommitter, DatabaseUnavailable
-from connectors.sqs import to_message
+from connectors.postgres.sink import BatchCommitter, DatabaseUnavailable
+from connectors.sqs.source import to_message
 from flows.batch import BatchSteps, batch_committer
-from logins.config import ConfigError, load_config
-from logins.keys import KeyFileError
-from logins.records import SqsMessage
-from logins.secrets import load_secrets
+from logins.core.config import ConfigError, load_config
+from logins.core.keys import KeyFileError
+from logins.core.pipeline_keys import load_secrets
+from logins.core.records import SqsMessage
 
 log = logging.getLogger(__name__)
 

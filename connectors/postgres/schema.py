@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from logins.config import AppConfig, ConfigError, FieldSpec, MaskStep
+from logins.core.config import AppConfig, ConfigError, FieldSpec, MaskStep
 
 __all__ = ["COLUMN_TYPES", "Column", "TableSchema", "table_schema"]
 

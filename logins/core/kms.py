@@ -4,7 +4,7 @@ can compute a token offline. Each guess at a value costs a GenerateMac call, whi
 (CloudTrail) and rate-limits.
 
 The key must be an HMAC_256 key (KeyUsage GENERATE_VERIFY_MAC). A token is the first 16 bytes
-of HMAC-SHA256, exactly what `logins.tokens.LocalKey` computes for an `hmac-sha256` key file
+of HMAC-SHA256, exactly what `logins.core.tokens.LocalKey` computes for an `hmac-sha256` key file
 line: with the same material imported into KMS (ImportKeyMaterial), the tokens are the same.
 The key id in the tokens is derived from the material the same way (`KEY_ID_LABEL`).
 
@@ -39,8 +39,8 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from logins import metrics
-from logins.keys import HMAC_SHA256, KEY_ID_LABEL, KeyFileError, TokenAlgorithm
+from logins.core import metrics
+from logins.core.keys import HMAC_SHA256, KEY_ID_LABEL, KeyFileError, TokenAlgorithm
 
 MAC_ALGORITHM = "HMAC_SHA_256"
 KEY_SPEC = "HMAC_256"
@@ -83,7 +83,7 @@ def _describe_error(exc: BaseException) -> str:
 
 
 class KmsKey:
-    """An AWS KMS HMAC_256 key as a token key (`logins.tokens.MacKey`). Thread-safe: the
+    """An AWS KMS HMAC_256 key as a token key (`logins.core.tokens.MacKey`). Thread-safe: the
     Bytewax workers of a process share one."""
 
     algorithm: TokenAlgorithm = HMAC_SHA256

@@ -9,7 +9,7 @@ rotation. A token key line is
 
 An HMAC key's id is the first 4 bytes (hex) of HMAC-SHA256(key, "token-key-id"), so the same
 key material gets the same id wherever it is held: in this file, or imported into an AWS KMS
-HMAC key (`logins.kms`), and tokens match across the two (docs/vault.md "Key custody").
+HMAC key (`logins.core.kms`), and tokens match across the two (docs/vault.md "Key custody").
 
 The vault key id is derived from the public key, so a public and a private key can never be
 paired wrongly; it is a 32-bit label, not an authentication: the full SHA-256 fingerprint
@@ -18,7 +18,7 @@ paired wrongly; it is a 32-bit label, not an authentication: the full SHA-256 fi
 Secret files (token keys, the vault private key) that group or others may read are refused:
 a key that leaked to another account is not a key any more. Where the pipeline reads a key
 (the token key, the vault's public key), a reference to AWS Secrets Manager or SSM holding
-the same text may stand instead of the file (`logins.secretrefs`).
+the same text may stand instead of the file (`logins.core.secretrefs`).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from typing import Literal
 
 from nacl.public import PrivateKey, PublicKey
 
-from logins.secretrefs import SecretRef, SecretRefError, fetch
+from logins.core.secretrefs import SecretRef, SecretRefError, fetch
 
 
 class KeyFileError(ValueError):

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from logins.config import AppConfig, MaskStep, TokensConfig
-from logins.keys import (
+from logins.core.config import AppConfig, MaskStep, TokensConfig
+from logins.core.keys import (
     KeyFileError,
     TokenKey,
     check_fingerprint,
     load_token_keys,
     load_vault_public_key,
 )
-from logins.kms import MAX_MESSAGE_BYTES, KmsKey
-from logins.tokens import MacKey, Tokenizer
-from logins.vault import Sealer
+from logins.core.kms import MAX_MESSAGE_BYTES, KmsKey
+from logins.core.tokens import MacKey, Tokenizer
+from logins.core.vault import Sealer
 
 
 @dataclass

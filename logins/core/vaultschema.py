@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from logins.config import AppConfig, MaskStep
+from logins.core.config import AppConfig, MaskStep
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ the ids it claimed. So a redelivered message, whatever the dedupe step thought t
 has no effect, and every message id is in exactly one of: rows, rejected, duplicates.
 
 The sink receives its own settings (`sink:` of the config), the table's columns
-(connectors/schema.py, from the declared fields) and what it shares with the steps (the
+(connectors/postgres/schema.py, from the declared fields) and what it shares with the steps (the
 seal cache, the sealer); it never sees the rest of the configuration.
 """
 
@@ -36,18 +36,18 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from connectors import ledger
 from connectors.errors import Failure, ServiceError, pg_failure, pg_where
-from connectors.ledger import EPOCH_SENT_AT
-from connectors.schema import Column, TableSchema
-from connectors.schemaversion import SchemaError
-from connectors.sqs import Acker
-from logins import metrics, shutdown
-from logins.config import PostgresSinkConfig
-from logins.records import Event, Rejection
-from logins.sealcache import SealCache
-from logins.telemetry import producer_links, tracer
-from logins.vault import Sealer
+from connectors.postgres import ledger
+from connectors.postgres.ledger import EPOCH_SENT_AT
+from connectors.postgres.schema import Column, TableSchema
+from connectors.postgres.schemaversion import SchemaError
+from connectors.sqs.source import Acker
+from logins.core import metrics, shutdown
+from logins.core.config import PostgresSinkConfig
+from logins.core.records import Event, Rejection
+from logins.core.sealcache import SealCache
+from logins.core.telemetry import producer_links, tracer
+from logins.core.vault import Sealer
 
 __all__ = [
     "BatchCommitter",
@@ -183,8 +183,8 @@ class PostgresWriter:
             "copy_vault": sql.SQL(
                 "COPY stage_vault (token, field, sealed, vault_key_id) FROM STDIN (FORMAT BINARY)"
             ),
-            # The ledger's key is the only unique key per message (connectors/ledger.py): the
-            # outcome tables take exactly the ids it claimed here, so they need none.
+            # The ledger's key is the only unique key per message (connectors/postgres/ledger.py):
+            # the outcome tables take exactly the ids it claimed here, so they need none.
             "insert": sql.SQL(
                 "WITH claimed AS ("
                 " INSERT INTO {ledger} (message_id, outcome, sent_at)"
@@ -248,8 +248,8 @@ class PostgresWriter:
         return self._conn
 
     def _maintain_ledger(self, conn: psycopg.Connection[Any]) -> None:
-        """The ledger's day partitions ahead, the expired ones dropped (connectors/ledger.py):
-        at each connection, then hourly; never fails a write."""
+        """The ledger's day partitions ahead, the expired ones dropped
+        (connectors/postgres/ledger.py): at each connection, then hourly; never fails a write."""
         ledger.maintain(conn, self._settings.ledger_table, self._settings.ledger_retention_days)
         self._maintained_at = time.monotonic()
 

@@ -46,12 +46,12 @@ import psycopg
 from nacl.exceptions import CryptoError
 from psycopg import sql
 
-from logins import audit
-from logins.config import AppConfig
-from logins.reveal import ERASED_PREFIX, UserSelector, unique, user_tokens
-from logins.tokens import is_token
-from logins.vault import Opener, VaultError
-from logins.vaultschema import VaultTables, tables
+from logins.core import audit
+from logins.core.config import AppConfig
+from logins.core.tokens import is_token
+from logins.core.vault import Opener, VaultError
+from logins.core.vaultschema import VaultTables, tables
+from logins.pii.reveal import ERASED_PREFIX, UserSelector, unique, user_tokens
 
 
 @dataclass

@@ -11,6 +11,7 @@ import contextlib
 import os
 import secrets
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -18,7 +19,7 @@ from botocore.exceptions import ClientError
 from psycopg import sql
 
 from logins.dev.embedded import EmbeddedKms, EmbeddedPostgres, EmbeddedSqs, dsn_with_database
-from tests.helpers import private_data_dir
+from tests.helpers import make_keys, private_data_dir, queue_total, service_env
 
 DATABASE_URL_ENV = "LOGINS_TEST_DATABASE_URL"
 
@@ -97,3 +98,31 @@ def queue_url(sqs: EmbeddedSqs) -> Iterator[str]:
     yield url
     with contextlib.suppress(ClientError):  # the test may have deleted it itself
         sqs.client().delete_queue(QueueUrl=url)
+
+
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Token key and vault key pair for the session (tests that rotate or chmod keys take
+    their own: tests/e2e/conftest.py)."""
+    return make_keys(tmp_path_factory.mktemp("keys") / "k")
+
+
+@pytest.fixture
+def flow_env(
+    keys: dict[str, Path], database_url: str, queue_url: str, sqs: EmbeddedSqs
+) -> dict[str, str]:
+    """The operator contract's variables pointing at this test's database and queue; the flow
+    stops after a second idle."""
+    return service_env(
+        keys,
+        database_url=database_url,
+        queue_url=queue_url,
+        endpoint_url=sqs.endpoint_url,
+        LOGINS_STOP_WHEN_IDLE="1",
+    )
+
+
+@pytest.fixture
+def queue_counts(sqs: EmbeddedSqs, queue_url: str) -> Callable[[], int]:
+    """Messages in this test's queue, visible or in flight."""
+    return lambda: queue_total(sqs.client(), queue_url)

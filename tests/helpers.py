@@ -1,13 +1,18 @@
-"""Helpers shared by the tests: keys, a config for given services, running the flow."""
+"""Helpers shared by the tests: the repository root, keys, a config for given services,
+running the flow (in process or as `python -m` subprocesses), polling."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bytewax.testing import cluster_main, run_main
 
@@ -19,6 +24,11 @@ from logins.core.keys import generate_keys
 from logins.core.pipeline_keys import load_secrets
 from logins.core.records import Event, SqsMessage
 from logins.core.sealcache import SealCache
+
+REPO = Path(__file__).resolve().parents[1]
+"""The repository root: the working directory of every subprocess the tests start."""
+
+T = TypeVar("T")
 
 
 def make_keys(directory: Path) -> dict[str, Path]:
@@ -114,6 +124,87 @@ def run(config: AppConfig, workers: int = 1, **kwargs: Any) -> None:
         cluster_main(flow, [], 0, worker_count_per_proc=workers)
 
 
+def run_module(
+    command: list[str], env: dict[str, str] | None = None, timeout: float = 180, **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
+    """`python -m <command>` from the repository root, as an operator runs it: `env` over this
+    process's environment, the output captured as text, a non-zero exit returned (not raised).
+    `kwargs` go to subprocess.run (input=, pass_fds=)."""
+    return subprocess.run(
+        [sys.executable, "-m", *command],
+        env={**os.environ, **(env or {})},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        **kwargs,
+    )
+
+
+def start_module(command: list[str], env: dict[str, str], **kwargs: Any) -> subprocess.Popen[Any]:
+    """`python -m <command>` started from the repository root with `env` over this process's
+    environment, its output in text pipes unless `kwargs` (for subprocess.Popen) say else."""
+    options: dict[str, Any] = {
+        "stdout": subprocess.PIPE,
+        "stderr": subprocess.PIPE,
+        "text": True,
+        **kwargs,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", *command], env={**os.environ, **env}, cwd=REPO, **options
+    )
+
+
+@contextlib.contextmanager
+def module_logging_to(
+    command: list[str], env: dict[str, str], log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`python -m <command>` with its output in the file `log` (no pipe to fill), killed on
+    leaving the block if it is still running."""
+    with log.open("wb") as out:
+        process = start_module(command, env, stdout=out, stderr=subprocess.STDOUT, text=False)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def wait_for(
+    check: Callable[[], T],
+    timeout: float,
+    what: str,
+    *,
+    every: float = 0.2,
+    tolerate: tuple[type[Exception], ...] = (),
+) -> T:
+    """Poll `check` until it returns something truthy (returned), for at most `timeout` seconds;
+    the exceptions in `tolerate` (a server not listening yet) count as not yet."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = check()
+        except tolerate as exc:
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+        time.sleep(every)
+
+
+def queue_total(client: Any, queue_url: str) -> int:
+    """Messages in the queue, visible or in flight (SQS's approximate counts)."""
+    attrs = client.get_queue_attributes(
+        QueueUrl=queue_url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return sum(int(v) for v in attrs.values())
+
+
 @contextlib.contextmanager
 def private_data_dir() -> Iterator[Path]:
     """A data folder outside pytest's basetemp: every new pytest session as root resets
@@ -129,8 +220,6 @@ def private_data_dir() -> Iterator[Path]:
 def require_binary(name: str, package: str) -> str:
     """The path of a program a test needs. Missing: a failure under CI=true (.ci/run installs
     it), else a skip that names the Debian package to install."""
-    import os
-
     import pytest
 
     path = shutil.which(name)
@@ -146,8 +235,6 @@ def seal_raw(public_key: Any, data: bytes, magic: bytes = b"LV3\x00", padded: bo
     """An envelope-format vault entry around arbitrary `data`, built from PyNaCl's primitives
     (not logins.core.vault): format 3 (padded) by default, format 2 with magic LV2 and no padding.
     For tests that plant what older releases wrote, or malformed entries."""
-    import os
-
     from nacl.bindings import crypto_secretbox
     from nacl.public import SealedBox
 

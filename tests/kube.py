@@ -22,7 +22,8 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
 KUBE = REPO / "deploy" / "kubernetes"
 OVERLAYS = ("local", "prod", "prod-cluster")
 SCHEMAS = KUBE / "schemas"

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
 FLOW_COMPONENTS = {"consumer", "cluster"}
 API_PORT = 3030
 BYTEWAX_PORT = 9999

@@ -39,8 +39,8 @@ from logins.dev.generator import generate
 from logins.dev.seed import send_bodies
 from tests.container.conftest import FIGURES
 from tests.faults.sqs_proxy import SqsFaultProxy
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 RUN = f"ct{os.getpid()}"
 QUEUE = "login-queue"
 SEEDED = 1000  # the seed service's count (docker-compose.yml)

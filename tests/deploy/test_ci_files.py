@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers import REPO
+
 WORKFLOW = REPO / ".github" / "workflows" / "ci.yml"
 BIN = Path(sys.executable).parent
 

@@ -12,7 +12,6 @@ a closed port, and a host name that cannot resolve (`.invalid` is reserved for t
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -30,11 +29,21 @@ from connectors.postgres.migrations import migrate
 from logins.dev.embedded import EmbeddedPostgres, EmbeddedSqs, dsn_with_database, free_port
 from logins.dev.generator import generate
 from logins.dev.seed import send_bodies
-from tests.helpers import config_for, make_keys, private_data_dir, service_env
+from tests.helpers import (
+    config_for,
+    make_keys,
+    module_logging_to,
+    private_data_dir,
+    queue_total,
+    run_module,
+    service_env,
+    start_module,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
-REPO = Path(__file__).resolve().parents[2]
+FLOW = ["bytewax.run", "flows.logins", "-w", "2"]
 PASSWORD = "s3cret-Pw-9"  # the test role's: must never appear in any output
 # A permanent error ends the start within this: it was never (SQS) or after 300 s (PostgreSQL).
 # It takes about as long as a start with a missing key file (7.6 s against 8.7-11.2 s once at
@@ -168,13 +177,7 @@ class Result:
 
 def start_flow(env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], float]:
     with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bytewax.run", "flows.logins", "-w", "2"],
-            env={**os.environ, **env},
-            cwd=REPO,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+        process = start_module(FLOW, env, stdout=out, stderr=subprocess.STDOUT, text=False)
     return process, time.monotonic()
 
 
@@ -405,15 +408,7 @@ def test_check_connect_prints_one_line_per_check(
     )
 
     def check(**override: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "logins", "check", "--connect"],
-            env={**os.environ, **env, **override},
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        return run_module(["logins", "check", "--connect"], {**env, **override}, timeout=60)
 
     ok = check()
     assert ok.returncode == 0, ok.stderr
@@ -448,13 +443,6 @@ def ledger_ids(dsn: str) -> set[str]:
         return set()
 
 
-def wait_for(check: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
 def test_queue_deleted_while_running_commits_what_it_holds_then_exits_2(
     tmp_path: Path,
     keys: dict[str, Path],
@@ -467,8 +455,7 @@ def test_queue_deleted_while_running_commits_what_it_holds_then_exits_2(
     env = service_env(
         keys, database_url=database_url, queue_url=queue_url, endpoint_url=sqs.endpoint_url
     )  # runs until stopped
-    process, _ = start_flow(env, tmp_path / "flow.log")
-    try:
+    with module_logging_to(FLOW, env, tmp_path / "flow.log") as process:
         wait_for(lambda: ledger_ids(database_url) >= set(first), 60, "the first batch committed")
         # Hold the next batch: the ledger cannot be written while this transaction locks it.
         with psycopg.connect(database_url) as lock:
@@ -491,10 +478,6 @@ def test_queue_deleted_while_running_commits_what_it_holds_then_exits_2(
             )
             assert process.poll() is None  # still holding the batch it could not commit yet
         code = process.wait(60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     output = (tmp_path / "flow.log").read_text(errors="replace")
     assert code == 2, output[-3000:]
     assert time.monotonic() - deleted_at < 30
@@ -526,8 +509,7 @@ def test_credentials_revoked_while_running_stop_the_flow(
         AWS_ACCESS_KEY_ID=auth_sqs.reader[0],
         AWS_SECRET_ACCESS_KEY=auth_sqs.reader[1],
     )
-    process, _ = start_flow(env, tmp_path / "flow.log")
-    try:
+    with module_logging_to(FLOW, env, tmp_path / "flow.log") as process:
         wait_for(lambda: ledger_ids(database_url) == set(sent), 60, "everything committed")
         iam = boto3.client(
             "iam",
@@ -539,10 +521,6 @@ def test_credentials_revoked_while_running_stop_the_flow(
         iam.delete_access_key(UserName="reader", AccessKeyId=auth_sqs.reader[0])
         revoked_at = time.monotonic()
         code = process.wait(60)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     output = (tmp_path / "flow.log").read_text(errors="replace")
     assert code == 2, output[-3000:]
     assert time.monotonic() - revoked_at < 30
@@ -575,8 +553,7 @@ def test_database_password_changed_while_running_stops_the_flow(
     client = sqs.client()
     first = send_bodies(client, queue_url, (m.body for m in generate(30, seed=64)))
     env = service_env(keys, database_url=dsn, queue_url=queue_url, endpoint_url=sqs.endpoint_url)
-    process, _ = start_flow(env, tmp_path / "flow.log")
-    try:
+    with module_logging_to(FLOW, env, tmp_path / "flow.log") as process:
         wait_for(lambda: ledger_ids(dsn) == set(first), 60, "the first messages committed")
         with psycopg.connect(pw_postgres.admin_dsn, autocommit=True) as conn:
             conn.execute(
@@ -591,18 +568,10 @@ def test_database_password_changed_while_running_stops_the_flow(
         later = send_bodies(client, queue_url, (m.body for m in generate(20, seed=65)))
         changed_at = time.monotonic()
         code = process.wait(90)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
     output = (tmp_path / "flow.log").read_text(errors="replace")
     assert code == 2, output[-3000:]
     assert time.monotonic() - changed_at < PERMANENT_S
     assert f'28P01: FATAL: password authentication failed for user "{PIPELINE}"' in output
     assert "nothing of this batch was deleted from the queue" in output
     assert PASSWORD not in output and "changed-elsewhere" not in output
-    attrs = client.get_queue_attributes(
-        QueueUrl=queue_url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    assert sum(int(v) for v in attrs.values()) == len(later)  # still there, for the next run
+    assert queue_total(client, queue_url) == len(later)  # still there, for the next run

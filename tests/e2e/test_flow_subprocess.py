@@ -4,9 +4,6 @@ environment contract only, then the `logins` CLI (stats, reveal, check) against 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import psycopg
@@ -17,37 +14,12 @@ from logins.core.tokens import Tokenizer
 from logins.dev.embedded import EmbeddedSqs
 from logins.dev.generator import generate
 from logins.dev.seed import send_bodies
-from tests.helpers import make_keys, service_env
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def run(
-    command: list[str], env: dict[str, str], timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", *command],
-        env={**os.environ, **env},
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+from tests.helpers import REPO, run_module
 
 
 @pytest.fixture
-def env(tmp_path: Path, database_url: str, queue_url: str, sqs: EmbeddedSqs) -> dict[str, str]:
-    keys = make_keys(tmp_path / "keys")
-    return service_env(
-        keys,
-        database_url=database_url,
-        queue_url=queue_url,
-        endpoint_url=sqs.endpoint_url,
-        LOGINS_STOP_WHEN_IDLE="2",
-        LOGINS_LOG_LEVEL="DEBUG",
-        PRIVATE_KEY=str(keys["vault.key"]),
-    )
+def env(env: dict[str, str]) -> dict[str, str]:
+    return {**env, "LOGINS_STOP_WHEN_IDLE": "2", "LOGINS_LOG_LEVEL": "DEBUG"}
 
 
 def test_flow_with_two_workers_then_stats_and_reveal(
@@ -56,7 +28,7 @@ def test_flow_with_two_workers_then_stats_and_reveal(
     messages = generate(200, seed=21)
     send_bodies(sqs.client(), queue_url, (m.body for m in messages))
 
-    flow = run(["bytewax.run", "flows.logins", "-w", "2"], env)
+    flow = run_module(["bytewax.run", "flows.logins", "-w", "2"], env, timeout=300)
     assert flow.returncode == 0, flow.stderr[-3000:]
     raw_values = {
         v
@@ -67,7 +39,7 @@ def test_flow_with_two_workers_then_stats_and_reveal(
     leaked = [v for v in raw_values if v in flow.stdout or v in flow.stderr]
     assert leaked == [], "raw PII in the flow's DEBUG output"
 
-    stats = run(["logins", "stats", "--json"], env)
+    stats = run_module(["logins", "stats", "--json"], env)
     assert stats.returncode == 0, stats.stderr
     counts = json.loads(stats.stdout)
     assert counts["messages"] == len(messages)
@@ -78,7 +50,7 @@ def test_flow_with_two_workers_then_stats_and_reveal(
     valid = json.loads(next(m.body for m in messages if m.kind == "valid"))
     tokenizer = Tokenizer(load_token_keys(Path(env["LOGINS_TOKEN_KEY_FILE"])))
     token = tokenizer.token("ip", valid["ip"])
-    shown = run(
+    shown = run_module(
         [
             "logins",
             "reveal",
@@ -107,7 +79,7 @@ def test_flow_with_two_workers_then_stats_and_reveal(
     # the login is the actor, --actor a note; the entry is named by its id, not its token
     assert audit == [(True, "tester", "e2e test", "reveal", [], 1, True)]
 
-    unknown = run(
+    unknown = run_module(
         [
             "logins",
             "reveal",
@@ -123,16 +95,18 @@ def test_flow_with_two_workers_then_stats_and_reveal(
 
 
 def test_reveal_needs_a_reason_and_a_private_key(env: dict[str, str]) -> None:
-    no_reason = run(["logins", "reveal", "k.x", "--private-key-file", env["PRIVATE_KEY"]], env)
+    no_reason = run_module(
+        ["logins", "reveal", "k.x", "--private-key-file", env["PRIVATE_KEY"]], env
+    )
     assert no_reason.returncode == 2 and "--reason" in no_reason.stderr
-    no_key = run(["logins", "reveal", "k.x", "--reason", "r"], env)
+    no_key = run_module(["logins", "reveal", "k.x", "--reason", "r"], env)
     assert no_key.returncode == 2
     assert "the vault private key is required: --private-key-file F" in no_key.stderr
 
 
 def test_check_prints_the_config_with_secrets_hidden(env: dict[str, str]) -> None:
     dsn = "postgresql://app:hunter2@db.internal:5432/logins"
-    checked = run(["logins", "check"], {**env, "DATABASE_URL": dsn})
+    checked = run_module(["logins", "check"], {**env, "DATABASE_URL": dsn})
     assert checked.returncode == 0, checked.stderr
     assert "postgresql://app:***@db.internal:5432/logins" in checked.stdout
     assert "hunter2" not in checked.stdout
@@ -140,14 +114,14 @@ def test_check_prints_the_config_with_secrets_hidden(env: dict[str, str]) -> Non
 
 
 def test_a_bad_start_names_the_file_and_key(env: dict[str, str], tmp_path: Path) -> None:
-    missing = run(["bytewax.run", "flows.logins"], {**env, "LOGINS_TOKEN_KEY_FILE": ""}, 120)
+    missing = run_module(["bytewax.run", "flows.logins"], {**env, "LOGINS_TOKEN_KEY_FILE": ""}, 120)
     assert missing.returncode != 0
     assert (
         "config/base.yaml: tokens: Value error, give exactly one of tokens.key_file"
         " (LOGINS_TOKEN_KEY_FILE) and tokens.kms_key_id (LOGINS_TOKEN_KMS_KEY_ID): neither"
         " is set" in missing.stderr
     )
-    absent = run(
+    absent = run_module(
         ["bytewax.run", "flows.logins"],
         {**env, "LOGINS_TOKEN_KEY_FILE": str(tmp_path / "nope.key")},
         120,
@@ -156,12 +130,12 @@ def test_a_bad_start_names_the_file_and_key(env: dict[str, str], tmp_path: Path)
     assert f"token key file {tmp_path / 'nope.key'}: no such file" in absent.stderr
     key_file = Path(env["LOGINS_TOKEN_KEY_FILE"])
     key_file.chmod(0o644)  # others may read it
-    readable = run(["bytewax.run", "flows.logins"], env, 120)
+    readable = run_module(["bytewax.run", "flows.logins"], env, 120)
     key_file.chmod(0o600)
     assert readable.returncode == 2
     assert f"token key file {key_file}: group or others may read it (mode 0644)" in readable.stderr
     assert f"chmod 600 {key_file}" in readable.stderr
-    swapped = run(
+    swapped = run_module(
         ["bytewax.run", "flows.logins"],
         {**env, "LOGINS_VAULT_PUBLIC_KEY_FINGERPRINT": "sha256:" + "0" * 64},
         120,
@@ -171,6 +145,6 @@ def test_a_bad_start_names_the_file_and_key(env: dict[str, str], tmp_path: Path)
     assert "is not the pinned vault.public_key_fingerprint sha256:" + "0" * 64 in swapped.stderr
     bad = tmp_path / "bad.yaml"
     bad.write_text("extends: " + str(REPO / "config/local.yaml") + "\nsource:\n  receivers: 0\n")
-    invalid = run(["bytewax.run", "flows.logins"], {**env, "LOGINS_CONFIG": str(bad)}, 120)
+    invalid = run_module(["bytewax.run", "flows.logins"], {**env, "LOGINS_CONFIG": str(bad)}, 120)
     assert invalid.returncode != 0
     assert f"{bad}: source.receivers: Input should be greater than or equal to 1" in invalid.stderr

@@ -7,9 +7,6 @@ print afterwards. (tests/integration/test_no_leaks.py adds metrics and the error
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import psycopg
@@ -17,55 +14,40 @@ import psycopg
 from logins.dev.embedded import EmbeddedSqs
 from logins.dev.generator import generate
 from logins.dev.seed import send_bodies
-from tests.helpers import make_keys, service_env
+from tests.helpers import run_module
 from tests.integration.leaks import EXTRA_PII, LeakSearch, crafted, raw_values
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", *command],
-        env={**os.environ, **env},
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
 
 
 def test_debug_output_json_logs_and_console_spans_hold_no_raw_value(
-    tmp_path: Path, database_url: str, queue_url: str, sqs: EmbeddedSqs
+    flow_env: dict[str, str],
+    keys: dict[str, Path],
+    database_url: str,
+    queue_url: str,
+    sqs: EmbeddedSqs,
 ) -> None:
-    keys = make_keys(tmp_path / "keys")
-    env = service_env(
-        keys,
-        database_url=database_url,
-        queue_url=queue_url,
-        endpoint_url=sqs.endpoint_url,
-        LOGINS_STOP_WHEN_IDLE="1",
-        LOGINS_LOG_LEVEL="DEBUG",
-        LOGINS_LOG_FORMAT="json",
-        LOGINS_TRACES="console",
-    )
+    env = {
+        **flow_env,
+        "LOGINS_LOG_LEVEL": "DEBUG",
+        "LOGINS_LOG_FORMAT": "json",
+        "LOGINS_TRACES": "console",
+    }
     bodies = [m.body for m in generate(200, seed=41)] + crafted()
     search = LeakSearch(set(EXTRA_PII).union(*(raw_values(b) for b in bodies)))
     assert search.hits({"bodies": "\n".join(bodies)})  # the search finds them where they are
     send_bodies(sqs.client(), queue_url, bodies)
 
-    flow = run(["bytewax.run", "flows.logins", "-w", "2"], env)
+    flow = run_module(["bytewax.run", "flows.logins", "-w", "2"], env)
     assert flow.returncode == 0, flow.stderr[-3000:]
     assert '"name": "logins.sink.write_batch"' in flow.stderr  # spans were printed
     assert '"level": "DEBUG"' in flow.stderr  # and DEBUG records, as JSON
 
-    stats = run(["logins", "stats"], env)
-    reveal = run(
+    stats = run_module(["logins", "stats"], env)
+    reveal = run_module(
         ["logins", "reveal", "--user-id", "u-leak", "--reason", "check", "--json",
          "--private-key-file", str(keys["vault.key"])],
         env,
     )  # fmt: skip
-    audit = run(["logins", "audit", "list", "--json"], env)
+    audit = run_module(["logins", "audit", "list", "--json"], env)
     assert stats.returncode == 0 and audit.returncode == 0
     with psycopg.connect(database_url) as conn:
         tables = [

@@ -7,15 +7,13 @@ the values back through Prometheus' HTTP API."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +25,18 @@ from logins.core.config import config_dir
 from logins.dev.embedded import EmbeddedSqs, free_port
 from logins.dev.generator import generate
 from logins.dev.seed import send_entries
-from tests.helpers import make_keys, require_binary, service_env
+from tests.helpers import (
+    REPO,
+    make_keys,
+    module_logging_to,
+    require_binary,
+    service_env,
+    wait_for,
+)
 
-REPO = Path(__file__).resolve().parents[2]
 ALERTS = REPO / "deploy" / "monitoring" / "alerts.yml"
 DEADLINE = 90.0  # seconds for any one wait: start, drain, scrape, stop
+POLL: dict[str, Any] = {"every": 0.25, "tolerate": (OSError,)}  # OSError: not listening yet
 
 
 def alert_rules() -> list[dict[str, Any]]:
@@ -43,21 +48,6 @@ def get(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=5) as response:
         body = response.read().decode()
     return json.loads(body) if body.startswith("{") else body
-
-
-def wait_for(what: str, check: Callable[[], Any]) -> Any:
-    """Poll `check` until it returns something truthy, at most DEADLINE seconds."""
-    deadline = time.monotonic() + DEADLINE
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except OSError as exc:  # not listening yet
-            last = exc
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
 class Prometheus:
@@ -126,7 +116,6 @@ def flow_process(
     )
     port = free_port()
     env = {
-        **os.environ,
         **service_env(
             make_keys(tmp_path / "keys"),
             database_url=database_url,
@@ -134,26 +123,14 @@ def flow_process(
             endpoint_url=sqs.endpoint_url,
         ),
         "LOGINS_CONFIG": str(custom),
+        "LOGINS_STOP_WHEN_IDLE": "",  # not set: it runs until SIGTERM
         "BYTEWAX_DATAFLOW_API_ENABLED": "1",
         "BYTEWAX_DATAFLOW_API_PORT": str(port),
         "BYTEWAX_DATAFLOW_API_CACHE_PATH": str(tmp_path),  # it writes dataflow.json there
     }
-    env.pop("LOGINS_STOP_WHEN_IDLE", None)
     log = tmp_path / "flow.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bytewax.run", "flows.logins"],
-            env=env,
-            cwd=REPO,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+    with module_logging_to(["bytewax.run", "flows.logins"], env, log) as process:
         yield process, port, log
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def test_prometheus_reads_the_lag_histogram_and_the_queue_gauges_of_a_running_flow(
@@ -182,11 +159,13 @@ def test_prometheus_reads_the_lag_histogram_and_the_queue_gauges_of_a_running_fl
     send_entries(client, queue_url, ({"MessageBody": m.body, "DelaySeconds": 2} for m in logins))
     prometheus = Prometheus(tmp_path, f"127.0.0.1:{port}")
     try:
-        wait_for("Prometheus ready", lambda: get(f"{prometheus.url}/-/ready"))
+        wait_for(lambda: get(f"{prometheus.url}/-/ready"), DEADLINE, "Prometheus ready", **POLL)
         job = '{job="logins-etl"}'
         wait_for(
-            f"all 40 commits observed (flow log: {flow_log})",
             lambda: prometheus.query(f"logins_commit_latency_seconds_count{job}") == {"": 40.0},
+            DEADLINE,
+            f"all 40 commits observed (flow log: {flow_log})",
+            **POLL,
         )
         # the histogram: every login committed 2 s or more after it was sent, and before now
         elapsed = time.time() - sent_at
@@ -203,11 +182,13 @@ def test_prometheus_reads_the_lag_histogram_and_the_queue_gauges_of_a_running_fl
         }
         # the gauges: the queue as the test left it, nothing held by the flow, a fresh commit
         wait_for(
-            "the queue gauges to settle",
             lambda: (
                 prometheus.query(f"logins_queue_messages{job}")
                 == {"state=visible": 0, "state=in_flight": 3, "state=delayed": 4}
             ),
+            DEADLINE,
+            "the queue gauges to settle",
+            **POLL,
         )
         assert prometheus.query(f"logins_held_messages{job}") == {"": 0}
         last_commit = prometheus.query(f"logins_last_commit_timestamp_seconds{job}")[""]
@@ -222,7 +203,7 @@ def test_prometheus_reads_the_lag_histogram_and_the_queue_gauges_of_a_running_fl
             ok = all(r["health"] == "ok" and r["state"] == "inactive" for r in found)
             return found if ok else []
 
-        rules = wait_for("every rule evaluated, none firing or pending", quiet)
+        rules = wait_for(quiet, DEADLINE, "every rule evaluated, none firing or pending", **POLL)
         assert sorted(r["name"] for r in rules) == sorted(r["alert"] for r in alert_rules())
         # and /metrics itself, during the run, has every metric logins.core.metrics defines
         exposition = get(f"http://127.0.0.1:{port}/metrics")

@@ -8,9 +8,6 @@ entries are their own and `logins check`, `logins stats` and `logins reveal` wor
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections import Counter
 from datetime import datetime
 from pathlib import Path
@@ -25,46 +22,19 @@ from logins.dev.embedded import EmbeddedSqs
 from logins.dev.generator import generate
 from logins.dev.samples import iter_records
 from logins.dev.seed import send_bodies
-from tests.helpers import assert_exact_ledger, fetch, make_keys, service_env
+from tests.helpers import REPO, assert_exact_ledger, fetch, run_module, start_module
 
-REPO = Path(__file__).resolve().parents[2]
 SIGNUPS_YAML = REPO / "config" / "examples" / "signups.yaml"
 
 
-def popen(command: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", *command],
-        env={**os.environ, **env},
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", *command],
-        env={**os.environ, **env},
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def test_signups_from_yaml_alone_run_beside_logins(
-    tmp_path: Path, database_url: str, queue_url: str, sqs: EmbeddedSqs
+    flow_env: dict[str, str],
+    keys: dict[str, Path],
+    database_url: str,
+    queue_url: str,
+    sqs: EmbeddedSqs,
 ) -> None:
-    keys = make_keys(tmp_path / "keys")
-    logins_env = service_env(
-        keys,
-        database_url=database_url,
-        queue_url=queue_url,
-        endpoint_url=sqs.endpoint_url,
-        LOGINS_STOP_WHEN_IDLE="2",
-    )
+    logins_env = {**flow_env, "LOGINS_STOP_WHEN_IDLE": "2"}
     signups_queue = sqs.create_queue(f"{queue_url.rsplit('/', 1)[1]}-signups")
     signups_env = {
         **logins_env,
@@ -81,8 +51,8 @@ def test_signups_from_yaml_alone_run_beside_logins(
     signups_ids = send_bodies(sqs.client(), signups_queue, (m.body for m in signups))
 
     flows = [
-        popen(["bytewax.run", "flows.logins"], logins_env),
-        popen(["bytewax.run", "flows.logins"], signups_env),
+        start_module(["bytewax.run", "flows.logins"], logins_env),
+        start_module(["bytewax.run", "flows.logins"], signups_env),
     ]  # both at once: their migrations meet under the advisory lock
     outputs = [flow.communicate(timeout=300) for flow in flows]
     for flow, (_, stderr) in zip(flows, outputs, strict=True):
@@ -148,11 +118,11 @@ def test_signups_from_yaml_alone_run_beside_logins(
         assert signups_tables["age"] == "bigint"
         assert signups_tables["marketing_opt_in"] == "boolean"
 
-    checked = run(["logins", "check"], signups_env)
+    checked = run_module(["logins", "check"], signups_env, timeout=120)
     assert checked.returncode == 0, checked.stderr
     assert "table: signups\n" in checked.stdout and "table: signups_vault" in checked.stdout
 
-    stats = run(["logins", "stats", "--json"], signups_env)
+    stats = run_module(["logins", "stats", "--json"], signups_env, timeout=120)
     assert stats.returncode == 0, stats.stderr
     counts = json.loads(stats.stdout)
     assert counts["messages"] == len(signups)
@@ -160,7 +130,7 @@ def test_signups_from_yaml_alone_run_beside_logins(
     assert counts["vault_by_field"] == {"email": counts["distinct_tokens"]["masked_email"]}
 
     user_id, masked_email = rows[0][1], rows[0][2]
-    shown = run(
+    shown = run_module(
         [
             "logins",
             "reveal",
@@ -173,6 +143,7 @@ def test_signups_from_yaml_alone_run_beside_logins(
             str(keys["vault.key"]),
         ],
         signups_env,
+        timeout=120,
     )
     assert shown.returncode == 0, shown.stderr
     revealed = json.loads(shown.stdout)
@@ -188,20 +159,12 @@ def test_signups_from_yaml_alone_run_beside_logins(
 
 
 def test_a_declared_column_of_another_type_stops_the_flow_at_start(
-    tmp_path: Path, database_url: str, queue_url: str, sqs: EmbeddedSqs
+    flow_env: dict[str, str], database_url: str, queue_url: str
 ) -> None:
-    keys = make_keys(tmp_path / "keys")
-    env = {
-        **service_env(
-            keys, database_url=database_url, queue_url=queue_url, endpoint_url=sqs.endpoint_url
-        ),
-        "LOGINS_CONFIG": str(SIGNUPS_YAML),
-        "SIGNUPS_QUEUE_URL": queue_url,
-        "LOGINS_STOP_WHEN_IDLE": "1",
-    }
+    env = {**flow_env, "LOGINS_CONFIG": str(SIGNUPS_YAML), "SIGNUPS_QUEUE_URL": queue_url}
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE signups (user_id varchar(128), age integer)")
-    started = popen(["bytewax.run", "flows.logins"], env)
+    started = start_module(["bytewax.run", "flows.logins"], env)
     _, stderr = started.communicate(timeout=120)
     assert started.returncode != 0
     assert (

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import psycopg
@@ -15,37 +13,7 @@ import pytest
 
 from logins.dev.embedded import EmbeddedSqs
 from logins.dev.seed import send_bodies
-from tests.helpers import make_keys, service_env
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def run(
-    command: list[str], env: dict[str, str], **kwargs: object
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", *command],
-        env={**os.environ, **env},
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-        **kwargs,  # type: ignore[arg-type]
-    )
-
-
-@pytest.fixture
-def env(tmp_path: Path, database_url: str, queue_url: str, sqs: EmbeddedSqs) -> dict[str, str]:
-    keys = make_keys(tmp_path / "keys")
-    return service_env(
-        keys,
-        database_url=database_url,
-        queue_url=queue_url,
-        endpoint_url=sqs.endpoint_url,
-        LOGINS_STOP_WHEN_IDLE="1",
-        PRIVATE_KEY=str(keys["vault.key"]),
-    )
+from tests.helpers import REPO, run_module
 
 
 @pytest.mark.parametrize(
@@ -70,11 +38,11 @@ def test_check_refuses_a_config_that_would_leak(
 ) -> None:
     path = tmp_path / "policy.yaml"
     path.write_text(f"extends: {REPO / 'config/local.yaml'}\n{yaml_text}")
-    checked = run(["logins", "check"], {**env, "LOGINS_CONFIG": str(path)})
+    checked = run_module(["logins", "check"], {**env, "LOGINS_CONFIG": str(path)})
     assert checked.returncode == 1
     assert message in checked.stderr
     assert "Traceback" not in checked.stderr
-    flow = run(["bytewax.run", "flows.logins"], {**env, "LOGINS_CONFIG": str(path)})
+    flow = run_module(["bytewax.run", "flows.logins"], {**env, "LOGINS_CONFIG": str(path)})
     assert flow.returncode == 2 and message in flow.stderr  # the flow refuses to start too
 
 
@@ -93,17 +61,17 @@ def test_rotation_recovery_erasure_and_audit_as_an_operator(
         queue_url,
         [login("u-1", "192.0.2.1", "d-1"), login("u-2", "192.0.2.1", "d-2")],
     )
-    first = run(["bytewax.run", "flows.logins", "-w", "2"], env)
+    first = run_module(["bytewax.run", "flows.logins", "-w", "2"], env)
     assert first.returncode == 0, first.stderr[-2000:]
 
-    rotated = run(["logins", "rotate", "new-key"], env)
+    rotated = run_module(["logins", "rotate", "new-key"], env)
     assert rotated.returncode == 0 and "new active token key" in rotated.stdout
     send_bodies(sqs.client(), queue_url, [login("u-1", "192.0.2.1", "d-1")])  # after the restart
-    second = run(["bytewax.run", "flows.logins", "-w", "2"], env)
+    second = run_module(["bytewax.run", "flows.logins", "-w", "2"], env)
     assert second.returncode == 0, second.stderr[-2000:]
     fd = os.open(env["PRIVATE_KEY"], os.O_RDONLY)  # the key through a file descriptor
     try:
-        walked = run(
+        walked = run_module(
             ["logins", "rotate", "run", "--reason", "yearly rotation", "--json",
              "--private-key-fd", str(fd)],
             env,
@@ -121,12 +89,12 @@ def test_rotation_recovery_erasure_and_audit_as_an_operator(
         ).fetchone() == (2, 1, 2)
 
     key_text = Path(env["PRIVATE_KEY"]).read_text()
-    from_env = run(
+    from_env = run_module(
         ["logins", "reveal", "--user-id", "u-1", "--reason", "r"],
         {**env, "LOGINS_VAULT_PRIVATE_KEY": key_text},
     )  # no longer read: the environment shows in /proc/PID/environ and `docker inspect`
     assert from_env.returncode == 2 and "the vault private key is required" in from_env.stderr
-    shown = run(
+    shown = run_module(
         ["logins", "reveal", "--user-id", "u-1", "--reason", "support ticket 7",
          "--private-key-file", "-"],
         env,
@@ -135,7 +103,7 @@ def test_rotation_recovery_erasure_and_audit_as_an_operator(
     assert shown.returncode == 0, shown.stdout + shown.stderr
     assert shown.stdout.count("192.0.2.1") == 2 and shown.stdout.count("d-1") == 2
 
-    forgot = run(
+    forgot = run_module(
         ["logins", "forget", "--user-id", "u-1", "--reason", "erasure request",
          "--private-key-file", env["PRIVATE_KEY"]],
         env,
@@ -143,7 +111,7 @@ def test_rotation_recovery_erasure_and_audit_as_an_operator(
     assert forgot.returncode == 0, forgot.stderr
     assert "erased 2 vault entries" in forgot.stdout  # d-1's old and new token
     assert "kept 2 values other users' rows hold too" in forgot.stdout  # the shared ip
-    after = run(
+    after = run_module(
         ["logins", "reveal", "--user-id", "u-1", "--reason", "check", "--json",
          "--private-key-file", env["PRIVATE_KEY"]],
         env,
@@ -152,18 +120,18 @@ def test_rotation_recovery_erasure_and_audit_as_an_operator(
     # d-1's old and new token were one value: every row of it now holds one random marker
     assert after.returncode == 1 and errors == [("device_id", "erased on ")]
 
-    status = run(["logins", "vault", "status"], env)
+    status = run_module(["logins", "vault", "status"], env)
     assert status.returncode == 0 and "erased values (markers)     : 1" in status.stdout
-    listed = run(["logins", "audit", "list", "--json"], env)
+    listed = run_module(["logins", "audit", "list", "--json"], env)
     actions = [r["action"] for r in json.loads(listed.stdout)]
     assert actions == ["reveal", "forget", "reveal", "rotate", "rotate"]
-    verified = run(["logins", "audit", "verify"], env)
+    verified = run_module(["logins", "audit", "verify"], env)
     assert verified.returncode == 0 and verified.stdout.startswith("ok: 5 rows")
 
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("ALTER TABLE pii_audit DISABLE TRIGGER ALL")
         conn.execute("UPDATE pii_audit SET reason = 'routine' WHERE action = 'forget'")
         conn.execute("ALTER TABLE pii_audit ENABLE TRIGGER ALL")
-    tampered = run(["logins", "audit", "verify"], env)
+    tampered = run_module(["logins", "audit", "verify"], env)
     assert tampered.returncode == 1
     assert "TAMPERED: row 4: its contents do not match its hash" in tampered.stderr

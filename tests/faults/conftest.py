@@ -18,9 +18,7 @@ import pytest
 from logins.dev.embedded import EmbeddedPostgres, EmbeddedSqs
 from tests.faults.producer import PacedProducer
 from tests.faults.sqs_proxy import SqsFaultProxy
-from tests.helpers import make_keys, private_data_dir, service_env
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers import REPO, make_keys, private_data_dir, service_env
 
 
 @pytest.fixture(scope="session")

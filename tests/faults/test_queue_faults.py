@@ -24,11 +24,10 @@ from logins.dev.embedded import EmbeddedSqs
 from logins.dev.generator import GeneratedMessage, generate
 from tests.faults.producer import PacedProducer
 from tests.faults.sqs_proxy import SqsFaultProxy
-from tests.helpers import ledger_from_dsn, make_keys, service_env
+from tests.helpers import REPO, ledger_from_dsn, make_keys, service_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
-REPO = Path(__file__).resolve().parents[2]
 MESSAGES = 400
 FLOW_TIMEOUT_S = 120  # well above a good run (~20-40 s); a hang fails instead of blocking
 QUEUE_COUNTS = [

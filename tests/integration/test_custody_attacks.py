@@ -26,9 +26,8 @@ from logins.core.pipeline_keys import load_tokenizer
 from logins.core.tokens import Tokenizer
 from logins.dev.embedded import EmbeddedKms
 from tests.faults.sqs_proxy import SqsFaultProxy
-from tests.helpers import config_for, make_keys, service_env
+from tests.helpers import REPO, config_for, make_keys, service_env
 
-REPO = Path(__file__).resolve().parents[2]
 SLASH_24 = [f"198.51.100.{i}" for i in range(256)]
 SEEN = "198.51.100.77"  # the one address of the /24 that the pipeline tokenised
 

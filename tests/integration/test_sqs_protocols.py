@@ -36,11 +36,10 @@ from logins.dev.embedded import EmbeddedSqs
 from logins.dev.generator import generate
 from logins.dev.seed import send_bodies
 from tests.faults.sqs_proxy import SqsFaultProxy
-from tests.helpers import ledger_from_dsn, make_keys, service_env
+from tests.helpers import REPO, ledger_from_dsn, make_keys, service_env
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 SWITCH_LOG = "refused the JSON protocol"
 
 

@@ -26,9 +26,8 @@ from botocore.exceptions import ClientError
 from connectors.sqs.protocol import make_client
 from logins.dev.generator import generate
 from logins.dev.seed import send_bodies
-from tests.helpers import make_keys, service_env
+from tests.helpers import REPO, make_keys, service_env
 
-REPO = Path(__file__).resolve().parents[2]
 PORT = os.environ.get("LOCALSTACK2_PORT", "4589")
 
 

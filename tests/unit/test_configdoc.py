@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, get_args
 
 from pydantic import BaseModel
 
 from logins.core.config import AppConfig
 from logins.dev.configdoc import SECTIONS, render
+from tests.helpers import REPO
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+DOC = REPO / "docs" / "configuration.md"
 
 
 def test_the_committed_configuration_doc_is_what_the_models_generate() -> None:

@@ -18,8 +18,7 @@ import pytest
 import yaml
 
 from logins.core.config import load_config
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import REPO
 
 # What the flow container is configured with: exactly the names config/*.yaml reads ...
 CONTRACT = {
@@ -46,7 +45,7 @@ def _compose_interpolate(value: str) -> str:
 
 @pytest.fixture(scope="module")
 def compose() -> dict:
-    data = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
+    data = yaml.safe_load((REPO / "docker-compose.yml").read_text(encoding="utf-8"))
     assert isinstance(data, dict) and isinstance(data.get("services"), dict)
     return data
 
@@ -87,7 +86,7 @@ def test_every_contract_name_is_read_by_the_config() -> None:
     referenced = {
         match.group(1)
         for name in ("base.yaml", "docker.yaml")
-        for match in _COMPOSE_VAR.finditer((ROOT / "config" / name).read_text())
+        for match in _COMPOSE_VAR.finditer((REPO / "config" / name).read_text())
     }
     # LOGINS_ENV selects the file itself; the rest must be interpolated somewhere.
     assert CONTRACT - {"LOGINS_ENV"} <= referenced
@@ -96,7 +95,7 @@ def test_every_contract_name_is_read_by_the_config() -> None:
 def test_docker_config_loads_with_the_flow_environment(
     flow_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("LOGINS_CONFIG_DIR", str(ROOT / "config"))  # as the Dockerfile sets it
+    monkeypatch.setenv("LOGINS_CONFIG_DIR", str(REPO / "config"))  # as the Dockerfile sets it
     config = load_config(flow_env)
     assert config.source.endpoint_url is not None
     assert urlsplit(config.source.endpoint_url).hostname == "localstack"
@@ -114,7 +113,7 @@ def test_docker_config_defaults_match_compose(
     flow_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """docker.yaml's own defaults point at the same services as the compose environment."""
-    monkeypatch.setenv("LOGINS_CONFIG_DIR", str(ROOT / "config"))
+    monkeypatch.setenv("LOGINS_CONFIG_DIR", str(REPO / "config"))
     keys_only = {k: v for k, v in flow_env.items() if k.startswith("LOGINS_")}
     config = load_config(keys_only)
     assert config.source.endpoint_url == flow_env["SQS_ENDPOINT_URL"]
@@ -173,7 +172,7 @@ def test_references_resolve(compose: dict, services: dict) -> None:
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
             if source.startswith((".", "/")):
-                assert (ROOT / source).exists(), f"{name}: {source}"
+                assert (REPO / source).exists(), f"{name}: {source}"
             else:
                 assert source in declared, f"{name}: undeclared volume {source}"
         for dep in service.get("depends_on", {}):
@@ -198,8 +197,8 @@ def test_seed_is_a_profile(services: dict, flow_env: dict[str, str]) -> None:
 def test_init_script_creates_the_flows_queue(services: dict, flow_env: dict[str, str]) -> None:
     mounts = [v for v in services["localstack"]["volumes"] if "/etc/localstack/init/ready.d/" in v]
     assert len(mounts) == 1
-    script = ROOT / mounts[0].split(":")[0]
-    assert script == ROOT / "docker" / "localstack" / "init-queue.sh"
+    script = REPO / mounts[0].split(":")[0]
+    assert script == REPO / "docker" / "localstack" / "init-queue.sh"
     assert os.access(script, os.X_OK), "LocalStack runs only executable hooks"
     queue = urlsplit(flow_env["SQS_QUEUE_URL"]).path.rstrip("/").rsplit("/", 1)[1]
     text = script.read_text()
@@ -214,7 +213,7 @@ def _instructions() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
     joined: list[str] = []
     pending = ""
-    for line in (ROOT / "Dockerfile").read_text().splitlines():
+    for line in (REPO / "Dockerfile").read_text().splitlines():
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
@@ -245,7 +244,7 @@ def _env(stage: list[tuple[str, str]]) -> dict[str, str]:
 
 def test_dockerfile_needs_no_frontend_image() -> None:
     """`# syntax=` makes BuildKit pull a frontend image from a registry before building."""
-    first = (ROOT / "Dockerfile").read_text().splitlines()[0]
+    first = (REPO / "Dockerfile").read_text().splitlines()[0]
     assert not re.match(r"#\s*syntax\s*=", first, re.IGNORECASE), first
 
 
@@ -297,7 +296,7 @@ def test_dockerfile_entrypoint_and_cmd() -> None:
 
 
 def _ignore_patterns() -> list[str]:
-    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    lines = (REPO / ".dockerignore").read_text().splitlines()
     return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
 
 
@@ -323,7 +322,7 @@ def test_dockerfile_copies_no_key_and_only_context_files() -> None:
             assert source not in {".", "./"}, "COPY . would bring whatever lies in the checkout"
             if "[" in source or "*" in source:
                 continue  # optional glob (README.m[d])
-            assert (ROOT / source).exists(), source
+            assert (REPO / source).exists(), source
             assert not _ignored(source.rstrip("/"), patterns), f"{source} is in .dockerignore"
 
 

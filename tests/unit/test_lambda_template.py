@@ -24,9 +24,9 @@ from samtranslator.translator.translator import Translator
 
 from logins.core.config import load_config
 from logins.core.secretrefs import SecretRef, parse
+from tests.helpers import REPO
 
-ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE = ROOT / "deploy" / "lambda" / "template.yaml"
+TEMPLATE = REPO / "deploy" / "lambda" / "template.yaml"
 CFN_LINT = str(Path(sys.executable).with_name("cfn-lint"))
 
 

@@ -14,9 +14,8 @@ import pytest
 import yaml
 
 from logins.core import metrics
-from tests.helpers import require_binary
+from tests.helpers import REPO, require_binary
 
-REPO = Path(__file__).resolve().parents[2]
 MONITORING = REPO / "deploy" / "monitoring"
 SUFFIXES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_count", "_sum")}
 

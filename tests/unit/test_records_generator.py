@@ -5,7 +5,6 @@ other, and every reason the schema allows occurs."""
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -15,8 +14,9 @@ from logins.core.keys import TokenKey
 from logins.core.records import SqsMessage
 from logins.core.tokens import Tokenizer
 from logins.dev.samples import iter_records
+from tests.helpers import REPO
 
-SIGNUPS = Path(__file__).resolve().parents[2] / "config" / "examples" / "signups.yaml"
+SIGNUPS = REPO / "config" / "examples" / "signups.yaml"
 ENV = {
     "LOGINS_CONFIG": str(SIGNUPS),
     "SIGNUPS_QUEUE_URL": "q",

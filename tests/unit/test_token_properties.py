@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from logins.core.keys import TokenKey, generate_token_key, load_token_keys
 from logins.core.tokens import Tokenizer, is_token, key_id_of
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 FIELDS = st.sampled_from(["ip", "device_id", "user_id"])
 KEYS = st.builds(
     TokenKey,

@@ -27,8 +27,8 @@ from bench.common import (
     timed,
 )
 from bench.generated import kinds_of
+from connectors.postgres.pool import Writers
 from connectors.postgres.schema import table_schema
-from connectors.postgres.sink import PostgresWriter
 from logins.core.config import AppConfig
 
 
@@ -160,9 +160,7 @@ def statement_costs(dsn: str, config: AppConfig, batches: int = 5) -> dict[str, 
     message ids and tokens staged as the sink stages them, then the claim-and-insert
     statement, the vault insert and the commit; and, for scale, the same 1,000 rows inserted
     into a table with the same columns and no index. Median of `batches`."""
-    statements = PostgresWriter(
-        config.sink, table_schema(config), vault_table=config.vault.table
-    ).statements
+    statements = Writers.for_config(config, check_schema=False).writer().statements
     table, vault = sql.Identifier(config.sink.table), sql.Identifier(config.vault.table)
     columns = sql.SQL(", ").join(sql.Identifier(c.name) for c in table_schema(config).row)
     stage_rows = sql.SQL(

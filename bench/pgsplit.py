@@ -29,8 +29,8 @@ from psycopg import sql
 
 from bench import core
 from bench.common import ROOT, Server, config_for, dataset, flow_env, keys, log, prepare_schema
+from connectors.postgres.pool import Writers
 from connectors.postgres.schema import table_schema
-from connectors.postgres.sink import PostgresWriter
 from logins.core.config import AppConfig
 from logins.core.vaultschema import tables
 
@@ -121,7 +121,7 @@ def replay(
     dbname = f"bench_pgsplit_{variant}"
     dsn = server.fresh_database(dbname)
     prepare_schema(dsn, config)
-    writer = PostgresWriter(config.sink, table_schema(config), vault_table=config.vault.table)
+    writer = Writers.for_config(config, check_schema=False).writer()
     st = writer.statements
     row_cols = table_schema(config).row
     names = [c.name for c in row_cols]

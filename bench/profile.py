@@ -22,7 +22,8 @@ _STEPS: tuple[tuple[str, tuple[str, ...], tuple[str, ...], str], ...] = (
     ("validate", ("Validator.",), (), ""),
     ("dedupe", ("_dedupe.", "_unkeyed", "DedupeLogic.", "shard_of"), (), ""),
     ("mask", ("Masker.",), (), ""),
-    ("sink", ("_PostgresPartition.", "PostgresPartition.", "PostgresWriter."),
+    ("sink", ("_PostgresPartition.", "PostgresPartition.", "WriterPool.", "BatchCommitter.",
+              "PostgresWriter."),
      ("Connection.wait", "Queue.put", "Thread.join"),
      "sink: waiting for PostgreSQL"),
 )  # fmt: skip

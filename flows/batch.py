@@ -1,51 +1,30 @@
 """The flow's steps on one in-memory batch, without Bytewax, for a runner whose every call is
 one batch (the Lambda handler).
 
-The same step classes as the dataflow (flows/builder.py), in the configured order. Dedupe is
-keyed by shard as in the flow, but its state lives for one call: a resend is recognised
-within the batch, and one that comes in a later call becomes a row (nothing is lost; the
-flow's window spans batches, this one does not).
+The same steps as the dataflow (flows/steps/chain.py wires them for both), in the
+configured order. Dedupe is keyed by shard as in the flow, but its state lives for one call:
+a resend is recognised within the batch, and one that comes in a later call becomes a row
+(nothing is lost; the flow's window spans batches, this one does not).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from connectors.postgres.migrations import on_connect
-from connectors.postgres.schema import table_schema
-from connectors.postgres.sink import BatchCommitter, PostgresWriter
+from connectors.postgres.committer import BatchCommitter
+from connectors.postgres.pool import Writers
 from flows.steps import dedupe
-from flows.steps.mask import Masker
-from flows.steps.validate import Validator
-from logins.core.config import AppConfig, DedupeStep, MaskStep, ValidateStep
+from flows.steps.chain import BatchFn, Stage, seal_cache, stages
+from logins.core.config import AppConfig, DedupeStep
 from logins.core.records import Event, SqsMessage
-from logins.core.sealcache import SealCache
 from logins.core.tokens import Tokenizer
 from logins.core.vault import Sealer
 
 
-def seal_cache(config: AppConfig) -> SealCache:
-    """The seal cache the mask steps share, sized like the flow's (the smallest step's size)."""
-    masks = [s for s in config.steps if isinstance(s, MaskStep)]
-    return SealCache(
-        min((s.seal_cache_size for s in masks), default=0),
-        min((s.seal_cache_overflow_tokens for s in masks), default=0),
-    )
-
-
 def batch_committer(config: AppConfig, sealer: Sealer) -> BatchCommitter:
-    """The sink's commit with its poison rule for `config`, as the flow's sink builds it: its
-    own settings, the table's columns from the declared fields, the migrations on connect."""
-    writer = PostgresWriter(
-        config.sink,
-        table_schema(config),
-        vault_table=config.vault.table,
-        on_connect=on_connect(config),
-    )
-    return BatchCommitter(
-        writer, poison_after_attempts=config.sink.poison_after_attempts, sealer=sealer
-    )
+    """The sink's commit with its poison rule for `config`, built as the flow's sink builds
+    its writers (connectors/postgres/pool.py `Writers.for_config`)."""
+    return Writers.for_config(config, sealer).committer()
 
 
 class BatchSteps:
@@ -55,20 +34,21 @@ class BatchSteps:
 
     def __init__(self, config: AppConfig, tokenizer: Tokenizer, sealer: Sealer) -> None:
         self.cache = seal_cache(config)
-        self._stages: list[Callable[[list[Any]], list[Any]]] = []
-        for step in config.steps:
-            if isinstance(step, ValidateStep):
-                self._stages.append(Validator(step, tokenizer).batch)
-            elif isinstance(step, DedupeStep):
-                self._stages.append(_Dedupe(step))
-            elif isinstance(step, MaskStep):
-                self._stages.append(Masker(step, tokenizer, sealer, self.cache).batch)
+        self._stages = [_batch_fn(s) for s in stages(config, tokenizer, sealer, self.cache)]
 
     def __call__(self, messages: list[SqsMessage]) -> list[Event]:
         items: list[Any] = messages
         for stage in self._stages:
             items = stage(items)
         return items
+
+
+def _batch_fn(stage: Stage) -> BatchFn:
+    """The stage as a function of one batch: dedupe with a window of this batch only."""
+    if stage.dedupe is not None:
+        return _Dedupe(stage.dedupe)
+    assert stage.batch is not None
+    return stage.batch
 
 
 class _Dedupe:

@@ -1,5 +1,6 @@
 """Build the Bytewax dataflow from configuration: the YAML names the source, the steps in
-order and the sink; this module only maps each step type to its operator.
+order and the sink; flows/steps/chain.py builds the steps (for this and the Lambda runner),
+this module only makes each an operator.
 
     sqs -> validate -> dedupe (keyed by shard) -> mask + vault -> postgres (delete after commit)
 
@@ -17,16 +18,13 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 
-from connectors.postgres.migrations import on_connect
-from connectors.postgres.schema import table_schema
+from connectors.postgres.pool import Writers
 from connectors.postgres.sink import PostgresSink
 from connectors.sqs.source import Acker, NoAcker, SqsSource
-from flows.batch import seal_cache
 from flows.steps import dedupe
-from flows.steps.mask import Masker
-from flows.steps.validate import Validator
+from flows.steps.chain import seal_cache, stages
 from logins.core import shutdown
-from logins.core.config import AppConfig, DedupeStep, MaskStep, ValidateStep
+from logins.core.config import AppConfig, DedupeStep
 from logins.core.pipeline_keys import Secrets, load_secrets
 from logins.core.records import Event, SqsMessage
 from logins.core.sealcache import SealCache
@@ -50,15 +48,11 @@ def build_flow(
         source, acker_factory = sqs, acker_factory or sqs.acker
     messages = op.input("sqs", flow, source)
     stream: Stream[Any] = messages
-    for step in config.steps:
-        if isinstance(step, ValidateStep):
-            validator = Validator(step, secrets.tokenizer)
-            stream = op.flat_map_batch(step.name, stream, validator.batch)
-        elif isinstance(step, DedupeStep):
-            stream = _dedupe(step, stream)
-        elif isinstance(step, MaskStep):
-            masker = Masker(step, secrets.tokenizer, secrets.sealer, cache)
-            stream = op.flat_map_batch(step.name, stream, masker.batch)
+    for stage in stages(config, secrets.tokenizer, secrets.sealer, cache):
+        if stage.dedupe is not None:
+            stream = _dedupe(stage.dedupe, stream)
+        elif stage.batch is not None:
+            stream = op.flat_map_batch(stage.name, stream, stage.batch)
     sink = postgres_sink(config, cache=cache, sealer=secrets.sealer, acker_factory=acker_factory)
     op.output("postgres", stream, sink)
     return flow
@@ -89,18 +83,14 @@ def postgres_sink(
     sealer: Sealer,
     acker_factory: Callable[[], Acker] | None = None,
 ) -> PostgresSink:
-    """The sink for `config`: its own settings, the table's columns from the declared fields,
-    and the schema check on connecting (which migrates an older schema if `sink.migrate`)."""
+    """The sink for `config`: its writers (connectors/postgres/pool.py `Writers.for_config`),
+    the seal cache it marks committed tokens in, each partition's acker."""
     return PostgresSink(
-        config.sink,
-        table_schema(config),
-        vault_table=config.vault.table,
+        Writers.for_config(config, sealer),
         cache=cache,
-        sealer=sealer,
         acker_factory=acker_factory or NoAcker,
         max_release_seconds=config.source.visibility_timeout,
         queue_name=config.source.queue_url.rstrip("/").rsplit("/", 1)[-1],
-        on_connect=on_connect(config),
     )
 
 

@@ -2,9 +2,10 @@
 `FunctionResponseTypes: [ReportBatchItemFailures]` (deploy/lambda/template.yaml).
 
 One invocation is one batch. Its records go through the flow's own steps (validate, dedupe,
-mask: flows/batch.py) and the sink's own commit (connectors/postgres/sink.py `BatchCommitter`: the
-same ledger, the same poison rule). The answer lists every record that did not commit, so
-Lambda deletes exactly the committed ones; the handler itself never calls SQS.
+mask: flows/batch.py) and the sink's own commit (connectors/postgres/committer.py
+`BatchCommitter`: the same ledger, the same poison rule). The answer lists every record that
+did not commit, so Lambda deletes exactly the committed ones; the handler itself never calls
+SQS.
 
 * A record the database refuses because of its data is listed, and comes back after the
   queue's visibility timeout, until it was received `sink.poison_after_attempts` times; then
@@ -27,7 +28,8 @@ from typing import Any
 
 import psycopg
 
-from connectors.postgres.sink import BatchCommitter, DatabaseUnavailable
+from connectors.postgres.committer import BatchCommitter
+from connectors.postgres.writer import DatabaseUnavailable
 from connectors.sqs.source import to_message
 from flows.batch import BatchSteps, batch_committer
 from logins.core.config import ConfigError, load_config

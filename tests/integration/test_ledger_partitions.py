@@ -16,7 +16,7 @@ from psycopg import sql
 from connectors.postgres import ledger
 from connectors.postgres.migrations import migrate
 from connectors.postgres.schema import table_schema
-from connectors.postgres.sink import PostgresWriter
+from connectors.postgres.writer import PostgresWriter
 from connectors.sqs.source import to_message
 from logins.core.config import AppConfig, ConfigError
 from logins.core.records import Event, SqsMessage

@@ -9,7 +9,7 @@ import psycopg
 
 from connectors.postgres.migrations import migrate
 from connectors.postgres.schema import table_schema
-from connectors.postgres.sink import PostgresWriter
+from connectors.postgres.writer import PostgresWriter
 from logins.core.config import AppConfig
 from logins.core.records import Event, SqsMessage
 from logins.dev.generator import generate

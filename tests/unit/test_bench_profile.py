@@ -14,6 +14,7 @@ def test_the_sink_and_source_partitions_count_as_their_steps() -> None:
            "Queue.put (queue.py:140)"]  # fmt: skip
     assert _step_of(put) == "sink: waiting for PostgreSQL"
     assert _step_of([RUN, "_PostgresPartition._drain (connectors/postgres/sink.py:530)"]) == "sink"
+    assert _step_of([RUN, "WriterPool._drain (connectors/postgres/pool.py:150)"]) == "sink"
     generated = [RUN, "_GeneratedPartition.next_batch (bench/generated.py:190)"]
     assert _step_of(generated) == "source"
     assert _step_of([RUN, "_SqsPartition.next_batch (connectors/sqs/source.py:300)"]) == "source"

@@ -37,7 +37,7 @@ class SqsMessage:
     trace_header: str | None = None
     # False: the delivery had no SentTimestamp (only a server that is not SQS omits it), so
     # `sent_timestamp_ms` is the receive time, which a redelivery would not repeat; the
-    # ledger keys such a message at the epoch instead (connectors/postgres/sink.py)
+    # ledger keys such a message at the epoch instead (connectors/postgres/writer.py)
     sent_timestamp_known: bool = True
 
 

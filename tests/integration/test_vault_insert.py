@@ -1,7 +1,7 @@
 """The sink's vault insert against a real PostgreSQL: `ON CONFLICT DO NOTHING` when a staged
 token is already in the vault (a redelivery after a restart emptied the seal cache). The
 batch commits, its other entries are written, the counts are right and no token is in the
-vault twice (connectors/postgres/sink.py)."""
+vault twice (connectors/postgres/writer.py)."""
 
 from __future__ import annotations
 

@@ -250,10 +250,11 @@ class MaskStep(_Strict):
 
     type: Literal["mask"] = Field(description="`mask`")
     name: str = Field("mask", description=_STEP_NAME)
-    algorithm: Literal["blake2b-keyed", "sha256"] = Field(
-        "blake2b-keyed",
-        description="the token function; `sha256` (unkeyed) is refused at start, since an"
-        " unkeyed hash of an IPv4 address is reversed by trying all 2^32",
+    algorithm: Literal["hmac-sha256", "sha256"] = Field(
+        "hmac-sha256",
+        description="the token function: HMAC-SHA256 under the token key; `sha256` (unkeyed)"
+        " is refused at start, since an unkeyed hash of an IPv4 address is reversed by trying"
+        " all 2^32",
     )
     fields: dict[str, str] = Field(
         description="input field -> the column holding its token (`varchar(256)`)"
@@ -593,10 +594,10 @@ class AppConfig(_Strict):
         masked: set[str] = set()
         for step in self.steps:
             if isinstance(step, MaskStep):
-                if step.algorithm != "blake2b-keyed":
+                if step.algorithm != "hmac-sha256":
                     raise ValueError(
                         f"steps.{step.name}.algorithm: {step.algorithm!r} is an unkeyed hash; "
-                        "an attacker enumerates every IPv4 address in minutes. Use 'blake2b-keyed'"
+                        "an attacker enumerates every IPv4 address in minutes. Use 'hmac-sha256'"
                     )
                 unknown = set(step.fields) - set(validate.fields)
                 if unknown:

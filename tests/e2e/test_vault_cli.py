@@ -23,7 +23,7 @@ from tests.helpers import REPO, run_module
             "steps:\n  - type: validate\n    fields:\n      ip: {format: ip, pii: true}\n"
             "  - type: mask\n    algorithm: sha256\n    fields: {ip: masked_ip}\n",
             "steps.mask.algorithm: 'sha256' is an unkeyed hash; an attacker enumerates every"
-            " IPv4 address in minutes. Use 'blake2b-keyed'",
+            " IPv4 address in minutes. Use 'hmac-sha256'",
         ),
         (
             "steps:\n  - type: validate\n    fields:\n      ip: {format: ip, pii: true}\n"

@@ -1,11 +1,6 @@
-"""Embedded PostgreSQL and SQS servers, so the demo and the tests need nothing but Python.
-
-Both are real network servers on 127.0.0.1, spoken to over TCP exactly as in production:
-PostgreSQL runs from the binaries bundled in the ``pgserver`` wheel (we run ``initdb`` and
-``postgres`` ourselves, because ``pgserver.get_server`` only ever listens on a unix socket), and
-SQS is moto's threaded server, which speaks the real AWS wire protocol.
-Install them with ``pip install 'logins-etl[embedded]'``; production never imports them.
-"""
+"""Embedded PostgreSQL: a real server on a loopback port, from the binaries bundled in the
+``pgserver`` wheel (we run ``initdb`` and ``postgres`` ourselves, because
+``pgserver.get_server`` only ever listens on a unix socket)."""
 
 from __future__ import annotations
 
@@ -15,29 +10,23 @@ import importlib.util
 import os
 import shutil
 import signal
-import socket
 import stat
 import subprocess
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
 
-if TYPE_CHECKING:
-    from connectors.sqs.protocol import Protocol, SqsClient
+from logins.dev.embedded.ports import HOST, START_ATTEMPTS, free_port
 
-__all__ = ["EmbeddedKms", "EmbeddedPostgres", "EmbeddedSqs", "dsn_with_database", "free_port"]
+__all__ = ["EmbeddedPostgres", "dsn_with_database"]
 
-HOST = "127.0.0.1"
 SUPERUSER = "postgres"  # the database role initdb creates; trust auth, no password
-SQS_REGION = "us-east-1"
-_DUMMY_AWS_KEY = "testing"  # moto accepts any credentials; these never reach AWS
 
 # PostgreSQL refuses to run as root. pgserver then runs it as a system account named
 # "pgserver" (creating it with useradd); we share that account so both tools can coexist.
@@ -45,15 +34,6 @@ _ROOT_RUN_AS = "pgserver"
 _ROOT_FALLBACK = "nobody"  # when useradd is missing (e.g. busybox images)
 
 _START_TIMEOUT_S = 60.0
-_START_ATTEMPTS = 3  # a port picked by free_port() can be taken before the server binds it
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now; the OS skips ports in use, such as 5432."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def dsn_with_database(dsn: str, dbname: str) -> str:
@@ -62,9 +42,6 @@ def dsn_with_database(dsn: str, dbname: str) -> str:
         parts = urlsplit(dsn)
         return urlunsplit(parts._replace(path="/" + quote(dbname, safe="")))
     return psycopg.conninfo.make_conninfo(dsn, dbname=dbname)
-
-
-# --------------------------------------------------------------------------- PostgreSQL
 
 
 @dataclass(frozen=True)
@@ -219,14 +196,14 @@ class EmbeddedPostgres:
                       "--auth=trust", "--encoding=UTF8", "--locale=C",
                       "--no-sync", "--no-instructions")  # fmt: skip
         self._stop_leftover()
-        for attempt in range(1, _START_ATTEMPTS + 1):
+        for attempt in range(1, START_ATTEMPTS + 1):
             if not self._port_pinned:
                 self._port = free_port()
             try:
                 self._spawn()
                 break
             except _PortTaken:
-                if self._port_pinned or attempt == _START_ATTEMPTS:
+                if self._port_pinned or attempt == START_ATTEMPTS:
                     raise
         self._port_pinned = True
         atexit.register(self._stop_at_exit)
@@ -408,241 +385,3 @@ class EmbeddedPostgres:
 
     def __repr__(self) -> str:
         return f"EmbeddedPostgres({str(self.data_dir)!r}, port={self._port}, pid={self.pid})"
-
-
-# --------------------------------------------------------------------------- SQS
-
-
-_MOTO_SERVER_CLASS: Any = None
-
-
-def _moto_server_class() -> Any:
-    """ThreadedMotoServer that reports a failed bind instead of hanging in start().
-
-    Upstream sets its "ready" event only after make_server() succeeds, so a port conflict
-    kills the server thread and leaves start() waiting forever.
-    """
-    global _MOTO_SERVER_CLASS
-    if _MOTO_SERVER_CLASS is not None:
-        return _MOTO_SERVER_CLASS
-    try:
-        from moto.server import ThreadedMotoServer
-    except ImportError as err:
-        raise RuntimeError(
-            "the embedded SQS needs moto[server]: pip install 'logins-etl[embedded]'"
-        ) from err
-
-    class _MotoServer(ThreadedMotoServer):
-        startup_error: BaseException | None = None
-
-        def _server_entry(self) -> None:
-            try:
-                super()._server_entry()
-            except BaseException as err:
-                if self._server_ready_event.is_set():
-                    raise
-                self.startup_error = err
-                self._server_ready_event.set()
-
-    _MOTO_SERVER_CLASS = _MotoServer
-    return _MOTO_SERVER_CLASS
-
-
-class _EmbeddedMoto:
-    """moto's threaded server (the real AWS wire protocol, every service) on a loopback port."""
-
-    def __init__(self, port: int | None = None) -> None:
-        self._port = port
-        self._server: Any = None
-        self._session: Any = None  # one boto3 Session: each new one reloads the service models
-        self._lock = threading.Lock()  # boto3 sessions are not thread-safe; clients are
-
-    def start(self) -> Any:
-        """Start serving; returns once the socket is listening."""
-        if self._server is not None:
-            return self
-        server_class = _moto_server_class()
-        _quiet_werkzeug()
-        _serialise_sqs_queue_changes()
-        attempts = 1 if self._port is not None else _START_ATTEMPTS
-        for attempt in range(1, attempts + 1):
-            port = self._port if self._port is not None else free_port()
-            server = server_class(ip_address=HOST, port=port, verbose=False)
-            server.start()
-            if server.startup_error is None:
-                self._server, self._port = server, port
-                return self
-            if attempt == attempts:
-                raise RuntimeError(f"moto could not listen on {HOST}:{port}") from (
-                    server.startup_error
-                )
-        raise AssertionError("unreachable")
-
-    def stop(self) -> None:
-        """Stop serving and release the port (upstream stop() leaves the socket open)."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.stop()
-        if server._server is not None:
-            server._server.server_close()
-
-    def __enter__(self) -> Any:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("EmbeddedSqs has no port until start()")
-        return self._port
-
-    @property
-    def endpoint_url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def _boto_client(self, service: str) -> Any:
-        """A new boto3 client for this server, with dummy credentials (os.environ untouched)."""
-        import boto3
-
-        with self._lock:
-            if self._session is None:
-                self._session = boto3.session.Session()
-            return self._session.client(
-                service,
-                endpoint_url=self.endpoint_url,
-                region_name=SQS_REGION,
-                aws_access_key_id=_DUMMY_AWS_KEY,
-                aws_secret_access_key=_DUMMY_AWS_KEY,
-            )
-
-
-class EmbeddedSqs(_EmbeddedMoto):
-    """moto's SQS server (real wire protocol) on a free loopback port.
-
-    moto keeps its queues in process-global state, shared by every server and ``mock_aws`` in
-    this process and surviving stop()/start(): give each test its own queue name.
-    """
-
-    def __init__(self, port: int | None = None) -> None:
-        super().__init__(port)
-        self._client: SqsClient | None = None
-
-    def start(self) -> EmbeddedSqs:
-        super().start()
-        return self
-
-    def __enter__(self) -> EmbeddedSqs:
-        return self.start()
-
-    def client(self, protocol: Protocol = "auto") -> SqsClient:
-        """A new SQS client for this server (the project's own, connectors/sqs/protocol.py;
-        moto speaks both protocols), with dummy credentials (os.environ untouched)."""
-        from connectors.sqs.protocol import make_client
-
-        return make_client(
-            protocol,
-            endpoint_url=self.endpoint_url,
-            region_name=SQS_REGION,
-            aws_access_key_id=_DUMMY_AWS_KEY,
-            aws_secret_access_key=_DUMMY_AWS_KEY,
-        )
-
-    def create_queue(self, name: str, **attributes: str) -> str:
-        """Create queue ``name`` (attributes as in CreateQueue, e.g. VisibilityTimeout="30")."""
-        if self._client is None:
-            self._client = self.client()
-        queue = self._client.create_queue(QueueName=name, Attributes=attributes)
-        return queue["QueueUrl"]
-
-    def __repr__(self) -> str:
-        return f"EmbeddedSqs(endpoint_url={self.endpoint_url if self._port else None!r})"
-
-
-class EmbeddedKms(_EmbeddedMoto):
-    """moto's KMS server (real wire protocol: GenerateMac, DescribeKey) on a loopback port.
-
-    moto 5 implements HMAC keys (HMAC-SHA256 of the key's material) but not ImportKeyMaterial.
-    `create_hmac_key(material=...)` stands in for it: the server runs in this process, so the
-    new key's material is set in moto's own state, as ImportKeyMaterial sets it on AWS.
-    """
-
-    def start(self) -> EmbeddedKms:
-        super().start()
-        return self
-
-    def __enter__(self) -> EmbeddedKms:
-        return self.start()
-
-    def client(self) -> Any:
-        return self._boto_client("kms")
-
-    def create_hmac_key(self, material: bytes | None = None, spec: str = "HMAC_256") -> str:
-        """A new KMS HMAC key; its id. `material`: the 32 bytes it should hold (an import)."""
-        meta = self.client().create_key(
-            KeySpec=spec,
-            KeyUsage="GENERATE_VERIFY_MAC",
-            Origin="EXTERNAL" if material is not None else "AWS_KMS",
-            Description="logins-etl token key (embedded)",
-        )["KeyMetadata"]
-        if material is not None:
-            from moto.kms.models import kms_backends
-
-            account = meta["Arn"].split(":")[4]
-            kms_backends[account][SQS_REGION].keys[meta["KeyId"]].key_material = material
-        key_id: str = meta["KeyId"]
-        return key_id
-
-    def __repr__(self) -> str:
-        return f"EmbeddedKms(endpoint_url={self.endpoint_url if self._port else None!r})"
-
-
-def _serialise_sqs_queue_changes() -> None:
-    """Make moto's SQS delete and receive under the queue's lock, as it adds a message.
-
-    moto 5 (up to 5.2.5) changes a queue's messages from server threads without the lock
-    `add_message` holds:
-    * a delete rebuilds the message list from a pass over the old one: a send that lands
-      between that pass and the assignment, while another delete overlaps, vanishes (its id
-      was returned to the producer and no consumer ever gets it: the rare "missing message
-      ids" of the fault tests, whose producers send while flows delete);
-    * two receives scan the queue at once and can both take the same message (a second
-      delivery at once, not after its visibility timeout), or fail with "Set changed size
-      during iteration".
-    Real SQS and LocalStack lose nothing. The receive's long poll waits on that lock's
-    condition, which releases it while waiting, so sends and other calls go on meanwhile.
-    Applied once per process, to moto's classes: every embedded server shares them."""
-    from moto.sqs.models import Queue, SQSBackend
-
-    if getattr(Queue.delete_message, "_logins_serialised", False):
-        return
-    delete_unlocked = Queue.delete_message
-    receive_unlocked = SQSBackend.receive_message
-
-    def delete_message(self: Any, receipt_handle: str) -> None:
-        with self._messages_lock:
-            delete_unlocked(self, receipt_handle)
-
-    def receive_message(self: Any, queue_name: str, *args: Any, **kwargs: Any) -> Any:
-        with self.get_queue(queue_name)._messages_lock:
-            return receive_unlocked(self, queue_name, *args, **kwargs)
-
-    delete_message._logins_serialised = True  # type: ignore[attr-defined]
-    Queue.delete_message = delete_message  # type: ignore[method-assign]
-    SQSBackend.receive_message = receive_message  # type: ignore[method-assign]
-
-
-def _quiet_werkzeug() -> None:
-    """Werkzeug logs every request to stderr unless its logger has a level; leave a set one."""
-    import logging
-
-    logger = logging.getLogger("werkzeug")
-    if logger.level == logging.NOTSET:
-        logger.setLevel(logging.WARNING)

@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 
-from bench.containerlab import Lab, lab
 from logins.dev.generator import GeneratedMessage, generate
 from logins.dev.seed import send_bodies
+from tests.container.lab import Lab, lab
 from tests.helpers import ledger_from_dsn
 
 MESSAGES = 3000

@@ -1,6 +1,6 @@
 """Flow containers on one Docker network with one PostgreSQL and one LocalStack SQS, as a
 Kubernetes namespace would hold them: the container-test's cluster checks and the container
-throughput figures (bench/containers.py) both run on this.
+throughput figures (tests/container/throughput.py) both run on this.
 
 Needs a Docker engine (../shared/tools/container-lab setup gives one, with the stand-in base
 images). Every container runs as the image's non-root user with a read-only root filesystem, no
@@ -30,14 +30,14 @@ import psycopg
 from psycopg import sql
 
 from logins.core.keys import generate_keys
+from tests.helpers import REPO
 
-ROOT = Path(__file__).resolve().parents[1]
 IMAGE = os.environ.get("LOGINS_TEST_IMAGE", "logins-etl:container-test")
 POSTGRES_IMAGE = "postgres:16"
 LOCALSTACK_IMAGE = "localstack/localstack:3.8"
 APP_UID = 10001  # the image's `app` user
 BYTEWAX_PORT = 9999
-KUBE_CONFIG = ROOT / "deploy" / "kubernetes" / "overlays" / "local" / "logins.yaml"
+KUBE_CONFIG = REPO / "deploy" / "kubernetes" / "overlays" / "local" / "logins.yaml"
 # Over the local overlay's ConfigMap: a short visibility timeout, so what a killed container
 # held comes back within the test, and short long-polls, so batch mode ends promptly.
 TEST_CONFIG = "extends: kube.yaml\nsource:\n  visibility_timeout: 10\n  wait_time_seconds: 1\n"
@@ -58,7 +58,7 @@ def build_image(tag: str = IMAGE) -> str:
     """The project's image from its Dockerfile (cached layers make a rebuild quick)."""
     if shutil.which("docker") is None:
         raise RuntimeError("no docker CLI: run ../shared/tools/container-lab setup first")
-    docker("build", "-q", "-t", tag, str(ROOT), timeout=900)
+    docker("build", "-q", "-t", tag, str(REPO), timeout=900)
     return tag
 
 
@@ -140,7 +140,7 @@ class Lab:
             endpoint_url=f"http://127.0.0.1:{self.sqs_port}",
             region_name="us-east-1",
             aws_access_key_id="test",
-            aws_secret_access_key="test",  # noqa: S106 (LocalStack takes any key)
+            aws_secret_access_key="test",
         )
 
     def queue(self, name: str) -> tuple[str, str]:
@@ -169,7 +169,7 @@ class Lab:
             "LOGINS_VAULT_PUBLIC_KEY_FILE": "/keys/vault.pub",
             "LOGINS_LOG_FORMAT": "text",
             "BYTEWAX_DATAFLOW_API_ENABLED": "1",
-            "BYTEWAX_DATAFLOW_API_CACHE_PATH": "/tmp",  # noqa: S108 (the container's tmpfs)
+            "BYTEWAX_DATAFLOW_API_CACHE_PATH": "/tmp",
             "SQS_ENDPOINT_URL": "http://localstack:4566",
             "SQS_QUEUE_URL": queue,
             "AWS_REGION": "us-east-1",
@@ -236,7 +236,7 @@ class Lab:
         options = [
             "--read-only",
             "--tmpfs",
-            "/tmp:size=64m",  # noqa: S108 (a tmpfs of the container's own)
+            "/tmp:size=64m",
             "--cap-drop",
             "ALL",
             "--security-opt",

@@ -1,7 +1,8 @@
-"""`python -m bench.containers`: the flow's throughput as 1, 2 and 3 containers, as one Bytewax
-cluster (`-i/-a`, the StatefulSet's way) and as independent consumers (the Deployment's), on one
-LocalStack queue and one PostgreSQL (bench/containerlab.py; needs a Docker engine). Prints a
-Markdown table for docs/kubernetes.md and writes bench/.work/containers.json.
+"""`python -m tests.container.throughput`: the flow's throughput as 1, 2 and 3 containers, as
+one Bytewax cluster (`-i/-a`, the StatefulSet's way) and as independent consumers (the
+Deployment's), on one LocalStack queue and one PostgreSQL (tests/container/lab.py; needs a
+Docker engine). Prints a Markdown table for docs/kubernetes.md and writes
+bench/.work/containers.json.
 
 Each run: a fresh queue holding the same N generated logins and a fresh database, migrated by a
 `logins migrate` container; then the flow containers in batch mode until the queue is drained.
@@ -27,11 +28,12 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from bench.common import ROOT, log, read_ledger
-from bench.containerlab import Lab, lab
+from bench.common import log, read_ledger
 from logins.core.config import load_config
 from logins.dev.generator import GeneratedMessage, generate
 from logins.dev.seed import send_bodies
+from tests.container.lab import Lab, lab
+from tests.helpers import REPO
 
 _DRAIN = """
 import boto3, sys, threading, time
@@ -219,13 +221,15 @@ def markdown(results: list[Result]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.containers", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.container.throughput", description=__doc__
+    )
     parser.add_argument("--messages", type=int, default=6000)
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3, help="runs of each; the median is kept")
     parser.add_argument("--image", default=None, help="an image already built (else: build)")
-    parser.add_argument("--work", type=Path, default=ROOT / "bench" / ".work" / "containers")
+    parser.add_argument("--work", type=Path, default=REPO / "bench" / ".work" / "containers")
     args = parser.parse_args(argv)
     messages = generate(args.messages, seed=args.seed)
     bodies = [m.body for m in messages]

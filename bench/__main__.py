@@ -90,10 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         results = measure(args)
         results_path.write_text(json.dumps(results, indent=1))
     rendered = report.render(results)
-    if "dedupe" not in results and args.out.exists():  # keep the last `python -m bench dedupe`
-        rendered = report.carry_dedupe_section(args.out.read_text(), rendered)
-    if "sqs" not in results and args.out.exists():  # keep the last `python -m bench sqs`
-        rendered = report.carry_sqs_section(args.out.read_text(), rendered)
+    if args.out.exists():  # keep the last `python -m bench dedupe|sqs|tokens` of what was not run
+        rendered = report.carry_sections(args.out.read_text(), rendered)
     args.out.write_text(rendered)
     if report.chart(results, args.chart):
         log(f"wrote {args.out} and {args.chart}")
@@ -415,7 +413,7 @@ def sqs_main(argv: list[str]) -> int:
     (args.work / "sqs.json").write_text(json.dumps(out, indent=1))
     if not args.no_doc:
         text = args.out.read_text() if args.out.exists() else ""
-        args.out.write_text(report.with_sqs_section(text, out))
+        args.out.write_text(report.with_section(text, "sqs", report.sqs_section(out)))
         log(f"wrote the SQS section of {args.out}")
     if args.json:
         print(json.dumps(out))
@@ -450,7 +448,7 @@ def dedupe_main(argv: list[str]) -> int:
         }
         saved.write_text(json.dumps(results, indent=1))
     text = args.out.read_text() if args.out.exists() else ""
-    args.out.write_text(report.with_dedupe_section(text, results))
+    args.out.write_text(report.with_section(text, "dedupe", report.dedupe_section(results)))
     log(f"wrote the dedupe section of {args.out}")
     return 0
 

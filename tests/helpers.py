@@ -30,6 +30,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 T = TypeVar("T")
 
+# A login body's fields that the logins schema accepts as they are.
+GOOD_LOGIN = {
+    "user_id": "424cdd21-063a-43a7-b91b-7ca1a833afae",
+    "app_version": "2.3.0",
+    "device_type": "android",
+    "ip": "199.172.111.135",
+    "locale": "RU",
+    "device_id": "593-47-5928",
+}
+
 
 def make_keys(directory: Path) -> dict[str, Path]:
     return generate_keys(directory)

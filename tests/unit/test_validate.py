@@ -11,15 +11,8 @@ from logins.core.config import FieldSpec, ValidateStep
 from logins.core.keys import TokenKey
 from logins.core.records import SqsMessage
 from logins.core.tokens import Tokenizer
+from tests.helpers import GOOD_LOGIN
 
-GOOD = {
-    "user_id": "424cdd21-063a-43a7-b91b-7ca1a833afae",
-    "app_version": "2.3.0",
-    "device_type": "android",
-    "ip": "199.172.111.135",
-    "locale": "RU",
-    "device_id": "593-47-5928",
-}
 SCHEMA = ValidateStep(
     type="validate",
     max_body_bytes=8192,
@@ -44,7 +37,7 @@ def check(validator: Validator, body: str):  # type: ignore[no-untyped-def]
 
 
 def with_(**changes: object) -> str:
-    data = {**GOOD, **changes}
+    data = {**GOOD_LOGIN, **changes}
     return json.dumps({k: v for k, v in data.items() if v is not ...})
 
 
@@ -53,7 +46,7 @@ CASES = [
     ("too_large", with_(pad="é" * 4100), "body over 8192 bytes"),  # bytes, not characters
     ("not_json", "{not json", "body is not JSON"),
     ("not_json", "", "body is not JSON"),
-    ("not_json", json.dumps(GOOD) + " trailing", "body is not JSON"),
+    ("not_json", json.dumps(GOOD_LOGIN) + " trailing", "body is not JSON"),
     ("not_json", "[" * 3000 + "]" * 3000, "body is not JSON"),  # nesting beyond the parser
     ("not_object", "[1, 2]", "body is a JSON array, not an object"),
     ("not_object", "null", "body is a JSON NoneType, not an object"),
@@ -118,7 +111,7 @@ def test_valid_body_becomes_fields(validator: Validator, version: str, encoded: 
     event = check(validator, with_(app_version=version))
     assert event.outcome == "row"
     assert event.fields == {
-        "user_id": GOOD["user_id"],
+        "user_id": GOOD_LOGIN["user_id"],
         "app_version": encoded,
         "app_version_text": version,
         "device_type": "android",

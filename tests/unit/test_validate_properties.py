@@ -27,6 +27,7 @@ from logins.core.config import ValidateStep, load_config
 from logins.core.keys import TokenKey
 from logins.core.records import Event, SqsMessage
 from logins.core.tokens import Tokenizer
+from tests.helpers import GOOD_LOGIN
 
 # The production schema (config/base.yaml); only the key files are dummies, never read.
 STEP = load_config(
@@ -36,14 +37,6 @@ BIG_STEP = STEP.model_copy(update={"max_body_bytes": 262_144})  # the largest al
 FIELDS = tuple(STEP.fields)
 ROW_KEYS = {*FIELDS, *(f"{n}_text" for n, s in STEP.fields.items() if s.type == "version")}
 
-GOOD = {
-    "user_id": "424cdd21-063a-43a7-b91b-7ca1a833afae",
-    "app_version": "2.3.0",
-    "device_type": "android",
-    "ip": "199.172.111.135",
-    "locale": "RU",
-    "device_id": "593-47-5928",
-}
 INJECTION = [
     "'; DROP TABLE user_logins; --",
     "\\x00",
@@ -153,9 +146,9 @@ field_values = st.one_of(
 
 @st.composite
 def structured_bodies(draw: st.DrawFn) -> str:
-    """A JSON object from GOOD with any fields replaced, removed or added, serialised one way
+    """A JSON object from GOOD_LOGIN with any fields replaced, removed or added, serialised one way
     or another (escaped or raw non-ASCII, shuffled keys)."""
-    obj: dict[str, Any] = dict(GOOD)
+    obj: dict[str, Any] = dict(GOOD_LOGIN)
     for name in draw(st.lists(st.sampled_from(FIELDS), unique=True, max_size=len(FIELDS))):
         value = draw(field_values)
         if value is MISSING:
@@ -341,7 +334,7 @@ def test_structured_bodies_follow_the_rules(body: str) -> None:
 def test_hostile_text_in_any_field_is_kept_verbatim_or_rejected(
     field: str, text: str, ascii_only: bool
 ) -> None:
-    body = json.dumps({**GOOD, field: text}, ensure_ascii=ascii_only)
+    body = json.dumps({**GOOD_LOGIN, field: text}, ensure_ascii=ascii_only)
     event = validate(body, values=text)
     matches_model(event, STEP, body)
     if event.fields is not None:
@@ -364,7 +357,7 @@ def test_deep_nesting_is_refused_without_a_crash(
     if field is None:
         body, allowed = nested, {"not_json", "not_object", "missing_field"}
     else:
-        good = json.dumps({k: v for k, v in GOOD.items() if k != field})
+        good = json.dumps({k: v for k, v in GOOD_LOGIN.items() if k != field})
         body = good[:-1] + f', "{field}": {nested}' + "}"
         allowed = {"not_json", "wrong_type"}
     event = validate(body, step=step)
@@ -390,9 +383,11 @@ def test_huge_strings(size: int, char: str, where: str, ascii_only: bool) -> Non
     if where == "bare":
         body = char * max(0, (STEP.max_body_bytes + size) // width)
     elif where == "pad":
-        body = json.dumps({**GOOD, "pad": char * max(0, size // width)}, ensure_ascii=ascii_only)
+        body = json.dumps(
+            {**GOOD_LOGIN, "pad": char * max(0, size // width)}, ensure_ascii=ascii_only
+        )
     else:
-        body = json.dumps({**GOOD, where: char * max(0, size // 8)}, ensure_ascii=ascii_only)
+        body = json.dumps({**GOOD_LOGIN, where: char * max(0, size // 8)}, ensure_ascii=ascii_only)
     event = validate(body, values=char * 4)
     if where != "bare":
         matches_model(event, STEP, body)
@@ -407,7 +402,7 @@ def test_huge_strings(size: int, char: str, where: str, ascii_only: bool) -> Non
 @pytest.mark.parametrize("value", ["\u0000", "a\u0000b", " \u0000 ", "1.2.3.4\u0000", "\u0000x"])
 def test_nul_in_a_field_is_rejected(field: str, value: str) -> None:
     """JSON may carry "\\u0000"; PostgreSQL text cannot, so COPY would fail the whole batch."""
-    event = validate(json.dumps({**GOOD, field: value}), values=value)
+    event = validate(json.dumps({**GOOD_LOGIN, field: value}), values=value)
     assert event.rejection is not None
     assert (event.rejection.reason, event.rejection.detail) == (
         "invalid_value",
@@ -416,13 +411,13 @@ def test_nul_in_a_field_is_rejected(field: str, value: str) -> None:
 
 
 def test_nul_is_checked_after_the_length() -> None:
-    event = validate(json.dumps({**GOOD, "device_type": "\u0000" * 33}))
+    event = validate(json.dumps({**GOOD_LOGIN, "device_type": "\u0000" * 33}))
     assert event.rejection is not None
     assert event.rejection.reason == "too_long"
 
 
 def test_nul_in_an_ignored_key_does_not_matter() -> None:
-    event = validate(json.dumps({**GOOD, "extra\u0000": "a\u0000b"}))
+    event = validate(json.dumps({**GOOD_LOGIN, "extra\u0000": "a\u0000b"}))
     assert event.outcome == "row"
 
 
@@ -432,9 +427,9 @@ def test_lone_surrogates_never_reach_a_field(field: str, escape: str) -> None:
     """A lone surrogate cannot be encoded as UTF-8 for PostgreSQL. orjson refuses it, escaped
     or raw, so such a body is `not_json` and no "not valid unicode" check is needed. If an
     orjson upgrade ever accepts them, this fails: then reject them in `_check_field`."""
-    good = json.dumps(GOOD)
-    escaped = good.replace(json.dumps(GOOD[field]), f'"{escape}"', 1)
-    raw = json.dumps({**GOOD, field: json.loads(f'"{escape}"')}, ensure_ascii=False)
+    good = json.dumps(GOOD_LOGIN)
+    escaped = good.replace(json.dumps(GOOD_LOGIN[field]), f'"{escape}"', 1)
+    raw = json.dumps({**GOOD_LOGIN, field: json.loads(f'"{escape}"')}, ensure_ascii=False)
     for body in (escaped, raw):
         with pytest.raises(orjson.JSONDecodeError):
             orjson.loads(body)
@@ -444,12 +439,12 @@ def test_lone_surrogates_never_reach_a_field(field: str, escape: str) -> None:
 
 
 def test_a_surrogate_pair_escape_is_one_valid_character() -> None:
-    event = validate(json.dumps({**GOOD, "user_id": "u-😀"}))  # "u-\\ud83d\\ude00"
+    event = validate(json.dumps({**GOOD_LOGIN, "user_id": "u-😀"}))  # "u-\\ud83d\\ude00"
     assert event.fields is not None and event.fields["user_id"] == "u-😀"
 
 
 @pytest.mark.parametrize("text", [t for t in HOSTILE if "\x00" not in t])
 @pytest.mark.parametrize("field", ["user_id", "device_type", "locale", "device_id"])
 def test_injection_and_unicode_text_is_data(field: str, text: str) -> None:
-    event = validate(json.dumps({**GOOD, field: f"x{text}"}))
+    event = validate(json.dumps({**GOOD_LOGIN, field: f"x{text}"}))
     assert event.fields is not None and event.fields[field] == f"x{text}"

@@ -274,46 +274,24 @@ def _peak_until(samples: list[list[float]], fraction: float) -> float:
 
 
 def _postgres_share(r: dict[str, Any], f: dict[str, Any]) -> str:
-    """Where PostgreSQL's part goes: its CPU per message and the sink's statements."""
-    cost = r.get("statement_ms")
-    out = []
-    if f["pg_us_per_msg"] is not None:
-        total = f["cpu_us_per_msg"] + f["pg_us_per_msg"]
-        out.append(
-            f"PostgreSQL's backends of the run used **{f['pg_us_per_msg']:.0f} µs of CPU per"
-            " message** (their /proc/PID/schedstat, polled; the whole server's when unreadable)"
-            f" in the same run, beside the flow's {f['cpu_us_per_msg']:.0f} µs: together"
-            f" {total:.0f} µs, so two cores cannot commit more than about"
-            f" {2e6 / total:,.0f} msg/s of this work whatever the flow does, and"
-            f" {TARGET_MSGS:,} msg/s would need {total * TARGET_MSGS / 1e6:.1f} cores."
-        )
-    if cost:
-        out.append(
-            "The sink's statements on the database the 1-worker run left behind (1M rows;"
-            " median of 5 batches of 1,000 new rows): claiming the ids in the ledger and"
-            f" inserting the rows **{cost['insert']:.1f} ms**, the vault insert of 1,000 new"
-            f" entries {cost['insert_vault']:.1f} ms, the commit {cost['commit']:.1f} ms; the"
-            f" same 1,000 rows into a table with no index and no ledger take"
-            f" {cost['plain']:.1f} ms. The difference is the unique keys that make every"
-            " write idempotent: the ledger's (sent time, message id), one per message, which"
-            " appends at the right edge of its day's partition, and the vault's random"
-            " tokens: the price of exactly-once, paid per row."
-        )
-    wal = one_wal(r)
-    if wal is not None:
-        flow, ceiling = wal
-        out.append(
-            f"PostgreSQL wrote **{flow:,.0f} bytes of WAL per message** during the 1-worker run"
-            f" (pg_current_wal_lsn() before and after: the whole server, so any other database's"
-            " writes meanwhile count too)"
-            + (
-                f", against {ceiling:,.0f} bytes per row for the exactly-once ceiling's rows and"
-                " ledger alone."
-                if ceiling is not None
-                else "."
-            )
-        )
-    return (" ".join(out) + "\n") if out else ""
+    """Where PostgreSQL's part goes: its CPU per message, the sink's statements, its WAL."""
+    flow, pg = f["cpu_us_per_msg"], f["pg_us_per_msg"]
+    total = flow + pg if pg is not None else None
+    cost = r.get("statement_ms") or {}
+    wal, eo_wal = one_wal(r) or (None, None)
+    return fill(
+        "postgres.md",
+        pg_us=_or_na(pg, "{:.0f}"),
+        flow_us=f"{flow:.0f}",
+        total_us=_or_na(total, "{:.0f}"),
+        bound=_or_na(total and 2e6 / total, "{:,.0f}"),
+        target_msgs=f"{TARGET_MSGS:,}",
+        cores=_or_na(total and total * TARGET_MSGS / 1e6, "{:.1f}"),
+        **{f"{k}_ms": _or_na(cost.get(k), "{:.1f}") for k in ("insert", "insert_vault", "commit")},
+        plain_ms=_or_na(cost.get("plain"), "{:.1f}"),
+        wal_per_msg=_or_na(wal, "{:,.0f}"),
+        eo_wal_per_row=_or_na(eo_wal, "{:,.0f}"),
+    )
 
 
 def one_wal(r: dict[str, Any]) -> tuple[float, float | None] | None:

@@ -54,17 +54,17 @@ class _PostgresPartition(StatelessSinkPartition[Event]):
     ) -> None:
         self._settings = settings
         self._max_release_seconds = max_release_seconds
-        self._pool = WriterPool(
-            committers,
-            queued_batches=settings.queued_batches,
-            write=self._write_logged,
-            release=lambda items: self._acker.release([e.message for e in items]),
-        )
-        metrics.LAST_COMMIT.set(time.time())  # "stalled" counts from the start until a commit
         self._span_attributes = _messaging_attributes(queue_name)
         self._cache = cache
         self._acker = acker
         self._refused = False  # the database refused this login for good: release, never write
+        self._pool = WriterPool(
+            committers,
+            queued_batches=settings.queued_batches,
+            write=self._write_logged,
+            release=lambda items: acker.release([e.message for e in items]),
+        )
+        metrics.LAST_COMMIT.set(time.time())  # "stalled" counts from the start until a commit
 
     def write_batch(self, items: list[Event]) -> None:
         if not items:

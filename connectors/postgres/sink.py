@@ -20,7 +20,7 @@ from opentelemetry.trace import SpanKind
 
 from connectors.postgres.committer import BatchCommitter
 from connectors.postgres.pool import WriterPool, Writers
-from connectors.postgres.writer import BatchResult, DatabaseUnavailable, PostgresWriter
+from connectors.postgres.writer import BatchResult, DatabaseUnavailable
 from connectors.sqs.source import Acker
 from logins.core import metrics, shutdown
 from logins.core.config import PostgresSinkConfig
@@ -211,25 +211,17 @@ class PostgresSink(DynamicSink[Event]):
         max_release_seconds: int,
         queue_name: str,
     ) -> None:
-        self.writers = writers
+        self.writers = writers  # each partition builds `sink.writers` committers from it
         self._settings = writers.settings
         self._queue_name = queue_name
         self._cache = cache
         self._acker_factory = acker_factory
         self._max_release_seconds = max_release_seconds
 
-    def writer(self) -> PostgresWriter:
-        """A writer with this sink's settings (benchmarks use one)."""
-        return self.writers.writer()
-
-    def committer(self) -> BatchCommitter:
-        """A writer with the poison rule (a writer thread holds one)."""
-        return self.writers.committer()
-
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _PostgresPartition:
         return _PostgresPartition(
             self._settings,
-            [self.committer() for _ in range(self._settings.writers)],  # > 1 needs a queue (config)
+            [self.writers.committer() for _ in range(self._settings.writers)],  # > 1: a queue
             cache=self._cache,
             acker=self._acker_factory(),
             max_release_seconds=self._max_release_seconds,

@@ -31,7 +31,6 @@ from logins.dev.generator import generate
 from logins.dev.seed import send_bodies
 from tests.helpers import (
     config_for,
-    make_keys,
     module_logging_to,
     private_data_dir,
     queue_total,
@@ -158,11 +157,6 @@ def pw_postgres() -> Iterator[PasswordPostgres]:
                 )
             conn.execute("CREATE DATABASE logins")
         yield PasswordPostgres(server.dsn, server.port)
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return make_keys(tmp_path_factory.mktemp("fail-fast") / "keys")
 
 
 # --- running the flow ---------------------------------------------------------------------------

@@ -100,7 +100,7 @@ class EmbeddedMoto:
     @property
     def port(self) -> int:
         if self._port is None:
-            raise RuntimeError("EmbeddedSqs has no port until start()")
+            raise RuntimeError(f"{type(self).__name__} has no port until start()")
         return self._port
 
     @property

@@ -14,7 +14,7 @@ from connectors.postgres.migrations import SchemaMismatch
 from connectors.postgres.migrations import migrate as apply
 from connectors.postgres.schema import table_schema
 from connectors.postgres.schemaversion import SCHEMA_VERSION
-from logins.cli.common import connect, selected_config
+from logins.cli.common import Unusable, connect, selected_config
 from logins.core.config import AppConfig, ConfigError, describe, selected_files
 from logins.core.keys import (
     KeyFileError,
@@ -39,16 +39,16 @@ def keygen(directory: Path, token_only: bool) -> None:
         try:
             click.echo(f"wrote {generate_token_key(directory)}")
         except KeyFileError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise Unusable(str(exc)) from None
         except OSError as exc:
-            raise click.ClickException(_cannot_write(directory, exc)) from None
+            raise Unusable(_cannot_write(directory, exc)) from None
         return
     try:
         paths = generate_keys(directory)
     except KeyFileError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise Unusable(str(exc)) from None
     except OSError as exc:
-        raise click.ClickException(_cannot_write(directory, exc)) from None
+        raise Unusable(_cannot_write(directory, exc)) from None
     for path in paths.values():
         click.echo(f"wrote {path}")
     fingerprint = vault_fingerprint(load_vault_public_key(paths["vault.pub"]))
@@ -85,7 +85,7 @@ def check(connect: bool) -> None:
         secrets = load_secrets(config)
     except KeyFileError as exc:
         if not connect:
-            raise click.ClickException(str(exc)) from None
+            raise Unusable(str(exc)) from None
         _line(False, "keys", str(exc))
         raise SystemExit(2) from None
     _table_schema(config)
@@ -126,13 +126,13 @@ def migrate() -> None:
         try:
             apply(conn, config)
         except psycopg.errors.InsufficientPrivilege as exc:
-            raise click.ClickException(
+            raise Unusable(
                 f"cannot migrate as this login ({exc.diag.message_primary}): run it as a"
                 " superuser the first time (it creates the roles), later as a member of"
                 " logins_owner"
             ) from None
         except SchemaMismatch as exc:
-            raise click.ClickException(str(exc)) from None
+            raise Unusable(str(exc)) from None
     click.echo(f"migrations applied: schema version {SCHEMA_VERSION}, roles and grants in place")
 
 
@@ -141,4 +141,4 @@ def _table_schema(config: AppConfig) -> None:
     try:
         table_schema(config)
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise Unusable(str(exc)) from None

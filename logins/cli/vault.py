@@ -9,6 +9,7 @@ import click
 
 from logins.cli.common import (
     REASON,
+    Unusable,
     echo_json,
     selected_config,
     tokenizer_of,
@@ -37,7 +38,7 @@ def vault_status(as_json: bool) -> None:
     try:
         sealer = load_vault_key(config)
     except KeyFileError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise Unusable(str(exc)) from None
     pinned = "pinned" if config.vault.public_key_fingerprint else "not pinned"
     with checked_connect(config) as conn:
         result = status(conn, config, active)
@@ -96,7 +97,7 @@ def vault_rekey(
         old = Opener(load_vault_private_key(old_private_key_file))
         new = load_vault_public_key(new_public_key_file)
     except KeyFileError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise Unusable(str(exc)) from None
     config = selected_config()
     try:
         with checked_connect(config) as conn, progress("rekey: rows re-sealed") as bar:

@@ -16,7 +16,19 @@ from __future__ import annotations
 
 import click
 
-from logins.cli import audit, dev, purge, recovery, rotate, run, setup, stats, tokenize, vault
+from logins.cli import (
+    audit,
+    dev,
+    purge,
+    recovery,
+    rotate,
+    run,
+    setup,
+    stats,
+    testcases,
+    tokenize,
+    vault,
+)
 
 
 @click.group()
@@ -32,6 +44,7 @@ def main() -> None:
 
 for command in (
     run.run,
+    testcases.test,
     setup.keygen,
     setup.check,
     setup.migrate,

@@ -10,6 +10,7 @@ unreachable or refuses, a schema to migrate, a port in use) or bad usage (click'
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
@@ -37,6 +38,26 @@ class Unusable(click.ClickException):
 def selected_config() -> AppConfig:
     try:
         return load_config()
+    except ConfigError as exc:
+        raise Unusable(str(exc)) from None
+
+
+# The key settings a configuration must name to load. A command that holds no key (`test`
+# makes throwaway ones, `generate` needs only the queue) never reads them, so where they are
+# unset a placeholder stands in.
+_KEYS_NOT_READ = "(not read by this command)"
+
+
+def config_without_keys() -> AppConfig:
+    """The selected configuration for a command that reads no key: loadable where the key
+    files are not set (a developer's machine, a CI job, a seeding container)."""
+    env = dict(os.environ)
+    if not env.get("LOGINS_TOKEN_KEY_FILE") and not env.get("LOGINS_TOKEN_KMS_KEY_ID"):
+        env["LOGINS_TOKEN_KEY_FILE"] = _KEYS_NOT_READ
+    if not env.get("LOGINS_VAULT_PUBLIC_KEY_FILE"):
+        env["LOGINS_VAULT_PUBLIC_KEY_FILE"] = _KEYS_NOT_READ
+    try:
+        return load_config(env)
     except ConfigError as exc:
         raise Unusable(str(exc)) from None
 
@@ -105,6 +126,11 @@ def printable(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+def counts(by_name: dict[str, int]) -> str:
+    """`{"ip": 6, "device_id": 5}` as text: "ip 6, device_id 5" ("none" when empty)."""
+    return ", ".join(f"{printable(name)} {count}" for name, count in by_name.items()) or "none"
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from logins.cli.common import connect, echo_json, selected_config
+from logins.cli.common import connect, counts, echo_json, selected_config
 from logins.core.stats import collect
 
 
@@ -27,4 +27,4 @@ def stats(as_json: bool) -> None:
     click.echo(f"rows in {config.sink.table:<10} : {result.table_rows}")
     for column, count in result.distinct_tokens.items():
         click.echo(f"distinct {column:<10}: {count}")
-    click.echo(f"vault entries      : {result.vault_entries} {result.vault_by_field}")
+    click.echo(f"vault entries      : {result.vault_entries} ({counts(result.vault_by_field)})")

@@ -3,7 +3,6 @@ docs/operations.md#testing-a-configuration-offline-logins-test)."""
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -14,26 +13,8 @@ from rich.table import Table
 from rich.text import Text
 
 from logins.cli.cases import CaseFileError, CaseResult, Runner
-from logins.cli.common import EXIT_FAILED, Unusable, printable
-from logins.core.config import AppConfig, ConfigError, load_config
-
-# The key settings the configuration must name to load; the run never reads them (it makes
-# its own throwaway keys), so where they are unset a placeholder stands in.
-_THROWAWAY = "(not read: logins test uses a throwaway key)"
-
-
-def offline_config() -> AppConfig:
-    """The selected configuration, loadable without key files: `logins test` needs only its
-    steps and its table."""
-    env = dict(os.environ)
-    if not env.get("LOGINS_TOKEN_KEY_FILE") and not env.get("LOGINS_TOKEN_KMS_KEY_ID"):
-        env["LOGINS_TOKEN_KEY_FILE"] = _THROWAWAY
-    if not env.get("LOGINS_VAULT_PUBLIC_KEY_FILE"):
-        env["LOGINS_VAULT_PUBLIC_KEY_FILE"] = _THROWAWAY
-    try:
-        return load_config(env)
-    except ConfigError as exc:
-        raise Unusable(str(exc)) from None
+from logins.cli.common import EXIT_FAILED, Unusable, config_without_keys, printable
+from logins.core.config import ConfigError
 
 
 @click.command("test")
@@ -46,7 +27,7 @@ def test(files: tuple[Path, ...]) -> None:
     compared; `{token_of: VALUE}` is the token of VALUE), a rejection with its reason, or a
     duplicate of an earlier case. Exit 0 if all pass, 1 if one fails (each failing case
     shows what it expected and what it got, side by side), 2 if a file is malformed."""
-    config = offline_config()
+    config = config_without_keys()
     try:
         runner = Runner(config)
     except ConfigError as exc:

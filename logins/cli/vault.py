@@ -10,6 +10,7 @@ import click
 from logins.cli.common import (
     REASON,
     Unusable,
+    counts,
     echo_json,
     selected_config,
     tokenizer_of,
@@ -58,7 +59,7 @@ def vault_status(as_json: bool) -> None:
     click.echo("vault entries by token key / vault key:")
     for keys, count in result.entries_by_keys.items():
         click.echo(f"  {keys:<20} {count}")
-    click.echo(f"rejected bodies by vault key: {result.rejected_by_vault_key}")
+    click.echo(f"rejected bodies by vault key: {counts(result.rejected_by_vault_key)}")
     click.echo(f"rejected bodies erased      : {result.rejected_bodies_erased}")
     click.echo(f"token aliases               : {result.aliases}")
     click.echo(f"erased values (markers)     : {result.erasures}")

@@ -76,6 +76,9 @@ def test_check_json_reports_an_unusable_configuration(env: dict[str, str]) -> No
 
 
 def test_stats_json_parses_and_text_shows_no_python_reprs(env: dict[str, str]) -> None:
+    early = cli(env, "stats")  # before the schema exists: what to do, not a traceback
+    assert early.exit_code == 2 and "run `logins migrate`" in early.output
+    assert "Traceback" not in early.output
     assert cli(env, "migrate").exit_code == 0
     result = cli(env, "stats", "--json")
     assert result.exit_code == 0, result.output

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import runpy
 import sys
+import tempfile
 from pathlib import Path
 
 import click
@@ -22,6 +23,7 @@ from logins.core import metricsport
 FLOW_MODULE = "flows.logins"
 PROGRESS_INTERVAL_ENV = "LOGINS_PROGRESS_INTERVAL"
 STOP_WHEN_IDLE_ENV = "LOGINS_STOP_WHEN_IDLE"
+API_CACHE_ENV = "BYTEWAX_DATAFLOW_API_CACHE_PATH"
 
 
 @click.command(context_settings={"show_default": True})
@@ -111,6 +113,9 @@ def run(
             raise SystemExit(EXIT_UNUSABLE) from None
         os.environ[metricsport.ENABLED] = "1"
         os.environ[metricsport.PORT] = str(metrics_port)
+        # Bytewax writes dataflow.json there at start (default: the working directory, which
+        # may be read-only: a bare FileNotFoundError); it is only the API's cache.
+        os.environ.setdefault(API_CACHE_ENV, tempfile.gettempdir())
     else:
         os.environ.pop(metricsport.ENABLED, None)
     if stop_when_idle is not None:

@@ -80,12 +80,11 @@ def env(tmp_path: Path, database_url: str, queue_url: str, sqs: EmbeddedSqs) -> 
         queue_url=queue_url,
         endpoint_url=sqs.endpoint_url,
         LOGINS_LOG_FORMAT="json",
-        BYTEWAX_DATAFLOW_API_CACHE_PATH=str(tmp_path),
     )
 
 
 def test_logins_run_runs_the_flow_with_metrics_and_progress_lines(
-    env: dict[str, str], sqs: EmbeddedSqs, queue_url: str, database_url: str
+    env: dict[str, str], sqs: EmbeddedSqs, queue_url: str, database_url: str, tmp_path: Path
 ) -> None:
     messages = generate(60, seed=7)
     send_bodies(sqs.client(), queue_url, (m.body for m in messages))
@@ -94,8 +93,8 @@ def test_logins_run_runs_the_flow_with_metrics_and_progress_lines(
     command += ["--stop-when-idle", "3", "--progress-interval", "0.5"]
     process = subprocess.Popen(
         command,
-        env={**os.environ, **env},
-        cwd=REPO,
+        env={k: v for k, v in {**os.environ, **env}.items() if not k.startswith("BYTEWAX_")},
+        cwd=tmp_path,  # Bytewax's API cache goes to the temporary directory, not here
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -133,3 +132,4 @@ def test_logins_run_runs_the_flow_with_metrics_and_progress_lines(
     with psycopg.connect(database_url) as conn:
         rows = conn.execute("SELECT count(*) FROM user_logins").fetchone()
     assert rows == (expected["rows"],)
+    assert not (tmp_path / "dataflow.json").exists()

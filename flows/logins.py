@@ -14,6 +14,7 @@ that refuses (connectors/preflight.py): exit 2, with the endpoint and the server
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 
@@ -44,7 +45,7 @@ def _progress_interval() -> float:
         interval = float(text) if text else DEFAULT_FLOW_INTERVAL
     except ValueError:
         interval = -1.0
-    if not interval >= 0:  # also NaN
+    if not (interval >= 0 and math.isfinite(interval)):
         raise ConfigError(f"{PROGRESS_INTERVAL_ENV}={text!r}: not a number of seconds (>= 0)")
     return interval
 

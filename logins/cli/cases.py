@@ -142,6 +142,10 @@ def load_cases(path: Path, schema: TableSchema, token_columns: dict[str, str]) -
                     f"{where}: not a column of {schema.table}{_did_you_mean(column, columns)}"
                     f" (columns: {', '.join(columns)})"
                 )
+            if isinstance(value, dict) and "token_of" in value:
+                raise CaseFileError(
+                    f'{where}: write {{token_of: "VALUE"}}, a string and nothing else'
+                )
             if isinstance(value, TokenOf) and column not in token_columns:
                 raise CaseFileError(
                     f"{where}: token_of is for a masked field's token column"

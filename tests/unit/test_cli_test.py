@@ -125,6 +125,8 @@ def test_cases_run_in_order_through_the_real_dedupe_window(tmp_path: Path) -> No
           "did you mean 'masked_ip'?"]),
         ([{"name": "a", "message": "x", "expect": {"row": {"user_id": {"token_of": "v"}}}}],
          ["case 1 ('a'): expect.row.user_id: token_of is for a masked field's token column"]),
+        ([{"name": "a", "message": "x", "expect": {"row": {"masked_ip": {"token_of": 1}}}}],
+         ["case 1 ('a'): expect.row.masked_ip: write {token_of: \"VALUE\"}"]),
         ([{"name": "a", "message": "x", "expect": {"rejected": "not_json"}},
           {"name": "b", "message": "x", "expect": {"rejected": "not_json", "duplicate": True}}],
          ["case 2 ('b'): expect: give exactly one of row, rejected, duplicate"]),

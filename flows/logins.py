@@ -62,15 +62,21 @@ except (ConfigError, KeyFileError) as exc:
 
 _failed = False
 for outcome in preflight.run(config, config.startup_timeout_seconds, migrate=True):
+    fields = {"check": outcome.name, "ok": outcome.ok}  # JSON logs: fields, not only text
     if outcome.ok:
-        log.info("start-up check %s: ok: %s", outcome.name, outcome.detail)
+        log.info("start-up check %s: ok: %s", outcome.name, outcome.detail, extra=fields)
     else:
-        log.error("start-up check %s failed: %s", outcome.name, outcome.detail)
+        log.error("start-up check %s failed: %s", outcome.name, outcome.detail, extra=fields)
         print(f"logins: cannot start: {outcome.detail}", file=sys.stderr)
         _failed = True
 if _failed:
     raise SystemExit(2)
 
-log.info("logins flow built: queue %s -> table %s", config.source.queue_url, config.sink.table)
+log.info(
+    "logins flow built: queue %s -> table %s",
+    config.source.queue_url,
+    config.sink.table,
+    extra={"queue_url": config.source.queue_url, "table": config.sink.table},
+)
 FlowProgress(progress_interval).start()
 tune_gc()

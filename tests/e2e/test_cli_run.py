@@ -112,6 +112,8 @@ def test_logins_run_runs_the_flow_with_metrics_and_progress_lines(
     assert "logins_messages_total" in scraped  # served on --metrics-port
 
     lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    checks = [(line["check"], line["ok"]) for line in lines if "check" in line]
+    assert checks == [("sqs", True), ("postgres", True)]
     progress = [line for line in lines if line["logger"] == "logins.progress"]
     assert len(progress) >= 2, err[-3000:]
     fields = ("rate", "committed", "rows", "rejected", "duplicates", "held", "queue_visible")

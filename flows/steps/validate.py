@@ -3,7 +3,8 @@
 Checks run in a fixed order so every body gets one, predictable reason: size, JSON, object,
 then each field of the schema in order: missing -> null -> type -> length -> value.
 Details name the field and the limit, never the value (it may be PII).
-Unknown extra keys are ignored (the producer may add fields; they are not stored).
+Unknown extra keys are ignored (the producer may add fields; they are not stored), and
+counted, their names logged at most once a minute (flows/steps/extrafields.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from flows.steps.extrafields import EXTRA
 from logins.core.appversion import encode_app_version
 from logins.core.config import FieldSpec, ValidateStep
 from logins.core.records import REASONS, Event, Rejection, SqsMessage, ValidationReason
@@ -204,9 +206,11 @@ class Validator:
             for name, spec in step.fields.items()
         ]  # fmt: skip
         self._versions: dict[str, int | None] = {}
+        self._declared = frozenset(step.fields)
 
-    def parse(self, body: str) -> dict[str, Any]:
-        """The checked fields of `body` (version fields also as `<name>_text`), or Invalid."""
+    def parse(self, body: str, extra: list[list[str]] | None = None) -> dict[str, Any]:
+        """The checked fields of `body` (version fields also as `<name>_text`), or Invalid.
+        An object's keys that the schema does not declare are appended to `extra`."""
         if len(body) * 4 > self._step.max_body_bytes and (
             len(body.encode("utf-8", "surrogatepass")) > self._step.max_body_bytes
         ):
@@ -217,6 +221,8 @@ class Validator:
             raise Invalid("not_json", "body is not JSON") from None
         if not isinstance(obj, dict):
             raise Invalid("not_object", f"body is a JSON {_json_type(obj)}, not an object")
+        if extra is not None and not obj.keys() <= self._declared:
+            extra.append([key for key in obj if key not in self._declared])
         fields: dict[str, Any] = {}
         for name, spec, max_length, nullable, test, text_key, check in self._plan:
             value = obj.get(name)
@@ -265,11 +271,14 @@ class Validator:
         """An event per message, in order: its checked fields and fingerprint, or why not."""
         parse, fingerprint = self.parse, self._tokenizer.fingerprint
         events = []
+        extra: list[list[str]] = []  # per message with undeclared keys, their names
         for message in messages:  # one loop for the batch: no call per message but these
             try:
-                fields = parse(message.body)
+                fields = parse(message.body, extra)
             except Invalid as invalid:
                 events.append(Event(message, rejection=invalid.rejection))
                 continue
             events.append(Event(message, fields, fingerprint=fingerprint(fields.values())))
+        if extra:
+            EXTRA.add(len(extra), (name for names in extra for name in names))
         return events

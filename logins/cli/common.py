@@ -1,9 +1,16 @@
 """What the `logins` commands share: the selected config, connections, key loading, token
-input, and output (tables, JSON). No command lives here."""
+input, output (tables, JSON) and the exit codes. No command lives here.
+
+Every command exits 0 when it did what it was asked, 1 when it ran and found a failure (a
+check or a test case failed, a value was not found, some rows could not be processed), 2 when
+it could not run: unusable configuration or environment (config, keys, a service that is
+unreachable or refuses, a schema to migrate, a port in use) or bad usage (click's own 2).
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
@@ -17,12 +24,42 @@ from logins.core.keys import KeyFileError, load_vault_private_key, read_private_
 from logins.core.pipeline_keys import load_tokenizer
 from logins.core.tokens import Tokenizer
 
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_UNUSABLE = 2
+
+
+class Unusable(click.ClickException):
+    """The command cannot run: the configuration or the environment is unusable (exit 2)."""
+
+    exit_code = EXIT_UNUSABLE
+
 
 def selected_config() -> AppConfig:
     try:
         return load_config()
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise Unusable(str(exc)) from None
+
+
+# The key settings a configuration must name to load. A command that holds no key (`test`
+# makes throwaway ones, `generate` needs only the queue) never reads them, so where they are
+# unset a placeholder stands in.
+_KEYS_NOT_READ = "(not read by this command)"
+
+
+def config_without_keys() -> AppConfig:
+    """The selected configuration for a command that reads no key: loadable where the key
+    files are not set (a developer's machine, a CI job, a seeding container)."""
+    env = dict(os.environ)
+    if not env.get("LOGINS_TOKEN_KEY_FILE") and not env.get("LOGINS_TOKEN_KMS_KEY_ID"):
+        env["LOGINS_TOKEN_KEY_FILE"] = _KEYS_NOT_READ
+    if not env.get("LOGINS_VAULT_PUBLIC_KEY_FILE"):
+        env["LOGINS_VAULT_PUBLIC_KEY_FILE"] = _KEYS_NOT_READ
+    try:
+        return load_config(env)
+    except ConfigError as exc:
+        raise Unusable(str(exc)) from None
 
 
 def connect(config: AppConfig) -> psycopg.Connection[Any]:
@@ -31,7 +68,7 @@ def connect(config: AppConfig) -> psycopg.Connection[Any]:
             config.sink.dsn.get_secret_value(), autocommit=True, connect_timeout=10
         )
     except psycopg.OperationalError as exc:
-        raise click.ClickException(f"cannot connect to the database: {exc}") from None
+        raise Unusable(f"cannot connect to the database: {exc}") from None
 
 
 def private_key_given(private_key_file: Path | None, private_key_fd: int | None) -> bool:
@@ -50,7 +87,7 @@ def private_key(private_key_file: Path | None, private_key_fd: int | None) -> Pr
         if private_key_fd is not None:
             return read_private_key_fd(private_key_fd)
     except KeyFileError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise Unusable(str(exc)) from None
     raise click.UsageError(
         "the vault private key is required: --private-key-file F ('-' for stdin)"
         " or --private-key-fd N"
@@ -70,7 +107,7 @@ def tokenizer_of(config: AppConfig) -> Tokenizer:
     try:
         return load_tokenizer(config.tokens)
     except KeyFileError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise Unusable(str(exc)) from None
 
 
 def read_tokens(tokens: tuple[str, ...], file: TextIO | None) -> list[str]:
@@ -89,6 +126,11 @@ def printable(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+def counts(by_name: dict[str, int]) -> str:
+    """`{"ip": 6, "device_id": 5}` as text: "ip 6, device_id 5" ("none" when empty)."""
+    return ", ".join(f"{printable(name)} {count}" for name, count in by_name.items()) or "none"
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:

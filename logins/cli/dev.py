@@ -10,9 +10,12 @@ import sys
 from typing import Any
 
 import click
+from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
+from connectors.errors import sqs_failure, sqs_where
 from connectors.sqs.protocol import PROTOCOLS, Protocol, make_client
+from logins.cli.common import Unusable, config_without_keys
 from logins.core.config import TelemetryConfig
 from logins.core.progress import progress
 from logins.core.telemetry import tracer_provider
@@ -23,9 +26,16 @@ from logins.dev.seed import send_entries, traced
 @click.command()
 @click.option("-n", "--count", default=500, show_default=True)
 @click.option("--seed", default=0, show_default=True)
-@click.option("--queue-url", default=None, help="Send to this queue (else print JSON lines).")
-@click.option("--endpoint-url", default=None, help="SQS endpoint (LocalStack, moto).")
-@click.option("--region", envvar="AWS_REGION", default="us-east-1", show_default=True)
+@click.option(
+    "--stdout", "to_stdout", is_flag=True, help="Print the messages as lines; send nothing."
+)
+@click.option("--queue-url", default=None, help="Send to this queue.  [default: source.queue_url]")
+@click.option(
+    "--endpoint-url",
+    default=None,
+    help="SQS endpoint (LocalStack, moto).  [default: source.endpoint_url]",
+)
+@click.option("--region", default=None, help="[default: source.region]")
 @click.option(
     "--trace",
     "with_trace",
@@ -36,37 +46,50 @@ from logins.dev.seed import send_entries, traced
 @click.option(
     "--protocol",
     type=click.Choice(PROTOCOLS),
-    default="auto",
-    show_default=True,
-    help="SQS protocol; auto switches to query when the server refuses JSON (LocalStack < 3.0).",
+    default=None,
+    help="SQS protocol; auto switches to query when the server refuses JSON (LocalStack < 3.0)."
+    "  [default: source.protocol]",
 )
 def generate(
     count: int,
     seed: int,
+    to_stdout: bool,
     queue_url: str | None,
     endpoint_url: str | None,
-    region: str,
+    region: str | None,
     with_trace: bool,
-    protocol: Protocol,
+    protocol: Protocol | None,
 ) -> None:
-    """Realistic sample logins: repeats, a few % malformed, some resends."""
+    """Realistic sample logins: repeats, a few % malformed, some resends.
+
+    Sent to the selected configuration's queue through its endpoint, region and protocol,
+    like every command (no key is read); the options override them."""
     messages = iter_messages(count, seed=seed)
-    if queue_url is None:
+    if to_stdout:
         if with_trace:
-            raise click.UsageError("--trace needs --queue-url (it travels as a message attribute)")
+            raise click.UsageError("--trace needs a queue (it travels as a message attribute)")
         for message in messages:
             click.echo(message.body)
         return
-    client = make_client(protocol, endpoint_url=endpoint_url, region_name=region)
+    source = config_without_keys().source
+    queue_url = queue_url or source.queue_url
+    endpoint_url = endpoint_url or source.endpoint_url
+    client = make_client(
+        protocol or source.protocol, endpoint_url=endpoint_url, region_name=region or source.region
+    )
     entries: Any = ({"MessageBody": m.body} for m in messages)
     provider = _producer_tracing() if with_trace else None
     if provider is not None:
         tracer = provider.get_tracer("logins-etl.generate")
         entries = traced(entries, tracer, queue_url.rsplit("/", 1)[-1])
-    with progress("generate: sent", total=count) as bar:
-        sent = send_entries(client, queue_url, entries, on_sent=bar.advance)
-    if provider is not None:
-        provider.shutdown()  # exports what is still buffered
+    try:
+        with progress("generate: sent", total=count) as bar:
+            sent = send_entries(client, queue_url, entries, on_sent=bar.advance)
+    except (BotoCoreError, ClientError) as exc:
+        raise Unusable(str(sqs_failure(exc, sqs_where(queue_url, endpoint_url)))) from None
+    finally:
+        if provider is not None:
+            provider.shutdown()  # exports what is still buffered
     click.echo(f"sent {len(sent)} messages to {queue_url}")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from logins.cli.common import echo_json, selected_config
+from logins.cli.common import Unusable, echo_json, selected_config
 from logins.cli.session import NOTE, checked_connect
 from logins.pii.purge import purge_rejected
 
@@ -27,7 +27,7 @@ def purge(reason: str | None, note: str | None, dry_run: bool, as_json: bool) ->
     config = selected_config()
     days = config.sink.rejected_retention_days
     if days is None:
-        raise click.ClickException(
+        raise Unusable(
             "sink.rejected_retention_days is not set: sealed rejected bodies are kept forever"
         )
     why = reason or f"retention: sink.rejected_retention_days = {days}"

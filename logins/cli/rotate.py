@@ -10,6 +10,7 @@ import click
 from logins.cli.common import (
     PRIVATE_KEY,
     REASON,
+    Unusable,
     echo_json,
     private_key,
     selected_config,
@@ -38,20 +39,20 @@ def rotate_new_key(token_key_file: Path | None) -> None:
     """Put a new token key first in the token key file (the active one); keep the old lines."""
     path = token_key_file or selected_config().tokens.key_file
     if path is None:
-        raise click.ClickException(
+        raise Unusable(
             "the token key is in KMS (tokens.kms_key_id): create a new HMAC_256 key in KMS,"
             " make it tokens.kms_key_id and the old one tokens.previous_kms_key_ids, restart"
             " the pipelines, then `logins rotate run` (docs/vault.md)"
         )
     if not isinstance(path, Path):  # a secretsmanager:/ssm: reference
-        raise click.ClickException(
+        raise Unusable(
             f"tokens.key_file is {path}: put the new key line first in that secret yourself"
             " (`logins keygen DIR --token-only` writes one), or pass --token-key-file"
         )
     try:
         key = prepend_token_key(path)
     except (KeyFileError, OSError) as exc:
-        raise click.ClickException(f"cannot rotate {path}: {exc}") from None
+        raise Unusable(f"cannot rotate {path}: {exc}") from None
     click.echo(f"new active token key {key.key_id} in {path}; the old keys stay for verifying")
     click.echo("next: restart the pipelines with this file, then `logins rotate run --reason ...`")
 
@@ -76,7 +77,7 @@ def rotate_run(
     config = selected_config()
     tokenizer = tokenizer_of(config)
     if len(tokenizer.key_ids) < 2:
-        raise click.ClickException(
+        raise Unusable(
             "only one token key is configured: run `logins rotate new-key` first (a key file),"
             " or give the old key as tokens.previous_key_file / tokens.previous_kms_key_ids"
         )

@@ -9,7 +9,7 @@ import click
 import psycopg
 
 from connectors.postgres.migrations import schema_state
-from logins.cli.common import connect
+from logins.cli.common import Unusable, connect
 from logins.core.config import AppConfig
 
 NOTE = click.option(
@@ -28,10 +28,10 @@ def checked_connect(config: AppConfig) -> psycopg.Connection[Any]:
         found = schema_state(conn, config)
     except psycopg.Error as exc:
         conn.close()
-        raise click.ClickException(f"cannot read the schema version: {exc}") from None
+        raise Unusable(f"cannot read the schema version: {exc}") from None
     if not found.current:
         conn.close()
-        raise click.ClickException(
+        raise Unusable(
             f"the database schema is not what this command needs ({found.describe()}):"
             " run `logins migrate` as the owner (a member of logins_owner) or a superuser"
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, NoReturn
 
 import click
 import psycopg
@@ -14,7 +15,7 @@ from connectors.postgres.migrations import SchemaMismatch
 from connectors.postgres.migrations import migrate as apply
 from connectors.postgres.schema import table_schema
 from connectors.postgres.schemaversion import SCHEMA_VERSION
-from logins.cli.common import connect, selected_config
+from logins.cli.common import EXIT_UNUSABLE, Unusable, connect, echo_json, selected_config
 from logins.core.config import AppConfig, ConfigError, describe, selected_files
 from logins.core.keys import (
     KeyFileError,
@@ -39,16 +40,16 @@ def keygen(directory: Path, token_only: bool) -> None:
         try:
             click.echo(f"wrote {generate_token_key(directory)}")
         except KeyFileError as exc:
-            raise click.ClickException(str(exc)) from None
+            raise Unusable(str(exc)) from None
         except OSError as exc:
-            raise click.ClickException(_cannot_write(directory, exc)) from None
+            raise Unusable(_cannot_write(directory, exc)) from None
         return
     try:
         paths = generate_keys(directory)
     except KeyFileError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise Unusable(str(exc)) from None
     except OSError as exc:
-        raise click.ClickException(_cannot_write(directory, exc)) from None
+        raise Unusable(_cannot_write(directory, exc)) from None
     for path in paths.values():
         click.echo(f"wrote {path}")
     fingerprint = vault_fingerprint(load_vault_public_key(paths["vault.pub"]))
@@ -78,34 +79,76 @@ def _cannot_write(directory: Path, exc: OSError) -> str:
     help="Also run the flow's start-up checks against SQS and PostgreSQL; one line per check,"
     " exit 2 if one fails.",
 )
-def check(connect: bool) -> None:
-    """Validate the selected configuration and key files; print it with secrets hidden."""
-    config = selected_config()
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON object: ok, the files, every check (name, ok, detail), the keys, the"
+    " resolved configuration (secrets hidden) and the error if one.",
+)
+def check(connect: bool, as_json: bool) -> None:
+    """Validate the selected configuration and key files; print it with secrets hidden.
+
+    Exit 0 when everything checked is usable, 2 when something is not."""
+    checks: list[dict[str, Any]] = []
+
+    def failed(name: str, detail: str) -> NoReturn:
+        checks.append({"name": name, "ok": False, "detail": detail})
+        if as_json:
+            echo_json({"ok": False, "checks": checks, "error": detail})
+            raise SystemExit(EXIT_UNUSABLE)
+        if connect:
+            _line(False, name, detail)
+            raise SystemExit(EXIT_UNUSABLE)
+        raise Unusable(detail)
+
+    try:
+        config = selected_config()
+        files = [str(f) for f in selected_files()]
+    except (Unusable, ConfigError) as exc:
+        failed("config", exc.message if isinstance(exc, Unusable) else str(exc))
+    try:
+        table_schema(config)
+    except ConfigError as exc:
+        failed("config", str(exc))
+    checks.append({"name": "config", "ok": True, "detail": " extends ".join(reversed(files))})
     try:
         secrets = load_secrets(config)
     except KeyFileError as exc:
-        if not connect:
-            raise click.ClickException(str(exc)) from None
-        _line(False, "keys", str(exc))
-        raise SystemExit(2) from None
-    _table_schema(config)
+        failed("keys", str(exc))
     active = secrets.tokenizer.active
-    pinned = "pinned" if config.vault.public_key_fingerprint else "not pinned"
+    pinned = bool(config.vault.public_key_fingerprint)
     keys = (
         f"token key id {active.key_id} ({active.algorithm}, {active.custody}),"
-        f" vault key id {secrets.sealer.key_id} ({secrets.sealer.fingerprint}, {pinned})"
+        f" vault key id {secrets.sealer.key_id} ({secrets.sealer.fingerprint},"
+        f" {'pinned' if pinned else 'not pinned'})"
     )
-    if not connect:
+    checks.append({"name": "keys", "ok": True, "detail": keys})
+    outcomes = preflight.run(config, wait_seconds=0) if connect else []
+    checks += [{"name": o.name, "ok": o.ok, "detail": o.detail} for o in outcomes]
+    ok = all(c["ok"] for c in checks)
+    if as_json:
+        key_info = {
+            "token_key_id": active.key_id,
+            "token_algorithm": active.algorithm,
+            "token_custody": active.custody,
+            "vault_key_id": secrets.sealer.key_id,
+            "vault_fingerprint": secrets.sealer.fingerprint,
+            "vault_fingerprint_pinned": pinned,
+        }
+        error = next((c["detail"] for c in checks if not c["ok"]), None)
+        echo_json(
+            {"ok": ok, "files": files, "checks": checks, "keys": key_info,
+             "config": describe(config), "error": error}
+        )  # fmt: skip
+    elif connect:
+        for c in checks:
+            _line(c["ok"], c["name"], c["detail"])
+    else:
         click.echo(yaml.safe_dump(describe(config), sort_keys=False).rstrip())
         click.echo(f"# ok: {keys}")
-        return
-    _line(True, "config", " extends ".join(str(f) for f in reversed(selected_files())))
-    _line(True, "keys", keys)
-    outcomes = preflight.run(config, wait_seconds=0)
-    for outcome in outcomes:
-        _line(outcome.ok, outcome.name, outcome.detail)
-    if not all(o.ok for o in outcomes):
-        raise SystemExit(2)
+    if not ok:
+        raise SystemExit(EXIT_UNUSABLE)
 
 
 def _line(ok: bool, name: str, detail: str) -> None:
@@ -126,13 +169,13 @@ def migrate() -> None:
         try:
             apply(conn, config)
         except psycopg.errors.InsufficientPrivilege as exc:
-            raise click.ClickException(
+            raise Unusable(
                 f"cannot migrate as this login ({exc.diag.message_primary}): run it as a"
                 " superuser the first time (it creates the roles), later as a member of"
                 " logins_owner"
             ) from None
         except SchemaMismatch as exc:
-            raise click.ClickException(str(exc)) from None
+            raise Unusable(str(exc)) from None
     click.echo(f"migrations applied: schema version {SCHEMA_VERSION}, roles and grants in place")
 
 
@@ -141,4 +184,4 @@ def _table_schema(config: AppConfig) -> None:
     try:
         table_schema(config)
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise Unusable(str(exc)) from None

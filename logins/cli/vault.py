@@ -9,6 +9,8 @@ import click
 
 from logins.cli.common import (
     REASON,
+    Unusable,
+    counts,
     echo_json,
     selected_config,
     tokenizer_of,
@@ -37,7 +39,7 @@ def vault_status(as_json: bool) -> None:
     try:
         sealer = load_vault_key(config)
     except KeyFileError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise Unusable(str(exc)) from None
     pinned = "pinned" if config.vault.public_key_fingerprint else "not pinned"
     with checked_connect(config) as conn:
         result = status(conn, config, active)
@@ -57,7 +59,7 @@ def vault_status(as_json: bool) -> None:
     click.echo("vault entries by token key / vault key:")
     for keys, count in result.entries_by_keys.items():
         click.echo(f"  {keys:<20} {count}")
-    click.echo(f"rejected bodies by vault key: {result.rejected_by_vault_key}")
+    click.echo(f"rejected bodies by vault key: {counts(result.rejected_by_vault_key)}")
     click.echo(f"rejected bodies erased      : {result.rejected_bodies_erased}")
     click.echo(f"token aliases               : {result.aliases}")
     click.echo(f"erased values (markers)     : {result.erasures}")
@@ -96,7 +98,7 @@ def vault_rekey(
         old = Opener(load_vault_private_key(old_private_key_file))
         new = load_vault_public_key(new_public_key_file)
     except KeyFileError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise Unusable(str(exc)) from None
     config = selected_config()
     try:
         with checked_connect(config) as conn, progress("rekey: rows re-sealed") as bar:

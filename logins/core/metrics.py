@@ -120,6 +120,12 @@ COMMIT_LATENCY = BatchHistogram(
     LATENCY_BUCKETS,
 )
 
+EXTRA_FIELDS = Counter(
+    "logins_messages_with_extra_fields",
+    "Messages whose JSON object has keys the schema does not declare (ignored; their names"
+    " are logged at most once a minute, never their values)",
+)
+
 DEDUPE_EVICTED_EARLY = Counter(
     "logins_dedupe_evicted_early",
     "Dedupe fingerprints dropped before their window ended (state full): a resend of one"

@@ -39,7 +39,7 @@ def test_check_refuses_a_config_that_would_leak(
     path = tmp_path / "policy.yaml"
     path.write_text(f"extends: {REPO / 'config/local.yaml'}\n{yaml_text}")
     checked = run_module(["logins", "check"], {**env, "LOGINS_CONFIG": str(path)})
-    assert checked.returncode == 1
+    assert checked.returncode == 2
     assert message in checked.stderr
     assert "Traceback" not in checked.stderr
     flow = run_module(["bytewax.run", "flows.logins"], {**env, "LOGINS_CONFIG": str(path)})

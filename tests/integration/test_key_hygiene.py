@@ -50,7 +50,7 @@ def test_a_swapped_vault_pub_is_refused_naming_both_fingerprints(
     swapped = {"LOGINS_VAULT_PUBLIC_KEY_FILE": str(theirs),
                "LOGINS_VAULT_PUBLIC_KEY_FINGERPRINT": ours}  # fmt: skip
     checked = vault.cli("check", **swapped)
-    assert checked.exit_code == 1
+    assert checked.exit_code == 2
     actual = vault_fingerprint(load_vault_public_key(theirs))
     assert (
         f"vault public key file {theirs}: its fingerprint {actual} is not the pinned"
@@ -75,7 +75,7 @@ def test_a_ground_out_key_id_does_not_pass_the_fingerprint(
         LOGINS_VAULT_PUBLIC_KEY_FILE=str(theirs),
         LOGINS_VAULT_PUBLIC_KEY_FINGERPRINT=vault_fingerprint(ours),
     )
-    assert checked.exit_code == 1 and "is not the pinned vault.public_key_fingerprint" in (
+    assert checked.exit_code == 2 and "is not the pinned vault.public_key_fingerprint" in (
         checked.output
     )
 

@@ -194,7 +194,7 @@ def test_the_owner_and_a_superuser_migrate_again_and_no_other_role_can(db: RoleD
         assert f"schema version {SCHEMA_VERSION}" in result.output
     for role in roles.GRANTEES:
         result = db.cli(role, "migrate")
-        assert result.exit_code == 1, (role, result.output)
+        assert result.exit_code == 2, (role, result.output)
         assert "cannot migrate as this login" in result.output
     owners = db.query(
         "SELECT DISTINCT pg_get_userbyid(relowner) FROM pg_class"
@@ -557,7 +557,7 @@ def test_an_older_schema_stops_the_flow_and_the_commands_with_what_to_do(
         assert f"{db.logins[roles.PIPELINE]} may not migrate it (42501" in stopped
         assert "run `logins migrate` as the owner" in stopped
         shown = db.cli(roles.AUDITOR, "audit", "verify")
-        assert shown.exit_code == 1 and "run `logins migrate` as the owner" in shown.output
+        assert shown.exit_code == 2 and "run `logins migrate` as the owner" in shown.output
         assert db.query("SELECT version FROM logins_schema_version") == [(1,)]  # untouched
     finally:
         db.query("UPDATE logins_schema_version SET version = %s RETURNING 1", SCHEMA_VERSION)

@@ -164,5 +164,5 @@ def test_generate_trace_sends_a_traceparent_per_message_and_prints_its_span(
 
 
 def test_generate_trace_needs_a_queue() -> None:
-    result = CliRunner().invoke(main, ["generate", "-n", "1", "--trace"])
-    assert result.exit_code == 2 and "--trace needs --queue-url" in result.output
+    result = CliRunner().invoke(main, ["generate", "-n", "1", "--trace", "--stdout"])
+    assert result.exit_code == 2 and "--trace needs a queue" in result.output

@@ -229,7 +229,7 @@ def test_an_unusable_kms_key_fails_the_start_within_seconds_naming_it(
     run_env = {**kms_env(env, kms, key_id), "LOGINS_KMS_ENDPOINT_URL": endpoint}
     started = time.monotonic()
     checked = CliRunner().invoke(main, ["check"], env=run_env)
-    assert checked.exit_code == 1 and checked.exception is not None
+    assert checked.exit_code == 2 and checked.exception is not None
     assert isinstance(checked.exception, SystemExit)  # a clear error, not a traceback
     assert f"tokens.kms_key_id {key_id} at {endpoint}: " in checked.output
     assert message in checked.output

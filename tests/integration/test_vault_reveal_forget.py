@@ -368,4 +368,4 @@ def test_purge_empties_sealed_bodies_past_the_retention_on_record(vault: Vault, 
         + "\nsink:\n  rejected_retention_days: null\n"
     )
     kept = vault.cli("purge", LOGINS_CONFIG=str(forever))
-    assert kept.exit_code == 1 and "kept forever" in kept.output
+    assert kept.exit_code == 2 and "kept forever" in kept.output

@@ -61,7 +61,7 @@ def test_rotate_run_needs_two_keys(vault: Vault) -> None:
     result = vault.cli(
         "rotate", "run", "--reason", "r", "--private-key-file", str(vault.keys["vault.key"])
     )
-    assert result.exit_code == 1 and "run `logins rotate new-key` first" in result.output
+    assert result.exit_code == 2 and "run `logins rotate new-key` first" in result.output
 
 
 def test_rotation_walks_the_vault_resumably_and_aliases_old_to_new(vault: Vault) -> None:

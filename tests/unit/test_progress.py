@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import json
+import logging
 import re
 
 import pytest
@@ -77,3 +79,45 @@ def test_a_terminal_gets_a_rich_bar_with_count_rate_and_eta() -> None:
     assert final.startswith("rekey: rows re-sealed ━")
     assert re.search(r"50/50 100% [\d,]+/s \d:\d\d:\d\d ETA \d:\d\d:\d\d$", final), final
     assert "\x1b[" in out.getvalue()  # drawn as a bar, not printed as lines
+
+
+# --- the flow's status line ----------------------------------------------------------------
+
+
+def test_the_flow_status_line_has_rate_counts_held_and_queue_as_json_fields() -> None:
+    from logins.core import metrics
+    from logins.core.progress import FlowProgress
+    from logins.core.telemetry import JsonFormatter
+
+    now = [100.0]
+    reporter = FlowProgress(interval=1, clock=lambda: now[0])
+    before = reporter.status()
+    metrics.MESSAGES.labels("row").inc(30)
+    metrics.MESSAGES.labels("rejected").inc(6)
+    metrics.MESSAGES.labels("duplicate").inc(4)
+    metrics.HELD.inc(7)
+    metrics.QUEUE_MESSAGES.labels("visible").set(1234)
+    metrics.QUEUE_MESSAGES.labels("in_flight").set(5)
+    now[0] += 4.0
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("logins.progress")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        status = reporter.report()
+    finally:
+        logger.removeHandler(handler)
+        metrics.HELD.dec(7)
+    entry = json.loads(out.getvalue())
+    assert status.rate == 10.0  # 40 committed in 4 s
+    assert entry["rate"] == 10.0
+    assert entry["committed"] - before.committed == 40
+    assert entry["rows"] - before.rows == 30
+    assert entry["rejected"] - before.rejected == 6
+    assert entry["duplicates"] - before.duplicates == 4
+    assert entry["held"] - before.held == 7
+    assert (entry["queue_visible"], entry["queue_in_flight"]) == (1234, 5)
+    assert entry["msg"].startswith("progress: 10.0 msg/s, ")
+    assert "1,234 visible, 5 in flight" in entry["msg"]

@@ -67,5 +67,5 @@ def test_rotate_new_key_refuses_a_reference() -> None:
     result = CliRunner().invoke(
         main, ["rotate", "new-key"], env={**ENV, "LOGINS_TOKEN_KEY_FILE": "secretsmanager:t"}
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "tokens.key_file is secretsmanager:t: put the new key line first" in result.output

@@ -18,11 +18,17 @@ from logins.core.pipeline_keys import load_tokenizer
 from logins.core.tokens import Tokenizer
 
 
+class UnusableConfig(click.ClickException):
+    """A configuration that cannot be used: exit 2 from every command, as from the flow."""
+
+    exit_code = 2
+
+
 def selected_config() -> AppConfig:
     try:
         return load_config()
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise UnusableConfig(str(exc)) from None
 
 
 def connect(config: AppConfig) -> psycopg.Connection[Any]:

@@ -14,7 +14,7 @@ from connectors.postgres.migrations import SchemaMismatch
 from connectors.postgres.migrations import migrate as apply
 from connectors.postgres.schema import table_schema
 from connectors.postgres.schemaversion import SCHEMA_VERSION
-from logins.cli.common import connect, selected_config
+from logins.cli.common import UnusableConfig, connect, selected_config
 from logins.core.config import AppConfig, ConfigError, describe, selected_files
 from logins.core.keys import (
     KeyFileError,
@@ -141,4 +141,4 @@ def _table_schema(config: AppConfig) -> None:
     try:
         table_schema(config)
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        raise UnusableConfig(str(exc)) from None

@@ -173,4 +173,4 @@ def test_a_bad_start_names_the_file_and_key(env: dict[str, str], tmp_path: Path)
     bad.write_text("extends: " + str(REPO / "config/local.yaml") + "\nsource:\n  receivers: 0\n")
     invalid = run(["bytewax.run", "flows.logins"], {**env, "LOGINS_CONFIG": str(bad)}, 120)
     assert invalid.returncode != 0
-    assert f"{bad}: source.receivers: Input should be greater than or equal to 1" in invalid.stderr
+    assert f"{bad}:3: source.receivers: must be at least 1" in invalid.stderr

@@ -76,10 +76,12 @@ CONTAINER_TESTS += tests/container/check_compose.py
 container-test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(CONTAINER_TESTS)
 
-## make docs: docs/configuration.md from the configuration models (a test fails when stale)
+## make docs: docs/configuration.md and config/logins.schema.json (`logins schema`, for editors)
+## from the configuration models (a test fails when either is stale)
 .PHONY: docs
 docs: $(STAMP)
 	$(BIN)/python -m logins.dev.configdoc > docs/configuration.md
+	$(BIN)/logins schema > config/logins.schema.json
 
 ## make localstack2-test: the flow against a real LocalStack 2.3.2, which speaks only SQS's query
 ## protocol (../shared/tools/localstack2-sqs installs it once, ~2 min). Not part of make test.

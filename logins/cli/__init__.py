@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import click
 
-from logins.cli import audit, dev, purge, recovery, rotate, setup, stats, tokenize, vault
+from logins.cli import audit, dev, purge, recovery, rotate, schema, setup, stats, tokenize, vault
 
 
 @click.group()
@@ -40,6 +40,7 @@ for command in (
     vault.vault,
     dev.generate,
     dev.demo,
+    schema.schema,
 ):
     main.add_command(command)
 

@@ -84,6 +84,10 @@ key has the default listed below, so a stream's file states only what is its own
   `config/local.yaml:12: sink.tabel: unknown key; did you mean table?`. Unknown keys are
   refused, so a typo is an error, not a default; every command and the flow exit 2
   (`tests/unit/test_config_errors.py`).
+* **Editors** complete and check a file against its JSON Schema, which `logins schema`
+  prints (from the same models as this page); the first line of each file in config/,
+  `# yaml-language-server: $schema=logins.schema.json`, points the YAML language server
+  (VS Code's YAML extension, Neovim, Helix, JetBrains) at the committed copy.
 * `logins check` validates a file and its key files and prints it resolved, with the
   database password hidden. `python -m bytewax.run flows.logins`, `logins stats`,
   `logins reveal` and the other commands read the same selection.

@@ -43,7 +43,7 @@ def file_schema() -> dict[str, Any]:
         " `logins:base.yaml` for the shipped base): mappings merge key by key, lists and"
         " scalars replace",
     }
-    return {"$schema": DRAFT, "title": "logins-etl configuration file", **schema}
+    return {"$schema": DRAFT, **schema, "title": "logins-etl configuration file"}
 
 
 def _allow_references(node: dict[str, Any]) -> dict[str, Any]:

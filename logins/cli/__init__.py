@@ -15,7 +15,19 @@ from __future__ import annotations
 
 import click
 
-from logins.cli import audit, dev, purge, recovery, rotate, schema, setup, stats, tokenize, vault
+from logins.cli import (
+    audit,
+    dev,
+    purge,
+    recovery,
+    rotate,
+    schema,
+    setup,
+    starter,
+    stats,
+    tokenize,
+    vault,
+)
 
 
 @click.group()
@@ -41,6 +53,7 @@ for command in (
     dev.generate,
     dev.demo,
     schema.schema,
+    starter.init,
 ):
     main.add_command(command)
 

@@ -18,8 +18,9 @@ from logins.core.pipeline_keys import load_tokenizer
 from logins.core.tokens import Tokenizer
 
 
-class UnusableConfig(click.ClickException):
-    """A configuration that cannot be used: exit 2 from every command, as from the flow."""
+class Unusable(click.ClickException):
+    """A configuration or environment that cannot be used: exit 2 from every command, as from
+    the flow."""
 
     exit_code = 2
 
@@ -28,7 +29,7 @@ def selected_config() -> AppConfig:
     try:
         return load_config()
     except ConfigError as exc:
-        raise UnusableConfig(str(exc)) from None
+        raise Unusable(str(exc)) from None
 
 
 def connect(config: AppConfig) -> psycopg.Connection[Any]:

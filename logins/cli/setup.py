@@ -14,7 +14,8 @@ from connectors.postgres.migrations import SchemaMismatch
 from connectors.postgres.migrations import migrate as apply
 from connectors.postgres.schema import table_schema
 from connectors.postgres.schemaversion import SCHEMA_VERSION
-from logins.cli.common import UnusableConfig, connect, selected_config
+from connectors.postgres.serverversion import UnsupportedServer
+from logins.cli.common import Unusable, connect, selected_config
 from logins.core.config import AppConfig, ConfigError, describe, selected_files
 from logins.core.keys import (
     KeyFileError,
@@ -133,6 +134,8 @@ def migrate() -> None:
             ) from None
         except SchemaMismatch as exc:
             raise click.ClickException(str(exc)) from None
+        except UnsupportedServer as exc:
+            raise Unusable(str(exc)) from None
     click.echo(f"migrations applied: schema version {SCHEMA_VERSION}, roles and grants in place")
 
 
@@ -141,4 +144,4 @@ def _table_schema(config: AppConfig) -> None:
     try:
         table_schema(config)
     except ConfigError as exc:
-        raise UnusableConfig(str(exc)) from None
+        raise Unusable(str(exc)) from None

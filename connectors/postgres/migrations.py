@@ -30,6 +30,7 @@ from connectors.postgres.schemaversion import (
     fingerprint,
     state,
 )
+from connectors.postgres.serverversion import require_supported
 from logins.core import audit
 from logins.core.auditsql import SEARCH_PATH, append_function_ddl
 from logins.core.config import AppConfig
@@ -502,6 +503,7 @@ def _legacy_genesis(conn: psycopg.Connection[Any], config: AppConfig) -> str:
 
 def migrate(conn: psycopg.Connection[Any], config: AppConfig) -> None:
     """Apply every migration in one transaction, serialised across workers and processes."""
+    require_supported(conn)  # UnsupportedServer: an old server, refused before anything runs
     with conn.transaction(), conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_ID,))
         _prepare_roles(conn)

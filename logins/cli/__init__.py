@@ -23,7 +23,9 @@ from logins.cli import (
     recovery,
     rotate,
     run,
+    schema,
     setup,
+    starter,
     stats,
     testcases,
     tokenize,
@@ -58,6 +60,8 @@ for command in (
     vault.vault,
     dev.generate,
     dev.demo,
+    schema.schema,
+    starter.init,
 ):
     main.add_command(command)
 

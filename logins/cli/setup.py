@@ -15,6 +15,7 @@ from connectors.postgres.migrations import SchemaMismatch
 from connectors.postgres.migrations import migrate as apply
 from connectors.postgres.schema import table_schema
 from connectors.postgres.schemaversion import SCHEMA_VERSION
+from connectors.postgres.serverversion import UnsupportedServer
 from logins.cli.common import EXIT_UNUSABLE, Unusable, connect, echo_json, selected_config
 from logins.core.config import AppConfig, ConfigError, describe, selected_files
 from logins.core.keys import (
@@ -174,7 +175,7 @@ def migrate() -> None:
                 " superuser the first time (it creates the roles), later as a member of"
                 " logins_owner"
             ) from None
-        except SchemaMismatch as exc:
+        except (SchemaMismatch, UnsupportedServer) as exc:
             raise Unusable(str(exc)) from None
     click.echo(f"migrations applied: schema version {SCHEMA_VERSION}, roles and grants in place")
 

@@ -103,9 +103,12 @@ def test_a_missing_secret_names_the_reference_and_the_services_code(
         env = _env(keys, DATABASE_URL="secretsmanager:logins-test/no-such-dsn")
         with pytest.raises(ConfigError) as failure:
             load_config(env)
+        prod = Path("config/prod.yaml").read_text().splitlines()
+        dsn_line = next(i for i, line in enumerate(prod, 1) if line.startswith("  dsn:"))
         assert str(failure.value).endswith(
-            "config/prod.yaml: sink.dsn: secretsmanager:logins-test/no-such-dsn: Secrets Manager"
-            " answered ResourceNotFoundException: Secrets Manager can't find the specified secret."
+            f"config/prod.yaml:{dsn_line}: sink.dsn: secretsmanager:logins-test/no-such-dsn:"
+            " Secrets Manager answered ResourceNotFoundException: Secrets Manager can't find the"
+            " specified secret."
         )
 
 

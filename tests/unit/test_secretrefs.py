@@ -52,7 +52,9 @@ def test_config_keeps_paths_and_takes_references() -> None:
 
 
 def test_a_bad_reference_names_the_file_and_key() -> None:
-    with pytest.raises(ConfigError, match=r"base\.yaml: vault\.public_key_file: .*needs a name"):
+    with pytest.raises(
+        ConfigError, match=r"base\.yaml:\d+: vault\.public_key_file: .*needs a name"
+    ):
         load_config({**ENV, "LOGINS_VAULT_PUBLIC_KEY_FILE": "ssm:"})
 
 

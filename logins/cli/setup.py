@@ -15,6 +15,7 @@ from connectors.postgres.migrations import migrate as apply
 from connectors.postgres.schema import table_schema
 from connectors.postgres.schemaversion import SCHEMA_VERSION
 from logins.cli.common import connect, selected_config
+from logins.core import posture
 from logins.core.config import AppConfig, ConfigError, describe, selected_files
 from logins.core.keys import (
     KeyFileError,
@@ -95,12 +96,15 @@ def check(connect: bool) -> None:
         f"token key id {active.key_id} ({active.algorithm}, {active.custody}),"
         f" vault key id {secrets.sealer.key_id} ({secrets.sealer.fingerprint}, {pinned})"
     )
+    stance = posture.summary(config, posture.is_production(os.environ, selected_files()))
     if not connect:
         click.echo(yaml.safe_dump(describe(config), sort_keys=False).rstrip())
+        click.echo("\n".join(f"# posture: {line}" for line in stance))
         click.echo(f"# ok: {keys}")
         return
     _line(True, "config", " extends ".join(str(f) for f in reversed(selected_files())))
     _line(True, "keys", keys)
+    _line(True, "posture", "; ".join(stance))
     outcomes = preflight.run(config, wait_seconds=0)
     for outcome in outcomes:
         _line(outcome.ok, outcome.name, outcome.detail)

@@ -560,6 +560,22 @@ class TelemetryConfig(_Strict):
     service_name: str = Field("logins-etl", description="the spans' service.name")
 
 
+class SecurityConfig(_Strict):
+    """What a production start (LOGINS_ENV=prod) refuses unless accepted here by name
+    (logins/core/posture.py)."""
+
+    allow_token_key_file: bool = Field(
+        False,
+        description="production: start with a token key file (a copy enumerates values"
+        " offline) instead of a KMS key",
+    )
+    allow_unpinned_vault_key: bool = Field(
+        False,
+        description="production: start without vault.public_key_fingerprint (a swapped"
+        " vault.pub would be used)",
+    )
+
+
 class AppConfig(_Strict):
     """A stream: its source, its steps in order, its sink, and the keys it holds."""
 
@@ -571,6 +587,9 @@ class AppConfig(_Strict):
     sink: PostgresSinkConfig = Field(description="where the outcomes go")
     tokens: TokensConfig = Field(description="the token key")
     vault: VaultConfig = Field(description="the vault's public key and tables")
+    security: SecurityConfig = Field(
+        default_factory=SecurityConfig, description="what production accepts by name"
+    )
     telemetry: TelemetryConfig = Field(
         default_factory=TelemetryConfig, description="logs and traces"
     )
@@ -736,6 +755,13 @@ def load_config(env: Mapping[str, str] | None = None) -> AppConfig:
             loc = _strip_union_tags(tuple(error["loc"]))
             problems.append(f"{_origin(layers, loc)}: {_dotted(loc)}: {error['msg']}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None
+    from logins.core import posture  # it reads AppConfig: imported here, not at the top
+
+    refused = posture.refusals(config, posture.is_production(env, files))
+    if refused:
+        raise ConfigError(
+            "\n  ".join(f"{_origin(layers, key)}: {_dotted(key)}: {why}" for key, why in refused)
+        )
     try:
         return _resolve_dsn(config)
     except SecretRefError as exc:

@@ -29,6 +29,7 @@ from logins.core.config import (
     FieldSpec,
     MaskStep,
     PostgresSinkConfig,
+    SecurityConfig,
     SqsRetryConfig,
     SqsSourceConfig,
     TelemetryConfig,
@@ -55,6 +56,7 @@ SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("sink.retry", DatabaseRetryConfig),
     ("tokens", TokensConfig),
     ("vault", VaultConfig),
+    ("security", SecurityConfig),
     ("telemetry", TelemetryConfig),
 )
 _ANCHORS = {model: heading for heading, model in SECTIONS}

@@ -8,6 +8,7 @@ of ours; every command takes the same LOGINS_ENV / LOGINS_CONFIG selection as th
     rotate.py    rotate new-key|run              vault.py     vault status|rekey
     purge.py     purge (retention)               session.py   checked connection, --actor note
     tokenize.py  tokenize                        dev.py       generate, demo (dev tooling)
+    storage.py   storage rewrite (erasure's storage step)
     common.py    what the commands share
 """
 
@@ -15,7 +16,18 @@ from __future__ import annotations
 
 import click
 
-from logins.cli import audit, dev, purge, recovery, rotate, setup, stats, tokenize, vault
+from logins.cli import (
+    audit,
+    dev,
+    purge,
+    recovery,
+    rotate,
+    setup,
+    stats,
+    storage,
+    tokenize,
+    vault,
+)
 
 
 @click.group()
@@ -35,6 +47,7 @@ for command in (
     recovery.reveal,
     recovery.forget,
     purge.purge,
+    storage.storage,
     audit.audit,
     rotate.rotate,
     vault.vault,

@@ -1,0 +1,156 @@
+"""The storage step of erasure (issue 18, item 7), on the suite's real PostgreSQL, reading the
+tables' files on disk as someone with the host's disk (or a base backup of it) would.
+
+After `forget`, the erased user's old row versions (their ip and device tokens), the vault's
+ciphertexts and the sealed rejected body are still in the tables' files: the rows are dead,
+the bytes are not. `logins storage rewrite`, run as the tables' owner, rewrites the tables:
+then no token or ciphertext of the erased values is in any of their files (heap, TOAST,
+indexes), and the user id and each erasure marker are only where the live row keeps them.
+The WAL still holds them, as the docs and `forget`'s output say. A plain VACUUM is not
+enough: a row that was the newest on its page keeps its bytes in the page's free space."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connectors.postgres import roles
+from tests.integration.rolekit import RoleDatabase, role_database
+from tests.integration.vaultkit import Vault
+
+ERASED_USER = "u-erased-7f3a9c"
+IP, DEVICE = "203.0.113.77", "999-88-7777"
+TABLES = ("user_logins", "user_logins_rejected", "pii_vault", "pii_token_aliases")
+
+
+@pytest.fixture
+def db(pg_admin_dsn: str, tmp_path: Path) -> Iterator[RoleDatabase]:
+    with role_database(pg_admin_dsn, tmp_path) as database:
+        yield database
+
+
+def files_of(db: RoleDatabase, table: str, heap_only: bool = False) -> bytes:
+    """The bytes of `table`'s files (its heap; unless `heap_only`, also its TOAST table, the
+    TOAST index and every index), after a CHECKPOINT has written every dirty page."""
+    with db.connect("superuser") as conn:
+        conn.execute("CHECKPOINT")
+        data_dir = Path(one(conn, "SHOW data_directory"))
+        relations = [
+            r
+            for (r,) in conn.execute(
+                "WITH t AS (SELECT oid, reltoastrelid FROM pg_class"
+                "           WHERE oid = to_regclass(quote_ident(%(t)s)))"
+                " SELECT pg_relation_filepath(oid) FROM t"
+                " UNION ALL SELECT pg_relation_filepath(reltoastrelid) FROM t WHERE NOT %(h)s"
+                " UNION ALL SELECT pg_relation_filepath(indexrelid) FROM pg_index, t"
+                "  WHERE NOT %(h)s AND indrelid IN (t.oid, t.reltoastrelid)",
+                {"t": table, "h": heap_only},
+            ).fetchall()
+            if r is not None
+        ]
+    assert relations
+    found = b""
+    for relation in relations:
+        main = data_dir / relation
+        for segment in [main, *sorted(main.parent.glob(f"{main.name}.[0-9]*"))]:
+            found += segment.read_bytes()
+    return found
+
+
+def one(conn: Any, statement: str, *params: Any) -> Any:
+    row = conn.execute(statement, params or None).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def wal_since(db: RoleDatabase, lsn: str) -> bytes:
+    """The WAL segments written since `lsn` (pg_wal, on the server's disk)."""
+    with db.connect("superuser") as conn:
+        data_dir = Path(one(conn, "SHOW data_directory"))
+        first = one(conn, "SELECT pg_walfile_name(%s::pg_lsn)", lsn)
+        last = one(conn, "SELECT pg_walfile_name(pg_current_wal_lsn())")
+    segments = sorted(p for p in (data_dir / "pg_wal").iterdir() if first <= p.name <= last)
+    return b"".join(p.read_bytes() for p in segments)
+
+
+def test_after_forget_the_erased_bytes_stay_on_disk_until_the_owner_rewrites_the_tables(
+    db: RoleDatabase,
+) -> None:
+    vault = Vault(db.env, db.keys, db.admin_dsn)
+    with db.connect("superuser") as conn:
+        start_lsn = str(one(conn, "SELECT pg_current_wal_lsn()"))
+    for i in range(300):  # other users' rows before it, on the same pages
+        vault.add_login(f"u-{i}", f"198.51.100.{i % 250}", f"{i:03d}-00-0000")
+    tokens = vault.add_login(ERASED_USER, IP, DEVICE)
+    rejected = vault.add_rejected(f'{{"user_id": "{ERASED_USER}", "ip": "{IP}"}}')
+    sealed = {
+        field: bytes(s)
+        for field, s in db.query(
+            "SELECT field, sealed FROM pii_vault WHERE token = ANY(%s)", list(tokens.values())
+        )
+    }
+    ((sealed_body,),) = db.query(
+        "SELECT sealed_body FROM user_logins_rejected WHERE message_id = %s", rejected
+    )
+    secrets = [t.encode() for t in tokens.values()] + list(sealed.values()) + [bytes(sealed_body)]
+
+    erased = db.cli(
+        roles.ERASER, "forget", "--user-id", ERASED_USER, "--reason", "art. 17 request",
+        "--private-key-file", str(db.keys["vault.key"]),
+    )  # fmt: skip
+    assert erased.exit_code == 0, erased.output
+    assert "rejected bodies naming the user, erased: 1" in erased.output
+    assert (
+        "not reached: the tables' files keep the erased bytes in freed space until they are"
+        " rewritten: run `logins storage rewrite` as the tables' owner" in erased.output
+    )
+    assert "not reached: the server's WAL (pg_wal) holds the erased values' old rows" in (
+        erased.output
+    )
+    assert "not reached: archive_mode is off: base backups and disk snapshots" in erased.output
+    ((masked_ip, masked_device),) = db.query(
+        "SELECT masked_ip, masked_device_id FROM user_logins WHERE user_id = %s", ERASED_USER
+    )
+    assert masked_ip.startswith("erased:") and masked_device.startswith("erased:")
+    markers = [masked_ip.encode(), masked_device.encode()]
+    # What neither forget nor the step reaches, as the output says: the WAL has them (read
+    # before this test's first CHECKPOINT, after which the segments may be recycled).
+    wal = wal_since(db, start_lsn)
+    assert tokens["device_id"].encode() in wal and sealed["device_id"] in wal
+
+    # Without the step the erased values' tokens, ciphertexts and sealed body are all still in
+    # the files (dead row versions) ...
+    before = b"".join(files_of(db, table) for table in TABLES)
+    assert [s for s in secrets if s not in before] == []
+    assert files_of(db, "user_logins", heap_only=True).count(ERASED_USER.encode()) > 1
+    # ... and VACUUM frees their space without clearing it: a row that was the newest on its
+    # page keeps its bytes in the page's free space until new rows overwrite them.
+    with db.connect("superuser") as conn:
+        for table in TABLES:
+            conn.execute(f"VACUUM {table}")  # test-owned constant names
+    assert tokens["device_id"].encode() in files_of(db, "user_logins")
+    vaulted = files_of(db, "pii_vault")
+    assert all(t.encode() in vaulted for t in tokens.values())
+    assert all(s in vaulted for s in sealed.values())
+
+    refused = db.cli(roles.ERASER, "storage", "rewrite")
+    assert refused.exit_code == 1
+    assert f"{db.logins[roles.ERASER]} does not own ['user_logins'" in refused.output
+    assert "a login granted logins_owner (or a superuser)" in refused.output
+
+    rewritten = db.cli(roles.OWNER, "storage", "rewrite")
+    assert rewritten.exit_code == 0, rewritten.output
+    for table in TABLES:
+        assert f"rewrote {table}: " in rewritten.output
+    assert "not reached: the tables' files" not in rewritten.output
+    assert "not reached: the server's WAL (pg_wal)" in rewritten.output
+
+    after = b"".join(files_of(db, table) for table in TABLES)
+    assert [s for s in secrets if s in after] == []
+    heap = files_of(db, "user_logins", heap_only=True)
+    assert heap.count(ERASED_USER.encode()) == 1  # the live row, which keeps its markers
+    assert [heap.count(m) for m in markers] == [1, 1]
+    assert db.query("SELECT count(*) FROM user_logins") == [(301,)]

@@ -154,3 +154,36 @@ def test_after_forget_the_erased_bytes_stay_on_disk_until_the_owner_rewrites_the
     assert heap.count(ERASED_USER.encode()) == 1  # the live row, which keeps its markers
     assert [heap.count(m) for m in markers] == [1, 1]
     assert db.query("SELECT count(*) FROM user_logins") == [(301,)]
+
+
+def test_the_planner_statistics_keep_an_erased_token_until_the_rewrite_analyzes(
+    db: RoleDatabase,
+) -> None:
+    """pg_statistic holds each column's most common values: a frequent token is there, and an
+    analyst (SELECT on the column) reads it in pg_stats. forget does not reach it; the
+    storage step's ANALYZE does."""
+    vault = Vault(db.env, db.keys, db.admin_dsn)
+    for i in range(200):
+        vault.add_login(f"u-{i}", f"198.51.100.{i}", f"{i:03d}-00-0000")
+    for _ in range(50):  # the erased user logs in often: their tokens are the most common
+        tokens = vault.add_login(ERASED_USER, IP, DEVICE)
+    with db.connect("superuser") as conn:
+        conn.execute("ANALYZE user_logins")
+
+    def seen_by_an_analyst() -> list[str]:
+        with db.connect(roles.ANALYST) as conn:
+            stats = " ".join(
+                str(v)
+                for (v,) in conn.execute(
+                    "SELECT most_common_vals::text FROM pg_stats WHERE tablename = ANY(%s)",
+                    (list(TABLES),),
+                ).fetchall()
+            )
+        return [field for field, token in tokens.items() if token in stats]
+
+    assert seen_by_an_analyst() == ["ip", "device_id"]
+    erased = db.cli(roles.ERASER, "forget", "--user-id", ERASED_USER, "--reason", "r")
+    assert erased.exit_code == 0, erased.output
+    assert seen_by_an_analyst() == ["ip", "device_id"]  # forget alone leaves them there
+    assert db.cli(roles.OWNER, "storage", "rewrite").exit_code == 0
+    assert seen_by_an_analyst() == []

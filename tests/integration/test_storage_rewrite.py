@@ -187,3 +187,30 @@ def test_the_planner_statistics_keep_an_erased_token_until_the_rewrite_analyzes(
     assert seen_by_an_analyst() == ["ip", "device_id"]  # forget alone leaves them there
     assert db.cli(roles.OWNER, "storage", "rewrite").exit_code == 0
     assert seen_by_an_analyst() == []
+
+
+def test_the_server_log_holds_tokens_only_when_statements_are_logged(db: RoleDatabase) -> None:
+    """At the server's default settings a forget leaves no token in the server log; with
+    `log_statement = 'all'` every bound parameter is logged, tokens included."""
+    vault = Vault(db.env, db.keys, db.admin_dsn)
+    first = vault.add_login("u-quiet", "192.0.2.1", "111-11-1111")
+    second = vault.add_login("u-logged", "192.0.2.2", "222-22-2222")
+    with db.connect("superuser") as conn:
+        log = Path(one(conn, "SHOW data_directory")) / "server.log"  # the embedded server's
+        database = one(conn, "SELECT current_database()")
+
+    def forget_and_read_the_log(user: str) -> str:
+        offset = log.stat().st_size
+        done = db.cli(roles.ERASER, "forget", "--user-id", user, "--reason", "r")
+        assert done.exit_code == 0, done.output
+        with log.open("rb") as handle:
+            handle.seek(offset)
+            return handle.read().decode(errors="replace")
+
+    quiet = forget_and_read_the_log("u-quiet")
+    assert [t for t in first.values() if t in quiet] == []
+    with db.connect("superuser") as conn:
+        conn.execute(f"ALTER DATABASE \"{database}\" SET log_statement = 'all'")  # test-made name
+    logged = forget_and_read_the_log("u-logged")
+    assert "u-logged" in logged  # the log is where we read it
+    assert [t for t in second.values() if t in logged] == list(second.values())

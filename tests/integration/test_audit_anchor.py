@@ -274,6 +274,11 @@ def test_an_older_anchor_written_again_as_the_newest_version_is_refused_as_a_rep
     older = db.cli(roles.AUDITOR, *verify, "--anchor", "s3://anchors-locked/replay/day1.json")
     assert older.exit_code == 1 and "(a replay)" in older.output
 
+    # ... and so is the day-1 anchor written as a new object beside them.
+    client.put_object(Bucket="anchors-locked", Key="replay/day3.json", Body=day1)
+    beside = db.cli(roles.AUDITOR, *verify, "--anchor", "s3://anchors-locked/replay/day3.json")
+    assert beside.exit_code == 1 and "is anchor #2 (head 6" in beside.output
+
     # A replay under a prefix the attacker alone writes is caught by --at-least.
     client.put_object(Bucket="anchors-plain", Key="elsewhere/day2.json", Body=day1)
     moved = "s3://anchors-plain/elsewhere/day2.json"

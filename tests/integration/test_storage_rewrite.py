@@ -60,6 +60,25 @@ def files_of(db: RoleDatabase, table: str, heap_only: bool = False) -> bytes:
     return found
 
 
+def other_users(db: RoleDatabase, n: int) -> None:
+    """`n` other users' rows and vault entries (token-shaped, each distinct), in one go."""
+    with db.connect("superuser") as conn:
+        conn.execute(
+            "INSERT INTO user_logins (user_id, device_type, masked_ip, masked_device_id, locale,"
+            " app_version, app_version_text, message_id, sent_at, create_date)"
+            " SELECT 'u-' || i, 'ios', '0a1b2c3d.' || md5(i || 'ip'), '0a1b2c3d.' || md5(i || 'd'),"
+            " 'US', 20300, '2.3.0', gen_random_uuid()::text, now(), current_date"
+            " FROM generate_series(1, %s) i",
+            (n,),
+        )
+        conn.execute(
+            "INSERT INTO pii_vault (token, field, sealed, vault_key_id)"
+            " SELECT '0a1b2c3d.' || md5(i || 'ip'), 'ip', decode(md5(i::text), 'hex'), 'k'"
+            " FROM generate_series(1, %s) i",
+            (n,),
+        )
+
+
 def one(conn: Any, statement: str, *params: Any) -> Any:
     row = conn.execute(statement, params or None).fetchone()
     assert row is not None
@@ -82,8 +101,7 @@ def test_after_forget_the_erased_bytes_stay_on_disk_until_the_owner_rewrites_the
     vault = Vault(db.env, db.keys, db.admin_dsn)
     with db.connect("superuser") as conn:
         start_lsn = str(one(conn, "SELECT pg_current_wal_lsn()"))
-    for i in range(300):  # other users' rows before it, on the same pages
-        vault.add_login(f"u-{i}", f"198.51.100.{i % 250}", f"{i:03d}-00-0000")
+    other_users(db, 300)  # rows before it, on the same pages
     tokens = vault.add_login(ERASED_USER, IP, DEVICE)
     rejected = vault.add_rejected(f'{{"user_id": "{ERASED_USER}", "ip": "{IP}"}}')
     sealed = {
@@ -153,7 +171,7 @@ def test_after_forget_the_erased_bytes_stay_on_disk_until_the_owner_rewrites_the
     heap = files_of(db, "user_logins", heap_only=True)
     assert heap.count(ERASED_USER.encode()) == 1  # the live row, which keeps its markers
     assert [heap.count(m) for m in markers] == [1, 1]
-    assert db.query("SELECT count(*) FROM user_logins") == [(301,)]
+    assert db.query("SELECT count(*) FROM user_logins") == [(301,)]  # every row kept
 
 
 def test_the_planner_statistics_keep_an_erased_token_until_the_rewrite_analyzes(
@@ -163,9 +181,8 @@ def test_the_planner_statistics_keep_an_erased_token_until_the_rewrite_analyzes(
     analyst (SELECT on the column) reads it in pg_stats. forget does not reach it; the
     storage step's ANALYZE does."""
     vault = Vault(db.env, db.keys, db.admin_dsn)
-    for i in range(200):
-        vault.add_login(f"u-{i}", f"198.51.100.{i}", f"{i:03d}-00-0000")
-    for _ in range(50):  # the erased user logs in often: their tokens are the most common
+    other_users(db, 200)
+    for _ in range(30):  # the erased user logs in often: their tokens are the most common
         tokens = vault.add_login(ERASED_USER, IP, DEVICE)
     with db.connect("superuser") as conn:
         conn.execute("ANALYZE user_logins")

@@ -9,6 +9,7 @@ of ours; every command takes the same LOGINS_ENV / LOGINS_CONFIG selection as th
     rotate.py    rotate new-key|run              vault.py     vault status|rekey
     purge.py     purge (retention)               session.py   checked connection, --actor note
     tokenize.py  tokenize                        dev.py       generate, demo (dev tooling)
+    storage.py   storage rewrite (erasure's storage step)
     common.py    what the commands share
 """
 
@@ -27,6 +28,7 @@ from logins.cli import (
     setup,
     starter,
     stats,
+    storage,
     testcases,
     tokenize,
     vault,
@@ -55,6 +57,7 @@ for command in (
     recovery.reveal,
     recovery.forget,
     purge.purge,
+    storage.storage,
     audit.audit,
     rotate.rotate,
     vault.vault,

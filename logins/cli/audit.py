@@ -72,33 +72,48 @@ def _id_hash(value: str) -> tuple[int, str]:
 
 
 def _recorded_heads(
-    anchors_given: tuple[str, ...], public_key_file: Path | None, endpoint: str | None, table: str
+    anchors_given: tuple[str, ...],
+    public_key_file: Path | None,
+    endpoint: str | None,
+    table: str,
+    at_least: int | None,
 ) -> dict[int, str]:
-    """ID:HASH anchors as given; signed anchors (a file or s3://) once their signature holds."""
-    heads: dict[int, str] = {}
+    """ID:HASH anchors as given; signed anchors (a file or s3://) once their signature holds,
+    each the newest of the anchors stored beside it (every version under its S3 prefix, the
+    files of its directory), whose heads must all still be in the chain too."""
+    heads: dict[int, list[str]] = {}
     key = None
     for value in anchors_given:
         if _ID_HASH.match(value):
             row_id, digest = _id_hash(value)
-        else:
-            if public_key_file is None:
-                raise click.UsageError(
-                    f"--anchor {value}: a signed anchor needs --anchor-public-key-file"
-                )
-            try:
-                key = key or anchors.load_verify_key(public_key_file)
-                head = anchors.parse(anchors.read(value, endpoint_url=endpoint), key, value)
-            except anchors.AnchorError as exc:
-                raise click.ClickException(str(exc)) from None
-            if head.table != table:
-                raise click.ClickException(
-                    f"anchor {value}: anchors table {head.table!r}, not {table!r}"
-                )
-            row_id, digest = head.id, head.row_hash
-        if heads.get(row_id, digest) != digest:
-            raise click.ClickException(f"two anchors disagree about row {row_id}")
-        heads[row_id] = digest
-    return heads
+            heads.setdefault(row_id, []).append(digest)
+            continue
+        if public_key_file is None:
+            raise click.UsageError(
+                f"--anchor {value}: a signed anchor needs --anchor-public-key-file"
+            )
+        try:
+            key = key or anchors.load_verify_key(public_key_file)
+            head = anchors.parse(anchors.read(value, endpoint_url=endpoint), key, value)
+            found = anchors.history(value, key, endpoint_url=endpoint)
+        except anchors.AnchorError as exc:
+            raise click.ClickException(str(exc)) from None
+        if head.table != table:
+            raise click.ClickException(
+                f"anchor {value}: anchors table {head.table!r}, not {table!r}"
+            )
+        problems = anchors.replay_problems(head, value, found, at_least)
+        if problems:
+            for problem in problems:
+                click.echo(f"TAMPERED: {problem}", err=True)
+            sys.exit(1)
+        for item in [*found, anchors.Found(value, head)]:
+            if (item.head.table, item.head.database) == (head.table, head.database):
+                heads.setdefault(item.head.id, []).append(item.head.row_hash)
+    disagree = sorted(row_id for row_id, digests in heads.items() if len(set(digests)) > 1)
+    if disagree:
+        raise click.ClickException(f"two anchors disagree about row {disagree[0]}")
+    return {row_id: digests[0] for row_id, digests in heads.items()}
 
 
 @audit.command("verify")
@@ -116,22 +131,35 @@ def _recorded_heads(
     default=None,
     help="The auditor's audit-anchor.pub: signed anchors must verify with it.",
 )
+@click.option(
+    "--at-least",
+    type=click.IntRange(min=1),
+    default=None,
+    help="The sequence number of the newest anchor you know of: a signed anchor older than"
+    " it is refused (a replay).",
+)
 @S3_ENDPOINT
 @click.option("--json", "as_json", is_flag=True)
 def audit_verify(
     anchors_given: tuple[str, ...],
     anchor_public_key_file: Path | None,
+    at_least: int | None,
     s3_endpoint_url: str | None,
     as_json: bool,
 ) -> None:
-    """Recompute the hash chain. Exit 1 naming the first edited, deleted or inserted row, or
-    the anchored row a rewrite removed or changed."""
+    """Recompute the hash chain. Exit 1 naming the first edited, deleted or inserted row, the
+    anchored row a rewrite removed or changed, an anchor older than the newest stored beside
+    it (a replay), or, against an anchor, rows missing after the last one."""
     config = selected_config()
     recorded = _recorded_heads(
-        anchors_given, anchor_public_key_file, s3_endpoint_url, config.vault.audit_table
+        anchors_given, anchor_public_key_file, s3_endpoint_url, config.vault.audit_table, at_least
     )
     with checked_connect(config) as conn:
         result = audit_trail.verify(conn, config, recorded)
+    if recorded and result.ok and result.warnings:
+        # Against an anchor, a sequence ahead of the last row is rows missing after the
+        # anchored head (or an audit insert rolled back: the next audit row clears that).
+        result.problem = f"rows are missing after the anchored head: {'; '.join(result.warnings)}"
     if as_json:
         echo_json(result.as_dict())
     else:
@@ -199,21 +227,33 @@ def audit_anchor(
     except anchors.AnchorError as exc:
         raise click.ClickException(str(exc)) from None
     config = selected_config()
+    table = config.vault.audit_table
     with checked_connect(config) as conn:
-        result = audit_trail.verify(conn, config)
         got = conn.execute("SELECT current_database()").fetchone()
+        database = str(got[0]) if got else ""
+        try:
+            before = anchors.previous(
+                list(targets), key.verify_key, table, database, s3_endpoint_url
+            )
+        except anchors.AnchorError as exc:
+            raise click.ClickException(str(exc)) from None
+        result = audit_trail.verify(
+            conn, config, {before.head.id: before.head.row_hash} if before else None
+        )
     if not result.ok:
         click.echo(f"TAMPERED: {result.problem}; not anchoring a broken chain", err=True)
         sys.exit(1)
     if result.head_id is None or result.head_hash is None:
         raise click.ClickException("no hash-chained audit row yet: nothing to anchor")
     head = anchors.Head(
-        table=config.vault.audit_table,
-        database=str(got[0]) if got else "",
+        table=table,
+        database=database,
         id=result.head_id,
         row_hash=result.head_hash,
         rows=result.rows,
         at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        seq=before.head.seq + 1 if before else 1,
+        prev=before.head.digest() if before else None,
     )
     document = anchors.sign(head, key)
     for target in targets:
@@ -223,4 +263,4 @@ def audit_anchor(
             )
         except anchors.AnchorError as exc:
             raise click.ClickException(str(exc)) from None
-        click.echo(f"anchored head {head.id}:{head.row_hash} to {where}")
+        click.echo(f"anchored head {head.id}:{head.row_hash} to {where} (anchor #{head.seq})")

@@ -26,6 +26,7 @@ from logins.cli.common import (
 from logins.cli.session import NOTE, checked_connect
 from logins.core.progress import progress
 from logins.core.vault import Opener
+from logins.pii import storage
 from logins.pii.erasure import Erasure, forget_tokens, forget_user
 from logins.pii.reveal import reveal as do_reveal
 from logins.pii.reveal import user_selector, user_tokens
@@ -182,6 +183,7 @@ def forget(
                         progress=bar,
                     )
                 )
+            unreached = storage.unreached(conn)  # what no erasure reaches, and when it ages out
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     if as_json:
@@ -217,3 +219,6 @@ def forget(
                     f"rejected bodies not searched: {r.rejected_unsearched} (sealed; pass"
                     " --private-key-file with the key they are sealed to)"
                 )
+    if not dry_run:
+        for line in unreached:
+            click.echo(line)

@@ -17,6 +17,7 @@ from connectors.postgres.schema import table_schema
 from connectors.postgres.schemaversion import SCHEMA_VERSION
 from connectors.postgres.serverversion import UnsupportedServer
 from logins.cli.common import EXIT_UNUSABLE, Unusable, connect, echo_json, selected_config
+from logins.core import posture
 from logins.core.config import AppConfig, ConfigError, describe, selected_files
 from logins.core.keys import (
     KeyFileError,
@@ -125,6 +126,8 @@ def check(connect: bool, as_json: bool) -> None:
         f" {'pinned' if pinned else 'not pinned'})"
     )
     checks.append({"name": "keys", "ok": True, "detail": keys})
+    stance = posture.summary(config, posture.is_production(os.environ, selected_files()))
+    checks.append({"name": "posture", "ok": True, "detail": "; ".join(stance)})
     outcomes = preflight.run(config, wait_seconds=0) if connect else []
     checks += [{"name": o.name, "ok": o.ok, "detail": o.detail} for o in outcomes]
     ok = all(c["ok"] for c in checks)
@@ -140,13 +143,14 @@ def check(connect: bool, as_json: bool) -> None:
         error = next((c["detail"] for c in checks if not c["ok"]), None)
         echo_json(
             {"ok": ok, "files": files, "checks": checks, "keys": key_info,
-             "config": describe(config), "error": error}
+             "posture": stance, "config": describe(config), "error": error}
         )  # fmt: skip
     elif connect:
         for c in checks:
             _line(c["ok"], c["name"], c["detail"])
     else:
         click.echo(yaml.safe_dump(describe(config), sort_keys=False).rstrip())
+        click.echo("\n".join(f"# posture: {line}" for line in stance))
         click.echo(f"# ok: {keys}")
     if not ok:
         raise SystemExit(EXIT_UNUSABLE)

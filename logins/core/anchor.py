@@ -10,9 +10,17 @@ checks the signature against the auditor's public key (pinned by the verifier, n
 from the anchor) and then that the chain still holds that row with that hash: a rewritten
 or truncated history fails, naming the row.
 
+Anchors form their own chain: each carries a sequence number (`seq`, 1, 2, ...) and the
+SHA-256 of the anchor before it (`prev`). Object Lock keeps a version from being deleted, not
+an older anchor from being written again as a new, newest version; so a verifier reads every
+anchor stored beside the one it is given (every version of every object under the same S3
+prefix, or the files of the same directory) and refuses a head older than the newest it finds
+(`history`, `newest`).
+
     {"format": "logins-audit-anchor-1",
      "head": {"table": ..., "database": ..., "id": ..., "row_hash": ..., "rows": ...,
-              "at": <UTC ISO 8601>},
+              "at": <UTC ISO 8601>, "seq": <int>, "prev": <SHA-256 hex of the previous
+              anchor's signed head, or null>},
      "key": <SHA-256 of the public key, hex>, "signature": <Ed25519 over the head, hex>}
 
 The head is signed as JSON with sorted keys and no spaces. Key files are one line,
@@ -119,9 +127,18 @@ class Head:
     row_hash: str
     rows: int
     at: str
+    seq: int
+    prev: str | None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+    def digest(self) -> str:
+        """What the next anchor's `prev` names: SHA-256 of this head's signed bytes."""
+        return hashlib.sha256(_signed_bytes(self.as_dict())).hexdigest()
+
+    def describe(self) -> str:
+        return f"anchor #{self.seq} (head {self.id}, at {self.at})"
 
 
 def _signed_bytes(head: dict[str, Any]) -> bytes:
@@ -158,9 +175,12 @@ def parse(document: bytes, key: VerifyKey, where: str) -> Head:
     except BadSignatureError:
         raise AnchorError(f"anchor {where}: the signature does not verify: altered") from None
     try:
-        return Head(**head)
+        parsed = Head(**head)
     except TypeError:
         raise AnchorError(f"anchor {where}: the head has unexpected fields") from None
+    if not isinstance(parsed.seq, int) or parsed.seq < 1:
+        raise AnchorError(f"anchor {where}: the head has no sequence number")
+    return parsed
 
 
 # -- where anchors live -------------------------------------------------------------------------
@@ -241,3 +261,122 @@ def read(source: str, *, endpoint_url: str | None = None) -> bytes:
     except ClientError as exc:
         raise AnchorError(f"anchor {source}: {exc}") from None
     return body
+
+
+# -- the anchors' own chain -----------------------------------------------------------------------
+
+_MAX_DOCUMENT = 64 * 1024  # an anchor is ~600 bytes; bigger objects beside it are not anchors
+
+
+@dataclass(frozen=True)
+class Found:
+    """An anchor found beside another: where (for S3 the version and when it was written)."""
+
+    where: str
+    head: Head
+
+
+def history(source: str, key: VerifyKey, *, endpoint_url: str | None = None) -> list[Found]:
+    """Every anchor stored beside `source` that verifies with `key`: for s3://B/P/K every
+    version of every object under s3://B/P/ (a delete marker hides no version from this), for
+    a file the files of its directory. Documents that are not anchors, or not signed with
+    `key`, are passed over: anyone who can write there can put junk, nobody without the
+    signing key can put an anchor."""
+    documents: list[tuple[str, bytes]] = []
+    if source.startswith("s3://"):
+        documents = _s3_versions(source, endpoint_url)
+    else:
+        directory = Path(source).parent
+        for path in sorted(directory.iterdir()) if directory.is_dir() else []:
+            try:
+                if path.is_file() and path.stat().st_size <= _MAX_DOCUMENT:
+                    documents.append((str(path), path.read_bytes()))
+            except OSError:
+                continue
+    found = []
+    for where, document in documents:
+        try:
+            found.append(Found(where, parse(document, key, where)))
+        except AnchorError:
+            continue
+    return found
+
+
+def _s3_versions(source: str, endpoint_url: str | None) -> list[tuple[str, bytes]]:
+    bucket, key = _s3(source)
+    prefix = key.rpartition("/")[0] + "/" if "/" in key else ""
+    client = _client(endpoint_url)
+    from botocore.exceptions import ClientError
+
+    documents = []
+    try:
+        for page in client.get_paginator("list_object_versions").paginate(
+            Bucket=bucket, Prefix=prefix
+        ):
+            for version in page.get("Versions", []):
+                if version.get("Size", 0) > _MAX_DOCUMENT:
+                    continue
+                got = client.get_object(
+                    Bucket=bucket, Key=version["Key"], VersionId=version["VersionId"]
+                )
+                written = version["LastModified"].astimezone(timezone.utc)
+                where = (
+                    f"s3://{bucket}/{version['Key']} (version {version['VersionId']},"
+                    f" written {written:%Y-%m-%dT%H:%M:%SZ})"
+                )
+                documents.append((where, got["Body"].read()))
+    except ClientError as exc:
+        raise AnchorError(f"anchor {source}: cannot list the versions beside it: {exc}") from None
+    return documents
+
+
+def replay_problems(
+    given: Head, where: str, found: list[Found], at_least: int | None = None
+) -> list[str]:
+    """Why `given` is not the newest anchor of its chain, or the chain of anchors is broken:
+    a newer anchor found beside it (an older one written again as the newest version), an
+    anchor older than `at_least`, two anchors with one sequence number, a `prev` that is not
+    the anchor before it. Only anchors of the same table and database count."""
+    ours = [f for f in found if (f.head.table, f.head.database) == (given.table, given.database)]
+    problems = []
+    newest = max(ours, key=lambda f: f.head.seq, default=None)
+    if newest is not None and newest.head.seq > given.seq:
+        problems.append(
+            f"{where} is {given.describe()}, but {newest.where} is {newest.head.describe()}:"
+            " an older anchor was written again as the newest (a replay); rows anchored after"
+            " it may have been deleted"
+        )
+    if at_least is not None and given.seq < at_least:
+        problems.append(
+            f"{where} is {given.describe()}, older than --at-least {at_least}: a replay of an"
+            " older anchor, or the newer ones were removed"
+        )
+    by_seq: dict[int, Found] = {}
+    for item in sorted([*ours, Found(where, given)], key=lambda f: f.head.seq):
+        seen = by_seq.setdefault(item.head.seq, item)
+        if seen.head != item.head:
+            problems.append(
+                f"{seen.where} and {item.where} are both anchor #{item.head.seq} but differ:"
+                " one was not written by this chain of anchors"
+            )
+        before = by_seq.get(item.head.seq - 1)
+        if before is not None and item.head.prev != before.head.digest():
+            problems.append(
+                f"{item.where} ({item.head.describe()}) does not follow {before.where}: its"
+                " prev is not that anchor's hash"
+            )
+    return list(dict.fromkeys(problems))
+
+
+def previous(
+    targets: list[str], key: VerifyKey, table: str, database: str, endpoint_url: str | None
+) -> Found | None:
+    """The newest anchor of `table` in `database` already stored beside any of `targets`:
+    the one a new anchor follows."""
+    found = [
+        f
+        for target in targets
+        for f in history(target, key, endpoint_url=endpoint_url)
+        if (f.head.table, f.head.database) == (table, database)
+    ]
+    return max(found, key=lambda f: f.head.seq, default=None)

@@ -30,6 +30,7 @@ from logins.core.config import (
     FieldSpec,
     MaskStep,
     PostgresSinkConfig,
+    SecurityConfig,
     SqsRetryConfig,
     SqsSourceConfig,
     TelemetryConfig,
@@ -56,6 +57,7 @@ SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
     ("sink.retry", DatabaseRetryConfig),
     ("tokens", TokensConfig),
     ("vault", VaultConfig),
+    ("security", SecurityConfig),
     ("telemetry", TelemetryConfig),
 )
 _ANCHORS = {model: heading for heading, model in SECTIONS}

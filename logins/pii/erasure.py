@@ -34,10 +34,11 @@ they are not searched, and the result says how many were left.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -363,32 +364,55 @@ def user_pattern(user_id: str) -> re.Pattern[str]:
 def names_user(body: str, user_id: str, word: re.Pattern[str] | None = None) -> bool:
     """Does this rejected body name the user? Over-matching erases a stranger's rejected
     body (junk, on a retention clock anyway); under-matching keeps the user's: so a body
-    matches if either
+    matches if, in it or in any JSON string it holds (decoded, then searched the same way:
+    JSON encoded inside a JSON string, at any depth),
 
-    * the user id occurs in its raw text as a whole word, ignoring case (`user_pattern`):
-      any key, any depth, every copy of a duplicated key, a number (`"user_id": 12345`),
-      text that is not JSON at all; or
-    * it is JSON (read with every duplicate key kept and numbers as written) and a key or a
-      value equals the user id ignoring case, or a number equals it as a number
-      (`4.2e1` for "42"): this catches ids written with JSON escapes (`"\\u0061lice"`)."""
-    if (word or user_pattern(user_id)).search(body):
-        return True
-    try:
-        parsed = json.loads(
-            body, object_pairs_hook=_Pairs, parse_int=_Number, parse_float=_Number,
-            parse_constant=_Number,
-        )  # fmt: skip
-    except (ValueError, RecursionError):
-        return False
-    return _json_has(parsed, user_id.casefold(), _as_number(user_id))
+    * the user id occurs as a whole word, ignoring case (`user_pattern`): any key, any
+      depth, every copy of a duplicated key, a number (`"user_id": 12345`), text that is
+      not JSON at all; or
+    * a JSON string (key or value, its escapes decoded: `"\\u0061lice"`) equals the user id
+      ignoring case, or a JSON number equals it as a number (`4.2e1` for "42").
+
+    Structure does not matter here, so nothing is parsed as a tree: the string literal that
+    starts at every double quote is decoded (the stdlib's JSON decoder, one literal at a time; every
+    quote, so a broken literal cannot shift which quotes open strings) and numbers are
+    looked for in the whole text, with a work list instead of recursion. No nesting depth
+    is too deep, a body that is not valid JSON is still searched, and a literal is shorter
+    than the text that holds it, so the search ends."""
+    word = word or user_pattern(user_id)
+    wanted, number = user_id.casefold(), _as_number(user_id)
+    pending, seen = [body], {body}
+    while pending:
+        text = pending.pop()
+        if word.search(text):
+            return True
+        if number is not None and any(_as_number(n) == number for n in _NUMBER.findall(text)):
+            return True
+        for literal in _literals(text):
+            if literal.casefold() == wanted:
+                return True
+            if literal not in seen:
+                seen.add(literal)
+                pending.append(literal)
+    return False
 
 
-class _Pairs(list[Any]):
-    """A JSON object as its (key, value) pairs, duplicates included."""
+# A JSON number standing alone: not part of a word, an id (`u-4711`) or a version (`4711.2`).
+_NUMBER = re.compile(r"(?<![\w.-])-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?(?![\w.])")
 
 
-class _Number(str):
-    """A JSON number as written."""
+def _literals(text: str) -> Iterator[str]:
+    """The decoded JSON string literal that starts at each unescaped double quote of `text`,
+    where one does. Each scan stops at the next unescaped quote, so all of them together
+    read the text about once (an escaped quote is searched once its literal is decoded)."""
+    for match in _QUOTE_OR_ESCAPE.finditer(text):
+        if match.group() == '"':
+            with contextlib.suppress(ValueError):
+                yield _STRINGS.raw_decode(text, match.start())[0]  # a string: no recursion
+
+
+_QUOTE_OR_ESCAPE = re.compile(r'\\.|"', re.DOTALL)
+_STRINGS = json.JSONDecoder(strict=False)  # strict=False: control characters in a string
 
 
 def _as_number(text: str) -> Decimal | None:
@@ -396,17 +420,4 @@ def _as_number(text: str) -> Decimal | None:
         number = Decimal(text)
     except InvalidOperation:
         return None
-    return None if number.is_nan() else number
-
-
-def _json_has(value: Any, wanted: str, number: Decimal | None) -> bool:
-    if isinstance(value, _Pairs):
-        return any(_json_has(k, wanted, number) or _json_has(v, wanted, number) for k, v in value)
-    if isinstance(value, list):
-        return any(_json_has(v, wanted, number) for v in value)
-    if isinstance(value, _Number):
-        parsed = _as_number(value)
-        return value.casefold() == wanted or (number is not None and parsed == number)
-    if isinstance(value, str):
-        return value.casefold() == wanted
-    return False
+    return None if not number.is_finite() else number

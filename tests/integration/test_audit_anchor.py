@@ -17,6 +17,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from connectors.postgres import roles
+from logins.core import anchor as anchors
 from logins.core import audit
 from logins.dev.embedded import HOST, free_port
 from tests.integration.rolekit import RoleDatabase, role_database
@@ -191,3 +192,129 @@ def test_anchor_refuses_to_sign_a_broken_chain(db: RoleDatabase, tmp_path: Path)
     )  # fmt: skip
     assert made.exit_code == 1 and "not anchoring a broken chain" in made.output
     assert not (tmp_path / "head.json").exists()
+
+
+def reveal(db: RoleDatabase, token: str, times: int) -> None:
+    for i in range(times):
+        shown = db.cli(
+            roles.REVEALER, "reveal", token, "--reason", f"ticket {i}",
+            "--private-key-file", str(db.keys["vault.key"]),
+        )  # fmt: skip
+        assert shown.exit_code == 0, shown.output
+
+
+def delete_after(db: RoleDatabase, last_kept: int, *, reset_sequence: bool) -> None:
+    """The owner deletes every audit row after `last_kept` (and may reset the id sequence)."""
+    with db.connect(roles.OWNER) as conn:
+        conn.execute("ALTER TABLE pii_audit DISABLE TRIGGER USER")
+        conn.execute("DELETE FROM pii_audit WHERE id > %s", (last_kept,))
+        if reset_sequence:
+            conn.execute(
+                "SELECT setval(pg_get_serial_sequence('pii_audit', 'id'), %s)", (last_kept,)
+            )
+        conn.execute("ALTER TABLE pii_audit ENABLE TRIGGER USER")
+
+
+def test_an_older_anchor_written_again_as_the_newest_version_is_refused_as_a_replay(
+    db: RoleDatabase, s3: str, tmp_path: Path
+) -> None:
+    """Issue 18, item 3: with Object Lock the day-2 anchor cannot be deleted, but the day-1
+    anchor can be written again as a new version of day2.json, making it the newest; after
+    the owner deleted the rows after day 1 and reset the sequence, verify said ok."""
+    vault = Vault(db.env, db.keys, db.admin_dsn)
+    tokens = vault.add_login("u-1", "192.0.2.1", "d-1")
+    assert db.cli(roles.AUDITOR, "audit", "keygen", str(tmp_path / "auditor")).exit_code == 0
+    signing, public = tmp_path / "auditor/audit-anchor.key", tmp_path / "auditor/audit-anchor.pub"
+    client = boto3.client("s3", endpoint_url=s3, region_name="us-east-1")
+
+    def anchor(day: int) -> str:
+        made = db.cli(
+            roles.AUDITOR, "audit", "anchor", "--signing-key-file", str(signing),
+            "--to", f"s3://anchors-locked/replay/day{day}.json", "--s3-endpoint-url", s3,
+        )  # fmt: skip
+        assert made.exit_code == 0, made.output
+        return made.output
+
+    reveal(db, tokens["ip"], 4)
+    assert "(anchor #1)" in anchor(1)
+    reveal(db, tokens["ip"], 2)
+    assert "(anchor #2)" in anchor(2)  # it follows day1.json, found under the same prefix
+    day1 = client.get_object(Bucket="anchors-locked", Key="replay/day1.json")["Body"].read()
+    day2 = client.get_object(Bucket="anchors-locked", Key="replay/day2.json")["Body"].read()
+    first, second = json.loads(day1)["head"], json.loads(day2)["head"]
+    assert (first["id"], first["seq"], first["prev"]) == (4, 1, None)
+    assert (second["id"], second["seq"]) == (6, 2)
+    assert second["prev"] == anchors.Head(**first).digest()
+
+    verify = ["audit", "verify", "--anchor-public-key-file", str(public), "--s3-endpoint-url", s3]
+    day2_url = "s3://anchors-locked/replay/day2.json"
+    assert db.cli(roles.AUDITOR, *verify, "--anchor", day2_url).exit_code == 0
+
+    # The owner deletes the rows after day 1 and resets the sequence; the bucket's owner
+    # writes the day-1 anchor again as the newest version of day2.json (Object Lock allows a
+    # new version; the locked one stays).
+    delete_after(db, 4, reset_sequence=True)
+    assert db.cli(roles.AUDITOR, "audit", "verify").output.startswith("ok: 4 rows")
+    client.put_object(Bucket="anchors-locked", Key="replay/day2.json", Body=day1)
+    versions = client.list_object_versions(Bucket="anchors-locked", Prefix="replay/day2.json")
+    assert len(versions["Versions"]) == 2
+    assert client.get_object(Bucket="anchors-locked", Key="replay/day2.json")["Body"].read() == day1
+
+    replayed = db.cli(roles.AUDITOR, *verify, "--anchor", day2_url)
+    assert replayed.exit_code == 1, replayed.output
+    assert (
+        f"TAMPERED: {day2_url} is anchor #1 (head 4, at {first['at']}), but"
+        " s3://anchors-locked/replay/day2.json (version " in replayed.output
+    )
+    assert (
+        f"is anchor #2 (head 6, at {second['at']}): an older anchor was written again as the"
+        " newest (a replay)" in replayed.output
+    )
+    # Day 1's own object is refused the same way: a newer anchor is stored beside it.
+    older = db.cli(roles.AUDITOR, *verify, "--anchor", "s3://anchors-locked/replay/day1.json")
+    assert older.exit_code == 1 and "(a replay)" in older.output
+
+    # ... and so is the day-1 anchor written as a new object beside them.
+    client.put_object(Bucket="anchors-locked", Key="replay/day3.json", Body=day1)
+    beside = db.cli(roles.AUDITOR, *verify, "--anchor", "s3://anchors-locked/replay/day3.json")
+    assert beside.exit_code == 1 and "is anchor #2 (head 6" in beside.output
+
+    # A replay under a prefix the attacker alone writes is caught by --at-least.
+    client.put_object(Bucket="anchors-plain", Key="elsewhere/day2.json", Body=day1)
+    moved = "s3://anchors-plain/elsewhere/day2.json"
+    assert db.cli(roles.AUDITOR, *verify, "--anchor", moved).exit_code == 0
+    known = db.cli(roles.AUDITOR, *verify, "--anchor", moved, "--at-least", "2")
+    assert known.exit_code == 1
+    assert (
+        f"TAMPERED: {moved} is anchor #1 (head 4, at {first['at']}), older than --at-least 2"
+        in (known.output)
+    )
+
+
+def test_rows_deleted_after_the_anchored_head_fail_verify_against_the_anchor(
+    db: RoleDatabase, tmp_path: Path
+) -> None:
+    """Without the sequence reset, rows deleted after the last anchor: verify alone warns
+    (exit 0); verify against the anchor exits 1."""
+    vault = Vault(db.env, db.keys, db.admin_dsn)
+    tokens = vault.add_login("u-1", "192.0.2.1", "d-1")
+    reveal(db, tokens["ip"], 3)
+    assert db.cli(roles.AUDITOR, "audit", "keygen", str(tmp_path / "auditor")).exit_code == 0
+    (tmp_path / "anchors").mkdir()
+    made = db.cli(
+        roles.AUDITOR, "audit", "anchor", "--signing-key-file",
+        str(tmp_path / "auditor/audit-anchor.key"), "--to", str(tmp_path / "anchors/day1.json"),
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    reveal(db, tokens["ip"], 2)
+    delete_after(db, 3, reset_sequence=False)
+    alone = db.cli(roles.AUDITOR, "audit", "verify")
+    assert alone.exit_code == 0 and "warning: the id sequence is at 5" in alone.output
+    anchored = db.cli(
+        roles.AUDITOR, "audit", "verify", "--anchor", str(tmp_path / "anchors/day1.json"),
+        "--anchor-public-key-file", str(tmp_path / "auditor/audit-anchor.pub"),
+    )  # fmt: skip
+    assert anchored.exit_code == 1, anchored.output
+    assert "TAMPERED: rows are missing after the anchored head: the id sequence is at 5" in (
+        anchored.output
+    )

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from moto.core.authorization import enable_iam_authentication
 
 from logins.cli import main
-from logins.core.config import ConfigError, describe, load_config
+from logins.core.config import ConfigError, config_dir, describe, load_config
 from logins.core.keys import KeyFileError, load_token_keys, load_vault_public_key, vault_key_id
 from logins.core.pipeline_keys import load_secrets
 from logins.core.tokens import Tokenizer
@@ -27,8 +27,16 @@ DSN = f"postgresql://app:{PASSWORD}@db.internal:5432/logins"
 
 
 def _env(keys: dict[str, Path], **over: str) -> dict[str, str]:
+    # production refuses a token key file (from a store too) and an unpinned vault key unless
+    # the configuration accepts them by name (logins/core/posture.py)
+    accepting = keys["token.key"].parent / "prod-accepting-key-files.yaml"
+    accepting.write_text(
+        f"extends: {config_dir() / 'prod.yaml'}\n"
+        "security: {allow_token_key_file: true, allow_unpinned_vault_key: true}\n"
+    )
     return {
         "LOGINS_ENV": "prod",
+        "LOGINS_CONFIG": str(accepting),
         "SQS_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/000000000000/logins",
         "AWS_REGION": "us-east-1",
         "DATABASE_URL": DSN,

@@ -76,14 +76,17 @@ def test_environment_variables_override_defaults() -> None:
 
 @pytest.mark.parametrize("env_name", ["local", "docker", "prod"])
 def test_every_shipped_environment_loads(env_name: str) -> None:
-    config = load_config(
-        {
-            **ENV,
-            "LOGINS_ENV": env_name,
-            "AWS_REGION": "eu-west-1",
-            "DATABASE_URL": "postgresql://db/x",
-        }
-    )
+    env = {
+        **ENV,
+        "LOGINS_ENV": env_name,
+        "AWS_REGION": "eu-west-1",
+        "DATABASE_URL": "postgresql://db/x",
+    }
+    if env_name == "prod":  # production's posture: KMS and a pinned vault key (posture.py)
+        del env["LOGINS_TOKEN_KEY_FILE"]
+        env["LOGINS_TOKEN_KMS_KEY_ID"] = "alias/logins-tokens"
+        env["LOGINS_VAULT_PUBLIC_KEY_FINGERPRINT"] = "sha256:" + "ab" * 32
+    config = load_config(env)
     assert config.source.queue_url == "http://q"
     if env_name == "prod":
         assert config.source.endpoint_url is None  # boto3 picks the real AWS endpoint

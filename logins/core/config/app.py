@@ -6,6 +6,7 @@ from pydantic import Field, model_validator
 
 from logins.core.config.models import (
     PostgresSinkConfig,
+    SecurityConfig,
     SqsSourceConfig,
     StrictModel,
     TelemetryConfig,
@@ -26,6 +27,9 @@ class AppConfig(StrictModel):
     sink: PostgresSinkConfig = Field(description="where the outcomes go")
     tokens: TokensConfig = Field(description="the token key")
     vault: VaultConfig = Field(description="the vault's public key and tables")
+    security: SecurityConfig = Field(
+        default_factory=SecurityConfig, description="what production accepts by name"
+    )
     telemetry: TelemetryConfig = Field(
         default_factory=TelemetryConfig, description="logs and traces"
     )

@@ -52,6 +52,13 @@ def load_config(env: Mapping[str, str] | None = None) -> AppConfig:
             at, words = explain(error, AppConfig)
             problems.append(f"{locate(layers, at)}: {dotted(at)}: {words}")
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None
+    from logins.core import posture  # it reads AppConfig: imported here, not at the top
+
+    refused = posture.refusals(config, posture.is_production(env, [la.path for la in layers]))
+    if refused:
+        raise ConfigError(
+            "\n  ".join(f"{locate(layers, key)}: {dotted(key)}: {why}" for key, why in refused)
+        )
     try:
         return _resolve_dsn(config)
     except SecretRefError as exc:

@@ -372,6 +372,22 @@ class TokensConfig(StrictModel):
         return self
 
 
+class SecurityConfig(StrictModel):
+    """What a production start (LOGINS_ENV=prod) refuses unless accepted here by name
+    (logins/core/posture.py)."""
+
+    allow_token_key_file: bool = Field(
+        False,
+        description="production: start with a token key file (a copy enumerates values"
+        " offline) instead of a KMS key",
+    )
+    allow_unpinned_vault_key: bool = Field(
+        False,
+        description="production: start without vault.public_key_fingerprint (a swapped"
+        " vault.pub would be used)",
+    )
+
+
 class TelemetryConfig(StrictModel):
     """Logs, traces; metrics need no settings (Bytewax serves them)."""
 

@@ -42,7 +42,7 @@ def test_check_json_parses_with_every_check_and_no_secret(env: dict[str, str]) -
     assert offline.exit_code == 0, offline.output
     report = json.loads(offline.stdout)
     assert report["ok"] is True and report["error"] is None
-    assert [c["name"] for c in report["checks"]] == ["config", "keys"]
+    assert [c["name"] for c in report["checks"]] == ["config", "keys", "posture"]
     assert report["keys"]["token_custody"] == "file"
     assert report["config"]["sink"]["table"] == "user_logins"
     assert "pw-9x" not in offline.stdout
@@ -52,7 +52,7 @@ def test_check_json_parses_with_every_check_and_no_secret(env: dict[str, str]) -
     assert connected.exit_code == 0, connected.output
     report = json.loads(connected.stdout)
     assert [(c["name"], c["ok"]) for c in report["checks"]] == [
-        ("config", True), ("keys", True), ("sqs", True), ("postgres", True)
+        ("config", True), ("keys", True), ("posture", True), ("sqs", True), ("postgres", True)
     ]  # fmt: skip
 
     closed = f"http://127.0.0.1:{free_port()}"

@@ -237,12 +237,6 @@ class DedupeStep(_Strict):
     memory_budget_mb: float = Field(
         150, gt=0, description="dedupe state of all shards together, in MB (10^6 bytes)"
     )
-    max_entries_per_shard: int | None = Field(
-        None,
-        ge=100,
-        description="deprecated (use memory_budget_mb): if set, slots per shard instead of"
-        " the budget's share",
-    )
 
 
 class MaskStep(_Strict):
@@ -330,7 +324,7 @@ class PostgresSinkConfig(_Strict):
         json_schema_extra={"derived_default": "<table>_rejected"},
     )
     duplicates_table: str = Field(
-        description="resends recognised by the dedupe step, each pointing at the first",
+        description="resends recognised by the dedupe step (not naming the message they repeat)",
         json_schema_extra={"derived_default": "<table>_duplicates"},
     )
     ledger_table: str = Field(

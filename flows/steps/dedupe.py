@@ -10,6 +10,13 @@ Redelivery of the *same* SQS message is not a duplicate: it keeps the outcome it
 sink's ledger makes its second write a no-op. Duplicates still reach the sink, so they are
 recorded and deleted from the queue. This state is an optimisation; the ledger is the truth.
 
+A shard's periods retire as its SentTimestamps move on. A shard that receives nothing (an
+idle flow, or a quiet shard) asks Bytewax to wake it (`notify_at`) a window after its oldest
+period would have retired, and if it saw no batch for a window by then, moves its high water
+to the wall clock less one window: its dead keys are gone from memory and, through the
+snapshot its wake-up causes, from the recovery store. A shard that is busy (draining a
+backlog of older SentTimestamps) keeps to its SentTimestamps.
+
 Snapshots (Bytewax takes one per touched key every epoch, and pickles it only with recovery)
 are a view of the live window, serialised when pickled: a plain dict of the live periods'
 keys and filled slots, so a snapshot writes the fingerprints a shard holds, not its budget.
@@ -22,6 +29,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
@@ -84,13 +92,22 @@ class DedupeLogic(StatefulBatchLogic[Event, Event, WindowState]):
     """One shard: marks the resends of a batch `duplicate` (see `Window`)."""
 
     def __init__(
-        self, window_seconds: float, slots: int, state: WindowState | _Snapshot | None
+        self,
+        window_seconds: float,
+        slots: int,
+        state: WindowState | _Snapshot | None,
+        *,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if isinstance(state, _Snapshot):  # handed over without pickling (in-process)
             state = state.window.state()
         self.window = Window(window_seconds, slots, state)
+        self._window_seconds = window_seconds
+        self._clock = clock
+        self._last_batch = clock()
 
     def on_batch(self, values: list[Event]) -> tuple[list[Event], bool]:
+        self._last_batch = self._clock()
         window = self.window
         seen, dropped = window.seen, window.dropped
         for event in values:
@@ -99,6 +116,22 @@ class DedupeLogic(StatefulBatchLogic[Event, Event, WindowState]):
         if window.dropped > dropped:
             EARLY.add(window.slots, window.dropped - dropped)
         return values, StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        """A window after the oldest live period would retire (on SentTimestamps), and at
+        least a window after the last batch; none while nothing is held."""
+        retires = self.window.retires_at_ms()
+        if retires is None:
+            return None
+        at = max(retires / 1000, self._last_batch) + self._window_seconds
+        return datetime.fromtimestamp(at, timezone.utc)
+
+    def on_notify(self) -> tuple[list[Event], bool]:
+        """Idle for a window: retire on the wall clock what SentTimestamps would have."""
+        now = self._clock()
+        if now - self._last_batch >= self._window_seconds:
+            self.window.expire(int((now - self._window_seconds) * 1000))
+        return [], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> WindowState:
         """A view, serialised when pickled (Bytewax drops it unpickled without recovery)."""

@@ -169,6 +169,19 @@ class Window:
         self._insert(own[0], own[1], t)
         return False
 
+    def retires_at_ms(self) -> int | None:
+        """The high water (SentTimestamp ms) at which the oldest live period retires."""
+        if not self._periods:
+            return None
+        oldest = min(p.number for p in self._periods)
+        return ((oldest + 1) * self.period_ticks + self.window) * self.tick_ms
+
+    def expire(self, high_ms: int) -> None:
+        """Move the high water to `high_ms` if later (an idle shard, on the wall clock)."""
+        t = high_ms // self.tick_ms
+        if self._high is None or t > self._high:
+            self._advance(t)
+
     def _other(self, key: int, bucket: int) -> int:
         return (((key & _TAG) * _MIX >> 16) - bucket) % self.buckets
 

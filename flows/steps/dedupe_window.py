@@ -4,14 +4,17 @@
 producer's format has no event id. A login is remembered as a **fingerprint**, a keyed hash of
 the validator's digest of its fields, under a key that is **random per period** (a period is
 one window long, numbered by SentTimestamp: the rolling salts of privacy-first analytics). The
-key is never derived from the token key or from KMS; it comes from `secrets`.
+key is never derived from the token key or from KMS; it comes from `secrets`. (The digest it
+hashes is the validator's, keyed by the token key: while a window lives, its key in a
+snapshot alone does not test a guess either.)
 
 A login sent at tick T is compared with the remembered logins of every live period (at most
 two: T's own and the one before or after), each under that period's key. Once the newest
 SentTimestamp seen (the high water H) is a full window past a period's end, no login of that
 period can be inside anyone's window again: its key and its table are zeroed and dropped
 (`_retire`), in memory and so in every snapshot taken after. A key therefore lives at most two
-windows past the first login it fingerprints, and a slot no longer than its key.
+windows past the first login it fingerprints (as SentTimestamps go; an idle shard retires on
+the wall clock, see flows/steps/dedupe.py), and a slot no longer than its key.
 
 Nothing in a slot names a message or a row: a slot is 6 bytes of fingerprint and 2 bytes of
 time (ticks since the period's start). A redelivery of the *same* SQS message (same fields,

@@ -111,7 +111,10 @@ class DedupeLogic(StatefulBatchLogic[Event, Event, WindowState]):
         window = self.window
         seen, dropped = window.seen, window.dropped
         for event in values:
-            if event.rejection is None and seen(event.fingerprint, event.message.sent_timestamp_ms):
+            message = event.message
+            if event.rejection is None and seen(
+                event.fingerprint, message.sent_timestamp_ms, message.receive_count > 1
+            ):
                 event.duplicate = True
         if window.dropped > dropped:
             EARLY.add(window.slots, window.dropped - dropped)

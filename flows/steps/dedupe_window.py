@@ -18,10 +18,12 @@ the wall clock, see flows/steps/dedupe.py), and a slot no longer than its key.
 
 Nothing in a slot names a message or a row: a slot is 6 bytes of fingerprint and 2 bytes of
 time (ticks since the period's start). A redelivery of the *same* SQS message (same fields,
-same SentTimestamp) is told from a resend by its time: a match at the very same tick is the
-same message again, not a duplicate (the sink's ledger makes its second write a no-op). A
-resend within one tick (10 ms for a 10-minute window) of its original is thus stored as a row:
-never a lost message.
+same SentTimestamp, a receive count over 1) is told from a resend by its time: a match at
+the very same tick may be the message itself, so it is not a duplicate (the sink's ledger
+makes its second write a no-op). A first delivery is never its own match, so it is a
+duplicate whatever the tick (an original and its resend sent in one SendMessageBatch share
+their SentTimestamp). Only a redelivered resend within one tick (10 ms for a 10-minute
+window) of its original, whose first delivery did not commit, becomes a row: never a loss.
 
 Each period's table is a bucketed cuckoo hash table of `slots` 8-byte slots in one flat
 bytearray (no object per entry), buckets of 8 filled in order, so that a lookup is two
@@ -139,9 +141,10 @@ class Window:
 
     # -- the rule -----------------------------------------------------------------------------
 
-    def seen(self, digest: bytes, sent_ms: int) -> bool:
-        """True if a login with the same digest was sent within the window (a resend); else
-        remembers this one (if its period is live) and returns False."""
+    def seen(self, digest: bytes, sent_ms: int, redelivered: bool = False) -> bool:
+        """True if a login with the same digest was sent within the window (a resend; for a
+        `redelivered` message, one sent at another tick); else remembers this one (if its
+        period is live) and returns False."""
         t = sent_ms // self.tick_ms
         if self._high is None or t > self._high:
             self._advance(t)
@@ -162,7 +165,7 @@ class Window:
                     period.table[at : at + 2], "big"
                 )
                 if -self.window <= t - seen <= self.window:
-                    return t != seen  # the same tick: this very message again
+                    return t != seen or not redelivered  # else maybe this very message
         assert self._high is not None
         if t < self._high - self.window:
             return False  # older than the window: nothing to remember

@@ -16,9 +16,11 @@ from logins.core.vault import Sealer
 MINUTE = 60_000
 
 
-def event(message_id: str, fp: bytes, sent: int, rejected: bool = False) -> Event:
+def event(
+    message_id: str, fp: bytes, sent: int, rejected: bool = False, received: int = 1
+) -> Event:
     return Event(
-        message=SqsMessage(message_id, "rh", "{}", sent, 1),
+        message=SqsMessage(message_id, "rh", "{}", sent, received),
         fields=None if rejected else {"ip": "1.2.3.4"},
         rejection=Rejection("not_json", "x") if rejected else None,
         fingerprint=b"" if rejected else fp,
@@ -40,8 +42,10 @@ def test_same_login_after_the_window_is_a_new_row() -> None:
 def test_redelivery_of_the_same_message_is_not_a_duplicate() -> None:
     logic = DedupeLogic(window_seconds=600, slots=1000, state=None)
     logic.on_batch([event("a", b"F", 0)])
-    out, _ = logic.on_batch([event("a", b"F", 0)])
+    out, _ = logic.on_batch([event("a", b"F", 0, received=2)])
     assert not out[0].duplicate  # the ledger makes its second write a no-op
+    out, _ = logic.on_batch([event("b", b"F", 0)])  # another message, the same millisecond
+    assert out[0].duplicate
 
 
 def test_rejected_events_pass_untouched() -> None:

@@ -62,13 +62,15 @@ def test_the_window_holds_to_the_second(filled: float) -> None:
 
 
 def test_the_same_message_again_is_not_a_duplicate() -> None:
-    """A redelivery (same fields, same SentTimestamp) keeps its outcome; a resend a tick later
-    is a duplicate, and so is its own redelivery."""
+    """A redelivery (same fields, same SentTimestamp, received before) keeps its outcome; a
+    resend is a duplicate, also in the same tick on its first delivery, and so is a
+    redelivery of a resend sent at another tick."""
     window = Window(WINDOW, 1024)
     assert not window.seen(digest(1), T0)
-    assert not window.seen(digest(1), T0)  # the original, delivered again
+    assert not window.seen(digest(1), T0, redelivered=True)  # the original again
+    assert window.seen(digest(1), T0)  # a resend in the same SendMessageBatch
     later = T0 + tick_ms(WINDOW)
-    assert window.seen(digest(1), later) and window.seen(digest(1), later)
+    assert window.seen(digest(1), later) and window.seen(digest(1), later, redelivered=True)
 
 
 def test_dropped_fingerprints_are_counted_exactly(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -196,7 +198,8 @@ def test_the_state_fits_its_budget() -> None:
 def test_it_agrees_with_a_plain_model(steps: list[tuple[int, int, bool]]) -> None:
     """With room to spare, the tables decide exactly what a dict of fields -> first tick
     decides, for logins in SentTimestamp order, including redeliveries of the same message
-    (same fields and SentTimestamp: never a duplicate of itself). A redelivery older than the
+    (same fields and SentTimestamp, received before: never a duplicate of itself), and
+    resends sent in the same millisecond as their original. A redelivery older than the
     window behind the newest login is not checked: its period may have retired (its first
     delivery's outcome stands in the ledger)."""
     window = Window(WINDOW / 10, 4096)
@@ -206,17 +209,18 @@ def test_it_agrees_with_a_plain_model(steps: list[tuple[int, int, bool]]) -> Non
     sent, last_sent = T0, {}
     for n, gap, redeliver in steps:
         sent += gap
-        at = last_sent[n] if redeliver and n in last_sent else sent
+        again = redeliver and n in last_sent  # the last message of `n`, delivered again
+        at = last_sent[n] if again else sent
         last_sent[n] = at
         t = at // tick
         seen = model.get(n)
         expected = False
         if seen is not None and abs(t - seen) <= ticks:
-            expected = t != seen
-        elif at == sent:
+            expected = t != seen or not again
+        elif not again:
             model[n] = t
         stale = t < sent // tick - ticks
-        assert window.seen(digest(n), at) == expected or stale
+        assert window.seen(digest(n), at, redelivered=again) == expected or stale
 
 
 @settings(max_examples=40, deadline=None)

@@ -1,7 +1,7 @@
 """The dedupe state on disk, attacked as the holder of every key and of the recovery store.
 
 The flow runs as a user runs it (`python -m bytewax.run flows.logins -r … -s 1 -b 0`) with a
-three-second window, against the suite's PostgreSQL and moto SQS. A user logs in (and the
+four-second window, against the suite's PostgreSQL and moto SQS. A user logs in (and the
 producer resends it); during the window, the recovery store holds the login's fingerprint and
 its period's key, and the attack below finds the login in it (so the attack works). Then the
 user is erased with `logins forget --user-id`, the window passes, the flow runs again on other
@@ -42,7 +42,7 @@ from logins.dev.seed import send_bodies
 from tests.helpers import make_keys, service_env
 
 REPO = Path(__file__).resolve().parents[2]
-WINDOW_SECONDS = 3
+WINDOW_SECONDS = 4  # the first run ends well within it, even on a loaded machine
 VICTIM = {"user_id": "victim-7", "ip": "203.0.113.77", "device_id": "999-88-7777"}
 CONFIG = f"""extends: {REPO / "config" / "local.yaml"}
 steps:

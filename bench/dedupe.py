@@ -3,22 +3,28 @@
 Three measurements, in one process, with synthetic SentTimestamps (simulated time, fed as
 fast as the machine goes):
 
-* **bytes per slot**: tracemalloc around building one shard's table at the default budget;
-* **load that holds**: one shard fed unique logins at a steady rate for two windows, at
-  loads (fingerprints in the window / slots) rising by 0.5 %, until one fingerprint is
+* **bytes per slot**: tracemalloc around building one shard's window at the default budget
+  (two period tables), per slot of both;
+* **load that holds**: one shard fed unique logins at a steady rate for three windows, at
+  loads (fingerprints per period table / its slots) rising by 0.5 %, until one fingerprint is
   dropped inside its window; the highest load with none dropped sets the budget table;
 * **the window at 10,000 msg/s**: the default configuration (64 shards, `shard_of`,
   `builder`, the default budget and window) fed 10,000 msg/s of simulated time for 12
   minutes: 3 % malformed, 2 % of the new logins resent 5-9 minutes after their original
   (uniformly), the rest new logins. Fingerprints are the validator's (`Tokenizer.fingerprint`
   of the six fields), message ids SQS-shaped UUIDs, batches of 1,000 split by shard as
-  Bytewax's `stateful_batch` receives them. Every resend must come back as a duplicate of
-  its original's id, and no new login as a duplicate.
+  Bytewax's `stateful_batch` receives them. Every resend must come back as a duplicate, and
+  no new login as a duplicate. At the end, the pickled snapshots of all 64 shards are
+  measured: what a snapshot interval writes at this rate with every shard touched.
+
+The recovery store on disk (bytes written per message, the store's size), old step against
+new, is measured by `python -m bench.dedupe_recovery`.
 """
 
 from __future__ import annotations
 
 import logging
+import pickle
 import random
 import resource
 import secrets
@@ -32,7 +38,7 @@ from typing import Any
 from prometheus_client import REGISTRY
 
 from bench.generated import message_id
-from flows.steps import dedupe
+from flows.steps import dedupe, dedupe_window
 from logins.core.config import DedupeStep
 from logins.core.keys import TokenKey
 from logins.core.records import Event, Rejection, SqsMessage
@@ -61,45 +67,37 @@ def _uuid_ids(seed: int) -> Any:
 def bytes_per_slot() -> dict[str, float]:
     """tracemalloc's count of what one default shard's table allocates, per slot."""
     step = _defaults()
-    slots = dedupe.slots_per_shard(step.memory_budget_mb, step.shards)
+    slots = dedupe.slots_per_period(step.memory_budget_mb, step.shards)
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     logic = dedupe.DedupeLogic(step.window_seconds, slots, None)
     allocated = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
-    return {"slots": logic.slots, "bytes": allocated, "bytes_per_slot": allocated / logic.slots}
+    both = logic.window.slots * dedupe.PERIODS
+    return {"slots": both, "bytes": allocated, "bytes_per_slot": allocated / both}
 
 
 def holds_at(load: float, slots: int, window: float, seed: int = 7) -> tuple[int, float]:
-    """Feed one shard two windows of unique logins at `load` x slots per window; returns
-    (fingerprints dropped inside their window, the highest load seen)."""
-    logic = dedupe.DedupeLogic(window, slots, None, seed=seed)
+    """Feed one shard three windows of unique logins at `load` x slots per window (a period
+    table holds one window's logins); returns (fingerprints dropped inside their window, the
+    highest load of a period table seen)."""
+    logic = dedupe_window.Window(window, slots, seed=seed)
     rate = load * logic.slots / window  # new logins per second
     step_ms = 1000 / rate
-    ids = _uuid_ids(seed)
     rng = random.Random(seed)  # noqa: S311 (synthetic data, reproducible)
-    before = _evicted()
-    total = int(2 * window * rate)
-    batch, peak = 16, 0.0
-    for start in range(0, total, batch):
-        events = [
-            Event(
-                SqsMessage(next(ids), "", "", T0 + int(i * step_ms), 1),
-                fields={},
-                fingerprint=rng.randbytes(16),
-            )
-            for i in range(start, min(start + batch, total))
-        ]
-        logic.on_batch(events)
-        if start % (total // 8 or 1) < batch and start > total // 2:
-            peak = max(peak, len(logic) / logic.slots)
-    return int(_evicted() - before), peak
+    total = int(3 * window * rate)
+    peak = 0.0
+    for i in range(total):
+        logic.seen(rng.randbytes(16), T0 + int(i * step_ms))
+        if i % (total // 24 or 1) == 0:
+            peak = max(peak, *(sum(p.fill) / logic.slots for p in logic._periods))
+    return logic.dropped, peak
 
 
 def highest_load(window: float) -> dict[str, Any]:
     """The highest load (by 0.5 % steps from 85 %) at which nothing was dropped."""
     step = _defaults()
-    slots = dedupe.slots_per_shard(step.memory_budget_mb, step.shards)
+    slots = dedupe.slots_per_period(step.memory_budget_mb, step.shards)
     tried: list[tuple[float, int, float]] = []
     best = 0.0
     load = 0.85
@@ -122,9 +120,11 @@ class WindowRun:
     malformed: int = 0
     resends_offered: int = 0
     resends_recognised: int = 0
-    resends_wrong: int = 0  # recognised, but as a duplicate of another message
+    resends_wrong: int = 0  # kept for the report: a duplicate names no original now
     false_duplicates: int = 0  # new logins reported as duplicates
     evicted_early: int = 0
+    live_fingerprints: int = 0  # inside the window at the end
+    snapshot_bytes_end: int = 0  # the 64 shards' pickled snapshots at the end
     dedupe_seconds: float = 0.0
     dedupe_cpu_seconds: float = 0.0
     state_bytes: int = 0  # tracemalloc, building the 64 shards
@@ -143,7 +143,7 @@ def window_run(
 ) -> WindowRun:
     step = _defaults()
     shards = step.shards
-    slots = dedupe.slots_per_shard(step.memory_budget_mb, shards)
+    slots = dedupe.slots_per_period(step.memory_budget_mb, shards)
     build = dedupe.builder(step.window_seconds, slots)
     started = time.perf_counter()
     tracemalloc.start()
@@ -202,14 +202,16 @@ def window_run(
         result.dedupe_cpu_seconds += time.process_time() - c
         for event, wanted in zip(events, expect, strict=True):
             if wanted is None:
-                result.false_duplicates += event.duplicate_of is not None
-            elif event.duplicate_of == wanted:
+                result.false_duplicates += event.duplicate
+            elif event.duplicate:
                 result.resends_recognised += 1
-            elif event.duplicate_of is not None:
-                result.resends_wrong += 1
         result.messages += len(events)
     result.evicted_early = int(_evicted() - before_evicted)
     result.state_bytes_end = sum(_state_size(logic) for logic in logics.values())
+    result.live_fingerprints = sum(len(logic.window) for logic in logics.values())
+    result.snapshot_bytes_end = sum(
+        len(pickle.dumps(logic.snapshot())) for logic in logics.values()
+    )
     result.peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result.wall_seconds = time.perf_counter() - started
     result.gaps_minutes = {"min": gaps[0], "max": gaps[1]}
@@ -217,20 +219,20 @@ def window_run(
 
 
 def _state_size(logic: dedupe.DedupeLogic) -> int:
-    return sum(
-        sys.getsizeof(part)
-        for part in (logic._keys, logic._hi, logic._lo, logic._ids, logic.other_ids)
+    periods = logic.window._periods
+    spare = logic.window._spare
+    return sum(sys.getsizeof(p.table) + sys.getsizeof(p.fill) for p in periods) + sum(
+        sys.getsizeof(table) + sys.getsizeof(fill) for table, fill in spare
     )
 
 
 def budget_table(load: float, window: float) -> list[dict[str, float]]:
     """Per budget: fingerprints held, and the steady rates up to which the window holds. A
-    slot stays taken up to one epoch past its window, hence the epoch in the divisor."""
-    epoch_s = dedupe.tick_ms(window) * 256 / 1000
+    period table holds one window of logins (the other holds the window before)."""
     rows = []
     for mb in BUDGETS_MB:
-        held = load * mb * 1e6 / dedupe.SLOT_BYTES
-        logins = held / (window + epoch_s)
+        held = load * mb * 1e6 / dedupe.BYTES_PER_SLOT / dedupe.PERIODS
+        logins = held / window
         rows.append(
             {"mb": mb, "fingerprints": held, "logins_per_s": logins,
              "msgs_per_s": logins / NEW_LOGIN_SHARE}
@@ -260,5 +262,6 @@ def run(rate: float = 10_000.0, minutes: float = 12.0) -> dict[str, Any]:
         "table": budget_table(load["load"], window),
         "window_run": as_dict(run_) | {"msgs_per_s": run_.msgs_per_s},
         "window_seconds": window,
-        "tick_ms": dedupe.tick_ms(window),
+        "tick_ms": dedupe_window.tick_ms(window),
+        "snapshot_bytes_per_message_at_s2": run_.snapshot_bytes_end / (rate * 2),
     }

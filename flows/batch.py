@@ -57,9 +57,7 @@ class _Dedupe:
     def __init__(self, step: DedupeStep) -> None:
         self._shards = step.shards
         self._window = step.window_seconds
-        self._slots = dedupe.slots_per_shard(
-            step.memory_budget_mb, step.shards, step.max_entries_per_shard
-        )
+        self._slots = dedupe.slots_per_period(step.memory_budget_mb, step.shards)
 
     def __call__(self, events: list[Event]) -> list[Event]:
         by_shard: dict[str, list[Event]] = {}

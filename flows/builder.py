@@ -101,7 +101,7 @@ def _dedupe(step: DedupeStep, stream: Stream[Event]) -> Stream[Event]:
         return [(dedupe.shard_of(e, shards), e) for e in events]
 
     keyed_stream = op.flat_map_batch(f"{step.name}_shard", stream, keyed)
-    slots = dedupe.slots_per_shard(step.memory_budget_mb, shards, step.max_entries_per_shard)
+    slots = dedupe.slots_per_period(step.memory_budget_mb, shards)
     logic = dedupe.builder(step.window_seconds, slots)
     deduped = op.stateful_batch(step.name, keyed_stream, logic)
     return op.flat_map_batch(f"{step.name}_unkey", deduped, _unkeyed)

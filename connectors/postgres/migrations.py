@@ -122,7 +122,6 @@ def _statements(config: AppConfig) -> list[sql.Composed | sql.SQL]:
         sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} ("
             " message_id text NOT NULL,"
-            " duplicate_of text NOT NULL,"
             " sent_at timestamptz,"
             " create_date date,"
             " recorded_at timestamptz NOT NULL DEFAULT now())"

@@ -178,7 +178,7 @@ def grants(
             "INSERT",
             duplicates,
             PIPELINE,
-            columns=["message_id", "duplicate_of", "sent_at", "create_date"],
+            columns=["message_id", "sent_at", "create_date"],
         ),
         grant("INSERT", vault, PIPELINE, columns=["token", "field", "sealed", "vault_key_id"]),
         # analysts: the rows, the view, the counts; nothing sealed

@@ -87,7 +87,6 @@ _DELIVERY = [
     Column("_detail", "text"),
     Column("_sealed_body", "bytea"),
     Column("_vault_key_id", "text"),
-    Column("_duplicate_of", "text"),
     Column("_sent_unknown", "boolean"),  # no SentTimestamp: the ledger keys it at the epoch
 ]
 
@@ -185,9 +184,8 @@ class PostgresWriter:
                 "  SELECT s.message_id, s._reason, s._detail, s._sealed_body, s._vault_key_id,"
                 "  s.sent_at, s.create_date, s._receive_count {claimed}'rejected'"
                 "  RETURNING 1),"
-                " ins_duplicates AS (INSERT INTO {duplicates} (message_id, duplicate_of,"
-                "  sent_at, create_date)"
-                "  SELECT s.message_id, s._duplicate_of, s.sent_at, s.create_date"
+                " ins_duplicates AS (INSERT INTO {duplicates} (message_id, sent_at, create_date)"
+                "  SELECT s.message_id, s.sent_at, s.create_date"
                 "  {claimed}'duplicate' RETURNING 1)"
                 " SELECT (SELECT count(*) FROM ins_rows), (SELECT count(*) FROM ins_rejected),"
                 " (SELECT count(*) FROM ins_duplicates)"
@@ -362,13 +360,11 @@ class PostgresWriter:
         rejection = event.rejection
         unknown = None if message.sent_timestamp_known else True
         if rejection is None:
-            outcome = "row" if event.duplicate_of is None else "duplicate"
+            outcome = "duplicate" if event.duplicate else "row"
             return (*values, *delivery, outcome, message.receive_count, None, None,
-                    event.sealed_body, event.vault_key_id, event.duplicate_of,
-                    unknown)  # fmt: skip
+                    event.sealed_body, event.vault_key_id, unknown)  # fmt: skip
         return (*values, *delivery, "rejected", message.receive_count, rejection.reason,
-                rejection.detail, event.sealed_body, event.vault_key_id, event.duplicate_of,
-                unknown)  # fmt: skip
+                rejection.detail, event.sealed_body, event.vault_key_id, unknown)  # fmt: skip
 
 
 _MAINTAIN_EVERY_SECONDS = 3600.0  # the ledger's partition maintenance, while writing

@@ -52,7 +52,7 @@ class Masker:
             if event.rejection is not None:
                 event.sealed_body = seals.seal_rejected(message.message_id, message.body)
                 event.vault_key_id = key_id
-            elif event.duplicate_of is not None:
+            elif event.duplicate:
                 event.fields = None
             elif fields is not None and not event.masked:
                 # the PII out of `fields`; its column is filled once the token is known

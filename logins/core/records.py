@@ -63,15 +63,16 @@ class VaultEntry(NamedTuple):
 class Event:
     """A delivery and what the steps decided about it.
 
-    Exactly one outcome: `rejection` set (a rejected row), `duplicate_of` set (a recognised
-    duplicate) or neither (a row). `fields` holds raw values until the mask step replaces
-    the PII with tokens; `masked` is how the sink knows that happened.
+    Exactly one outcome: `rejection` set (a rejected row), `duplicate` set (a recognised
+    resend; which message it repeats is not kept anywhere) or neither (a row). `fields` holds
+    raw values until the mask step replaces the PII with tokens; `masked` is how the sink
+    knows that happened.
     """
 
     message: SqsMessage
     fields: dict[str, Any] | None = None
     rejection: Rejection | None = None
-    duplicate_of: str | None = None
+    duplicate: bool = False
     fingerprint: bytes = b""
     sealed_body: bytes | None = None
     vault_key_id: str | None = None  # the key `sealed_body` is sealed to
@@ -82,6 +83,6 @@ class Event:
     def outcome(self) -> str:
         if self.rejection is not None:
             return "rejected"
-        if self.duplicate_of is not None:
+        if self.duplicate:
             return "duplicate"
         return "row"

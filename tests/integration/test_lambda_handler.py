@@ -135,10 +135,10 @@ def test_valid_malformed_and_resent_records_all_commit(
         outcome = assert_exact_ledger(conn, config, ids(*valid, *malformed, resend))
         reasons = dict(fetch(conn, "SELECT message_id, reason FROM user_logins_rejected"))
         masked = fetch(conn, "SELECT masked_ip, masked_device_id FROM user_logins")
-        first = fetch(conn, "SELECT duplicate_of FROM user_logins_duplicates")
+        duplicates = fetch(conn, "SELECT message_id FROM user_logins_duplicates")
     assert outcome["row"] == set(ids(*valid))
     assert outcome["duplicate"] == {resend["messageId"]}
-    assert first == [(valid[0]["messageId"],)]
+    assert duplicates == [(resend["messageId"],)]
     assert [reasons[i] for i in ids(*malformed)] == ["not_json", "missing_field", "invalid_value"]
     tokenizer = Tokenizer(load_token_keys(config.tokens.key_file))
     assert {m[0] for m in masked} == {tokenizer.token("ip", b["ip"]) for b in bodies}

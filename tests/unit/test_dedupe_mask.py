@@ -16,9 +16,11 @@ from logins.core.vault import Sealer
 MINUTE = 60_000
 
 
-def event(message_id: str, fp: bytes, sent: int, rejected: bool = False) -> Event:
+def event(
+    message_id: str, fp: bytes, sent: int, rejected: bool = False, received: int = 1
+) -> Event:
     return Event(
-        message=SqsMessage(message_id, "rh", "{}", sent, 1),
+        message=SqsMessage(message_id, "rh", "{}", sent, received),
         fields=None if rejected else {"ip": "1.2.3.4"},
         rejection=Rejection("not_json", "x") if rejected else None,
         fingerprint=b"" if rejected else fp,
@@ -26,56 +28,50 @@ def event(message_id: str, fp: bytes, sent: int, rejected: bool = False) -> Even
 
 
 def test_resend_within_window_is_a_duplicate_of_the_first() -> None:
-    logic = DedupeLogic(window_seconds=600, max_entries=1000, state=None)
+    logic = DedupeLogic(window_seconds=600, slots=1000, state=None)
     out, _ = logic.on_batch([event("a", b"F", 0), event("b", b"F", 5 * MINUTE)])
-    assert [e.duplicate_of for e in out] == [None, "a"]
+    assert [e.duplicate for e in out] == [False, True]
 
 
 def test_same_login_after_the_window_is_a_new_row() -> None:
-    logic = DedupeLogic(window_seconds=600, max_entries=1000, state=None)
+    logic = DedupeLogic(window_seconds=600, slots=1000, state=None)
     out, _ = logic.on_batch([event("a", b"F", 0), event("b", b"F", 11 * MINUTE)])
-    assert [e.duplicate_of for e in out] == [None, None]
+    assert [e.duplicate for e in out] == [False, False]
 
 
 def test_redelivery_of_the_same_message_is_not_a_duplicate() -> None:
-    logic = DedupeLogic(window_seconds=600, max_entries=1000, state=None)
+    logic = DedupeLogic(window_seconds=600, slots=1000, state=None)
     logic.on_batch([event("a", b"F", 0)])
-    out, _ = logic.on_batch([event("a", b"F", 0)])
-    assert out[0].duplicate_of is None  # the ledger makes its second write a no-op
+    out, _ = logic.on_batch([event("a", b"F", 0, received=2)])
+    assert not out[0].duplicate  # the ledger makes its second write a no-op
+    out, _ = logic.on_batch([event("b", b"F", 0)])  # another message, the same millisecond
+    assert out[0].duplicate
 
 
 def test_rejected_events_pass_untouched() -> None:
-    logic = DedupeLogic(window_seconds=600, max_entries=1000, state=None)
+    logic = DedupeLogic(window_seconds=600, slots=1000, state=None)
     out, _ = logic.on_batch([event("a", b"", 0, rejected=True), event("b", b"", 0, rejected=True)])
     assert [e.outcome for e in out] == ["rejected", "rejected"]
-    assert len(logic) == 0
+    assert len(logic.window) == 0
 
 
 def test_state_is_bounded_by_window_and_size() -> None:
-    logic = DedupeLogic(window_seconds=60, max_entries=100, state=None)
+    logic = DedupeLogic(window_seconds=60, slots=100, state=None)
     for i in range(10_000):
         logic.on_batch([event(f"m{i}", i.to_bytes(4, "big"), i * 1000)])
-        assert len(logic) <= 100
-    logic = DedupeLogic(window_seconds=10, max_entries=10_000, state=None)
+        assert len(logic.window) <= 100
+    logic = DedupeLogic(window_seconds=10, slots=10_000, state=None)
     logic.on_batch([event(f"m{i}", i.to_bytes(4, "big"), i * 1000) for i in range(1000)])
-    assert len(logic) <= 11  # only the last 10 s of SentTimestamp are kept
+    assert len(logic.window) <= 11  # only the last 10 s of SentTimestamp are inside the window
+    assert len(pickle.loads(pickle.dumps(logic.snapshot()))["periods"][0][2]) <= 8 * 22
 
 
 def test_state_snapshot_pickles_and_restores() -> None:
-    logic = DedupeLogic(window_seconds=600, max_entries=1000, state=None)
+    logic = DedupeLogic(window_seconds=600, slots=1000, state=None)
     logic.on_batch([event("a", b"F", 0)])
     restored = DedupeLogic(600, 1000, pickle.loads(pickle.dumps(logic.snapshot())))
     out, _ = restored.on_batch([event("b", b"F", 1000)])
-    assert out[0].duplicate_of == "a"
-
-
-def test_a_snapshot_in_the_earlier_state_format_is_restored() -> None:
-    """Before the packed format, a snapshot was fingerprint -> (first message id, sent ms)."""
-    restored = DedupeLogic(600, 1000, {b"F": ("a", 0), b"G": ("c", 2 * MINUTE)})
-    out, _ = restored.on_batch([event("b", b"F", 1000), event("d", b"G", 3 * MINUTE)])
-    assert [e.duplicate_of for e in out] == ["a", "c"]
-    # snapshots taken since are in the current, compact format
-    assert pickle.loads(pickle.dumps(restored.snapshot()))["format"] == 2
+    assert out[0].duplicate
 
 
 def test_shards_spread_keys() -> None:
@@ -133,7 +129,7 @@ def test_mask_seals_rejected_bodies_and_drops_duplicate_fields() -> None:
     rejected = Event(
         SqsMessage("r", "rh", '{"ip": "1.2.3.4"', 0, 1), rejection=Rejection("not_json", "x")
     )
-    duplicate = Event(SqsMessage("d", "rh", "{}", 0, 1), fields={"ip": "1.2.3.4"}, duplicate_of="a")
+    duplicate = Event(SqsMessage("d", "rh", "{}", 0, 1), fields={"ip": "1.2.3.4"}, duplicate=True)
     masker.batch([rejected, duplicate])
     assert rejected.sealed_body and b"1.2.3.4" not in rejected.sealed_body
     assert rejected.message.body == "" and rejected.vault_key_id

@@ -255,7 +255,7 @@ def validate(body: str, *, step: ValidateStep = STEP, values: Any = None) -> Eve
     event = first(SqsMessage("id-1", "rh", body, 1_700_000_000_000, 1))
 
     # exactly one outcome
-    assert event.duplicate_of is None
+    assert not event.duplicate
     assert (event.rejection is None) != (event.fields is None)
     assert event.outcome in ("row", "rejected")
 

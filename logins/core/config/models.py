@@ -159,7 +159,7 @@ class PostgresSinkConfig(StrictModel):
         json_schema_extra={"derived_default": "<table>_rejected"},
     )
     duplicates_table: str = Field(
-        description="resends recognised by the dedupe step, each pointing at the first",
+        description="resends recognised by the dedupe step (not naming the message they repeat)",
         json_schema_extra={"derived_default": "<table>_duplicates"},
     )
     ledger_table: str = Field(

@@ -120,17 +120,12 @@ class DedupeStep(StrictModel):
         600, gt=0, description="the same record within this SentTimestamp gap is a resend"
     )
     shards: int = Field(64, ge=1, le=4096, description="state keys; each holds many fingerprints")
-    # 24 bytes per slot, preallocated: 150 MB holds a 10-minute window up to ~10,000 msg/s
-    # sustained (the table in docs/operations.md); above that, fingerprints are dropped
-    # before their window ends and counted (logins_dedupe_evicted_early).
+    # two period tables of 8-byte slots per shard, preallocated: 150 MB holds a 10-minute
+    # window up to ~15,000 msg/s sustained (the table in docs/operations.md); above that,
+    # fingerprints are dropped before their window ends and counted
+    # (logins_dedupe_evicted_early).
     memory_budget_mb: float = Field(
         150, gt=0, description="dedupe state of all shards together, in MB (10^6 bytes)"
-    )
-    max_entries_per_shard: int | None = Field(
-        None,
-        ge=100,
-        description="deprecated (use memory_budget_mb): if set, slots per shard instead of"
-        " the budget's share",
     )
 
 

@@ -30,7 +30,7 @@ from connectors.postgres.schemaversion import (
     fingerprint,
     state,
 )
-from logins.core import audit
+from logins.core import audit, vaultsql
 from logins.core.auditsql import SEARCH_PATH, append_function_ddl
 from logins.core.config import AppConfig
 from logins.core.vaultschema import tables
@@ -256,6 +256,8 @@ def _vault_statements(config: AppConfig) -> list[sql.Composed | sql.SQL]:
             " migrated_at timestamptz NOT NULL DEFAULT now(),"
             " migrated_by text NOT NULL DEFAULT session_user)"
         ).format(sql.Identifier(VERSION_TABLE)),
+        *vaultsql.control_statements(config),
+        *vaultsql.inbox_statements(config),
     ]
 
 
@@ -490,16 +492,6 @@ def _prepare_roles(conn: psycopg.Connection[Any]) -> None:
     )
 
 
-def _legacy_genesis(conn: psycopg.Connection[Any], config: AppConfig) -> str:
-    """The genesis digest over the rows before the chain (all rows if none is hashed yet)."""
-    before = []
-    for row in audit.rows(conn, config):
-        if row.row_hash is not None:
-            break
-        before.append(row)
-    return audit.genesis(before)
-
-
 def migrate(conn: psycopg.Connection[Any], config: AppConfig) -> None:
     """Apply every migration in one transaction, serialised across workers and processes."""
     with conn.transaction(), conn.cursor() as cur:
@@ -516,7 +508,9 @@ def migrate(conn: psycopg.Connection[Any], config: AppConfig) -> None:
         _ledger(conn, config, schema)
         _upgrade_erasures(conn, config)
         cur.execute(_unified_view(config, conn))
-        cur.execute(append_function_ddl(conn, config, schema, _legacy_genesis(conn, config)))
+        cur.execute(append_function_ddl(conn, config, schema))
+        for statement in vaultsql.function_ddl(conn, config, schema):
+            cur.execute(statement)
         sequence = cur.execute(
             "SELECT pg_get_serial_sequence(%s, 'id')",
             (sql.Identifier(config.vault.audit_table).as_string(conn),),

@@ -26,6 +26,7 @@ from logins.cli.common import (
 from logins.cli.session import NOTE, checked_connect
 from logins.core.progress import progress
 from logins.core.vault import Opener
+from logins.core.vaultsql import Busy
 from logins.pii.erasure import Erasure, forget_tokens, forget_user
 from logins.pii.reveal import reveal as do_reveal
 from logins.pii.reveal import user_selector, user_tokens
@@ -184,6 +185,8 @@ def forget(
                 )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    except Busy as exc:  # another erasure holds the lock: its login and pid are named
+        raise click.ClickException(str(exc)) from None
     if as_json:
         echo_json([r.as_dict() for r in results])
         return

@@ -49,7 +49,6 @@ from psycopg import sql
 
 from logins.core.config import AppConfig
 
-AUDIT_LOCK_ID = 7_417_302  # pg_advisory_xact_lock key that serialises audit inserts
 GENESIS = b"logins-audit-v1\n"
 V2_TAG = "logins-audit-v2"
 ACTIONS = ("reveal", "forget", "rotate", "rekey", "purge")
@@ -173,8 +172,14 @@ def _select(config: AppConfig) -> sql.Composed:
 
 
 def append_function(config: AppConfig) -> str:
-    """The SECURITY DEFINER function that alone may append to the audit table."""
+    """The SECURITY DEFINER function that alone may append to the audit table (called by the
+    owner's functions of each action, logins/core/vaultsql.py; no role may call it)."""
     return f"{config.vault.audit_table}_append"
+
+
+def reveal_function(config: AppConfig) -> str:
+    """The revealer's append function: it writes `reveal` rows and nothing else."""
+    return f"{config.vault.audit_table}_reveal"
 
 
 def record(
@@ -188,28 +193,34 @@ def record(
     failed: int = 0,
     detail: dict[str, Any] | None = None,
 ) -> AuditRow:
-    """Append one row through the audit function. In autocommit mode it is committed on
-    return; inside the caller's transaction it commits (or rolls back) with it, so an action
-    and its audit row are one atomic change. The actor is the database login, always."""
+    """Append one row. A `reveal` row goes through the revealer's function; any other action
+    through the owner's generic one (only the owner and a superuser may call it: the vault
+    roles' other actions write their rows inside the function that makes the change). In
+    autocommit mode it is committed on return; inside the caller's transaction it commits
+    (or rolls back) with it. The actor is the database login, always."""
     if not reason.strip():
         raise ValueError("a reason is required")
     if action not in ACTIONS:
         raise ValueError(f"unknown audit action {action!r}")
+    encoded = None if detail is None else json.dumps(detail)
+    columns = sql.SQL(
+        "SELECT audit_id, audit_at, audit_actor, audit_prev_hash, audit_row_hash, audit_detail"
+    )
     with conn.transaction():
-        got = conn.execute(
-            sql.SQL(
-                "SELECT audit_id, audit_at, audit_actor, audit_prev_hash, audit_row_hash,"
-                " audit_detail FROM {}(%s, %s, %s, %s, %s, %s::jsonb)"
-            ).format(sql.Identifier(append_function(config))),
-            (
-                action,
-                reason,
-                note,
-                succeeded,
-                failed,
-                None if detail is None else json.dumps(detail),
-            ),
-        ).fetchone()
+        if action == "reveal":
+            got = conn.execute(
+                sql.SQL("{} FROM {}(%s, %s, %s, %s, %s::jsonb)").format(
+                    columns, sql.Identifier(reveal_function(config))
+                ),
+                (reason, note, succeeded, failed, encoded),
+            ).fetchone()
+        else:
+            got = conn.execute(
+                sql.SQL("{} FROM {}(%s, %s, %s, %s, %s, %s::jsonb)").format(
+                    columns, sql.Identifier(append_function(config))
+                ),
+                (action, reason, note, succeeded, failed, encoded),
+            ).fetchone()
     assert got is not None
     stored = None if got[5] is None else json.loads(got[5])
     return AuditRow(

@@ -44,6 +44,43 @@ class SchemaMismatch(RuntimeError):
     """A declared column exists with another type: migrations never retype a column."""
 
 
+class PublicSchemaOpen(SchemaMismatch):
+    """PUBLIC may CREATE in the schema (PostgreSQL < 15's default for `public`) and this login
+    may not revoke it: the migration refuses, naming the statement to run (reported by
+    `logins migrate` like a mismatch)."""
+
+
+def _close_schema_to_public(conn: psycopg.Connection[Any]) -> None:
+    """Before PostgreSQL 15 every role may CREATE in schema `public`: the pipeline's login
+    could create a table or a function there. Revoke that from PUBLIC in `public` and in the
+    schema the tables go to, or refuse with the statement a schema owner must run."""
+    open_schemas = [
+        str(name)
+        for (name,) in conn.execute(
+            "SELECT n.nspname::text FROM pg_namespace n, aclexplode(COALESCE(n.nspacl,"
+            " acldefault('n', n.nspowner))) a WHERE n.nspname IN ('public', current_schema())"
+            " AND a.grantee = 0 AND a.privilege_type = 'CREATE' ORDER BY 1"
+        ).fetchall()
+    ]
+    for name in open_schemas:
+        revoke = sql.SQL("REVOKE CREATE ON SCHEMA {} FROM PUBLIC").format(sql.Identifier(name))
+        try:
+            with conn.transaction():
+                conn.execute(revoke)
+                still = conn.execute(
+                    "SELECT has_schema_privilege('public', %s, 'CREATE')", (name,)
+                ).fetchone()
+                if still and still[0]:
+                    raise psycopg.errors.InsufficientPrivilege("revoke had no effect")
+        except psycopg.errors.InsufficientPrivilege:
+            raise PublicSchemaOpen(
+                f"every role may CREATE in schema {name} (PostgreSQL before 15 grants it to"
+                " PUBLIC), so the pipeline's login could create objects there, and this login"
+                " may not revoke it: run, as the schema's owner or a superuser,"
+                f" `{revoke.as_string(conn)};` then `logins migrate` again"
+            ) from None
+
+
 def _column_ddl(column: Column) -> sql.Composed:
     default = (
         sql.SQL(" DEFAULT {}").format(sql.SQL(column.default)) if column.default else sql.SQL("")
@@ -262,24 +299,16 @@ def _vault_statements(config: AppConfig) -> list[sql.Composed | sql.SQL]:
 
 
 def _ledger(conn: psycopg.Connection[Any], config: AppConfig, schema: str) -> None:
-    """The partitioned ledger and its maintenance function (connectors/postgres/ledger.py): created,
-    converted from an earlier release's plain table, then its partitions made current."""
-    name, retention = config.sink.ledger_table, config.sink.ledger_retention_days
+    """The partitioned ledger, the owner's retention and the maintenance function
+    (connectors/postgres/ledger.py), then its partitions made current."""
+    name = config.sink.ledger_table
     conn.execute(ledger.maintain_function_ddl(conn, name, schema))
-    found = ledger.kind(conn, name)
-    if found == "r":
-        statements = ledger.convert_statements(name, schema, retention)
-    else:
-        statements = ledger.create_statements(name) if found is None else []
-        statements.append(
-            sql.SQL("SELECT {}({}, {})").format(
-                sql.Identifier(schema, ledger.maintain_function(name)),
-                sql.Literal(retention),
-                sql.Literal(ledger.DAYS_AHEAD),
-            )
-        )
-    for statement in statements:
+    for statement in ledger.create_statements(name):
         conn.execute(statement)
+    conn.execute(ledger.retention_statement(name, config.sink.ledger_retention_days))
+    conn.execute(
+        sql.SQL("SELECT {}()").format(sql.Identifier(schema, ledger.maintain_function(name)))
+    )
 
 
 def _upgrade_erasures(conn: psycopg.Connection[Any], config: AppConfig) -> None:
@@ -443,7 +472,7 @@ def _take_ownership(conn: psycopg.Connection[Any], config: AppConfig) -> None:
         " to_regprocedure('logins_append_only()'), to_regprocedure('logins_audit_chained()'),"
         " to_regprocedure(quote_ident(%s) || '()'),"
         " to_regprocedure(quote_ident(%s) || '(text, text, text, integer, integer, jsonb)'),"
-        " to_regprocedure(quote_ident(%s) || '(integer, integer)')])"
+        " to_regprocedure(quote_ident(%s) || '()')])"
         " AND pg_get_userbyid(p.proowner) <> %s",
         (
             f"{config.vault.table}_skip_erased",
@@ -496,6 +525,7 @@ def migrate(conn: psycopg.Connection[Any], config: AppConfig) -> None:
     """Apply every migration in one transaction, serialised across workers and processes."""
     with conn.transaction(), conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_ID,))
+        _close_schema_to_public(conn)
         _prepare_roles(conn)
         _take_ownership(conn, config)
         cur.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(roles.OWNER)))

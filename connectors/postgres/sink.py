@@ -254,7 +254,7 @@ class PostgresWriter:
     def _maintain_ledger(self, conn: psycopg.Connection[Any]) -> None:
         """The ledger's day partitions ahead, the expired ones dropped
         (connectors/postgres/ledger.py): at each connection, then hourly; never fails a write."""
-        ledger.maintain(conn, self._settings.ledger_table, self._settings.ledger_retention_days)
+        ledger.maintain(conn, self._settings.ledger_table)  # the owner's retention
         self._maintained_at = time.monotonic()
 
     def _drop_connection(self) -> None:

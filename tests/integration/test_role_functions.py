@@ -330,3 +330,30 @@ def test_the_pipeline_writes_on_while_an_erasure_is_open(db: RoleDatabase) -> No
     assert db.query(
         "SELECT count(*) FROM pii_vault WHERE token = ANY(%s)", list(done[0].values())
     ) == [(2,)]
+
+
+# -- schema public before PostgreSQL 15 ----------------------------------------------------------
+
+
+def test_migrate_closes_schema_public_or_refuses_with_the_statement(db: RoleDatabase) -> None:
+    """PostgreSQL 13 and 14 grant CREATE on `public` to PUBLIC; the suite's server does not,
+    so the grant is made here first, as such a server has it."""
+    with db.connect("superuser") as conn:
+        conn.execute("GRANT CREATE ON SCHEMA public TO PUBLIC")
+    try:
+        assert refusals(db, roles.PIPELINE, ["CREATE TABLE public.stolen (a int)"]) == {
+            "CREATE TABLE public.stolen (a int)": "ran"
+        }  # what the grant allows: the reason for the revoke
+        refused_migrate = db.cli(roles.OWNER, "migrate")
+        assert refused_migrate.exit_code == 1
+        assert 'REVOKE CREATE ON SCHEMA "public" FROM PUBLIC' in refused_migrate.output
+        assert db.query("SELECT has_schema_privilege('public', 'public', 'CREATE')") == [(True,)]
+        done = db.cli("superuser", "migrate")
+        assert done.exit_code == 0, done.output
+        assert db.query("SELECT has_schema_privilege('public', 'public', 'CREATE')") == [(False,)]
+        tried = ["CREATE TABLE public.stolen (a int)", "CREATE FUNCTION public.f() RETURNS int"
+                 " LANGUAGE sql AS 'SELECT 1'"]  # fmt: skip
+        assert refusals(db, roles.PIPELINE, tried) == {s: "42501" for s in tried}
+    finally:
+        with db.connect("superuser") as conn:
+            conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")

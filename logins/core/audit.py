@@ -13,19 +13,13 @@ computes the hash itself. A trigger refuses UPDATE, DELETE and TRUNCATE. The tab
     prev_hash = row_hash of the row before it (in id order)
     row_hash  = SHA-256( prev_hash + "\\n" + canonical form of the row )
 
-Two canonical forms exist. `hash_version` 2 (every row written through the function):
-"logins-audit-v2", id, at (UTC, `YYYY-MM-DDTHH:MM:SS.ffffffZ`), actor, note, reason, action,
-tokens (a JSON array), succeeded, failed, detail (jsonb's own text form), each as a 4-byte
-big-endian length and its UTF-8 bytes (length -1 for NULL), so PostgreSQL and Python compute
-the same bytes. Rows without a hash_version (written by earlier releases) keep version 1:
-the keys id, at (ISO 8601 with microseconds), actor, reason, action, tokens, succeeded,
-failed, detail as JSON with sorted keys and no spaces. Both are verified.
-
-Rows written before the chain existed (a table upgraded in place) have no hash. The chain
-starts at the first hashed row, whose prev_hash is the *genesis* digest: SHA-256 over
-"logins-audit-v1\\n" and the version-1 canonical JSON of every earlier row, each followed by
-"\\n". After the first hashed row, a row without a hash is refused by a trigger, and
-`verify` reports one it finds (the trigger was disabled).
+The canonical form (`hash_version` 2, the label of the one form there is): "logins-audit-v2",
+id, at (UTC, `YYYY-MM-DDTHH:MM:SS.ffffffZ`), actor, note, reason, action, tokens (a JSON
+array), succeeded, failed, detail (jsonb's own text form), each as a 4-byte big-endian
+length and its UTF-8 bytes (length -1 for NULL), so PostgreSQL and Python compute the same
+bytes. The first row's prev_hash is the *genesis* digest, SHA-256 of "logins-audit-v1\\n".
+A row without a hash is refused by a trigger, and `verify` reports one it finds (the
+trigger was disabled).
 
 `verify` recomputes the chain. An edited row fails its own hash; a deleted row breaks its
 successor's prev_hash. Whoever can rewrite the table (its owner, a superuser) can recompute
@@ -39,7 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -67,7 +61,6 @@ _COLUMNS = (
     "note",
     "hash_version",
 )
-_V1_KEYS = ("id", "at", "actor", "reason", "action", "tokens", "succeeded", "failed", "detail")
 
 
 @dataclass(frozen=True)
@@ -109,12 +102,6 @@ def _utc(at: datetime) -> str:
     return at.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
-def canonical(row: AuditRow) -> bytes:
-    """Version 1 (rows of earlier releases, and the genesis): JSON of the fields below."""
-    fields = {k: v for k, v in row.as_dict().items() if k in _V1_KEYS}
-    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 def v2_fields(row: AuditRow) -> list[str | None]:
     """The fields a version-2 hash covers, as text, in order (logins/core/auditsql.py: the same)."""
     return [
@@ -145,16 +132,12 @@ def canonical_v2(row: AuditRow) -> bytes:
 
 
 def row_hash(prev_hash: str, row: AuditRow) -> str:
-    body = canonical_v2(row) if row.hash_version == 2 else canonical(row)
-    return hashlib.sha256(prev_hash.encode("ascii") + b"\n" + body).hexdigest()
+    return hashlib.sha256(prev_hash.encode("ascii") + b"\n" + canonical_v2(row)).hexdigest()
 
 
-def genesis(legacy_rows: Sequence[AuditRow] = ()) -> str:
-    """prev_hash of the first hashed row: commits to every row written before the chain."""
-    digest = hashlib.sha256(GENESIS)
-    for row in legacy_rows:
-        digest.update(canonical(row) + b"\n")
-    return digest.hexdigest()
+def genesis() -> str:
+    """prev_hash of the first row."""
+    return hashlib.sha256(GENESIS).hexdigest()
 
 
 def _from_db(values: tuple[Any, ...]) -> AuditRow:
@@ -268,8 +251,6 @@ def latest(conn: psycopg.Connection[Any], config: AppConfig, limit: int) -> list
 @dataclass
 class Verification:
     rows: int = 0
-    legacy_rows: int = 0  # rows before the chain started (no hash)
-    first_chained_id: int | None = None
     head_id: int | None = None
     head_hash: str | None = None
     bad_id: int | None = None
@@ -291,8 +272,7 @@ def verify(
     recorded earlier: each must still be there with that hash."""
     anchors = dict(anchors or {})
     result = Verification()
-    legacy = hashlib.sha256(GENESIS)
-    expected: str | None = None  # the prev_hash the next hashed row must carry
+    expected = genesis()  # the prev_hash the next row must carry
     previous_id: int | None = None
 
     def bad(row_id: int, problem: str) -> Verification:
@@ -301,21 +281,11 @@ def verify(
 
     for row in rows(conn, config):
         result.rows += 1
-        if expected is None and row.row_hash is None:
-            result.legacy_rows += 1
-            legacy.update(canonical(row) + b"\n")
-            previous_id = row.id
-            continue
-        if expected is None:
-            expected = legacy.hexdigest()
-            result.first_chained_id = row.id
-            before = (
-                f"the {result.legacy_rows} rows before the chain started"
-                if result.legacy_rows
-                else "the start of the chain"
-            )
-        else:
-            before = f"the hash of row {previous_id}, the row before it"
+        before = (
+            "the start of the chain"
+            if previous_id is None
+            else f"the hash of row {previous_id}, the row before it"
+        )
         if row.row_hash is None or row.prev_hash is None:
             return bad(row.id, "has no hash: inserted bypassing the chain (trigger disabled)")
         if row.prev_hash != expected:

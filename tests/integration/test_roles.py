@@ -576,7 +576,7 @@ def test_an_older_schema_stops_the_flow_and_the_commands_with_what_to_do(
         "SQS_ENDPOINT_URL": sqs.endpoint_url,
         "LOGINS_STOP_WHEN_IDLE": "1",
     }
-    db.query("UPDATE logins_schema_version SET version = 1 RETURNING 1")
+    db.query("UPDATE logins_schema_version SET version = 0 RETURNING 1")
     try:
         no_migrate = config_for(
             db.env_as(roles.PIPELINE, **env), tmp_path, "sink:\n  migrate: false\n"
@@ -584,7 +584,7 @@ def test_an_older_schema_stops_the_flow_and_the_commands_with_what_to_do(
         with pytest.raises(Exception) as info:
             run(no_migrate)
         stopped = causes(info.value)
-        assert f"schema version 1, older than the {SCHEMA_VERSION} this release needs" in stopped
+        assert f"schema version 0, older than the {SCHEMA_VERSION} this release needs" in stopped
         assert "sink.migrate is false" in stopped
         assert "run `logins migrate` as the owner" in stopped
         with pytest.raises(Exception) as info:
@@ -594,7 +594,7 @@ def test_an_older_schema_stops_the_flow_and_the_commands_with_what_to_do(
         assert "run `logins migrate` as the owner" in stopped
         shown = db.cli(roles.AUDITOR, "audit", "verify")
         assert shown.exit_code == 1 and "run `logins migrate` as the owner" in shown.output
-        assert db.query("SELECT version FROM logins_schema_version") == [(1,)]  # untouched
+        assert db.query("SELECT version FROM logins_schema_version") == [(0,)]  # untouched
     finally:
         db.query("UPDATE logins_schema_version SET version = %s RETURNING 1", SCHEMA_VERSION)
     assert db.cli(roles.AUDITOR, "audit", "verify").exit_code == 0

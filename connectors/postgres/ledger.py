@@ -49,7 +49,6 @@ log = logging.getLogger(__name__)
 
 DAYS_AHEAD = 7  # day partitions made ahead: a week of the flow without maintenance is safe
 EPOCH_SENT_AT = "1970-01-01 00:00:00+00"  # the key of a message without SentTimestamp
-_MAINTAIN_LOCK = 7_417_302  # pg_try_advisory_xact_lock(key, hashtext(ledger)): one at a time
 
 
 def default_partition(ledger: str) -> str:
@@ -70,15 +69,24 @@ def retention_setting(ledger: str) -> str:
     return f"{ledger}:retention_days"
 
 
-def retention_statement(ledger: str, retention_days: int) -> sql.Composed:
-    """The owner's retention, written by `logins migrate` (run as the owner)."""
-    return sql.SQL(
-        "INSERT INTO {} (name, value) VALUES ({}, {})"
-        " ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"
-    ).format(
-        sql.Identifier(CONTROL_TABLE), sql.Literal(retention_setting(ledger)),
-        sql.Literal(retention_days),
-    )  # fmt: skip
+def maintain_lock(ledger: str) -> str:
+    """The `logins_control` row the maintenance locks (SKIP LOCKED: one run at a time)."""
+    return f"{ledger}:maintain"
+
+
+def control_statements(ledger: str, retention_days: int) -> list[sql.Composed]:
+    """The owner's retention and the maintenance's lock row, written by `logins migrate`
+    (run as the owner)."""
+    control = sql.Identifier(CONTROL_TABLE)
+    return [
+        sql.SQL(
+            "INSERT INTO {} (name, value) VALUES ({}, {})"
+            " ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"
+        ).format(control, sql.Literal(retention_setting(ledger)), sql.Literal(retention_days)),
+        sql.SQL("INSERT INTO {} (name) VALUES ({}) ON CONFLICT (name) DO NOTHING").format(
+            control, sql.Literal(maintain_lock(ledger))
+        ),
+    ]
 
 
 def _columns() -> sql.SQL:
@@ -122,7 +130,10 @@ def maintain_function_ddl(conn: psycopg.Connection[Any], ledger: str, schema: st
         "  RAISE EXCEPTION 'days_ahead must be 0 to 366, got %', days_ahead"
         "  USING ERRCODE = '22023'; END IF;"
         " IF parent IS NULL THEN RAISE EXCEPTION 'no table %', {ledger}; END IF;"
-        " IF NOT pg_try_advisory_xact_lock({lock}, hashtext({ledger})) THEN RETURN 0; END IF;"
+        # one at a time: a control row only this function (the owner) can lock; an
+        # advisory lock anyone could hold would let an analyst stop the maintenance
+        " PERFORM 1 FROM {control} c WHERE c.name = {lock} FOR UPDATE SKIP LOCKED;"
+        " IF NOT FOUND THEN RETURN 0; END IF;"
         " cutoff := now() - make_interval(days => retention_days);"
         " FOR d IN SELECT g::date FROM generate_series(today - 1, today + days_ahead,"
         "  interval '1 day') g LOOP"
@@ -160,7 +171,7 @@ def maintain_function_ddl(conn: psycopg.Connection[Any], ledger: str, schema: st
         schema=sql.Literal(schema),
         ledger=sql.Literal(ledger),
         fallback=sql.Literal(default_partition(ledger)),
-        lock=sql.Literal(_MAINTAIN_LOCK),
+        lock=sql.Literal(maintain_lock(ledger)),
         control=sql.Identifier(schema, CONTROL_TABLE),
         setting=sql.Literal(retention_setting(ledger)),
         days_ahead=sql.Literal(DAYS_AHEAD),

@@ -273,7 +273,8 @@ def _ledger(conn: psycopg.Connection[Any], config: AppConfig, schema: str) -> No
     conn.execute(ledger.maintain_function_ddl(conn, name, schema))
     for statement in ledger.create_statements(name):
         conn.execute(statement)
-    conn.execute(ledger.retention_statement(name, config.sink.ledger_retention_days))
+    for statement in ledger.control_statements(name, config.sink.ledger_retention_days):
+        conn.execute(statement)
     conn.execute(
         sql.SQL("SELECT {}()").format(sql.Identifier(schema, ledger.maintain_function(name)))
     )

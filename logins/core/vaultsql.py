@@ -227,12 +227,16 @@ def function_ddl(
         _rekey(conn, config, t, schema, n["rekey"]),
         _reveal(conn, config, schema, n["reveal"]),
         _put(conn, config, schema, n["put"]),
+        # its own transaction: an asynchronous commit loses nothing (a crash before the WAL
+        # is flushed leaves the rows in the inbox, for the next put or flush)
         _function(
             conn,
             sql.Identifier(schema, n["flush"]),
             "",
             "void",
-            sql.SQL("BEGIN{} END").format(_flush_body(schema, config)),
+            sql.SQL(
+                "BEGIN PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);{} END"
+            ).format(_flush_body(schema, config)),
         ),
     ]
 

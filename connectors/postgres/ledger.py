@@ -32,7 +32,7 @@ import psycopg
 from psycopg import sql
 
 from logins.core.auditsql import SEARCH_PATH
-from logins.core.vaultsql import CONTROL_TABLE
+from logins.core.controlsql import CONTROL_TABLE
 
 __all__ = [
     "DAYS_AHEAD",

@@ -32,7 +32,7 @@ from connectors.postgres.schemaversion import (
     fingerprint,
     state,
 )
-from logins.core import audit, vaultsql
+from logins.core import audit, controlsql, vaultsql
 from logins.core.auditsql import SEARCH_PATH, append_function_ddl
 from logins.core.config import AppConfig
 from logins.core.vaultschema import tables
@@ -261,7 +261,7 @@ def _statements(config: AppConfig) -> list[sql.Composed | sql.SQL]:
             " migrated_at timestamptz NOT NULL DEFAULT now(),"
             " migrated_by text NOT NULL DEFAULT session_user)"
         ).format(sql.Identifier(VERSION_TABLE)),
-        *vaultsql.control_statements(config),
+        *controlsql.control_statements(config),
         *vaultsql.inbox_statements(config),
     ]
 

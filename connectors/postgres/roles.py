@@ -33,7 +33,7 @@ from psycopg import sql
 
 from connectors.postgres.ledger import maintain_signature as ledger_maintain_signature
 from connectors.postgres.schemaversion import VERSION_TABLE
-from logins.core import vaultsql
+from logins.core import controlsql, vaultsql
 from logins.core.auditsql import append_function_signature
 from logins.core.config import AppConfig
 from logins.core.vaultschema import tables
@@ -116,7 +116,7 @@ def object_names(config: AppConfig) -> list[tuple[str, str]]:
                 t.erasures,
                 t.aliases,
                 VERSION_TABLE,
-                vaultsql.CONTROL_TABLE,
+                controlsql.CONTROL_TABLE,
                 vaultsql.inbox_table(config),
             )
         ),
@@ -138,7 +138,7 @@ def grants(
     vault, audit = sql.Identifier(t.vault), sql.Identifier(t.audit)
     erasures, aliases = sql.Identifier(t.erasures), sql.Identifier(t.aliases)
     version = sql.Identifier(VERSION_TABLE)
-    control = sql.Identifier(vaultsql.CONTROL_TABLE)
+    control = sql.Identifier(controlsql.CONTROL_TABLE)
     inbox = sql.Identifier(vaultsql.inbox_table(config))
     everyone = sql.SQL(", ").join(sql.Identifier(r) for r in GRANTEES)
     sequence = sql.SQL(audit_sequence)  # already quoted and qualified by PostgreSQL
@@ -176,7 +176,7 @@ def grants(
     maintain = ledger_maintain_signature(sink.ledger_table, schema)
     for internal in (
         append_function_signature(config, schema),
-        vaultsql.take_lock_signature(schema),
+        controlsql.take_lock_signature(schema),
     ):  # called only by the owner's functions
         statements.append(
             sql.SQL("REVOKE ALL ON FUNCTION {} FROM PUBLIC, {}").format(internal, everyone)

@@ -24,9 +24,9 @@ from logins.cli.common import (
     tokenizer_of,
 )
 from logins.cli.session import NOTE, checked_connect
+from logins.core.controlsql import Busy
 from logins.core.progress import progress
 from logins.core.vault import Opener
-from logins.core.vaultsql import Busy
 from logins.pii.erasure import Erasure, forget_tokens, forget_user
 from logins.pii.reveal import reveal as do_reveal
 from logins.pii.reveal import user_selector, user_tokens

@@ -21,7 +21,7 @@ from psycopg import sql
 
 from logins.core.audit import ACTIONS, V2_TAG, append_function, genesis
 from logins.core.config import AppConfig
-from logins.core.vaultsql import LOCK_TIMEOUT, SEARCH_PATH, TAKE_LOCK, audit_lock
+from logins.core.controlsql import LOCK_TIMEOUT, SEARCH_PATH, TAKE_LOCK, audit_lock
 
 __all__ = ["SEARCH_PATH", "append_function_ddl", "append_function_signature"]
 

@@ -16,12 +16,11 @@ written only by the function of that kind:
     <prefix>rekey(reason, note, detail, ..., keys, sealed)       rotator  action rekey
     <audit>_reveal(reason, note, succeeded, failed, detail)      revealer action reveal
     <vault>_put(tokens, fields, sealed, key ids) -> void         pipeline (no audit row)
-    <vault>_flush() -> void                                      revealer, eraser, rotator
+    <vault>_flush() -> void                                      pipeline and the three above
 
-Locks only these functions can take: a row of `logins_control` (no role but the owner has
-any privilege on it), locked FOR UPDATE, waited for at most a few seconds, whose holder a
-waiter names from pg_locks and pg_stat_activity (`logins_take_lock`). Nobody can stall an
-erasure from outside: an advisory lock taken by an analyst no longer matters.
+`forget` and each rotation batch take the erasure lock, and every append the audit lock:
+rows of `logins_control` that only the owner's functions can lock (logins/core/controlsql.py),
+so nobody can stall an erasure from outside, and a second one fails fast naming the first.
 
 The pipeline's vault entries go first to `<vault>_inbox` (every offered entry appended, no
 conflict check) and are moved into the vault by the next `put` or `flush` (rows already
@@ -39,22 +38,16 @@ from psycopg import sql
 
 from logins.core.audit import append_function, reveal_function
 from logins.core.config import AppConfig
+from logins.core.controlsql import (
+    LOCK_TIMEOUT,
+    TAKE_LOCK,
+    definer_function,
+    erasure_lock,
+    take_lock_ddl,
+)
 from logins.core.vaultschema import VaultTables, tables
 
-SEARCH_PATH = sql.SQL("SET search_path = pg_catalog, pg_temp")
-CONTROL_TABLE = "logins_control"
-TAKE_LOCK = "logins_take_lock"
-LOCK_TIMEOUT = "3s"  # a second erasure, or a rotation batch meeting one, fails after this
-
-
-def erasure_lock(config: AppConfig) -> str:
-    """The control row that serialises erasures and rotation batches of one vault."""
-    return f"{config.vault.table}:erasure"
-
-
-def audit_lock(config: AppConfig) -> str:
-    """The control row that serialises appends to one audit table (the chain's order)."""
-    return f"{config.vault.audit_table}:append"
+__all__ = ["flush", "function_ddl", "inbox_table", "names", "signature"]
 
 
 def names(config: AppConfig) -> dict[str, str]:
@@ -86,31 +79,12 @@ SIGNATURES = {
     "put": "text[], text[], bytea[], text[]",
     "flush": "",
 }
-TAKE_LOCK_SIGNATURE = "text, text"
 
 
 def signature(config: AppConfig, schema: str, operation: str) -> sql.Composed:
     return sql.SQL("{}({})").format(
         sql.Identifier(schema, names(config)[operation]), sql.SQL(SIGNATURES[operation])
     )
-
-
-def take_lock_signature(schema: str) -> sql.Composed:
-    return sql.SQL("{}({})").format(sql.Identifier(schema, TAKE_LOCK), sql.SQL(TAKE_LOCK_SIGNATURE))
-
-
-def control_statements(config: AppConfig) -> list[sql.Composed]:
-    """The control table (lock rows, and settings only the owner writes) and this vault's
-    lock rows."""
-    control = sql.Identifier(CONTROL_TABLE)
-    return [
-        sql.SQL("CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, value integer)").format(
-            control
-        ),
-        sql.SQL("INSERT INTO {} (name) VALUES ({}), ({}) ON CONFLICT (name) DO NOTHING").format(
-            control, sql.Literal(erasure_lock(config)), sql.Literal(audit_lock(config))
-        ),
-    ]
 
 
 def inbox_statements(config: AppConfig) -> list[sql.Composed]:
@@ -121,71 +95,6 @@ def inbox_statements(config: AppConfig) -> list[sql.Composed]:
             " created_at timestamptz NOT NULL DEFAULT now())"
         ).format(sql.Identifier(inbox_table(config)))
     ]
-
-
-def _function(
-    conn: psycopg.Connection[Any],
-    name: sql.Composable,
-    args: str,
-    returns: str,
-    body: sql.Composable,
-    *,
-    definer: bool = True,
-) -> sql.Composed:
-    return sql.SQL(
-        "CREATE OR REPLACE FUNCTION {name}({args}) RETURNS {returns} LANGUAGE plpgsql VOLATILE"
-        " {definer} {search_path} AS {body}"
-    ).format(
-        name=name,
-        args=sql.SQL(args),
-        returns=sql.SQL(returns),
-        definer=sql.SQL("SECURITY DEFINER" if definer else "SECURITY INVOKER"),
-        search_path=SEARCH_PATH,
-        body=sql.Literal(body.as_string(conn)),
-    )
-
-
-def take_lock_ddl(conn: psycopg.Connection[Any], schema: str) -> sql.Composed:
-    """`logins_take_lock(name, timeout)`: lock the control row FOR UPDATE, trying for at most
-    `timeout`; else raise 55P03 naming the login and pid that hold it. It polls with SKIP
-    LOCKED rather than catching a lock_timeout: an exception block is a subtransaction, and
-    a row locked in one names a subtransaction id that pg_locks does not show, so the holder
-    could not be named. Not SECURITY DEFINER and executable by nobody but the owner: only
-    the functions here call it."""
-    control = sql.Identifier(schema, CONTROL_TABLE)
-    body = sql.SQL(
-        "DECLARE v_until timestamptz := pg_catalog.clock_timestamp() + p_timeout::interval;"
-        " v_who text; v_pid integer; v_since timestamptz;"
-        " BEGIN"
-        " LOOP"
-        "  PERFORM 1 FROM {control} c WHERE c.name = p_name FOR UPDATE SKIP LOCKED;"
-        "  EXIT WHEN FOUND;"
-        "  IF NOT EXISTS (SELECT 1 FROM {control} c WHERE c.name = p_name) THEN"
-        "   RAISE EXCEPTION 'no control row %: run logins migrate', p_name"
-        "   USING ERRCODE = '55000'; END IF;"
-        "  IF pg_catalog.clock_timestamp() > v_until THEN"
-        "   SELECT a.usename::text, a.pid, a.backend_start INTO v_who, v_pid, v_since"
-        "    FROM pg_catalog.pg_locks l JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid"
-        "    WHERE l.locktype = 'transactionid' AND l.granted AND l.mode = 'ExclusiveLock'"
-        "    AND l.transactionid = (SELECT c.xmax FROM {control} c WHERE c.name = p_name)"
-        "    LIMIT 1;"
-        "   RAISE EXCEPTION '% is held by login % (pid %, connected since %); waited %',"
-        "    p_name, COALESCE(v_who, '?'), COALESCE(v_pid::text, '?'),"
-        "    COALESCE(v_since::text, '?'), p_timeout USING ERRCODE = '55P03',"
-        "    HINT = 'wait for it to end, or end it: pg_cancel_backend(pid) as a superuser';"
-        "  END IF;"
-        "  PERFORM pg_catalog.pg_sleep(0.05);"
-        " END LOOP;"
-        " END"
-    ).format(control=control)
-    return _function(
-        conn,
-        sql.Identifier(schema, TAKE_LOCK),
-        "p_name text, p_timeout text",
-        "void",
-        body,
-        definer=False,
-    )
 
 
 def _append(schema: str, config: AppConfig) -> sql.Identifier:
@@ -229,7 +138,7 @@ def function_ddl(
         _put(conn, config, schema, n["put"]),
         # its own transaction: an asynchronous commit loses nothing (a crash before the WAL
         # is flushed leaves the rows in the inbox, for the next put or flush)
-        _function(
+        definer_function(
             conn,
             sql.Identifier(schema, n["flush"]),
             "",
@@ -325,7 +234,7 @@ def _forget(
         append=_append(schema, config),
         erasures=sql.Identifier(schema, t.erasures),
     )
-    return _function(
+    return definer_function(
         conn,
         sql.Identifier(schema, name),
         "p_tokens text[], p_rejected text[], p_reason text, p_note text, p_detail jsonb",
@@ -359,7 +268,7 @@ def _purge(
         append=_append(schema, config),
         table=sql.Literal(t.rejected),
     )
-    return _function(
+    return definer_function(
         conn,
         sql.Identifier(schema, name),
         "p_days integer, p_reason text, p_note text",
@@ -403,7 +312,7 @@ def _rotate(
         aliases=sql.Identifier(schema, t.aliases),
         append=_append(schema, config),
     )
-    return _function(
+    return definer_function(
         conn,
         sql.Identifier(schema, name),
         "p_reason text, p_note text, p_detail jsonb, p_succeeded integer, p_failed integer,"
@@ -447,7 +356,7 @@ def _rekey(
         vault=sql.Identifier(schema, t.vault),
         append=_append(schema, config),
     )
-    return _function(
+    return definer_function(
         conn,
         sql.Identifier(schema, name),
         "p_reason text, p_note text, p_detail jsonb, p_succeeded integer, p_failed integer,"
@@ -465,7 +374,7 @@ def _reveal(
         "BEGIN RETURN QUERY SELECT * FROM {append}('reveal', p_reason, p_note, p_succeeded,"
         " p_failed, p_detail); END"
     ).format(append=_append(schema, config))
-    return _function(
+    return definer_function(
         conn,
         sql.Identifier(schema, name),
         "p_reason text, p_note text, p_succeeded integer, p_failed integer, p_detail jsonb",
@@ -485,23 +394,13 @@ def _put(conn: psycopg.Connection[Any], config: AppConfig, schema: str, name: st
         "  p_key_ids) AS x(t, f, s, k);"
         " END"
     ).format(flush=_flush_body(schema, config), inbox=sql.Identifier(schema, inbox_table(config)))
-    return _function(
+    return definer_function(
         conn,
         sql.Identifier(schema, name),
         "p_tokens text[], p_fields text[], p_sealed bytea[], p_key_ids text[]",
         "void",
         body,
     )
-
-
-class Busy(RuntimeError):
-    """A lock of these functions is held by another session (the message names it)."""
-
-
-def busy(exc: psycopg.Error) -> Busy:
-    """The lock's holder as PostgreSQL named it, and what to do."""
-    hint = f" ({exc.diag.message_hint})" if exc.diag.message_hint else ""
-    return Busy(f"{exc.diag.message_primary}{hint}")
 
 
 def flush(conn: psycopg.Connection[Any], config: AppConfig) -> None:

@@ -51,7 +51,7 @@ import psycopg
 from nacl.exceptions import CryptoError
 from psycopg import sql
 
-from logins.core import vaultsql
+from logins.core import controlsql, vaultsql
 from logins.core.config import AppConfig
 from logins.core.tokens import is_token
 from logins.core.vault import Opener, VaultError
@@ -150,7 +150,7 @@ def forget_tokens(
                 (unique(tokens), list(rejected_ids or []), reason, note, json.dumps(detail or {})),
             ).fetchone()
     except psycopg.errors.LockNotAvailable as exc:
-        raise vaultsql.busy(exc) from None
+        raise controlsql.busy(exc) from None
     assert got is not None
     done: dict[str, Any] = got[0]
     result.audit_id = int(done["audit_id"])

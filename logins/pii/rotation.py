@@ -29,6 +29,7 @@ import psycopg
 from nacl.exceptions import CryptoError
 from nacl.public import PublicKey
 from psycopg import sql
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
 from logins.core import vaultsql
 from logins.core.config import AppConfig
@@ -182,7 +183,33 @@ def _rotate_call(
 ) -> int:
     """One call of the rotator's function, its own transaction: a batch (a new entry and an
     alias for each old token still in the vault; an entry erased meanwhile does not come
-    back) or, with no entries, a start or done row. Returns the entries rotated."""
+    back) or, with no entries, a start or done row. A batch that meets a running erasure
+    (its lock held longer than the wait) is tried again, up to 10 times. Returns the
+    entries rotated."""
+    for attempt in Retrying(
+        retry=retry_if_exception_type(psycopg.errors.LockNotAvailable),
+        stop=stop_after_attempt(10),
+        reraise=True,
+    ):
+        with attempt:
+            return _rotate_once(conn, config, reason, note, detail, succeeded, failed, old,
+                                new, sealed, key_ids)  # fmt: skip
+    raise AssertionError("unreachable: tenacity reraises the last attempt's error")
+
+
+def _rotate_once(
+    conn: psycopg.Connection[Any],
+    config: AppConfig,
+    reason: str,
+    note: str | None,
+    detail: dict[str, Any],
+    succeeded: int,
+    failed: int,
+    old: list[str] | None,
+    new: list[str] | None,
+    sealed: list[bytes] | None,
+    key_ids: list[str] | None,
+) -> int:
     with conn.transaction():
         got = conn.execute(
             sql.SQL("SELECT {}(%s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s)").format(

@@ -250,7 +250,8 @@ def test_rekey_reseals_the_vault_and_rejected_bodies_resumably(vault: Vault, tmp
 
 def test_a_value_erased_while_a_rotation_batch_waits_does_not_come_back(vault: Vault) -> None:
     """`forget` holds the erasure lock and has deleted the old entry; the rotation batch that
-    already opened the value waits for it, then finds the entry gone and writes nothing."""
+    already opened the value waits for it (tried again when the wait runs out), then finds
+    the entry gone and writes nothing."""
     from logins.pii.rotation import _rotate_call
 
     (tokens,) = logins(vault, 1)
@@ -280,7 +281,7 @@ def test_a_value_erased_while_a_rotation_batch_waits_does_not_come_back(vault: V
 
             worker = threading.Thread(target=rotate_batch)
             worker.start()
-            worker.join(1.0)
+            worker.join(4.0)  # longer than the lock's 3 s wait: the batch is tried again
             assert worker.is_alive()  # waiting for the erasure to commit
         worker.join(10)
     assert written == [0]

@@ -5,10 +5,12 @@ Every action on the vault (reveal, forget, rotate, rekey, purge) writes one row:
 (`actor`: the authenticated database login, `session_user`, never a name someone typed), a
 free-text `note` (the CLI's `--actor`), when (`at`), why (`reason`), what (`action`,
 `detail`: vault entry ids and counts, never a token or a value) and how many succeeded or
-failed. Nobody but the owner may INSERT: the vault roles call `<audit table>_append(...)`
-(logins/core/auditsql.py), which takes the chain's lock, the id and the time, sets the actor and
-computes the hash itself. A trigger refuses UPDATE, DELETE and TRUNCATE. The table's owner
-(or a superuser) can still disable the trigger, so each row also carries
+failed. Nobody but the owner may INSERT: rows are appended by `<audit table>_append(...)`
+(logins/core/auditsql.py), which takes the chain's lock, the id and the time, sets the actor
+and computes the hash itself, and which only the owner's function of each action calls
+(logins/core/vaultsql.py: a revealer's `<audit table>_reveal` writes reveal rows only). A
+trigger refuses UPDATE, DELETE and TRUNCATE. The table's owner (or a superuser) can still
+disable the trigger, so each row also carries
 
     prev_hash = row_hash of the row before it (in id order)
     row_hash  = SHA-256( prev_hash + "\\n" + canonical form of the row )

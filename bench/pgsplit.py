@@ -34,7 +34,7 @@ from connectors.postgres.schema import table_schema
 from logins.core.config import AppConfig
 from logins.core.vaultschema import tables
 
-PHASES = ("copy_events", "insert", "copy_vault", "insert_vault", "commit")
+PHASES = ("copy_events", "insert", "copy_vault", "insert_vault", "commit", "flush_vault")
 
 # What each variant changes in a freshly migrated database before the replay.
 VARIANTS: dict[str, list[str]] = {
@@ -43,6 +43,7 @@ VARIANTS: dict[str, list[str]] = {
     "no_vault": [],  # the replay skips the vault statements
     "plain_vault_insert": [],  # INSERT without ON CONFLICT in a savepoint (no conflicts here)
     "token_arbiter": [],  # ON CONFLICT (token) DO NOTHING: only the token index pre-checked
+    "direct_vault_insert": [],  # before the put function: INSERT ... ON CONFLICT, no inbox
     "vault_ff70": ["ALTER TABLE pii_vault SET (fillfactor = 70)",
                    "ALTER INDEX pii_vault_pkey SET (fillfactor = 70)"],
 }  # fmt: skip
@@ -183,10 +184,19 @@ def replay(
                     timed_phase("insert_vault", lambda: _token_arbiter(cur, config))
                 elif variant == "plain_vault_insert":
                     timed_phase("insert_vault", lambda: _plain_vault(cur, config))
+                elif variant == "direct_vault_insert":
+                    timed_phase("insert_vault", lambda: _direct_vault(cur, config))
                 else:
                     timed_phase("insert_vault", lambda: cur.execute(st["insert_vault"]).fetchone())
                 acc["vault_entries"] += len(entries)
             timed_phase("commit", conn.commit)
+            if entries and variant not in VAULT_WITHOUT_INBOX:  # as the sink: move them in
+
+                def flush() -> None:
+                    cur.execute(st["flush_vault"])
+                    conn.commit()
+
+                timed_phase("flush_vault", flush)
             acc["messages"] += len(rows)
             messages += len(rows)
             if acc["messages"] >= segment:
@@ -215,6 +225,21 @@ def _token_arbiter(cur: psycopg.Cursor[Any], config: AppConfig) -> None:
             " ON CONFLICT (token) DO NOTHING"
         ).format(sql.Identifier(config.vault.table))
     )
+
+
+VAULT_WITHOUT_INBOX = ("no_vault", "token_arbiter", "plain_vault_insert", "direct_vault_insert")
+
+
+def _direct_vault(cur: psycopg.Cursor[Any], config: AppConfig) -> None:
+    """The vault insert before `<vault>_put` (whose row count told the pipeline which values
+    the vault held): ON CONFLICT DO NOTHING straight into the vault, counted."""
+    cur.execute(
+        sql.SQL(
+            "WITH ins AS (INSERT INTO {} (token, field, sealed, vault_key_id)"
+            " SELECT token, field, sealed, vault_key_id FROM stage_vault ORDER BY token"
+            " ON CONFLICT DO NOTHING RETURNING 1) SELECT count(*) FROM ins"
+        ).format(sql.Identifier(config.vault.table))
+    ).fetchone()
 
 
 def _plain_vault(cur: psycopg.Cursor[Any], config: AppConfig) -> None:

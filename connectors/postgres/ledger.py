@@ -9,14 +9,17 @@ receive time would differ on a redelivery).
 
 Partitions: one per UTC day of `sent_at` (`<ledger>_pYYYYMMDD`), created ahead, plus a
 DEFAULT partition (`<ledger>_default`) for a day that has none, so that no batch fails for
-want of a partition. `<ledger>_maintain(retention_days, days_ahead)`, a SECURITY DEFINER
-function owned by `logins_owner` and executable by the pipeline role, creates the partitions
-from yesterday to `days_ahead` days ahead, drops the day partitions whose every row was sent
-more than `retention_days` ago, and deletes the default partition's rows committed more than
-`retention_days` ago. SQS keeps a message for at most 14 days from its first enqueue (a
-dead-letter queue keeps the original enqueue time), so with a retention above 14 days no
-redelivery outlives its ledger row. `logins migrate` and the sink (at each connection, then
-hourly) call it; it waits at most 2 s for the table lock and skips a partition it cannot lock.
+want of a partition. `<ledger>_maintain()`, a SECURITY DEFINER function owned by
+`logins_owner` and executable by the pipeline role, creates the partitions from yesterday to
+`DAYS_AHEAD` days ahead, drops the day partitions whose every row was sent more than the
+retention ago, and deletes the default partition's rows committed more than the retention
+ago. The retention is the owner's: `logins migrate` writes `sink.ledger_retention_days` into
+the row `<ledger>:retention_days` of `logins_control`, which no other role may write, and
+the function takes no argument, so a caller cannot shorten it. SQS keeps a message for at
+most 14 days from its first enqueue (a dead-letter queue keeps the original enqueue time),
+so with a retention above 14 days no redelivery outlives its ledger row. `logins migrate`
+and the sink (at each connection, then hourly) call it; it waits at most 2 s for the table
+lock and skips a partition it cannot lock.
 """
 
 from __future__ import annotations
@@ -29,14 +32,13 @@ import psycopg
 from psycopg import sql
 
 from logins.core.auditsql import SEARCH_PATH
+from logins.core.controlsql import CONTROL_TABLE
 
 __all__ = [
     "DAYS_AHEAD",
     "EPOCH_SENT_AT",
-    "convert_statements",
     "create_statements",
     "default_partition",
-    "kind",
     "maintain",
     "maintain_function",
     "maintain_function_ddl",
@@ -47,7 +49,6 @@ log = logging.getLogger(__name__)
 
 DAYS_AHEAD = 7  # day partitions made ahead: a week of the flow without maintenance is safe
 EPOCH_SENT_AT = "1970-01-01 00:00:00+00"  # the key of a message without SentTimestamp
-_MAINTAIN_LOCK = 7_417_302  # pg_try_advisory_xact_lock(key, hashtext(ledger)): one at a time
 
 
 def default_partition(ledger: str) -> str:
@@ -59,8 +60,33 @@ def maintain_function(ledger: str) -> str:
 
 
 def maintain_signature(ledger: str, schema: str) -> sql.Composed:
-    """The function with its argument types, as GRANT and REVOKE name it."""
-    return sql.SQL("{}(integer, integer)").format(sql.Identifier(schema, maintain_function(ledger)))
+    """The function with its argument types (none), as GRANT and REVOKE name it."""
+    return sql.SQL("{}()").format(sql.Identifier(schema, maintain_function(ledger)))
+
+
+def retention_setting(ledger: str) -> str:
+    """The `logins_control` row that holds the ledger's retention in days."""
+    return f"{ledger}:retention_days"
+
+
+def maintain_lock(ledger: str) -> str:
+    """The `logins_control` row the maintenance locks (SKIP LOCKED: one run at a time)."""
+    return f"{ledger}:maintain"
+
+
+def control_statements(ledger: str, retention_days: int) -> list[sql.Composed]:
+    """The owner's retention and the maintenance's lock row, written by `logins migrate`
+    (run as the owner)."""
+    control = sql.Identifier(CONTROL_TABLE)
+    return [
+        sql.SQL(
+            "INSERT INTO {} (name, value) VALUES ({}, {})"
+            " ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"
+        ).format(control, sql.Literal(retention_setting(ledger)), sql.Literal(retention_days)),
+        sql.SQL("INSERT INTO {} (name) VALUES ({}) ON CONFLICT (name) DO NOTHING").format(
+            control, sql.Literal(maintain_lock(ledger))
+        ),
+    ]
 
 
 def _columns() -> sql.SQL:
@@ -85,77 +111,13 @@ def create_statements(ledger: str) -> list[sql.Composed]:
     ]
 
 
-def kind(conn: psycopg.Connection[Any], ledger: str) -> str | None:
-    """The ledger's relkind: 'p' (partitioned), 'r' (an earlier release's plain table), None."""
-    row = conn.execute(
-        "SELECT relkind::text FROM pg_class WHERE oid = to_regclass(quote_ident(%s))", (ledger,)
-    ).fetchone()
-    return None if row is None else str(row[0])
-
-
-def convert_statements(ledger: str, schema: str, retention_days: int) -> list[sql.Composed]:
-    """An earlier release's ledger (a plain table keyed by message_id) becomes the partitioned
-    one: renamed aside, the new table created with a partition for each day of the retention
-    that has rows (so they do not fill the default partition, which each new partition must
-    scan) and the usual ones ahead, its rows copied (a NULL sent_at, which the sink never
-    wrote, keyed at the epoch), the old table dropped, then the maintenance again (rows older
-    than the retention leave the default partition). One transaction, in `logins migrate`;
-    the pipelines must be stopped (an earlier release's `ON CONFLICT (message_id)` does not
-    match the new key)."""
-    old = f"{ledger}_unpartitioned"
-    maintain = sql.SQL("SELECT {}({}, {})").format(
-        sql.Identifier(schema, maintain_function(ledger)),
-        sql.Literal(retention_days),
-        sql.Literal(DAYS_AHEAD),
-    )
-    past_days = sql.SQL(
-        "DO $logins$ DECLARE d date; BEGIN"
-        " FOR d IN SELECT DISTINCT (sent_at AT TIME ZONE 'UTC')::date FROM {old}"
-        "  WHERE sent_at >= now() - make_interval(days => {retention})"
-        "  AND sent_at < now() - interval '1 day' LOOP"
-        "  EXECUTE format('CREATE TABLE %I.%I PARTITION OF %I.%I FOR VALUES FROM (%L) TO (%L)',"
-        "   {schema}, {ledger} || '_p' || to_char(d, 'YYYYMMDD'), {schema}, {ledger},"
-        "   d::timestamp AT TIME ZONE 'UTC', (d + 1)::timestamp AT TIME ZONE 'UTC');"
-        " END LOOP; END $logins$"
-    ).format(
-        old=sql.Identifier(old),
-        retention=sql.Literal(retention_days),
-        schema=sql.Literal(schema),
-        ledger=sql.Literal(ledger),
-    )
-    return [
-        sql.SQL("ALTER TABLE {} RENAME TO {}").format(sql.Identifier(ledger), sql.Identifier(old)),
-        # the new table's primary key takes the name <ledger>_pkey
-        sql.SQL(
-            "DO $logins$ BEGIN IF EXISTS (SELECT 1 FROM pg_constraint WHERE conname = {pkey}"
-            " AND conrelid = to_regclass(quote_ident({old}))) THEN"
-            " EXECUTE format('ALTER TABLE %I RENAME CONSTRAINT %I TO %I', {old}, {pkey},"
-            " {old_pkey}); END IF; END $logins$"
-        ).format(
-            pkey=sql.Literal(f"{ledger}_pkey"),
-            old=sql.Literal(old),
-            old_pkey=sql.Literal(f"{old}_pkey"),
-        ),
-        *create_statements(ledger),
-        past_days,
-        maintain,
-        sql.SQL(
-            "INSERT INTO {new} (message_id, outcome, sent_at, committed_at)"
-            " SELECT message_id, outcome, COALESCE(sent_at, {epoch}::timestamptz), committed_at"
-            " FROM {old} ON CONFLICT DO NOTHING"
-        ).format(
-            new=sql.Identifier(ledger), old=sql.Identifier(old), epoch=sql.Literal(EPOCH_SENT_AT)
-        ),
-        sql.SQL("DROP TABLE {}").format(sql.Identifier(old)),
-        maintain,
-    ]
-
-
 def maintain_function_ddl(conn: psycopg.Connection[Any], ledger: str, schema: str) -> sql.Composed:
-    """CREATE OR REPLACE `<ledger>_maintain(retention_days, days_ahead)` (module docstring).
-    Returns how many partitions it created or dropped."""
+    """CREATE OR REPLACE `<ledger>_maintain()` (module docstring). Returns how many
+    partitions it created or dropped."""
     body = sql.SQL(
         "DECLARE parent regclass := to_regclass(format('%I.%I', {schema}, {ledger}));"
+        " retention_days integer := (SELECT c.value FROM {control} c WHERE c.name = {setting});"
+        " days_ahead integer := {days_ahead};"
         " fallback text := format('%I.%I', {schema}, {fallback});"
         " today date := (now() AT TIME ZONE 'UTC')::date;"
         " cutoff timestamptz; d date; lo timestamptz; part text; held boolean;"
@@ -168,7 +130,10 @@ def maintain_function_ddl(conn: psycopg.Connection[Any], ledger: str, schema: st
         "  RAISE EXCEPTION 'days_ahead must be 0 to 366, got %', days_ahead"
         "  USING ERRCODE = '22023'; END IF;"
         " IF parent IS NULL THEN RAISE EXCEPTION 'no table %', {ledger}; END IF;"
-        " IF NOT pg_try_advisory_xact_lock({lock}, hashtext({ledger})) THEN RETURN 0; END IF;"
+        # one at a time: a control row only this function (the owner) can lock; an
+        # advisory lock anyone could hold would let an analyst stop the maintenance
+        " PERFORM 1 FROM {control} c WHERE c.name = {lock} FOR UPDATE SKIP LOCKED;"
+        " IF NOT FOUND THEN RETURN 0; END IF;"
         " cutoff := now() - make_interval(days => retention_days);"
         " FOR d IN SELECT g::date FROM generate_series(today - 1, today + days_ahead,"
         "  interval '1 day') g LOOP"
@@ -206,10 +171,13 @@ def maintain_function_ddl(conn: psycopg.Connection[Any], ledger: str, schema: st
         schema=sql.Literal(schema),
         ledger=sql.Literal(ledger),
         fallback=sql.Literal(default_partition(ledger)),
-        lock=sql.Literal(_MAINTAIN_LOCK),
+        lock=sql.Literal(maintain_lock(ledger)),
+        control=sql.Identifier(schema, CONTROL_TABLE),
+        setting=sql.Literal(retention_setting(ledger)),
+        days_ahead=sql.Literal(DAYS_AHEAD),
     )
     return sql.SQL(
-        "CREATE OR REPLACE FUNCTION {function}(retention_days integer, days_ahead integer)"
+        "CREATE OR REPLACE FUNCTION {function}()"
         " RETURNS integer LANGUAGE plpgsql VOLATILE SECURITY DEFINER {search_path}"
         " SET lock_timeout = '2s' AS {body}"
     ).format(
@@ -219,14 +187,13 @@ def maintain_function_ddl(conn: psycopg.Connection[Any], ledger: str, schema: st
     )
 
 
-def maintain(conn: psycopg.Connection[Any], ledger: str, retention_days: int) -> int | None:
+def maintain(conn: psycopg.Connection[Any], ledger: str) -> int | None:
     """Run the maintenance in a transaction of its own; a failure is logged (SQLSTATE only)
     and never fails a write: the DEFAULT partition takes a day that has no partition yet.
     Returns the partitions created or dropped, None if it failed."""
     try:
         row = conn.execute(
-            sql.SQL("SELECT {}(%s, %s)").format(sql.Identifier(maintain_function(ledger))),
-            (retention_days, DAYS_AHEAD),
+            sql.SQL("SELECT {}()").format(sql.Identifier(maintain_function(ledger)))
         ).fetchone()
         conn.commit()
     except psycopg.Error as exc:

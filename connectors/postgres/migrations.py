@@ -5,10 +5,13 @@ The sink table's columns come from the declared fields (connectors/postgres/sche
 
 Run by the owner (a login granted `logins_owner`) or a superuser. In one transaction: create
 the NOLOGIN roles if missing (connectors/postgres/roles.py; needs CREATEROLE the first time), hand
-every existing object to `logins_owner`, then, as `logins_owner` (SET LOCAL ROLE), apply the
-DDL, re-create the audit append function and re-apply every grant, and record the schema
-version (connectors/postgres/schemaversion.py). The flow calls `ensure_schema`: nothing at all when
-the recorded version is current, so a role that cannot run DDL starts fine.
+every existing object to `logins_owner`, then, as `logins_owner` (SET LOCAL ROLE), create
+what is missing in its current form, run the upgrade steps from the recorded schema version
+(`UPGRADES`; none yet: version 1 is the first release), re-create the functions
+(logins/core/auditsql.py, logins/core/vaultsql.py) and re-apply every grant, and record the
+schema version (connectors/postgres/schemaversion.py). The flow calls `ensure_schema`:
+nothing at all when the recorded version is current, so a role that cannot run DDL starts
+fine.
 """
 
 from __future__ import annotations
@@ -20,10 +23,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from connectors.postgres import ledger, roles
+from connectors.postgres import ledger, roles, schemaversion
 from connectors.postgres.schema import Column, TableSchema, table_schema
 from connectors.postgres.schemaversion import (
-    SCHEMA_VERSION,
     VERSION_TABLE,
     SchemaError,
     SchemaState,
@@ -31,7 +33,7 @@ from connectors.postgres.schemaversion import (
     state,
 )
 from connectors.postgres.serverversion import require_supported
-from logins.core import audit
+from logins.core import audit, controlsql, vaultsql
 from logins.core.auditsql import SEARCH_PATH, append_function_ddl
 from logins.core.config import AppConfig
 from logins.core.vaultschema import tables
@@ -40,9 +42,54 @@ __all__ = ["LOCK_ID", "SchemaMismatch", "migrate", "on_connect"]
 
 LOCK_ID = 7_417_301  # pg_advisory_xact_lock key for migrations
 
+Upgrade = Callable[[psycopg.Connection[Any], AppConfig, str], None]
+# The steps from one schema version to the next: `UPGRADES[n]` takes a database recorded at
+# version n - 1 to version n, run by `migrate` (as the owner, in its transaction, with the
+# schema's name) after the statements above have created whatever is missing in its current
+# form, for every n above the recorded version up to SCHEMA_VERSION. A fresh database gets
+# the current form and no step. Version 1 is the first release, so there is none yet.
+UPGRADES: dict[int, Upgrade] = {}
+
 
 class SchemaMismatch(RuntimeError):
     """A declared column exists with another type: migrations never retype a column."""
+
+
+class PublicSchemaOpen(SchemaMismatch):
+    """PUBLIC may CREATE in the schema (PostgreSQL < 15's default for `public`) and this login
+    may not revoke it: the migration refuses, naming the statement to run (reported by
+    `logins migrate` like a mismatch)."""
+
+
+def _close_schema_to_public(conn: psycopg.Connection[Any]) -> None:
+    """Before PostgreSQL 15 every role may CREATE in schema `public`: the pipeline's login
+    could create a table or a function there. Revoke that from PUBLIC in `public` and in the
+    schema the tables go to, or refuse with the statement a schema owner must run."""
+    open_schemas = [
+        str(name)
+        for (name,) in conn.execute(
+            "SELECT n.nspname::text FROM pg_namespace n, aclexplode(COALESCE(n.nspacl,"
+            " acldefault('n', n.nspowner))) a WHERE n.nspname IN ('public', current_schema())"
+            " AND a.grantee = 0 AND a.privilege_type = 'CREATE' ORDER BY 1"
+        ).fetchall()
+    ]
+    for name in open_schemas:
+        revoke = sql.SQL("REVOKE CREATE ON SCHEMA {} FROM PUBLIC").format(sql.Identifier(name))
+        try:
+            with conn.transaction():
+                conn.execute(revoke)
+                still = conn.execute(
+                    "SELECT has_schema_privilege('public', %s, 'CREATE')", (name,)
+                ).fetchone()
+                if still and still[0]:
+                    raise psycopg.errors.InsufficientPrivilege("revoke had no effect")
+        except psycopg.errors.InsufficientPrivilege:
+            raise PublicSchemaOpen(
+                f"every role may CREATE in schema {name} (PostgreSQL before 15 grants it to"
+                " PUBLIC), so the pipeline's login could create objects there, and this login"
+                " may not revoke it: run, as the schema's owner or a superuser,"
+                f" `{revoke.as_string(conn)};` then `logins migrate` again"
+            ) from None
 
 
 def _column_ddl(column: Column) -> sql.Composed:
@@ -90,16 +137,27 @@ def _sink_table(cur: psycopg.Cursor[Any], schema: TableSchema) -> None:
 
 
 def _statements(config: AppConfig) -> list[sql.Composed | sql.SQL]:
+    """Every table, index and trigger besides the sink table and the ledger, in its current
+    form (version 1 is the first release: nothing here upgrades an earlier shape).
+
+    * One unique key per message: the ledger's (connectors/postgres/ledger.py); the outcome
+      tables get rows only for the ids it claimed in the same statement, so they have none.
+    * The audit table is append-only (a trigger) and hash-chained (logins/core/audit.py): a
+      row without a hash is refused, no two rows may claim the same predecessor.
+    * `pii_vault.entry_id`: a random surrogate id per entry; the audit names entries by it,
+      never by token, so an audit row says nothing about the value once the entry is gone.
+    * `pii_erasures`: one row per erased value, keyed by the random marker `logins forget`
+      put in the masked columns instead of its token (logins/pii/erasure.py). No token.
+    * `pii_token_aliases` maps a token under an old token key to the same value's token
+      under the new key (`logins rotate run`).
+    * `logins_control` (locks and the owner's settings) and the vault's inbox
+      (logins/core/vaultsql.py).
+    """
     sink, vault = config.sink, config.vault
-    rejected, duplicates = (
-        sql.Identifier(sink.rejected_table),
-        sql.Identifier(sink.duplicates_table),
-    )
-    statements: list[sql.Composed | sql.SQL] = [
-        # One unique key per message: the ledger's (connectors/postgres/ledger.py). The outcome
-        # tables get rows only for the ids the ledger claimed in the same statement, so the unique
-        # indexes earlier releases gave them are dropped (names as those releases made them).
-        sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(f"{sink.table}_message_id_key")),
+    t = tables(config)
+    rejected, duplicates = sql.Identifier(t.rejected), sql.Identifier(sink.duplicates_table)
+    audit_table = sql.Identifier(t.audit)
+    return [
         sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} ("
             " message_id text NOT NULL,"
@@ -110,14 +168,15 @@ def _statements(config: AppConfig) -> list[sql.Composed | sql.SQL]:
             " sent_at timestamptz,"
             " create_date date,"
             " receive_count integer,"
-            " rejected_at timestamptz NOT NULL DEFAULT now())"
+            " rejected_at timestamptz NOT NULL DEFAULT now(),"
+            " body_erased_at timestamptz)"
         ).format(rejected),
-        sql.SQL("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}").format(
-            rejected, sql.Identifier(f"{sink.rejected_table}_pkey")
-        ),
         # erasure and rotation look rejected bodies up, and page through them, by message id
         sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (message_id)").format(
-            sql.Identifier(f"{sink.rejected_table}_message_id_idx"), rejected
+            sql.Identifier(f"{t.rejected}_message_id_idx"), rejected
+        ),
+        sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (rejected_at)").format(
+            sql.Identifier(f"{t.rejected}_rejected_at_idx"), rejected
         ),
         sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} ("
@@ -126,17 +185,18 @@ def _statements(config: AppConfig) -> list[sql.Composed | sql.SQL]:
             " create_date date,"
             " recorded_at timestamptz NOT NULL DEFAULT now())"
         ).format(duplicates),
-        sql.SQL("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}").format(
-            duplicates, sql.Identifier(f"{sink.duplicates_table}_pkey")
-        ),
         sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} ("
             " token text PRIMARY KEY,"
             " field text NOT NULL,"
             " sealed bytea NOT NULL,"
             " vault_key_id text NOT NULL,"
-            " created_at timestamptz NOT NULL DEFAULT now())"
+            " created_at timestamptz NOT NULL DEFAULT now(),"
+            " entry_id uuid NOT NULL DEFAULT gen_random_uuid())"
         ).format(sql.Identifier(vault.table)),
+        sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} (entry_id)").format(
+            sql.Identifier(f"{t.vault}_entry_id_key"), sql.Identifier(t.vault)
+        ),
         sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} ("
             " id bigserial PRIMARY KEY,"
@@ -146,91 +206,42 @@ def _statements(config: AppConfig) -> list[sql.Composed | sql.SQL]:
             " action text NOT NULL,"
             " tokens text[] NOT NULL,"
             " succeeded integer NOT NULL,"
-            " failed integer NOT NULL)"
-        ).format(sql.Identifier(vault.audit_table)),
+            " failed integer NOT NULL,"
+            " detail jsonb,"
+            " prev_hash text,"
+            " row_hash text,"
+            " note text,"
+            " hash_version smallint)"
+        ).format(audit_table),
+        sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} (prev_hash)").format(
+            sql.Identifier(f"{t.audit}_prev_hash_key"), audit_table
+        ),
         sql.SQL(
             "CREATE OR REPLACE FUNCTION logins_append_only() RETURNS trigger"
             " LANGUAGE plpgsql {} AS $$ BEGIN"
             " RAISE EXCEPTION 'table % is append-only', TG_TABLE_NAME; END $$"
         ).format(SEARCH_PATH),
-        sql.SQL("DROP TRIGGER IF EXISTS logins_append_only ON {}").format(
-            sql.Identifier(vault.audit_table)
-        ),
+        sql.SQL("DROP TRIGGER IF EXISTS logins_append_only ON {}").format(audit_table),
         sql.SQL(
             "CREATE TRIGGER logins_append_only BEFORE UPDATE OR DELETE OR TRUNCATE ON {}"
             " FOR EACH STATEMENT EXECUTE FUNCTION logins_append_only()"
-        ).format(sql.Identifier(vault.audit_table)),
-        *_vault_statements(config),
-    ]
-    return statements
-
-
-def _vault_statements(config: AppConfig) -> list[sql.Composed | sql.SQL]:
-    """Audit hash chain, erasure markers, rotation aliases, the version table (idempotent).
-
-    * `pii_audit` gains `detail`, `prev_hash`, `row_hash`, then `note` (the free text that
-      `--actor` was) and `hash_version`. Rows written before have no hash: the chain starts
-      at the first hashed row (see logins/core/audit.py). From then on a row without a hash is
-      refused, and no two rows may claim the same predecessor.
-    * `pii_vault.entry_id`: a random surrogate id per entry; the audit names entries by it,
-      never by token, so an audit row says nothing about the value once the entry is gone.
-    * `pii_erasures`: one row per erased value, keyed by the random marker `logins forget`
-      put in the masked columns instead of its token (logins/pii/erasure.py). No token.
-    * `pii_token_aliases` maps a token under an old token key to the same value's token
-      under the new key (`logins rotate run`).
-    * `user_logins_rejected.body_erased_at`: when `forget` or `purge` emptied a sealed body.
-    """
-    t = tables(config)
-    audit_table = sql.Identifier(t.audit)
-    erasures, aliases = sql.Identifier(t.erasures), sql.Identifier(t.aliases)
-    vault, rejected = sql.Identifier(t.vault), sql.Identifier(t.rejected)
-    return [
-        *(
-            sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
-                audit_table, sql.Identifier(name), sql.SQL(kind)
-            )
-            for name, kind in (
-                ("detail", "jsonb"),
-                ("prev_hash", "text"),
-                ("row_hash", "text"),
-                ("note", "text"),
-                ("hash_version", "smallint"),
-            )
-        ),
-        sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} (prev_hash)").format(
-            sql.Identifier(f"{t.audit}_prev_hash_key"), audit_table
-        ),
+        ).format(audit_table),
         sql.SQL(
             "CREATE OR REPLACE FUNCTION logins_audit_chained() RETURNS trigger"
             " LANGUAGE plpgsql {} AS $$ BEGIN"
             " IF NEW.row_hash IS NULL OR NEW.prev_hash IS NULL THEN"
-            " RAISE EXCEPTION 'table % is hash-chained: a row needs prev_hash and row_hash"
-            " (written by an older logins? upgrade it)', TG_TABLE_NAME; END IF;"
+            " RAISE EXCEPTION 'table % is hash-chained: a row needs prev_hash and row_hash',"
+            " TG_TABLE_NAME; END IF;"
             " RETURN NEW; END $$"
         ).format(SEARCH_PATH),
         _trigger_once("logins_audit_chained", t.audit, "logins_audit_chained"),
-        sql.SQL(
-            "ALTER TABLE {} ADD COLUMN IF NOT EXISTS entry_id uuid NOT NULL"
-            " DEFAULT gen_random_uuid()"
-        ).format(vault),
-        sql.SQL("CREATE UNIQUE INDEX IF NOT EXISTS {} ON {} (entry_id)").format(
-            sql.Identifier(f"{t.vault}_entry_id_key"), vault
-        ),
-        # Earlier releases kept a tombstone per erased token and a trigger that refused to
-        # seal such a token again; a token is what erasure must not leave (_upgrade_erasures).
-        sql.SQL(
-            "DO $logins$ BEGIN IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgname ="
-            " 'logins_skip_erased' AND tgrelid = to_regclass(quote_ident({v}))) THEN"
-            " EXECUTE format('DROP TRIGGER logins_skip_erased ON %I', {v}); END IF; END $logins$"
-        ).format(v=sql.Literal(t.vault)),
-        sql.SQL("DROP FUNCTION IF EXISTS {}()").format(sql.Identifier(f"{t.vault}_skip_erased")),
         sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} ("
             " marker text PRIMARY KEY,"
             " field text,"
             " erased_at timestamptz NOT NULL DEFAULT now(),"
             " audit_id bigint)"
-        ).format(erasures),
+        ).format(sql.Identifier(t.erasures)),
         sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} ("
             " old_token text NOT NULL,"
@@ -238,15 +249,9 @@ def _vault_statements(config: AppConfig) -> list[sql.Composed | sql.SQL]:
             " field text NOT NULL,"
             " created_at timestamptz NOT NULL DEFAULT clock_timestamp(),"
             " PRIMARY KEY (old_token, new_token))"
-        ).format(aliases),
+        ).format(sql.Identifier(t.aliases)),
         sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (new_token)").format(
-            sql.Identifier(f"{t.aliases}_new_token_idx"), aliases
-        ),
-        sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS body_erased_at timestamptz").format(
-            rejected
-        ),
-        sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (rejected_at)").format(
-            sql.Identifier(f"{t.rejected}_rejected_at_idx"), rejected
+            sql.Identifier(f"{t.aliases}_new_token_idx"), sql.Identifier(t.aliases)
         ),
         sql.SQL(
             "CREATE TABLE IF NOT EXISTS {} ("
@@ -256,65 +261,23 @@ def _vault_statements(config: AppConfig) -> list[sql.Composed | sql.SQL]:
             " migrated_at timestamptz NOT NULL DEFAULT now(),"
             " migrated_by text NOT NULL DEFAULT session_user)"
         ).format(sql.Identifier(VERSION_TABLE)),
+        *controlsql.control_statements(config),
+        *vaultsql.inbox_statements(config),
     ]
 
 
 def _ledger(conn: psycopg.Connection[Any], config: AppConfig, schema: str) -> None:
-    """The partitioned ledger and its maintenance function (connectors/postgres/ledger.py): created,
-    converted from an earlier release's plain table, then its partitions made current."""
-    name, retention = config.sink.ledger_table, config.sink.ledger_retention_days
+    """The partitioned ledger, the owner's retention and the maintenance function
+    (connectors/postgres/ledger.py), then its partitions made current."""
+    name = config.sink.ledger_table
     conn.execute(ledger.maintain_function_ddl(conn, name, schema))
-    found = ledger.kind(conn, name)
-    if found == "r":
-        statements = ledger.convert_statements(name, schema, retention)
-    else:
-        statements = ledger.create_statements(name) if found is None else []
-        statements.append(
-            sql.SQL("SELECT {}({}, {})").format(
-                sql.Identifier(schema, ledger.maintain_function(name)),
-                sql.Literal(retention),
-                sql.Literal(ledger.DAYS_AHEAD),
-            )
-        )
-    for statement in statements:
+    for statement in ledger.create_statements(name):
         conn.execute(statement)
-
-
-def _upgrade_erasures(conn: psycopg.Connection[Any], config: AppConfig) -> None:
-    """An erasures table of an earlier release holds the erased tokens themselves. Give each
-    a random marker, put the marker in every masked column that still holds the token,
-    delete the token's aliases, then drop the token column: those erasures become as real
-    as new ones. Runs once (the column is gone afterwards)."""
-    t = tables(config)
-    legacy = conn.execute(
-        "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(quote_ident(%s))"
-        " AND attname = 'token' AND NOT attisdropped",
-        (t.erasures,),
-    ).fetchone()
-    if legacy is None:
-        return
-    erasures = sql.Identifier(t.erasures)
-    conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS marker text").format(erasures))
+    for statement in ledger.control_statements(name, config.sink.ledger_retention_days):
+        conn.execute(statement)
     conn.execute(
-        sql.SQL(
-            "UPDATE {} SET marker = 'erased:' || replace(gen_random_uuid()::text, '-', '')"
-            " WHERE marker IS NULL"
-        ).format(erasures)
+        sql.SQL("SELECT {}()").format(sql.Identifier(schema, ledger.maintain_function(name)))
     )
-    for column in t.masked.values():
-        conn.execute(
-            sql.SQL(
-                "UPDATE {sink} s SET {col} = e.marker FROM {e} e WHERE s.{col} = e.token"
-            ).format(sink=sql.Identifier(t.sink), col=sql.Identifier(column), e=erasures)
-        )
-    conn.execute(
-        sql.SQL(
-            "DELETE FROM {a} a USING {e} e WHERE a.old_token = e.token OR a.new_token = e.token"
-        ).format(a=sql.Identifier(t.aliases), e=erasures)
-    )
-    conn.execute(sql.SQL("ALTER TABLE {} DROP COLUMN token").format(erasures))
-    conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN marker SET NOT NULL").format(erasures))
-    conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (marker)").format(erasures))
 
 
 def _trigger_once(trigger: str, table: str, function: str) -> sql.Composed:
@@ -439,12 +402,10 @@ def _take_ownership(conn: psycopg.Connection[Any], config: AppConfig) -> None:
     functions = conn.execute(
         "SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.oid = ANY(ARRAY["
         " to_regprocedure('logins_append_only()'), to_regprocedure('logins_audit_chained()'),"
-        " to_regprocedure(quote_ident(%s) || '()'),"
         " to_regprocedure(quote_ident(%s) || '(text, text, text, integer, integer, jsonb)'),"
-        " to_regprocedure(quote_ident(%s) || '(integer, integer)')])"
+        " to_regprocedure(quote_ident(%s) || '()')])"
         " AND pg_get_userbyid(p.proowner) <> %s",
         (
-            f"{config.vault.table}_skip_erased",
             audit.append_function(config),
             ledger.maintain_function(config.sink.ledger_table),
             roles.OWNER,
@@ -490,34 +451,30 @@ def _prepare_roles(conn: psycopg.Connection[Any]) -> None:
     )
 
 
-def _legacy_genesis(conn: psycopg.Connection[Any], config: AppConfig) -> str:
-    """The genesis digest over the rows before the chain (all rows if none is hashed yet)."""
-    before = []
-    for row in audit.rows(conn, config):
-        if row.row_hash is not None:
-            break
-        before.append(row)
-    return audit.genesis(before)
-
-
 def migrate(conn: psycopg.Connection[Any], config: AppConfig) -> None:
     """Apply every migration in one transaction, serialised across workers and processes."""
     require_supported(conn)  # UnsupportedServer: an old server, refused before anything runs
     with conn.transaction(), conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_ID,))
+        _close_schema_to_public(conn)
         _prepare_roles(conn)
         _take_ownership(conn, config)
         cur.execute(sql.SQL("SET LOCAL ROLE {}").format(sql.Identifier(roles.OWNER)))
         got = cur.execute("SELECT current_schema()").fetchone()
         assert got is not None
         schema = str(got[0])
+        recorded = schema_state(conn, config).have
         _sink_table(cur, table_schema(config))
         for statement in _statements(config):
             cur.execute(statement)
         _ledger(conn, config, schema)
-        _upgrade_erasures(conn, config)
+        for version in sorted(UPGRADES):
+            if recorded is not None and recorded < version <= schemaversion.SCHEMA_VERSION:
+                UPGRADES[version](conn, config, schema)
         cur.execute(_unified_view(config, conn))
-        cur.execute(append_function_ddl(conn, config, schema, _legacy_genesis(conn, config)))
+        cur.execute(append_function_ddl(conn, config, schema))
+        for statement in vaultsql.function_ddl(conn, config, schema):
+            cur.execute(statement)
         sequence = cur.execute(
             "SELECT pg_get_serial_sequence(%s, 'id')",
             (sql.Identifier(config.vault.audit_table).as_string(conn),),
@@ -534,7 +491,7 @@ def migrate(conn: psycopg.Connection[Any], config: AppConfig) -> None:
                 " fingerprint = EXCLUDED.fingerprint, migrated_at = now(),"
                 " migrated_by = session_user"
             ).format(sql.Identifier(VERSION_TABLE), sql.Identifier(VERSION_TABLE)),
-            (config.sink.table, SCHEMA_VERSION, fingerprint(config, _shape(config))),
+            (config.sink.table, schemaversion.SCHEMA_VERSION, fingerprint(config, _shape(config))),
         )
 
 

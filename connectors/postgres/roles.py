@@ -12,15 +12,17 @@ GRANT), so a privilege an earlier release or a hand gave does not linger.
                      token, vault ciphertext, sealed body or audit row
     logins_analyst   the analysts' table, the unified view, duplicates, the ledger, the
                      rejected rows without their sealed body, vault counts by field
-    logins_revealer  `logins reveal`: the vault, the erasure markers, the user's rows
-    logins_eraser    `logins forget`, `logins purge`: delete vault entries and aliases,
-                     replace tokens in the masked columns, empty sealed bodies
-    logins_rotator   `logins rotate run`, `logins vault rekey|status`: add and re-seal
-                     vault entries, add aliases, re-seal rejected bodies
+    logins_revealer  `logins reveal`: read the vault, the erasure markers, the user's rows
+    logins_eraser    `logins forget`, `logins purge`: read what they need; change nothing
+                     but through their functions
+    logins_rotator   `logins rotate run`, `logins vault rekey|status`: likewise
     logins_auditor   `logins audit list|verify|anchor`: read the audit trail
 
-Revealer, eraser and rotator write audit rows only through the SECURITY DEFINER append
-function (logins/core/auditsql.py); none of them may INSERT into the audit table.
+No role but the owner may INSERT, UPDATE or DELETE the vault, its inbox, the aliases, the
+erasures, the token columns, the rejected bodies or the audit table: the revealer, eraser,
+rotator and pipeline change them only through the SECURITY DEFINER functions of
+logins/core/vaultsql.py, each of which writes its own kind of audit row in the same
+transaction (the pipeline's vault write, `<vault>_put`, reports nothing and writes none).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from psycopg import sql
 
 from connectors.postgres.ledger import maintain_signature as ledger_maintain_signature
 from connectors.postgres.schemaversion import VERSION_TABLE
+from logins.core import controlsql, vaultsql
 from logins.core.auditsql import append_function_signature
 from logins.core.config import AppConfig
 from logins.core.vaultschema import tables
@@ -45,6 +48,16 @@ AUDITOR = "logins_auditor"
 ROLES = (OWNER, PIPELINE, ANALYST, REVEALER, ERASER, ROTATOR, AUDITOR)
 GRANTEES = ROLES[1:]  # everyone but the owner, who has every privilege by owning
 AUDIT_WRITERS = (REVEALER, ERASER, ROTATOR)
+# who may call each function of logins/core/vaultsql.py (nobody else, PUBLIC included)
+FUNCTION_ROLES = {
+    "forget": (ERASER,),
+    "purge": (ERASER,),
+    "rotate": (ROTATOR,),
+    "rekey": (ROTATOR,),
+    "reveal": (REVEALER,),
+    "put": (PIPELINE,),
+    "flush": (PIPELINE, REVEALER, ERASER, ROTATOR),
+}
 
 _REJECTED_WRITTEN = (
     "message_id",
@@ -103,6 +116,8 @@ def object_names(config: AppConfig) -> list[tuple[str, str]]:
                 t.erasures,
                 t.aliases,
                 VERSION_TABLE,
+                controlsql.CONTROL_TABLE,
+                vaultsql.inbox_table(config),
             )
         ),
         ("VIEW", t.unified_view),
@@ -123,7 +138,8 @@ def grants(
     vault, audit = sql.Identifier(t.vault), sql.Identifier(t.audit)
     erasures, aliases = sql.Identifier(t.erasures), sql.Identifier(t.aliases)
     version = sql.Identifier(VERSION_TABLE)
-    masked = list(t.masked.values())
+    control = sql.Identifier(controlsql.CONTROL_TABLE)
+    inbox = sql.Identifier(vaultsql.inbox_table(config))
     everyone = sql.SQL(", ").join(sql.Identifier(r) for r in GRANTEES)
     sequence = sql.SQL(audit_sequence)  # already quoted and qualified by PostgreSQL
 
@@ -153,15 +169,27 @@ def grants(
             erasures,
             aliases,
             version,
+            control,
+            inbox,
         )
     ]
-    function = append_function_signature(config, schema)
     maintain = ledger_maintain_signature(sink.ledger_table, schema)
+    for internal in (
+        append_function_signature(config, schema),
+        controlsql.take_lock_signature(schema),
+    ):  # called only by the owner's functions
+        statements.append(
+            sql.SQL("REVOKE ALL ON FUNCTION {} FROM PUBLIC, {}").format(internal, everyone)
+        )
+    for operation, allowed in FUNCTION_ROLES.items():
+        function = vaultsql.signature(config, schema, operation)
+        statements += [
+            sql.SQL("REVOKE ALL ON FUNCTION {} FROM PUBLIC, {}").format(function, everyone),
+            sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(
+                function, sql.SQL(", ").join(sql.Identifier(r) for r in allowed)
+            ),
+        ]
     statements += [
-        sql.SQL("REVOKE ALL ON FUNCTION {} FROM PUBLIC, {}").format(function, everyone),
-        sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(
-            function, sql.SQL(", ").join(sql.Identifier(r) for r in AUDIT_WRITERS)
-        ),
         # the sink makes the ledger's day partitions ahead and drops expired ones through it
         sql.SQL("REVOKE ALL ON FUNCTION {} FROM PUBLIC, {}").format(maintain, everyone),
         sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(maintain, sql.Identifier(PIPELINE)),
@@ -180,7 +208,6 @@ def grants(
             PIPELINE,
             columns=["message_id", "sent_at", "create_date"],
         ),
-        grant("INSERT", vault, PIPELINE, columns=["token", "field", "sealed", "vault_key_id"]),
         # analysts: the rows, the view, the counts; nothing sealed
         grant("SELECT", table, ANALYST, REVEALER),
         grant("SELECT", view, ANALYST),
@@ -197,28 +224,25 @@ def grants(
             columns=["entry_id", "token", "field", "sealed", "vault_key_id"],
         ),
         grant("SELECT", erasures, REVEALER, ERASER, ROTATOR),
-        # erasers (forget, purge)
+        # erasers (forget, purge): reads only; changes through their functions
         grant("SELECT", vault, ERASER, columns=["entry_id", "token", "field", "vault_key_id"]),
-        grant("DELETE", vault, ERASER),
         grant("SELECT", table, ERASER),
-        *([grant("UPDATE", table, ERASER, columns=masked)] if masked else []),
-        grant("SELECT, DELETE", aliases, ERASER),
-        grant("INSERT", erasures, ERASER),
+        grant("SELECT", aliases, ERASER),
         grant(
             "SELECT",
             rejected,
             ERASER,
             columns=["message_id", "sealed_body", "vault_key_id", "rejected_at", "body_erased_at"],
         ),
-        grant("UPDATE", rejected, ERASER, columns=["sealed_body", "body_erased_at"]),
-        # rotators (rotate run, vault rekey, vault status)
+        # rotators (rotate run, vault rekey, vault status): reads only, likewise
         grant("SELECT", vault, ROTATOR),
-        # table-wide INSERT: `LOCK TABLE ... IN ROW EXCLUSIVE MODE` accepts no column grant
-        grant("INSERT", vault, ROTATOR),
-        grant("UPDATE", vault, ROTATOR, columns=["sealed", "vault_key_id"]),
-        grant("SELECT, INSERT", aliases, ROTATOR),
-        grant("SELECT", rejected, ROTATOR, columns=["message_id", "sealed_body", "vault_key_id"]),
-        grant("UPDATE", rejected, ROTATOR, columns=["sealed_body", "vault_key_id"]),
+        grant("SELECT", aliases, ROTATOR),
+        grant(
+            "SELECT",
+            rejected,
+            ROTATOR,
+            columns=["message_id", "sealed_body", "vault_key_id", "body_erased_at"],
+        ),
         # auditors
         grant("SELECT", audit, AUDITOR),
     ]

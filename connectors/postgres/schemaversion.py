@@ -22,10 +22,9 @@ from logins.core.config import AppConfig
 from logins.core.vaultschema import tables
 
 VERSION_TABLE = "logins_schema_version"
-# 2: roles and grants, the audit append function, erasure markers, vault entry ids
-# 3: the ledger keyed (sent_at, message_id) and partitioned by day, the only unique key per
-#    message (the outcome tables' unique indexes dropped)
-SCHEMA_VERSION = 3
+# 1: the first release (0.1.0). A change of schema raises it and adds the step from the
+# version before to connectors/postgres/migrations.py's UPGRADES.
+SCHEMA_VERSION = 1
 
 
 class SchemaError(RuntimeError):

@@ -199,15 +199,19 @@ class PostgresWriter:
                 duplicates=sql.Identifier(sink.duplicates_table),
                 epoch=sql.Literal(EPOCH_SENT_AT),
             ),
-            # In token order: two workers' batches may carry the same new token (a seal shared
-            # while in flight); inserting in one global order means they wait, never deadlock.
-            # No conflict target: naming one needs SELECT on it, and the pipeline's role may
-            # read no token (the only other unique key is the random entry_id).
+            # The vault write is the owner's function (logins/core/vaultsql.py): it appends the
+            # entries to the vault's inbox and reports nothing per entry, so the pipeline's role
+            # cannot tell whether a value was in the vault. The count is the entries offered.
             "insert_vault": sql.SQL(
-                "WITH ins AS (INSERT INTO {} (token, field, sealed, vault_key_id)"
-                " SELECT token, field, sealed, vault_key_id FROM stage_vault ORDER BY token"
-                " ON CONFLICT DO NOTHING RETURNING 1) SELECT count(*) FROM ins"
-            ).format(sql.Identifier(self._vault_table)),
+                "WITH s AS (SELECT count(*) AS n, array_agg(token ORDER BY token) AS t,"
+                " array_agg(field ORDER BY token) AS f, array_agg(sealed ORDER BY token) AS b,"
+                " array_agg(vault_key_id ORDER BY token) AS k FROM stage_vault)"
+                " SELECT s.n FROM s, LATERAL {}(s.t, s.f, s.b, s.k)"
+            ).format(sql.Identifier(f"{self._vault_table}_put")),
+            # after the commit: the batch's entries move from the inbox into the vault
+            "flush_vault": sql.SQL("SELECT {}()").format(
+                sql.Identifier(f"{self._vault_table}_flush")
+            ),
         }
 
     # -- connection ---------------------------------------------------------------------------
@@ -234,7 +238,7 @@ class PostgresWriter:
     def _maintain_ledger(self, conn: psycopg.Connection[Any]) -> None:
         """The ledger's day partitions ahead, the expired ones dropped
         (connectors/postgres/ledger.py): at each connection, then hourly; never fails a write."""
-        ledger.maintain(conn, self._settings.ledger_table, self._settings.ledger_retention_days)
+        ledger.maintain(conn, self._settings.ledger_table)  # the owner's retention
         self._maintained_at = time.monotonic()
 
     def _drop_connection(self) -> None:
@@ -330,6 +334,12 @@ class PostgresWriter:
                     fetched = cur.fetchone()
                     new_vault = fetched[0] if fetched else 0
             conn.commit()
+            if vault:
+                try:  # the batch is committed: a failure here only leaves them to the next
+                    conn.execute(self._statements["flush_vault"])
+                    conn.commit()
+                except psycopg.Error:
+                    conn.rollback()
         except BaseException:
             if not conn.closed:
                 try:

@@ -167,8 +167,7 @@ def audit_verify(
             click.echo(f"warning: {warning}", err=True)
         if result.ok:
             click.echo(
-                f"ok: {result.rows} rows ({result.legacy_rows} before the chain started);"
-                f" head {result.head_id}:{result.head_hash}"
+                f"ok: {result.rows} rows; head {result.head_id}:{result.head_hash}"
                 if result.head_id is not None
                 else f"ok: {result.rows} rows, none hash-chained yet"
             )

@@ -24,6 +24,7 @@ from logins.cli.common import (
     tokenizer_of,
 )
 from logins.cli.session import NOTE, checked_connect
+from logins.core.controlsql import Busy
 from logins.core.progress import progress
 from logins.core.vault import Opener
 from logins.pii import storage
@@ -186,6 +187,8 @@ def forget(
             unreached = storage.unreached(conn)  # what no erasure reaches, and when it ages out
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
+    except Busy as exc:  # another erasure holds the lock: its login and pid are named
+        raise click.ClickException(str(exc)) from None
     if as_json:
         echo_json([r.as_dict() for r in results])
         return

@@ -5,27 +5,23 @@ Every action on the vault (reveal, forget, rotate, rekey, purge) writes one row:
 (`actor`: the authenticated database login, `session_user`, never a name someone typed), a
 free-text `note` (the CLI's `--actor`), when (`at`), why (`reason`), what (`action`,
 `detail`: vault entry ids and counts, never a token or a value) and how many succeeded or
-failed. Nobody but the owner may INSERT: the vault roles call `<audit table>_append(...)`
-(logins/core/auditsql.py), which takes the chain's lock, the id and the time, sets the actor and
-computes the hash itself. A trigger refuses UPDATE, DELETE and TRUNCATE. The table's owner
-(or a superuser) can still disable the trigger, so each row also carries
+failed. Nobody but the owner may INSERT: rows are appended by `<audit table>_append(...)`
+(logins/core/auditsql.py), which takes the chain's lock, the id and the time, sets the actor
+and computes the hash itself, and which only the owner's function of each action calls
+(logins/core/vaultsql.py: a revealer's `<audit table>_reveal` writes reveal rows only). A
+trigger refuses UPDATE, DELETE and TRUNCATE. The table's owner (or a superuser) can still
+disable the trigger, so each row also carries
 
     prev_hash = row_hash of the row before it (in id order)
     row_hash  = SHA-256( prev_hash + "\\n" + canonical form of the row )
 
-Two canonical forms exist. `hash_version` 2 (every row written through the function):
-"logins-audit-v2", id, at (UTC, `YYYY-MM-DDTHH:MM:SS.ffffffZ`), actor, note, reason, action,
-tokens (a JSON array), succeeded, failed, detail (jsonb's own text form), each as a 4-byte
-big-endian length and its UTF-8 bytes (length -1 for NULL), so PostgreSQL and Python compute
-the same bytes. Rows without a hash_version (written by earlier releases) keep version 1:
-the keys id, at (ISO 8601 with microseconds), actor, reason, action, tokens, succeeded,
-failed, detail as JSON with sorted keys and no spaces. Both are verified.
-
-Rows written before the chain existed (a table upgraded in place) have no hash. The chain
-starts at the first hashed row, whose prev_hash is the *genesis* digest: SHA-256 over
-"logins-audit-v1\\n" and the version-1 canonical JSON of every earlier row, each followed by
-"\\n". After the first hashed row, a row without a hash is refused by a trigger, and
-`verify` reports one it finds (the trigger was disabled).
+The canonical form (`hash_version` 2, the label of the one form there is): "logins-audit-v2",
+id, at (UTC, `YYYY-MM-DDTHH:MM:SS.ffffffZ`), actor, note, reason, action, tokens (a JSON
+array), succeeded, failed, detail (jsonb's own text form), each as a 4-byte big-endian
+length and its UTF-8 bytes (length -1 for NULL), so PostgreSQL and Python compute the same
+bytes. The first row's prev_hash is the *genesis* digest, SHA-256 of "logins-audit-v1\\n".
+A row without a hash is refused by a trigger, and `verify` reports one it finds (the
+trigger was disabled).
 
 `verify` recomputes the chain. An edited row fails its own hash; a deleted row breaks its
 successor's prev_hash. Whoever can rewrite the table (its owner, a superuser) can recompute
@@ -39,7 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -49,7 +45,6 @@ from psycopg import sql
 
 from logins.core.config import AppConfig
 
-AUDIT_LOCK_ID = 7_417_302  # pg_advisory_xact_lock key that serialises audit inserts
 GENESIS = b"logins-audit-v1\n"
 V2_TAG = "logins-audit-v2"
 ACTIONS = ("reveal", "forget", "rotate", "rekey", "purge")
@@ -68,7 +63,6 @@ _COLUMNS = (
     "note",
     "hash_version",
 )
-_V1_KEYS = ("id", "at", "actor", "reason", "action", "tokens", "succeeded", "failed", "detail")
 
 
 @dataclass(frozen=True)
@@ -110,12 +104,6 @@ def _utc(at: datetime) -> str:
     return at.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
 
-def canonical(row: AuditRow) -> bytes:
-    """Version 1 (rows of earlier releases, and the genesis): JSON of the fields below."""
-    fields = {k: v for k, v in row.as_dict().items() if k in _V1_KEYS}
-    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 def v2_fields(row: AuditRow) -> list[str | None]:
     """The fields a version-2 hash covers, as text, in order (logins/core/auditsql.py: the same)."""
     return [
@@ -146,16 +134,12 @@ def canonical_v2(row: AuditRow) -> bytes:
 
 
 def row_hash(prev_hash: str, row: AuditRow) -> str:
-    body = canonical_v2(row) if row.hash_version == 2 else canonical(row)
-    return hashlib.sha256(prev_hash.encode("ascii") + b"\n" + body).hexdigest()
+    return hashlib.sha256(prev_hash.encode("ascii") + b"\n" + canonical_v2(row)).hexdigest()
 
 
-def genesis(legacy_rows: Sequence[AuditRow] = ()) -> str:
-    """prev_hash of the first hashed row: commits to every row written before the chain."""
-    digest = hashlib.sha256(GENESIS)
-    for row in legacy_rows:
-        digest.update(canonical(row) + b"\n")
-    return digest.hexdigest()
+def genesis() -> str:
+    """prev_hash of the first row."""
+    return hashlib.sha256(GENESIS).hexdigest()
 
 
 def _from_db(values: tuple[Any, ...]) -> AuditRow:
@@ -173,8 +157,14 @@ def _select(config: AppConfig) -> sql.Composed:
 
 
 def append_function(config: AppConfig) -> str:
-    """The SECURITY DEFINER function that alone may append to the audit table."""
+    """The SECURITY DEFINER function that alone may append to the audit table (called by the
+    owner's functions of each action, logins/core/vaultsql.py; no role may call it)."""
     return f"{config.vault.audit_table}_append"
+
+
+def reveal_function(config: AppConfig) -> str:
+    """The revealer's append function: it writes `reveal` rows and nothing else."""
+    return f"{config.vault.audit_table}_reveal"
 
 
 def record(
@@ -188,28 +178,34 @@ def record(
     failed: int = 0,
     detail: dict[str, Any] | None = None,
 ) -> AuditRow:
-    """Append one row through the audit function. In autocommit mode it is committed on
-    return; inside the caller's transaction it commits (or rolls back) with it, so an action
-    and its audit row are one atomic change. The actor is the database login, always."""
+    """Append one row. A `reveal` row goes through the revealer's function; any other action
+    through the owner's generic one (only the owner and a superuser may call it: the vault
+    roles' other actions write their rows inside the function that makes the change). In
+    autocommit mode it is committed on return; inside the caller's transaction it commits
+    (or rolls back) with it. The actor is the database login, always."""
     if not reason.strip():
         raise ValueError("a reason is required")
     if action not in ACTIONS:
         raise ValueError(f"unknown audit action {action!r}")
+    encoded = None if detail is None else json.dumps(detail)
+    columns = sql.SQL(
+        "SELECT audit_id, audit_at, audit_actor, audit_prev_hash, audit_row_hash, audit_detail"
+    )
     with conn.transaction():
-        got = conn.execute(
-            sql.SQL(
-                "SELECT audit_id, audit_at, audit_actor, audit_prev_hash, audit_row_hash,"
-                " audit_detail FROM {}(%s, %s, %s, %s, %s, %s::jsonb)"
-            ).format(sql.Identifier(append_function(config))),
-            (
-                action,
-                reason,
-                note,
-                succeeded,
-                failed,
-                None if detail is None else json.dumps(detail),
-            ),
-        ).fetchone()
+        if action == "reveal":
+            got = conn.execute(
+                sql.SQL("{} FROM {}(%s, %s, %s, %s, %s::jsonb)").format(
+                    columns, sql.Identifier(reveal_function(config))
+                ),
+                (reason, note, succeeded, failed, encoded),
+            ).fetchone()
+        else:
+            got = conn.execute(
+                sql.SQL("{} FROM {}(%s, %s, %s, %s, %s, %s::jsonb)").format(
+                    columns, sql.Identifier(append_function(config))
+                ),
+                (action, reason, note, succeeded, failed, encoded),
+            ).fetchone()
     assert got is not None
     stored = None if got[5] is None else json.loads(got[5])
     return AuditRow(
@@ -257,8 +253,6 @@ def latest(conn: psycopg.Connection[Any], config: AppConfig, limit: int) -> list
 @dataclass
 class Verification:
     rows: int = 0
-    legacy_rows: int = 0  # rows before the chain started (no hash)
-    first_chained_id: int | None = None
     head_id: int | None = None
     head_hash: str | None = None
     bad_id: int | None = None
@@ -280,8 +274,7 @@ def verify(
     recorded earlier: each must still be there with that hash."""
     anchors = dict(anchors or {})
     result = Verification()
-    legacy = hashlib.sha256(GENESIS)
-    expected: str | None = None  # the prev_hash the next hashed row must carry
+    expected = genesis()  # the prev_hash the next row must carry
     previous_id: int | None = None
 
     def bad(row_id: int, problem: str) -> Verification:
@@ -290,21 +283,11 @@ def verify(
 
     for row in rows(conn, config):
         result.rows += 1
-        if expected is None and row.row_hash is None:
-            result.legacy_rows += 1
-            legacy.update(canonical(row) + b"\n")
-            previous_id = row.id
-            continue
-        if expected is None:
-            expected = legacy.hexdigest()
-            result.first_chained_id = row.id
-            before = (
-                f"the {result.legacy_rows} rows before the chain started"
-                if result.legacy_rows
-                else "the start of the chain"
-            )
-        else:
-            before = f"the hash of row {previous_id}, the row before it"
+        before = (
+            "the start of the chain"
+            if previous_id is None
+            else f"the hash of row {previous_id}, the row before it"
+        )
         if row.row_hash is None or row.prev_hash is None:
             return bad(row.id, "has no hash: inserted bypassing the chain (trigger disabled)")
         if row.prev_hash != expected:

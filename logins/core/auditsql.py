@@ -8,7 +8,8 @@ that authenticated; `SET ROLE` does not change it) as the actor, takes the chain
 next id and `clock_timestamp()` itself, and computes the version-2 hash exactly as
 `logins.core.audit.canonical_v2` does. So a caller can neither pick the actor, the time or the id
 nor write a row that does not extend the chain, and with no INSERT grant it cannot bypass
-the function. EXECUTE is revoked from PUBLIC; the migrations grant it to the vault roles.
+the function. EXECUTE is revoked from PUBLIC and granted to nobody: the vault roles append
+only through the function of their action (logins/core/vaultsql.py), which calls this one.
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from logins.core.audit import ACTIONS, AUDIT_LOCK_ID, V2_TAG, append_function
+from logins.core.audit import ACTIONS, V2_TAG, append_function, genesis
 from logins.core.config import AppConfig
+from logins.core.controlsql import LOCK_TIMEOUT, SEARCH_PATH, TAKE_LOCK, audit_lock
 
-SEARCH_PATH = sql.SQL("SET search_path = pg_catalog, pg_temp")
+__all__ = ["SEARCH_PATH", "append_function_ddl", "append_function_signature"]
 
 
 def _field(expression: str) -> str:
@@ -34,11 +36,11 @@ def _field(expression: str) -> str:
 
 
 def append_function_ddl(
-    conn: psycopg.Connection[Any], config: AppConfig, schema: str, genesis: str
+    conn: psycopg.Connection[Any], config: AppConfig, schema: str
 ) -> sql.Composed:
     """CREATE OR REPLACE the append function for this config's audit table in `schema`.
-    `genesis` is the prev_hash of the first row when the table holds no hashed row yet
-    (logins.core.audit.genesis over the rows an upgraded table already had)."""
+    The chain's order is kept by a control row (logins/core/vaultsql.py) that only the
+    owner's functions can lock, never an advisory lock anyone could hold."""
     audit = sql.Identifier(schema, config.vault.audit_table)
     function = sql.Identifier(schema, append_function(config))
     canonical = " || ".join(
@@ -67,7 +69,7 @@ def append_function_ddl(
         "  RAISE EXCEPTION 'audit: a reason is required' USING ERRCODE = '22023'; END IF;"
         " IF p_succeeded IS NULL OR p_failed IS NULL OR p_succeeded < 0 OR p_failed < 0 THEN"
         "  RAISE EXCEPTION 'audit: counts must be >= 0' USING ERRCODE = '22023'; END IF;"
-        " PERFORM pg_catalog.pg_advisory_xact_lock({lock});"
+        " PERFORM {take_lock}({lock}, {timeout});"
         " SELECT a.row_hash INTO v_prev FROM {audit} a WHERE a.row_hash IS NOT NULL"
         "  ORDER BY a.id DESC LIMIT 1;"
         " v_prev := COALESCE(v_prev, {genesis});"
@@ -84,10 +86,12 @@ def append_function_ddl(
     ).format(
         tag=sql.Literal(V2_TAG),
         actions=sql.SQL(", ").join(sql.Literal(a) for a in ACTIONS),
-        lock=sql.Literal(AUDIT_LOCK_ID),
+        take_lock=sql.Identifier(schema, TAKE_LOCK),
+        lock=sql.Literal(audit_lock(config)),
+        timeout=sql.Literal(LOCK_TIMEOUT),
         audit=audit,
         audit_name=sql.Literal(audit.as_string(conn)),
-        genesis=sql.Literal(genesis),
+        genesis=sql.Literal(genesis()),
         canonical=sql.SQL(canonical),
     )
     return sql.SQL(

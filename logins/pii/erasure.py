@@ -5,14 +5,20 @@ A token is a deterministic function of the value: whoever holds the token key (t
 a revealer) can compute the token of every guess and look for it. So erasure must remove the
 erased value's tokens from every table, not only its vault entry. In one transaction:
 
-1. the vault table is locked against inserts (SHARE ROW EXCLUSIVE; the pipeline waits a
-   moment), so a batch cannot seal the value while it is being erased;
+All of it is one call of the eraser's SECURITY DEFINER function `<prefix>forget`
+(logins/core/vaultsql.py), one transaction that writes its own audit row:
+
+1. it takes the erasure lock (a control row only the owner's functions can lock; a second
+   erasure fails after a few seconds naming the login and pid that hold it). No table
+   lock: the pipeline's inserts go on; one offering a token being erased waits only for
+   the end of this call;
 2. the tokens are expanded through the rotation aliases (old <-> new token of one value);
 3. every masked column that holds one of them gets, instead, the value's *erasure marker*:
    `erased:` and 32 random hex digits, drawn for this erasure and derived from nothing.
    Rows that shared the value still share its marker, so counts and "same value" stay
    visible; no key turns a guess into the marker;
-4. the aliases that link those tokens are deleted, and the vault entries;
+4. the aliases that link those tokens are deleted, then the vault entries (and any still in
+   the pipeline's inbox);
 5. the audit row (actor, why, the entries' random surrogate ids, counts: never a token) and
    one row per marker in `pii_erasures` (marker, field, when, audit id).
 
@@ -47,12 +53,12 @@ import psycopg
 from nacl.exceptions import CryptoError
 from psycopg import sql
 
-from logins.core import audit
+from logins.core import controlsql, vaultsql
 from logins.core.config import AppConfig
 from logins.core.tokens import is_token
 from logins.core.vault import Opener, VaultError
 from logins.core.vaultschema import VaultTables, tables
-from logins.pii.reveal import ERASED_PREFIX, UserSelector, unique, user_tokens
+from logins.pii.reveal import UserSelector, unique, user_tokens
 
 
 @dataclass
@@ -69,11 +75,6 @@ class Erasure:
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
-
-
-def new_marker() -> str:
-    """An erasure marker: random, so it is not a function of anything."""
-    return ERASED_PREFIX + secrets.token_hex(16)
 
 
 def aliases_of(conn: psycopg.Connection[Any], t: VaultTables, tokens: Iterable[str]) -> list[str]:
@@ -126,17 +127,13 @@ def forget_tokens(
     t = tables(config)
     result = result or Erasure()
     result.dry_run = dry_run
-    with conn.transaction():
-        if not dry_run:
-            conn.execute(
-                sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(sql.Identifier(t.vault))
-            )
+    if dry_run:  # reads only
         groups = _value_groups(conn, t, tokens)
         everything = [tok for group in groups for tok in group]
         present = {
-            tok: (str(entry_id), field_name)
-            for tok, entry_id, field_name in conn.execute(
-                sql.SQL("SELECT token, entry_id, field FROM {} WHERE token = ANY(%s)").format(
+            tok
+            for (tok,) in conn.execute(
+                sql.SQL("SELECT token FROM {} WHERE token = ANY(%s)").format(
                     sql.Identifier(t.vault)
                 ),
                 (everything,),
@@ -144,85 +141,27 @@ def forget_tokens(
         }
         result.erased = [tok for tok in everything if tok in present]
         result.absent = [tok for tok in everything if tok not in present]
-        if dry_run:
-            result.rejected_erased = list(rejected_ids or [])  # would be
-            return result
-        markers = [new_marker() for _ in groups]
-        pairs = [(tok, markers[i]) for i, group in enumerate(groups) for tok in group]
-        result.rows_rewritten = _replace_tokens(conn, t, pairs)
-        result.aliases_deleted = _delete(
-            conn,
-            sql.SQL("DELETE FROM {} WHERE old_token = ANY(%s) OR new_token = ANY(%s)").format(
-                sql.Identifier(t.aliases)
-            ),
-            (everything, everything),
-        )
-        _delete(
-            conn,
-            sql.SQL("DELETE FROM {} WHERE token = ANY(%s)").format(sql.Identifier(t.vault)),
-            (result.erased,),
-        )
-        if rejected_ids:
-            conn.execute(
-                sql.SQL(
-                    "UPDATE {} SET sealed_body = ''::bytea, body_erased_at = now()"
-                    " WHERE message_id = ANY(%s)"
-                ).format(sql.Identifier(t.rejected)),
-                (rejected_ids,),
-            )
-            result.rejected_erased = list(rejected_ids)
-        row = audit.record(
-            conn,
-            config,
-            note=note,
-            reason=reason,
-            action="forget",
-            succeeded=len(result.erased),
-            failed=len(result.absent),
-            detail={
-                **(detail or {}),
-                "entries": [present[tok][0] for tok in result.erased],
-                "values": len(groups),
-                "rows_rewritten": result.rows_rewritten,
-                "aliases_deleted": result.aliases_deleted,
-                "rejected_bodies_erased": len(rejected_ids or []),
-            },
-        )
-        result.audit_id = row.id
-        fields = [
-            next((present[tok][1] for tok in group if tok in present), None) for group in groups
-        ]
-        with conn.cursor() as cur:
-            cur.executemany(
-                sql.SQL("INSERT INTO {} (marker, field, audit_id) VALUES (%s, %s, %s)").format(
-                    sql.Identifier(t.erasures)
+        result.rejected_erased = list(rejected_ids or [])  # would be
+        return result
+    try:
+        with conn.transaction():
+            got = conn.execute(
+                sql.SQL("SELECT {}(%s, %s, %s, %s, %s::jsonb)").format(
+                    sql.Identifier(vaultsql.names(config)["forget"])
                 ),
-                [(markers[i], fields[i], row.id) for i in range(len(groups))],
-            )
+                (unique(tokens), list(rejected_ids or []), reason, note, json.dumps(detail or {})),
+            ).fetchone()
+    except psycopg.errors.LockNotAvailable as exc:
+        raise controlsql.busy(exc) from None
+    assert got is not None
+    done: dict[str, Any] = got[0]
+    result.audit_id = int(done["audit_id"])
+    result.erased = list(done["erased"])
+    result.absent = list(done["absent"])
+    result.rows_rewritten = int(done["rows_rewritten"])
+    result.aliases_deleted = int(done["aliases_deleted"])
+    result.rejected_erased = list(done["rejected_erased"])
     return result
-
-
-def _replace_tokens(
-    conn: psycopg.Connection[Any], t: VaultTables, pairs: list[tuple[str, str]]
-) -> int:
-    """Put each token's marker in every masked column of the sink table that holds it."""
-    if not pairs:
-        return 0
-    changed = 0
-    for column in t.masked.values():
-        cur = conn.execute(
-            sql.SQL(
-                "UPDATE {table} t SET {col} = m.marker"
-                " FROM unnest(%s::text[], %s::text[]) AS m(token, marker) WHERE t.{col} = m.token"
-            ).format(table=sql.Identifier(t.sink), col=sql.Identifier(column)),
-            ([tok for tok, _ in pairs], [marker for _, marker in pairs]),
-        )
-        changed += max(cur.rowcount, 0)
-    return changed
-
-
-def _delete(conn: psycopg.Connection[Any], statement: sql.Composed, params: tuple[Any, ...]) -> int:
-    return max(conn.execute(statement, params).rowcount, 0)
 
 
 def shared_tokens(

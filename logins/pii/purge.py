@@ -4,7 +4,8 @@ A rejected message is kept sealed whole so that someone with the vault key can s
 producer sent. That is diagnosis, not a record to keep: after `sink.rejected_retention_days`
 its sealed body is emptied, like an erased one (`body_erased_at` set; the row keeps its
 message id, reason and detail, so the ledger's counts still add up). One transaction with
-its audit row (action `purge`: how many, the cutoff).
+its audit row (action `purge`: how many, the cutoff), made by the eraser's SECURITY DEFINER
+function `<prefix>purge` (logins/core/vaultsql.py): the eraser cannot UPDATE the table.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from logins.core import audit
+from logins.core import vaultsql
 from logins.core.config import AppConfig
 from logins.core.vaultschema import tables
 
@@ -46,37 +47,30 @@ def purge_rejected(
     if days < 1:
         raise ValueError("the retention must be at least one day")
     table = sql.Identifier(tables(config).rejected)
+    if not dry_run:  # the eraser's function: the change and its audit row, one transaction
+        with conn.transaction():
+            got = conn.execute(
+                sql.SQL("SELECT {}(%s, %s, %s)").format(
+                    sql.Identifier(vaultsql.names(config)["purge"])
+                ),
+                (days, reason, note),
+            ).fetchone()
+        assert got is not None
+        done: dict[str, Any] = got[0]
+        return Purge(
+            days,
+            datetime.fromisoformat(done["cutoff"]),
+            purged=int(done["purged"]),
+            audit_id=int(done["audit_id"]),
+        )
     where = sql.SQL("rejected_at < %(cutoff)s AND octet_length(sealed_body) > 0")
     with conn.transaction():
         got = conn.execute("SELECT now() - make_interval(days => %s)", (days,)).fetchone()
         assert got is not None
-        result = Purge(days, got[0], dry_run=dry_run)
-        if dry_run:
-            counted = conn.execute(
-                sql.SQL("SELECT count(*) FROM {} WHERE {}").format(table, where),
-                {"cutoff": result.cutoff},
-            ).fetchone()
-            result.purged = int(counted[0]) if counted else 0
-            return result
-        changed = conn.execute(
-            sql.SQL(
-                "UPDATE {} SET sealed_body = ''::bytea, body_erased_at = now() WHERE {}"
-            ).format(table, where),
+        result = Purge(days, got[0], dry_run=True)
+        counted = conn.execute(
+            sql.SQL("SELECT count(*) FROM {} WHERE {}").format(table, where),
             {"cutoff": result.cutoff},
-        )
-        result.purged = max(changed.rowcount, 0)
-        row = audit.record(
-            conn,
-            config,
-            reason=reason,
-            note=note,
-            action="purge",
-            succeeded=result.purged,
-            detail={
-                "table": tables(config).rejected,
-                "retention_days": days,
-                "cutoff": result.cutoff.isoformat(),
-            },
-        )
-        result.audit_id = row.id
+        ).fetchone()
+        result.purged = int(counted[0]) if counted else 0
     return result

@@ -21,7 +21,7 @@ import psycopg
 from psycopg import sql
 from psycopg.pq import TransactionStatus
 
-from logins.core import audit
+from logins.core import audit, vaultsql
 from logins.core.config import AppConfig
 from logins.core.tokens import Tokenizer
 from logins.core.vault import Opener, VaultError
@@ -64,6 +64,7 @@ def reveal(
             " that is not inside a transaction: commit or roll back first"
         )
     tokens = unique(tokens)
+    vaultsql.flush(conn, config)
     found = {
         token: (str(entry_id), field, bytes(sealed), key_id)
         for entry_id, token, field, sealed, key_id in conn.execute(

@@ -12,11 +12,15 @@ Vault key pair. `rekey` re-seals every vault entry and every sealed rejected bod
 old key pair to a new public key: only rows still marked with the old vault_key_id, in
 keyset batches, each its own transaction, so it too resumes where it stopped.
 
-Both write an audit row before the first change and another with the counts at the end.
+Both write an audit row before the first change, one per batch (in the batch's transaction,
+with what it wrote) and one with the counts at the end. The rotator changes nothing itself:
+each batch is one call of its SECURITY DEFINER function (`<prefix>rotate`, `<prefix>rekey`,
+logins/core/vaultsql.py), which writes the entries or re-sealed rows and the audit row.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,8 +29,9 @@ import psycopg
 from nacl.exceptions import CryptoError
 from nacl.public import PublicKey
 from psycopg import sql
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
-from logins.core import audit
+from logins.core import vaultsql
 from logins.core.config import AppConfig
 from logins.core.keys import vault_key_id
 from logins.core.tokens import Tokenizer, key_id_of
@@ -87,15 +92,15 @@ def rotate_tokens(
     active = tokenizer.key_id
     sealer = Sealer(opener.public_key)
     result = RotationResult(to_key_id=active)
+    vaultsql.flush(conn, config)
     pending = pending_rotation(conn, config, active)
     walked = 0
-    audit.record(
+    _rotate_call(
         conn,
         config,
-        note=note,
-        reason=reason,
-        action="rotate",
-        detail={
+        reason,
+        note,
+        {
             "phase": "start",
             "to_token_key": active,
             "known_token_keys": tokenizer.key_ids,
@@ -135,64 +140,131 @@ def rotate_tokens(
         ]
         aliases = [(old, new, f) for (old, f, _), new in zip(good, news, strict=True)]
         if aliases:
-            result.rotated += _write_rotation(conn, t.vault, t.aliases, new_entries, aliases)
+            result.rotated += _rotate_call(
+                conn,
+                config,
+                reason,
+                note,
+                {"phase": "batch", "to_token_key": active},
+                old=[old for old, _, _ in aliases],
+                new=[new for new, _, _, _ in new_entries],
+                sealed=[sealed for _, _, sealed, _ in new_entries],
+                key_ids=[key_id for _, _, _, key_id in new_entries],
+            )
         walked += len(batch)
         if progress:
             progress(walked, max(pending, walked))
     result.remaining = pending_rotation(conn, config, active)
-    audit.record(
+    _rotate_call(
         conn,
         config,
-        note=note,
-        reason=reason,
-        action="rotate",
+        reason,
+        note,
+        {"phase": "done", "to_token_key": active, "remaining": result.remaining},
         succeeded=result.rotated,
         failed=result.failed,
-        detail={"phase": "done", "to_token_key": active, "remaining": result.remaining},
     )
     return result
 
 
-def _write_rotation(
+def _rotate_call(
     conn: psycopg.Connection[Any],
-    vault: str,
-    aliases: str,
-    entries: list[tuple[str, str, bytes, str]],
-    links: list[tuple[str, str, str]],
+    config: AppConfig,
+    reason: str,
+    note: str | None,
+    detail: dict[str, Any],
+    *,
+    succeeded: int = 0,
+    failed: int = 0,
+    old: list[str] | None = None,
+    new: list[str] | None = None,
+    sealed: list[bytes] | None = None,
+    key_ids: list[str] | None = None,
 ) -> int:
-    """One batch in one transaction. An old entry erased meanwhile (`logins forget` locks the
-    vault and deletes it) must not come back under its new token, so the old rows are locked
-    FOR SHARE and only those still present are rotated. The table lock is taken first (the
-    mode the pipeline's inserts take): it waits for a running `forget`, and a `forget` that
-    starts now waits for this batch, so the two cannot deadlock on a row."""
+    """One call of the rotator's function, its own transaction: a batch (a new entry and an
+    alias for each old token still in the vault; an entry erased meanwhile does not come
+    back) or, with no entries, a start or done row. A batch that meets a running erasure
+    (its lock held longer than the wait) is tried again, up to 10 times. Returns the
+    entries rotated."""
+    for attempt in Retrying(
+        retry=retry_if_exception_type(psycopg.errors.LockNotAvailable),
+        stop=stop_after_attempt(10),
+        reraise=True,
+    ):
+        with attempt:
+            return _rotate_once(conn, config, reason, note, detail, succeeded, failed, old,
+                                new, sealed, key_ids)  # fmt: skip
+    raise AssertionError("unreachable: tenacity reraises the last attempt's error")
+
+
+def _rotate_once(
+    conn: psycopg.Connection[Any],
+    config: AppConfig,
+    reason: str,
+    note: str | None,
+    detail: dict[str, Any],
+    succeeded: int,
+    failed: int,
+    old: list[str] | None,
+    new: list[str] | None,
+    sealed: list[bytes] | None,
+    key_ids: list[str] | None,
+) -> int:
     with conn.transaction():
-        conn.execute(sql.SQL("LOCK TABLE {} IN ROW EXCLUSIVE MODE").format(sql.Identifier(vault)))
-        still = {
-            tok
-            for (tok,) in conn.execute(
-                sql.SQL("SELECT token FROM {} WHERE token = ANY(%s) FOR SHARE").format(
-                    sql.Identifier(vault)
-                ),
-                ([old for old, _, _ in links],),
-            )
-        }
-        keep = [i for i, (old, _, _) in enumerate(links) if old in still]
-        with conn.cursor() as cur:
-            cur.executemany(
-                sql.SQL(
-                    "INSERT INTO {} (token, field, sealed, vault_key_id) VALUES (%s, %s, %s, %s)"
-                    " ON CONFLICT (token) DO NOTHING"
-                ).format(sql.Identifier(vault)),
-                [entries[i] for i in keep],
-            )
-            cur.executemany(
-                sql.SQL(
-                    "INSERT INTO {} (old_token, new_token, field) VALUES (%s, %s, %s)"
-                    " ON CONFLICT DO NOTHING"
-                ).format(sql.Identifier(aliases)),
-                [links[i] for i in keep],
-            )
-    return len(keep)
+        got = conn.execute(
+            sql.SQL("SELECT {}(%s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s)").format(
+                sql.Identifier(vaultsql.names(config)["rotate"])
+            ),
+            (
+                reason,
+                note,
+                json.dumps(detail),
+                succeeded,
+                failed,
+                old or [],
+                new or [],
+                sealed or [],
+                key_ids or [],
+            ),
+        ).fetchone()
+    return int(got[0]) if got else 0
+
+
+def _rekey_call(
+    conn: psycopg.Connection[Any],
+    config: AppConfig,
+    reason: str,
+    note: str | None,
+    detail: dict[str, Any],
+    *,
+    succeeded: int = 0,
+    failed: int = 0,
+    rejected: bool = False,
+    rows: list[tuple[str, bytes]] | None = None,
+    from_key: str = "",
+    to_key: str = "",
+) -> int:
+    """One call of the rotator's rekey function, its own transaction: re-sealed vault entries
+    (by token) or rejected bodies (by message id), or a start or done row."""
+    with conn.transaction():
+        got = conn.execute(
+            sql.SQL("SELECT {}(%s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, %s)").format(
+                sql.Identifier(vaultsql.names(config)["rekey"])
+            ),
+            (
+                reason,
+                note,
+                json.dumps(detail),
+                succeeded,
+                failed,
+                rejected,
+                [k for k, _ in rows or []],
+                [b for _, b in rows or []],
+                from_key,
+                to_key,
+            ),
+        ).fetchone()
+    return int(got[0]) if got else 0
 
 
 @dataclass
@@ -234,29 +306,24 @@ def rekey(
     if sealer.key_id == old.key_id:
         raise ValueError("the new public key is the old key pair's: nothing to re-seal")
     result = RekeyResult(from_key_id=old.key_id, to_key_id=vault_key_id(new_public))
+    vaultsql.flush(conn, config)
     to_vault = _remaining(conn, t.vault, old.key_id)
     to_rejected = _remaining(conn, t.rejected, old.key_id)
     walked = 0
-    audit.record(
+    keys = {"from_vault_key": old.key_id, "to_vault_key": sealer.key_id}
+    _rekey_call(
         conn,
         config,
-        note=note,
-        reason=reason,
-        action="rekey",
-        detail={
-            "phase": "start",
-            "from_vault_key": old.key_id,
-            "to_vault_key": sealer.key_id,
-            "vault_entries": to_vault,
-            "rejected_bodies": to_rejected,
-        },
+        reason,
+        note,
+        {"phase": "start", **keys, "vault_entries": to_vault, "rejected_bodies": to_rejected},
     )
     select_vault = sql.SQL(
         "SELECT token, field, sealed FROM {} WHERE vault_key_id = %(key)s AND token > %(after)s"
         " ORDER BY token LIMIT %(n)s"
     ).format(sql.Identifier(t.vault))
     for batch in _chunks(conn, select_vault, {"key": old.key_id}, batch_size):
-        updates = []
+        updates: list[tuple[str, bytes]] = []
         seals = sealer.batch()  # one data key per chunk (docs/vault.md)
         for token, field_name, sealed in batch:
             try:
@@ -264,15 +331,18 @@ def rekey(
             except VaultError as exc:
                 _note(result, str(exc))
                 continue
-            updates.append((seals.seal(field_name, token, value), sealer.key_id, token, old.key_id))
-        result.vault_rekeyed += _update(
-            conn,
-            sql.SQL(
-                "UPDATE {} SET sealed = %s, vault_key_id = %s"
-                " WHERE token = %s AND vault_key_id = %s"
-            ).format(sql.Identifier(t.vault)),
-            updates,
-        )
+            updates.append((token, seals.seal(field_name, token, value)))
+        if updates:
+            result.vault_rekeyed += _rekey_call(
+                conn,
+                config,
+                reason,
+                note,
+                {"phase": "batch", "table": t.vault, **keys},
+                rows=updates,
+                from_key=old.key_id,
+                to_key=sealer.key_id,
+            )
         walked += len(batch)
         if progress:
             progress(walked, max(to_vault + to_rejected, walked))
@@ -292,35 +362,37 @@ def rekey(
                     _note(result, f"message {message_id}: {type(exc).__name__}")
                     continue
                 body = seals.seal_rejected(message_id, text)
-            updates.append((body, sealer.key_id, message_id, old.key_id))
-        result.rejected_rekeyed += _update(
-            conn,
-            sql.SQL(
-                "UPDATE {} SET sealed_body = %s, vault_key_id = %s"
-                " WHERE message_id = %s AND vault_key_id = %s"
-            ).format(sql.Identifier(t.rejected)),
-            updates,
-        )
+            updates.append((message_id, body))
+        if updates:
+            result.rejected_rekeyed += _rekey_call(
+                conn,
+                config,
+                reason,
+                note,
+                {"phase": "batch", "table": t.rejected, **keys},
+                rejected=True,
+                rows=updates,
+                from_key=old.key_id,
+                to_key=sealer.key_id,
+            )
         walked += len(batch)
         if progress:
             progress(walked, max(to_vault + to_rejected, walked))
     result.remaining_vault = _remaining(conn, t.vault, old.key_id)
     result.remaining_rejected = _remaining(conn, t.rejected, old.key_id)
-    audit.record(
+    _rekey_call(
         conn,
         config,
-        note=note,
-        reason=reason,
-        action="rekey",
-        succeeded=result.vault_rekeyed + result.rejected_rekeyed,
-        failed=result.failed,
-        detail={
+        reason,
+        note,
+        {
             "phase": "done",
-            "from_vault_key": old.key_id,
-            "to_vault_key": sealer.key_id,
+            **keys,
             "remaining_vault": result.remaining_vault,
             "remaining_rejected": result.remaining_rejected,
         },
+        succeeded=result.vault_rekeyed + result.rejected_rekeyed,
+        failed=result.failed,
     )
     return result
 
@@ -335,14 +407,6 @@ def _chunks(
     while rows := conn.execute(query, {**params, "after": after, "n": size}).fetchall():
         yield rows
         after = rows[-1][0]
-
-
-def _update(conn: psycopg.Connection[Any], statement: sql.Composed, rows: list[Any]) -> int:
-    if not rows:
-        return 0
-    with conn.transaction(), conn.cursor() as cur:
-        cur.executemany(statement, rows, returning=False)
-        return max(cur.rowcount, 0)
 
 
 @dataclass

@@ -124,9 +124,10 @@ def test_rotation_recovery_erasure_and_audit_as_an_operator(
     assert status.returncode == 0 and "erased values (markers)     : 1" in status.stdout
     listed = run_module(["logins", "audit", "list", "--json"], env)
     actions = [r["action"] for r in json.loads(listed.stdout)]
-    assert actions == ["reveal", "forget", "reveal", "rotate", "rotate"]
+    # the rotation: start, one batch (in the batch's transaction), done
+    assert actions == ["reveal", "forget", "reveal", "rotate", "rotate", "rotate"]
     verified = run_module(["logins", "audit", "verify"], env)
-    assert verified.returncode == 0 and verified.stdout.startswith("ok: 5 rows")
+    assert verified.returncode == 0 and verified.stdout.startswith("ok: 6 rows")
 
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("ALTER TABLE pii_audit DISABLE TRIGGER ALL")
@@ -134,4 +135,4 @@ def test_rotation_recovery_erasure_and_audit_as_an_operator(
         conn.execute("ALTER TABLE pii_audit ENABLE TRIGGER ALL")
     tampered = run_module(["logins", "audit", "verify"], env)
     assert tampered.returncode == 1
-    assert "TAMPERED: row 4: its contents do not match its hash" in tampered.stderr
+    assert "TAMPERED: row 5: its contents do not match its hash" in tampered.stderr

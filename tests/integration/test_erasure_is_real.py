@@ -20,7 +20,6 @@ import psycopg
 import pytest
 
 from connectors.postgres import roles
-from connectors.postgres.migrations import migrate
 from logins.core.keys import load_token_keys, load_vault_private_key
 from logins.core.tokens import Tokenizer
 from logins.core.vault import Opener
@@ -30,7 +29,6 @@ from logins.pii.erasure import names_user
 from tests.helpers import run
 from tests.integration.leaks import LeakSearch
 from tests.integration.rolekit import RoleDatabase, role_database
-from tests.integration.vaultkit import make_vault
 
 ALICE = "alice-4f1c"
 ALICE_IP = "10.77.3.42"  # hers alone
@@ -207,38 +205,3 @@ def test_nothing_left_gives_back_an_erased_value_with_every_key(
     again = db.cli(roles.ROTATOR, "rotate", "run", "--reason", "again", *key, "--json", **env)
     assert again.exit_code == 0 and json.loads(again.stdout)["remaining"] == 0, again.output
     assert db.cli(roles.AUDITOR, "audit", "verify", **env).exit_code == 0
-
-
-def test_tombstones_of_an_earlier_release_are_made_real_by_the_migration(
-    tmp_path: Path, database_url: str
-) -> None:
-    """An earlier release kept the erased token as a tombstone, and the token in the rows.
-    Migrating replaces it with a marker there, deletes its aliases and drops the column."""
-    v = make_vault(tmp_path, database_url)
-    erased = v.add_login("u-1", "192.0.2.50", "555-55-5555")
-    v.add_login("u-2", "192.0.2.50", "666-66-6666")
-    kept = v.add_login("u-3", "192.0.2.51", "777-77-7777")
-    with v.connect() as conn:
-        conn.execute("DROP TABLE pii_erasures")
-        conn.execute(
-            "CREATE TABLE pii_erasures (token text PRIMARY KEY, field text,"
-            " erased_at timestamptz NOT NULL DEFAULT now(), audit_id bigint)"
-        )
-        conn.execute("INSERT INTO pii_erasures (token, field) VALUES (%s, 'ip')", (erased["ip"],))
-        conn.execute(
-            "INSERT INTO pii_token_aliases (old_token, new_token, field) VALUES (%s, 'k2.x', 'ip')",
-            (erased["ip"],),
-        )
-        conn.execute("DELETE FROM pii_vault WHERE token = %s", (erased["ip"],))
-        conn.execute("UPDATE logins_schema_version SET version = 1")
-        migrate(conn, v.config)
-        migrate(conn, v.config)  # once done, done
-    ips = dict(v.query("SELECT user_id, masked_ip FROM user_logins"))
-    assert ips["u-1"] == ips["u-2"] and ips["u-1"].startswith("erased:")
-    assert ips["u-3"] == kept["ip"]
-    assert v.query("SELECT marker, field FROM pii_erasures") == [(ips["u-1"], "ip")]
-    assert v.query("SELECT count(*) FROM pii_token_aliases") == [(0,)]
-    assert v.query(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = 'pii_erasures'"
-        " ORDER BY 1"
-    ) == [("audit_id",), ("erased_at",), ("field",), ("marker",)]

@@ -1,7 +1,7 @@
 """The ledger against a real PostgreSQL: keyed (sent_at, message_id), partitioned by day,
 partitions made ahead and dropped after the retention, a day without a partition never
-failing a batch, a message without SentTimestamp counted once, and an earlier release's
-unpartitioned ledger converted by `logins migrate` with its rows (connectors/postgres/ledger.py)."""
+failing a batch, a message without SentTimestamp counted once, and the retention the
+owner's alone (connectors/postgres/ledger.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from connectors.postgres import ledger
+from connectors.postgres import ledger, roles
 from connectors.postgres.migrations import migrate
 from connectors.postgres.schema import table_schema
 from connectors.postgres.writer import PostgresWriter
@@ -22,6 +22,7 @@ from logins.core.config import AppConfig, ConfigError
 from logins.core.records import Event, SqsMessage
 from logins.dev.generator import generate
 from tests.helpers import config_for, fetch, masked_batches
+from tests.integration.rolekit import role_database
 
 DAY_MS = 86_400_000
 
@@ -188,98 +189,92 @@ def test_maintenance_drops_what_the_retention_no_longer_needs(
         )
         conn.execute("RESET ROLE")
         conn.commit()
-        assert ledger.maintain(conn, "logins_ledger", retention) == 1  # the old day dropped
+        assert ledger.maintain(conn, "logins_ledger") == 1  # the old day dropped
         assert _day_name(old) not in _partitions(conn)
         assert _day_name(kept) in _partitions(conn)
         assert sorted(r[0] for r in fetch(conn, "SELECT message_id FROM logins_ledger")) == [
             "default-new",
             f"in-{kept}",
         ]
-        assert ledger.maintain(conn, "logins_ledger", retention) == 0  # nothing more to do
-        # the function refuses a retention SQS could outlive, whoever calls it
+        assert ledger.maintain(conn, "logins_ledger") == 0  # nothing more to do
+        # the function refuses a retention SQS could outlive, even the owner's
+        conn.execute(
+            "UPDATE logins_control SET value = 14 WHERE name = 'logins_ledger:retention_days'"
+        )
         with pytest.raises(psycopg.errors.InvalidParameterValue, match="more than 14 days"):
-            conn.execute("SELECT logins_ledger_maintain(14, 7)")
+            conn.execute("SELECT logins_ledger_maintain()")
         conn.rollback()
+
+
+def test_the_pipeline_cannot_shorten_the_owners_retention(
+    pg_admin_dsn: str, tmp_path: Path
+) -> None:
+    """The review's abuse: the pipeline's login calling the maintenance with its own
+    retention (15 days) to drop partitions the owner's keeps. The function takes no
+    argument and reads the owner's setting, which the pipeline cannot write."""
+    with role_database(pg_admin_dsn, tmp_path) as db:
+        retention = db.config.sink.ledger_retention_days
+        young = _today() - dt.timedelta(days=17)  # older than 15 days, younger than the owner's
+        assert retention > 18
+        expired = _today() - dt.timedelta(days=retention + 2)
+        with db.connect(roles.OWNER) as conn:
+            conn.execute("SET ROLE logins_owner")  # as the migrations make them
+            for day in (young, expired):
+                lo = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
+                conn.execute(
+                    sql.SQL(
+                        "CREATE TABLE {} PARTITION OF logins_ledger FOR VALUES FROM ({}) TO ({})"
+                    ).format(
+                        sql.Identifier(_day_name(day)),
+                        sql.Literal(lo),
+                        sql.Literal(lo + dt.timedelta(days=1)),
+                    )
+                )
+        abuse = [
+            "SELECT logins_ledger_maintain(15, 366)",
+            "SELECT logins_ledger_maintain(15)",
+            "UPDATE logins_control SET value = 15",
+            "INSERT INTO logins_control (name, value) VALUES ('logins_ledger:retention_days', 15)"
+            " ON CONFLICT (name) DO UPDATE SET value = 15",
+            "DELETE FROM logins_control",
+            f"DROP TABLE {_day_name(young)}",
+        ]
+        with (
+            db.connect(roles.ANALYST) as analyst,
+            db.connect(roles.PIPELINE, autocommit=False) as conn,
+        ):
+            # the advisory lock an earlier maintenance took: held by an analyst, it changes
+            # nothing (the maintenance locks a control row only the owner can lock)
+            analyst.execute("SELECT pg_advisory_lock(7417302, hashtext('logins_ledger'))")
+            found = {}
+            for statement in abuse:
+                try:
+                    conn.execute(statement)  # the attacker's SQL
+                    found[statement] = "ran"
+                except psycopg.Error as exc:
+                    found[statement] = str(exc.sqlstate)
+                conn.rollback()
+            # the owner's retention: the expired day goes, the young one stays
+            assert conn.execute("SELECT logins_ledger_maintain()").fetchone() == (1,)
+            conn.commit()
+        assert (
+            found
+            == {
+                "SELECT logins_ledger_maintain(15, 366)": "42883",  # no such function
+                "SELECT logins_ledger_maintain(15)": "42883",
+                **{s: "42501" for s in abuse[2:]},
+            }
+        )
+        with db.connect(roles.OWNER) as conn:
+            assert _day_name(young) in _partitions(conn)
+            assert _day_name(expired) not in _partitions(conn)
+            assert fetch(
+                conn,
+                "SELECT value FROM logins_control WHERE name = 'logins_ledger:retention_days'",
+            ) == [(retention,)]
 
 
 def test_the_retention_must_outlast_sqs(flow_env: dict[str, str], tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="ledger_retention_days"):
         config_for(flow_env, tmp_path, "sink:\n  ledger_retention_days: 14\n")
     assert config_for(flow_env, tmp_path, "sink:\n  ledger_retention_days: 15\n")
-
-
-# An earlier release's tables (schema version 2), as its migrations made them.
-V2_TABLES = """
-CREATE TABLE logins_ledger (message_id text PRIMARY KEY,
-  outcome text NOT NULL CHECK (outcome IN ('row', 'rejected', 'duplicate')),
-  sent_at timestamptz, committed_at timestamptz NOT NULL DEFAULT now());
-CREATE TABLE user_logins_rejected (message_id text PRIMARY KEY, reason text NOT NULL,
-  detail text NOT NULL, sealed_body bytea NOT NULL, vault_key_id text NOT NULL,
-  sent_at timestamptz, create_date date, receive_count integer,
-  rejected_at timestamptz NOT NULL DEFAULT now());
-CREATE TABLE user_logins_duplicates (message_id text PRIMARY KEY, duplicate_of text NOT NULL,
-  sent_at timestamptz, create_date date, recorded_at timestamptz NOT NULL DEFAULT now());
-"""
-
-
-def test_migrate_converts_an_earlier_releases_ledger_with_its_rows(
-    flow_env: dict[str, str], database_url: str
-) -> None:
-    config = config_for(flow_env)
-    bodies = _bodies(3)
-    today_ms = _ms(_today(), 5000)
-    messages = [
-        SqsMessage(f"old-{i}", f"r-{i}", b, today_ms - i * DAY_MS * 5, 1)
-        for i, b in enumerate(bodies)
-    ]
-    with psycopg.connect(database_url) as conn:
-        conn.execute(V2_TABLES)
-        conn.execute(
-            "INSERT INTO logins_ledger (message_id, outcome, sent_at, committed_at)"
-            " SELECT 'old-' || i, 'row', to_timestamp(%s / 1000.0 - i * 5 * 86400),"
-            " now() - make_interval(days => i * 5) FROM generate_series(0, 2) i",
-            (today_ms,),
-        )
-        conn.execute(
-            "INSERT INTO logins_ledger (message_id, outcome, sent_at)"
-            " VALUES ('null-sent', 'row', NULL)"
-        )
-        conn.execute(  # committed before the retention: no redelivery can come any more
-            "INSERT INTO logins_ledger (message_id, outcome, sent_at, committed_at)"
-            " VALUES ('expired', 'row', now() - interval '40 days', now() - interval '40 days')"
-        )
-        conn.commit()
-        migrate(conn, config)
-        migrate(conn, config)  # again: nothing left to convert
-        assert fetch(
-            conn, "SELECT relkind::text FROM pg_class WHERE relname = 'logins_ledger'"
-        ) == [("p",)]
-        assert fetch(conn, "SELECT to_regclass('logins_ledger_unpartitioned')") == [(None,)]
-        assert sorted(fetch(conn, "SELECT message_id, outcome FROM logins_ledger")) == [
-            ("null-sent", "row"),
-            ("old-0", "row"),
-            ("old-1", "row"),
-            ("old-2", "row"),
-        ]
-        # each day of the retention in its own partition, not in the default one
-        assert dict(
-            fetch(conn, "SELECT message_id, tableoid::regclass::text FROM logins_ledger")
-        ) == {
-            "old-0": _day_name(_today()),
-            "old-1": _day_name(_today() - dt.timedelta(days=5)),
-            "old-2": _day_name(_today() - dt.timedelta(days=10)),
-            "null-sent": "logins_ledger_default",
-        }
-        assert fetch(
-            conn,
-            "SELECT count(*) FROM pg_constraint WHERE contype = 'p'"
-            " AND conrelid = ANY(ARRAY['user_logins_rejected'::regclass,"
-            " 'user_logins_duplicates'::regclass])",
-        ) == [(0,)]
-    # what the earlier release committed is still claimed: a redelivery writes nothing
-    writer = _writer(config)
-    try:
-        result = writer.write(_events(config, messages))
-    finally:
-        writer.close()
-    assert (result.rows, result.redelivered) == (0, 3)

@@ -1,5 +1,6 @@
 """Tables from the declared schema, against a real PostgreSQL: created from the fields,
-upgraded by adding columns only, and a declared column of another type refused at start."""
+upgraded by adding columns only, a declared column of another type refused at start, and
+the upgrade steps a future schema version will add run once."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from connectors.postgres.migrations import SchemaMismatch, migrate
+from connectors.postgres import migrations, schemaversion
+from connectors.postgres.migrations import SchemaMismatch, ensure_schema, migrate
+from connectors.postgres.schemaversion import SchemaError
 from logins.core.config import AppConfig, load_config
 from tests.helpers import config_for, fetch
 
@@ -146,3 +149,32 @@ def test_a_declared_column_of_another_type_stops_the_start(
         conn.rollback()
         assert columns(conn, "things") == before  # nothing added, nothing changed
         assert fetch(conn, "SELECT to_regclass('things_ledger')") == [(None,)]
+
+
+def test_a_future_version_2_migration_runs_once_on_a_version_1_database(
+    flow_env: dict[str, str], database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mechanism a schema change will use: a step in UPGRADES, SCHEMA_VERSION raised; the
+    version check stops a flow that may not migrate, `migrate` runs the step once as the
+    owner and records the version; a database migrated at version 2 never sees it."""
+    config = config_for(flow_env)
+    with psycopg.connect(database_url) as conn:
+        migrate(conn, config)
+        assert fetch(conn, "SELECT version FROM logins_schema_version") == [(1,)]
+    ran: list[tuple[str, str]] = []
+
+    def to_version_2(conn: psycopg.Connection[Any], config: AppConfig, schema: str) -> None:
+        user = conn.execute("SELECT current_user::text").fetchone()
+        ran.append((schema, str(user[0]) if user else ""))
+        conn.execute("ALTER TABLE user_logins ADD COLUMN added_in_v2 text")
+
+    monkeypatch.setattr(schemaversion, "SCHEMA_VERSION", 2)
+    monkeypatch.setitem(migrations.UPGRADES, 2, to_version_2)
+    with psycopg.connect(database_url) as conn:
+        with pytest.raises(SchemaError, match="schema version 1, older than the 2"):
+            ensure_schema(conn, config, allow_migrate=False)
+        ensure_schema(conn, config, allow_migrate=True)
+        migrate(conn, config)  # again: the step is behind it
+        assert ran == [("public", "logins_owner")]
+        assert fetch(conn, "SELECT version FROM logins_schema_version") == [(2,)]
+        assert ("added_in_v2", "text") in columns(conn, "user_logins")

@@ -148,6 +148,8 @@ def test_migrate_makes_nologin_roles_and_logins_owner_owns_every_object(db: Role
         "pii_audit_id_seq",
         "pii_erasures",
         "pii_token_aliases",
+        "pii_vault_inbox",
+        "logins_control",
         "logins_schema_version",
     }
     assert {owner for _, owner in owned} == {roles.OWNER}
@@ -155,28 +157,51 @@ def test_migrate_makes_nologin_roles_and_logins_owner_owns_every_object(db: Role
         "SELECT proname, pg_get_userbyid(proowner), prosecdef, proconfig FROM pg_proc"
         " WHERE pronamespace = 'public'::regnamespace ORDER BY proname"
     )
-    assert functions == [
-        ("logins_append_only", roles.OWNER, False, ["search_path=pg_catalog, pg_temp"]),
-        ("logins_audit_chained", roles.OWNER, False, ["search_path=pg_catalog, pg_temp"]),
-        (
-            "logins_ledger_maintain",
-            roles.OWNER,
-            True,
-            ["search_path=pg_catalog, pg_temp", "lock_timeout=2s"],
-        ),
-        ("pii_audit_append", roles.OWNER, True, ["search_path=pg_catalog, pg_temp"]),
-    ]
+    path = ["search_path=pg_catalog, pg_temp"]
+    definer = {
+        name: (roles.OWNER, True, path)
+        for name in (
+            "pii_audit_append",
+            "pii_audit_reveal",
+            "pii_forget",
+            "pii_purge",
+            "pii_rekey",
+            "pii_rotate",
+            "pii_vault_flush",
+            "pii_vault_put",
+        )
+    }
+    assert dict((name, tuple(rest)) for name, *rest in functions) == {
+        "logins_append_only": (roles.OWNER, False, path),
+        "logins_audit_chained": (roles.OWNER, False, path),
+        "logins_ledger_maintain": (roles.OWNER, True, [*path, "lock_timeout=2s"]),
+        "logins_take_lock": (roles.OWNER, False, path),
+        **definer,
+    }
     # the ledger's partition maintenance: the pipeline (and the owner) only
     assert db.query(
         "SELECT grantee::regrole::text FROM aclexplode((SELECT proacl FROM pg_proc"
         " WHERE proname = 'logins_ledger_maintain')) WHERE privilege_type = 'EXECUTE'"
         " ORDER BY 1"
     ) == sorted([(r,) for r in (roles.OWNER, roles.PIPELINE)])
-    # PUBLIC may not call the append function: only the three vault roles
-    assert db.query(
-        "SELECT grantee::regrole::text FROM aclexplode((SELECT proacl FROM pg_proc"
-        " WHERE proname = 'pii_audit_append')) WHERE privilege_type = 'EXECUTE' ORDER BY 1"
-    ) == sorted([(r,) for r in (roles.OWNER, *roles.AUDIT_WRITERS)])
+    # nobody may call the generic append function or the lock, PUBLIC included; each
+    # function of an action only the role of that action
+    for function, allowed in {
+        "pii_audit_append": (),
+        "logins_take_lock": (),
+        "pii_audit_reveal": (roles.REVEALER,),
+        "pii_forget": (roles.ERASER,),
+        "pii_purge": (roles.ERASER,),
+        "pii_rotate": (roles.ROTATOR,),
+        "pii_rekey": (roles.ROTATOR,),
+        "pii_vault_put": (roles.PIPELINE,),
+        "pii_vault_flush": (roles.PIPELINE, roles.REVEALER, roles.ERASER, roles.ROTATOR),
+    }.items():
+        assert db.query(
+            "SELECT grantee::regrole::text FROM aclexplode((SELECT proacl FROM pg_proc"
+            " WHERE proname = %s)) WHERE privilege_type = 'EXECUTE' ORDER BY 1",
+            function,
+        ) == sorted([(r,) for r in (roles.OWNER, *allowed)]), function
     # the producer team's rows are still there, untouched
     assert db.query(
         "SELECT user_id, masked_ip, app_version FROM user_logins WHERE message_id IS NULL"
@@ -352,14 +377,17 @@ def test_a_revealer_is_recorded_as_its_login_whatever_it_claims(
     last = db.query("SELECT actor, note, reason, action FROM pii_audit ORDER BY id DESC LIMIT 1")
     assert last == [(db.logins[roles.REVEALER], "someone-else", "ticket 7", "reveal")]
 
-    # calling the append function directly: allowed, but it still records who logged in
+    # calling its own append function directly: allowed, a reveal row recording who logged in
     with db.connect(roles.REVEALER) as conn:
         (actor,) = conn.execute(
-            "SELECT audit_actor FROM pii_audit_append('reveal', 'direct', 'admin', 0, 0, NULL)"
+            "SELECT audit_actor FROM pii_audit_reveal('direct', 'admin', 0, 0, NULL)"
         ).fetchone() or ("",)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("SET ROLE logins_owner")
     assert actor == db.logins[roles.REVEALER]
+    assert db.query("SELECT actor, action FROM pii_audit ORDER BY id DESC LIMIT 1") == [
+        (db.logins[roles.REVEALER], "reveal")
+    ]
     assert (
         refused(
             db,
@@ -375,6 +403,14 @@ def test_a_revealer_is_recorded_as_its_login_whatever_it_claims(
                 "UPDATE pii_vault SET sealed = ''",
                 "SELECT sealed_body FROM user_logins_rejected",
                 "UPDATE user_logins SET masked_ip = 'x'",
+                # a revealer records reveals and nothing else
+                APPEND,
+                "SELECT * FROM pii_audit_append('forget', 'forged', NULL, 1, 0, NULL)",
+                "SELECT pii_forget(ARRAY['k.00000000000000000000000000000000'], '{}', 'x',"
+                " NULL, '{}')",
+                "SELECT pii_purge(1, 'x', NULL)",
+                "SELECT pii_rotate('x', NULL, '{}', 0, 0, '{}', '{}', '{}', '{}')",
+                "SELECT pii_vault_put('{}', '{}', '{}', '{}')",
             ],
         )
         == {}
@@ -540,7 +576,7 @@ def test_an_older_schema_stops_the_flow_and_the_commands_with_what_to_do(
         "SQS_ENDPOINT_URL": sqs.endpoint_url,
         "LOGINS_STOP_WHEN_IDLE": "1",
     }
-    db.query("UPDATE logins_schema_version SET version = 1 RETURNING 1")
+    db.query("UPDATE logins_schema_version SET version = 0 RETURNING 1")
     try:
         no_migrate = config_for(
             db.env_as(roles.PIPELINE, **env), tmp_path, "sink:\n  migrate: false\n"
@@ -548,7 +584,7 @@ def test_an_older_schema_stops_the_flow_and_the_commands_with_what_to_do(
         with pytest.raises(Exception) as info:
             run(no_migrate)
         stopped = causes(info.value)
-        assert f"schema version 1, older than the {SCHEMA_VERSION} this release needs" in stopped
+        assert f"schema version 0, older than the {SCHEMA_VERSION} this release needs" in stopped
         assert "sink.migrate is false" in stopped
         assert "run `logins migrate` as the owner" in stopped
         with pytest.raises(Exception) as info:
@@ -558,7 +594,7 @@ def test_an_older_schema_stops_the_flow_and_the_commands_with_what_to_do(
         assert "run `logins migrate` as the owner" in stopped
         shown = db.cli(roles.AUDITOR, "audit", "verify")
         assert shown.exit_code == 2 and "run `logins migrate` as the owner" in shown.output
-        assert db.query("SELECT version FROM logins_schema_version") == [(1,)]  # untouched
+        assert db.query("SELECT version FROM logins_schema_version") == [(0,)]  # untouched
     finally:
         db.query("UPDATE logins_schema_version SET version = %s RETURNING 1", SCHEMA_VERSION)
     assert db.cli(roles.AUDITOR, "audit", "verify").exit_code == 0

@@ -110,6 +110,8 @@ def test_rotation_walks_the_vault_resumably_and_aliases_old_to_new(vault: Vault)
     code, shown = vault.reveal_json(old[3]["ip"], aliases[old[3]["ip"]])
     assert code == 0 and [r["value"] for r in shown] == ["192.0.2.3", "192.0.2.3"]
     actions = vault.query("SELECT action, detail->>'phase' FROM pii_audit ORDER BY id")
+    assert ("rotate", "batch") in actions  # each batch on record, in its own transaction
+    actions = [a for a in actions if a[1] != "batch"]
     assert actions[:2] == [("rotate", "start"), ("rotate", "start")]
     assert ("rotate", "done") in actions
 
@@ -239,13 +241,18 @@ def test_rekey_reseals_the_vault_and_rejected_bodies_resumably(vault: Vault, tmp
         "SELECT action, detail->>'phase', succeeded FROM pii_audit"
         " WHERE action = 'rekey' ORDER BY id"
     )
-    assert phases == [("rekey", "start", 0), ("rekey", "start", 0), ("rekey", "done", 19)]
+    ends = [p for p in phases if p[1] != "batch"]
+    assert ends == [("rekey", "start", 0), ("rekey", "start", 0), ("rekey", "done", 19)]
+    # each batch wrote its own row, in its transaction, with what it changed: those of the
+    # interrupted first run too
+    assert sum(n for _, phase, n in phases if phase == "batch") >= 19
 
 
 def test_a_value_erased_while_a_rotation_batch_waits_does_not_come_back(vault: Vault) -> None:
-    """`forget` holds the vault lock and has deleted the old entry; the rotation batch that
-    already opened the value waits for it, then finds the entry gone and writes nothing."""
-    from logins.pii.rotation import _write_rotation
+    """`forget` holds the erasure lock and has deleted the old entry; the rotation batch that
+    already opened the value waits for it (tried again when the wait runs out), then finds
+    the entry gone and writes nothing."""
+    from logins.pii.rotation import _rotate_call
 
     (tokens,) = logins(vault, 1)
     vault.cli("rotate", "new-key")
@@ -254,24 +261,27 @@ def test_a_value_erased_while_a_rotation_batch_waits_does_not_come_back(vault: V
     written: list[int] = []
     with vault.connect() as eraser:
         with eraser.transaction():
-            eraser.execute("LOCK TABLE pii_vault IN SHARE ROW EXCLUSIVE MODE")
-            eraser.execute("DELETE FROM pii_vault WHERE token = %s", (tokens["ip"],))
+            eraser.execute("SELECT pii_forget(%s, '{}', 'erasure', NULL, '{}')", ([tokens["ip"]],))
 
             def rotate_batch() -> None:
                 with vault.connect() as conn:
                     written.append(
-                        _write_rotation(
+                        _rotate_call(
                             conn,
-                            "pii_vault",
-                            "pii_token_aliases",
-                            [(new_ip, "ip", sealed, vault.sealer.key_id)],
-                            [(tokens["ip"], new_ip, "ip")],
+                            vault.config,
+                            "yearly",
+                            None,
+                            {"phase": "batch"},
+                            old=[tokens["ip"]],
+                            new=[new_ip],
+                            sealed=[sealed],
+                            key_ids=[vault.sealer.key_id],
                         )
                     )
 
             worker = threading.Thread(target=rotate_batch)
             worker.start()
-            worker.join(1.0)
+            worker.join(4.0)  # longer than the lock's 3 s wait: the batch is tried again
             assert worker.is_alive()  # waiting for the erasure to commit
         worker.join(10)
     assert written == [0]

@@ -30,45 +30,6 @@ ROW = audit.AuditRow(
 )
 
 
-def test_canonical_form_is_fixed() -> None:
-    assert audit.canonical(ROW) == (
-        b'{"action":"reveal","actor":"ann","at":"2026-01-02T01:04:05.678901+00:00",'
-        b'"detail":{"n":2,"user":"u-1"},"failed":0,"id":7,"reason":"ticket 12",'
-        b'"succeeded":1,"tokens":["k1.00000000000000000000000000000000"]}'
-    )
-    same_instant = dataclasses.replace(ROW, at=ROW.at.astimezone(timezone.utc))
-    assert audit.row_hash("p", same_instant) == audit.row_hash("p", ROW)
-
-
-@pytest.mark.parametrize(
-    "change",
-    [
-        {"id": 8},
-        {"at": ROW.at + timedelta(microseconds=1)},
-        {"actor": "bob"},
-        {"reason": "ticket 13"},
-        {"action": "forget"},
-        {"tokens": []},
-        {"succeeded": 0},
-        {"failed": 1},
-        {"detail": {"user": "u-2", "n": 2}},
-        {"detail": None},
-    ],
-)
-def test_every_field_is_covered_by_the_hash(change: dict[str, object]) -> None:
-    assert audit.row_hash("p", dataclasses.replace(ROW, **change)) != audit.row_hash("p", ROW)
-    assert audit.row_hash("q", ROW) != audit.row_hash("p", ROW)
-
-
-@given(st.text(), st.text())
-def test_field_boundaries_cannot_be_shifted(a: str, b: str) -> None:
-    moved = dataclasses.replace(ROW, actor=a + b, reason="")
-    if b:
-        assert audit.canonical(dataclasses.replace(ROW, actor=a, reason=b)) != audit.canonical(
-            moved
-        )
-
-
 V2 = dataclasses.replace(ROW, note="ticket", hash_version=2, tokens=[], detail_text='{"n": 2}')
 
 
@@ -81,7 +42,9 @@ def test_version_2_is_length_prefixed_text_of_every_field() -> None:
         )
     )  # fmt: skip
     assert audit.canonical_v2(dataclasses.replace(V2, note=None)).count(b"\xff\xff\xff\xff") == 1
-    assert audit.row_hash("p", V2) != audit.row_hash("p", dataclasses.replace(V2, hash_version=1))
+    same_instant = dataclasses.replace(V2, at=V2.at.astimezone(timezone.utc))
+    assert audit.row_hash("p", same_instant) == audit.row_hash("p", V2)
+    assert audit.row_hash("q", V2) != audit.row_hash("p", V2)
 
 
 @pytest.mark.parametrize(
@@ -111,13 +74,6 @@ def test_version_2_field_boundaries_cannot_be_shifted(a: str, b: str) -> None:
         assert audit.canonical_v2(dataclasses.replace(V2, actor=a, note=b)) != audit.canonical_v2(
             dataclasses.replace(V2, actor=a + b, note="")
         )
-
-
-def test_genesis_commits_to_the_rows_before_the_chain() -> None:
-    assert audit.genesis() != audit.genesis([ROW])
-    assert audit.genesis([ROW, dataclasses.replace(ROW, id=8)]) != audit.genesis(
-        [dataclasses.replace(ROW, id=8), ROW]
-    )
 
 
 def test_prepend_token_key_keeps_the_old_lines(tmp_path: Path) -> None:

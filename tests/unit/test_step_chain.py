@@ -57,7 +57,7 @@ def test_both_runners_run_the_chain(tmp_path: Path) -> None:
     body += ' "locale": "US", "device_id": "d"}'
     messages = [SqsMessage(f"m{i}", "r", body, 1_760_000_000_000 + i, 1) for i in range(2)]
     events = BatchSteps(config, tokenizer, sealer)(messages)
-    assert [e.duplicate_of for e in events] == [None, "m0"]  # validate, dedupe, then mask
+    assert [e.duplicate for e in events] == [False, True]  # validate, dedupe, then mask
     assert all(e.masked for e in events)
 
 

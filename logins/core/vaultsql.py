@@ -177,6 +177,8 @@ def _forget(
         " IF p_reason IS NULL OR pg_catalog.btrim(p_reason) = '' THEN"
         "  RAISE EXCEPTION 'forget: a reason is required' USING ERRCODE = '22023'; END IF;"
         " {lock}"
+        # what the pipeline committed to the inbox counts as in the vault
+        " {flush}"
         " FOREACH v_seed IN ARRAY COALESCE(p_tokens, '{{}}') LOOP"
         "  CONTINUE WHEN v_seed = ANY(v_tokens);"
         "  WITH RECURSIVE c(tok) AS (SELECT v_seed UNION SELECT CASE WHEN a.old_token = c.tok"
@@ -226,6 +228,7 @@ def _forget(
         " END"
     ).format(
         lock=_lock(schema, erasure_lock(config)),
+        flush=_flush_body(schema, config),
         aliases=aliases,
         rewrite=rewrite,
         rejected=sql.Identifier(schema, t.rejected),

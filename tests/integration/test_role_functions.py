@@ -357,3 +357,17 @@ def test_migrate_closes_schema_public_or_refuses_with_the_statement(db: RoleData
     finally:
         with db.connect("superuser") as conn:
             conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+
+
+def test_forget_erases_an_entry_still_in_the_inbox(db: RoleDatabase) -> None:
+    """A batch committed and not yet flushed (the pipeline died between the two): its entry
+    sits in the inbox, and `forget` erases it there too."""
+    with db.connect(roles.PIPELINE, autocommit=False) as conn:
+        (token,) = put(conn, db, {"ip": "203.0.113.160"})
+        conn.commit()  # no flush
+    assert db.query("SELECT count(*) FROM pii_vault_inbox WHERE token = %s", token) == [(1,)]
+    forgot = db.cli(roles.ERASER, "forget", token, "--reason", "erasure 23", "--json")
+    assert forgot.exit_code == 0, forgot.output
+    assert json.loads(forgot.stdout)[0]["erased"] == [token]  # counted as in the vault
+    assert db.query("SELECT count(*) FROM pii_vault_inbox WHERE token = %s", token) == [(0,)]
+    assert db.query("SELECT count(*) FROM pii_vault WHERE token = %s", token) == [(0,)]

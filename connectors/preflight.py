@@ -34,6 +34,7 @@ from connectors.postgres.migrations import ensure_schema, schema_state
 from connectors.postgres.schemaversion import SchemaError
 from connectors.postgres.serverversion import UnsupportedServer, require_supported
 from connectors.sqs.source import sqs_client, where
+from logins.core import vaultsql
 from logins.core.config import AppConfig, SqsSourceConfig
 
 log = logging.getLogger(__name__)
@@ -85,10 +86,16 @@ def check_sqs(config: SqsSourceConfig) -> str:
 def sink_tables(config: AppConfig) -> tuple[list[str], list[str]]:
     """(tables the sink inserts into, tables whose columns it reads: the ledger's ON CONFLICT
     key and RETURNING). Column grants count (the pipeline role of connectors/postgres/roles.py has
-    only those)."""
+    only those). The vault is written only through the owner's functions (`sink_functions`)."""
     sink = config.sink
     inserts = [sink.table, sink.rejected_table, sink.duplicates_table, sink.ledger_table]
-    return [*inserts, config.vault.table], [sink.ledger_table]
+    return inserts, [sink.ledger_table]
+
+
+def sink_functions(config: AppConfig) -> list[str]:
+    """The owner's functions the sink calls: the vault's put and flush (logins/core/vaultsql.py)."""
+    names = vaultsql.names(config)
+    return [names["put"], names["flush"]]
 
 
 def check_postgres(config: AppConfig, migrate: bool = False) -> str:
@@ -146,8 +153,20 @@ def _privileges(conn: psycopg.Connection[tuple[object, ...]], config: AppConfig,
     ).fetchone()
     assert facts is not None
     user, database, temporary = facts
-    missing = sorted({str(name) for name, _, exists, _ in rows if not exists})
+    functions = conn.execute(
+        "SELECT f.name, bool_or(p.oid IS NOT NULL),"
+        " coalesce(bool_or(has_function_privilege(p.oid, 'EXECUTE')), false)"
+        " FROM unnest(%s::text[]) AS f(name)"
+        " LEFT JOIN pg_proc p ON p.proname = f.name AND pg_function_is_visible(p.oid)"
+        " GROUP BY f.name",
+        (sink_functions(config),),
+    ).fetchall()
+    missing = sorted(
+        {str(name) for name, _, exists, _ in rows if not exists}
+        | {f"{name}()" for name, exists, _ in functions if not exists}
+    )
     refused = [f"{right} on {name}" for name, right, exists, ok in rows if exists and not ok]
+    refused += [f"EXECUTE on {name}()" for name, exists, ok in functions if exists and not ok]
     if refused:
         raise _refusal(at, "42501", f"permission denied: role {user} lacks {', '.join(refused)}")
     if not temporary:
@@ -158,8 +177,10 @@ def _privileges(conn: psycopg.Connection[tuple[object, ...]], config: AppConfig,
             f" {database} (the sink stages each batch in one)",
         )
     if missing:  # only before a migration the flow will run
-        return f"role {user} (tables to be created: {', '.join(missing)})"
-    return f"role {user} may write {', '.join(inserts)}"
+        return f"role {user} (to be created: {', '.join(missing)})"
+    return (
+        f"role {user} may write {', '.join(inserts)} and call {', '.join(sink_functions(config))}"
+    )
 
 
 def _retried(name: str, check: Callable[[], str], deadline: float) -> Outcome:

@@ -129,11 +129,17 @@ def _sink_table(cur: psycopg.Cursor[Any], schema: TableSchema) -> None:
         )
     for column in schema.ddl:
         if column.name not in existing:
-            cur.execute(
-                sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {}").format(
-                    table, _column_ddl(column)
-                )
+            # Added without its default, which is then set for new rows only: the rows already
+            # there get NULL (a `loaded_at` of now() would claim they were loaded by this
+            # migration), the rows the flow writes get the default.
+            added = sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+                table, sql.Identifier(column.name), sql.SQL(column.sql_type)
             )
+            if column.default:
+                added += sql.SQL(", ALTER COLUMN {} SET DEFAULT {}").format(
+                    sql.Identifier(column.name), sql.SQL(column.default)
+                )
+            cur.execute(added)
 
 
 def _statements(config: AppConfig) -> list[sql.Composed | sql.SQL]:

@@ -24,7 +24,10 @@ REDELIVERED = Counter(
     "logins_redelivered", "Deliveries whose message was already in the ledger (no effect)"
 )
 REJECTED = Counter("logins_rejected", "Rejected deliveries by reason code", ["reason"])
-VAULT_SEALED = Counter("logins_vault_entries", "New vault entries committed")
+VAULT_SEALED = Counter(
+    "logins_vault_entries",
+    "Vault entries offered to the vault (new or not: the pipeline cannot tell)",
+)
 SQS_RECEIVED = Counter("logins_sqs_received", "Messages received from SQS")
 SQS_DELETED = Counter("logins_sqs_deleted", "Messages deleted from SQS after commit")
 SQS_DELETE_FAILED = Counter(

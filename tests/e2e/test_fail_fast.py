@@ -409,6 +409,7 @@ def test_check_connect_prints_one_line_per_check(
     assert [line.split()[:2] for line in ok.stdout.splitlines()] == [
         ["ok", "config"],
         ["ok", "keys"],
+        ["ok", "posture"],
         ["ok", "sqs"],
         ["ok", "postgres"],
     ]
@@ -417,12 +418,12 @@ def test_check_connect_prints_one_line_per_check(
     failed = check(SQS_QUEUE_URL=missing, DATABASE_URL=dsn_with_database(database_url, "nodb"))
     assert failed.returncode == 2, failed.stderr
     lines = failed.stdout.splitlines()
-    assert lines[2].startswith(
+    assert lines[3].startswith(
         f"FAIL sqs       SQS queue {missing}: AWS.SimpleQueueService.NonExistentQueue"
     )
     assert (
-        lines[3].startswith("FAIL postgres  PostgreSQL ")
-        and '3D000: FATAL: database "nodb" does not exist' in lines[3]
+        lines[4].startswith("FAIL postgres  PostgreSQL ")
+        and '3D000: FATAL: database "nodb" does not exist' in lines[4]
     )
 
 

@@ -124,6 +124,11 @@ def test_an_existing_table_gains_the_declared_columns_and_keeps_its_own(
         assert made[:2] == [("name", "character varying(40)"), ("legacy", "text")]
         assert ("flag", "boolean") in made and ("loaded_at", "timestamp with time zone") in made
         assert fetch(conn, "SELECT name, legacy FROM things") == [("a", "kept")]
+        # the row from before the migration was not loaded by it: loaded_at NULL; a new row
+        # gets the column's default
+        assert fetch(conn, "SELECT loaded_at FROM things") == [(None,)]
+        conn.execute("INSERT INTO things (name) VALUES ('b')")
+        assert fetch(conn, "SELECT loaded_at IS NOT NULL FROM things WHERE name = 'b'") == [(True,)]
 
 
 @pytest.mark.parametrize(

@@ -345,7 +345,7 @@ def test_migrate_closes_schema_public_or_refuses_with_the_statement(db: RoleData
             "CREATE TABLE public.stolen (a int)": "ran"
         }  # what the grant allows: the reason for the revoke
         refused_migrate = db.cli(roles.OWNER, "migrate")
-        assert refused_migrate.exit_code == 1
+        assert refused_migrate.exit_code == 2  # an unusable environment: exit 2, as everywhere
         assert 'REVOKE CREATE ON SCHEMA "public" FROM PUBLIC' in refused_migrate.output
         assert db.query("SELECT has_schema_privilege('public', 'public', 'CREATE')") == [(True,)]
         done = db.cli("superuser", "migrate")

@@ -1,0 +1,76 @@
+"""How long a start that cannot succeed takes to fail: `python -m bench.startfail`.
+
+docs/operations.md promises that a permanent error (no such database, no such queue) ends the
+start about as fast as a missing key file does. This runs `python -m bytewax.run flows.logins`
+(the README's command) against an embedded PostgreSQL and moto's SQS, `--repeats` times each,
+alternating the cases so that the machine's load falls on all of them alike, and prints each
+case's median wall time and exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from logins.core.keys import generate_keys
+from logins.dev.embedded import EmbeddedPostgres, EmbeddedSqs, dsn_with_database
+
+
+def _run(env: dict[str, str]) -> tuple[float, int]:
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "bytewax.run", "flows.logins"],
+        env={**os.environ, **env},
+        capture_output=True,
+        timeout=120,
+    )
+    return time.monotonic() - started, done.returncode
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedSqs() as sqs:
+        keys = generate_keys(Path(tmp) / "keys")
+        queue = sqs.create_queue("startfail")
+        with EmbeddedPostgres(Path(tmp) / "pg") as pg:
+            base = {
+                "LOGINS_ENV": "local",
+                "DATABASE_URL": pg.dsn,
+                "SQS_QUEUE_URL": queue,
+                "SQS_ENDPOINT_URL": sqs.endpoint_url,
+                "LOGINS_TOKEN_KEY_FILE": str(keys["token.key"]),
+                "LOGINS_VAULT_PUBLIC_KEY_FILE": str(keys["vault.pub"]),
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_REGION": "us-east-1",
+            }
+            cases = {
+                "missing key file": {"LOGINS_TOKEN_KEY_FILE": str(Path(tmp) / "absent.key")},
+                "no such database": {"DATABASE_URL": dsn_with_database(pg.dsn, "nodb")},
+                "no such queue": {"SQS_QUEUE_URL": f"{sqs.endpoint_url}/000000000000/gone"},
+            }
+            times: dict[str, list[float]] = {name: [] for name in cases}
+            codes: dict[str, set[int]] = {name: set() for name in cases}
+            for _ in range(args.repeats):
+                for name, override in cases.items():
+                    seconds, code = _run({**base, **override})
+                    times[name].append(seconds)
+                    codes[name].add(code)
+    load = os.getloadavg()[0]
+    print(f"| start | median s ({args.repeats} runs) | exit |")
+    print("|---|---:|---|")
+    for name in cases:
+        print(f"| {name} | {statistics.median(times[name]):.1f} | {sorted(codes[name])} |")
+    print(f"\nload average (1 min) at the end: {load:.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -147,7 +147,6 @@ def test_every_call_of_the_source_and_acker_in_the_query_protocol(
         assert partition._queue_is_empty(max_age=0) is False  # 3 released + 5 never received
     finally:
         partition.close()
-        inflight.stop()
     counts = query_only.snapshot()
     for operation in (
         "ReceiveMessage",

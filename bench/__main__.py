@@ -404,6 +404,11 @@ def sqs_main(argv: list[str]) -> int:
         help="the fault proxy holds each call this long (0 skips)",
     )
     p.add_argument("--delay-messages", type=int, default=10_000)
+    p.add_argument(
+        "--flow-source",
+        default="",
+        help="KEY=VALUE,... overriding the flow's source: keys in the CPU runs",
+    )
     args = p.parse_args(argv)
     if not args.endpoint:
         p.error("give --endpoint or BENCH_SQS_ENDPOINT (e.g. LocalStack's http://127.0.0.1:4566)")
@@ -420,8 +425,9 @@ def sqs_main(argv: list[str]) -> int:
         if sizes:
             from bench.sqscost import cpu_per_message
 
+            source = dict(kv.split("=", 1) for kv in args.flow_source.split(",") if kv)
             cpu = cpu_per_message(server, args.work, keyfiles, data, args.endpoint, sizes[0],
-                                  sizes[1], args.repeats)  # fmt: skip
+                                  sizes[1], args.repeats, source)  # fmt: skip
             figures["cpu"] = cpu.summary()
         if args.delay_ms:
             from bench.sqscost import delayed

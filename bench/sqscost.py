@@ -6,7 +6,7 @@ SQS's client alone costs, all from one run, alternating, medians:
   one's, over the messages between (start-up, imports and the idle wait cancel out);
 * **the core path's**, the same difference for `bench.flow -w 2` (in-process source);
 * **a bare one-thread boto3 drain's client CPU per message**: ReceiveMessage of 10 with the
-  attributes the flow asks for + DeleteMessageBatch, `time.thread_time` of that thread; and
+  attributes the flow asks for + DeleteMessageBatch, the process's CPU while it runs; and
   the same drain through the flow's own client (connectors/sqs/wire.py);
 * **a distant server** (`delay_ms`): the fault proxy (tests/faults/sqs_proxy.py) holds every
   call that long; the flow's defaults against a bare drain with as many calls in flight as the
@@ -36,9 +36,9 @@ TARGET_DELAYED = 0.8  # the flow's defaults / a bare drain with as many calls, 2
 
 
 def one_thread_drain_cpu(client: Any, queue_url: str, expected: int) -> float:
-    """µs of this thread's CPU per message to receive (10, the flow's attributes) and delete
-    `expected` messages on one thread."""
-    done, started = 0, time.thread_time()
+    """µs of this process's CPU per message (nothing else runs in it meanwhile) to receive
+    (10, the flow's attributes) and delete `expected` messages on one thread."""
+    done, started = 0, time.process_time()  # awscrt's own threads count too
     idle_since = time.monotonic()
     while done < expected and time.monotonic() - idle_since < 10:
         got = client.receive_message(
@@ -59,7 +59,7 @@ def one_thread_drain_cpu(client: Any, queue_url: str, expected: int) -> float:
             ],
         )
         done += len(got)
-    return (time.thread_time() - started) / max(done, 1) * 1e6
+    return (time.process_time() - started) / max(done, 1) * 1e6
 
 
 def _drain_client(endpoint: str, fast: bool) -> Any:
@@ -117,8 +117,10 @@ def cpu_per_message(
     small: int,
     large: int,
     repeats: int,
+    source: dict[str, Any] | None = None,
 ) -> CpuResult:
-    """Each repeat: the SQS flow at both sizes, the core flow at both sizes, both drains."""
+    """Each repeat: the SQS flow at both sizes (`source` overrides its `source:` keys), the
+    core flow at both sizes, both drains."""
     client = _client(endpoint)
     result = CpuResult(small, large)
     boto3_client, wire_client = _drain_client(endpoint, False), _drain_client(endpoint, True)
@@ -132,7 +134,7 @@ def cpu_per_message(
                 bodies, expected = sendable(data, size)
                 seed(client, queue_url, bodies)
                 run = run_flow(server, work, keyfiles, client, endpoint, queue_url, bodies,
-                               expected, None, f"cpu_{size}_{attempt}")  # fmt: skip
+                               expected, None, f"cpu_{size}_{attempt}", source)  # fmt: skip
                 cpu[size] = run.cpu_seconds
                 result.sqs_flow_exact.append(run.exact)
             result.sqs_flow_us.append((cpu[large] - cpu[small]) / (large - small) * 1e6)

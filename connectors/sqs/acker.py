@@ -121,6 +121,33 @@ class SqsAcker(Acker):
                 return list(chunk)
 
         chunks = [messages[start : start + 10] for start in range(0, len(messages), 10)]
+        many = getattr(self._client, "call_many", None)
+        results = None
+        if many is not None:  # the fast path: the calls in flight from this thread, no pool
+            results = many(
+                operation,
+                [
+                    {
+                        "QueueUrl": queue_url,
+                        "Entries": [
+                            {"Id": str(i), "ReceiptHandle": m.receipt_handle, **extra}
+                            for i, m in enumerate(chunk)
+                        ],
+                    }
+                    for chunk in chunks
+                ],
+                self._config.ack_concurrency,
+            )
+        if results is not None:
+            refused: list[SqsMessage] = []
+            for chunk, result in zip(chunks, results, strict=True):
+                if isinstance(result, Exception):
+                    failure = failed(result, self._config)
+                    log.warning("%s failed for %d messages: %s", operation, len(chunk), failure)
+                    refused += chunk
+                else:
+                    refused += [chunk[int(f["Id"])] for f in result.get("Failed", ())]
+            return refused
         if len(chunks) <= 1 or self._config.ack_concurrency == 1:
             return [m for chunk in chunks for m in one(chunk)]
         with self._pool_lock:

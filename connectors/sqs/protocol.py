@@ -203,6 +203,26 @@ class SqsClient:
         query_kwargs = {renames.get(k, k): v for k, v in kwargs.items()}
         return getattr(self._client("query"), operation)(**query_kwargs)
 
+    def call_many(
+        self, operation: str, many: list[dict[str, Any]], in_flight: int
+    ) -> list[Any] | None:
+        """`operation` once per parameters, up to `in_flight` at once from the calling thread,
+        through the fast path (connectors/sqs/wire.py): each result is the response or the
+        exception a call raised. None when this client has no fast path for it (the query
+        protocol, a retry mode other than standard): the caller makes the calls itself."""
+        if self.protocol != "json" or operation not in HOT_OPERATIONS:
+            return None
+        self._client("json")
+        if self._wire is None:
+            return None
+        results = self._wire.call_many(operation, many, in_flight)
+        if any(isinstance(r, QueryProtocolRequired) for r in results):
+            if self._requested != "auto":
+                return results
+            self._switch()
+            return None
+        return results
+
     def _switch(self) -> None:
         with _lock:
             if self._endpoint in _query_only:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections import deque
 from concurrent.futures import TimeoutError as FutureTimeout
 from io import BytesIO
 from typing import Any
@@ -36,12 +37,8 @@ from botocore.exceptions import (
     ConnectionClosedError,
     ConnectTimeoutError,
     EndpointConnectionError,
-    HTTPClientError,
     NoCredentialsError,
     ReadTimeoutError,
-)
-from botocore.exceptions import (
-    ConnectionError as BotoConnectionError,
 )
 from botocore.parsers import create_parser
 from botocore.retries import quota, standard
@@ -62,6 +59,22 @@ class _Body:
 
     def stream(self, **_: Any) -> list[bytes]:
         return [self._data]
+
+
+class _Sent:
+    """One attempt in flight: its connection, and the response as awscrt hands it over."""
+
+    def __init__(self, connection: http.HttpClientConnection) -> None:
+        self.connection = connection
+        self.headers: list[tuple[str, str]] = []
+        self.chunks: list[bytes] = []
+        self.done: Any = None
+
+    def on_response(self, headers: list[tuple[str, str]], **_: Any) -> None:
+        self.headers = headers
+
+    def on_body(self, chunk: bytes, **_: Any) -> None:
+        self.chunks.append(chunk)
 
 
 class _Connections:
@@ -170,22 +183,56 @@ class JsonWire:
     def call(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
         """One call (`operation` as boto3 names it), retried as botocore's standard mode does;
         returns the parsed response, raises what a boto3 call would."""
-        if self._credentials is None:
-            raise NoCredentialsError()
         name = HOT_OPERATIONS[operation]
-        model = self._operations[name]
         body = orjson.dumps(params)
+        return self._complete(name, body, self._attempt(name, body))
+
+    def call_many(
+        self, operation: str, many: list[dict[str, Any]], in_flight: int
+    ) -> list[dict[str, Any] | Exception]:
+        """`operation` once per parameters, up to `in_flight` calls at once from this thread
+        (each on its own connection: no thread per call); each result is the parsed response
+        or the exception a boto3 call would have raised, in the order given."""
+        name = HOT_OPERATIONS[operation]
+        bodies = [orjson.dumps(params) for params in many]
+        results: list[dict[str, Any] | Exception] = []
+        started: deque[_Sent | BotoCoreError] = deque()
+        for body in bodies:
+            started.append(self._start(name, body))
+            if len(started) >= in_flight:
+                results.append(self._settle(name, bodies[len(results)], started.popleft()))
+        while started:
+            results.append(self._settle(name, bodies[len(results)], started.popleft()))
+        return results
+
+    def _settle(
+        self, name: str, body: bytes, sent: _Sent | BotoCoreError
+    ) -> dict[str, Any] | Exception:
+        first = sent if isinstance(sent, BotoCoreError) else self._finish(sent)
+        try:
+            return self._complete(name, body, first)
+        except (BotoCoreError, ClientError) as exc:
+            return exc
+
+    def _attempt(self, name: str, body: bytes) -> AWSResponse | BotoCoreError:
+        sent = self._start(name, body)
+        return sent if isinstance(sent, BotoCoreError) else self._finish(sent)
+
+    def _complete(
+        self, name: str, body: bytes, outcome: AWSResponse | BotoCoreError
+    ) -> dict[str, Any]:
+        """Given a call's first attempt, retry it as botocore's standard mode does."""
+        model = self._operations[name]
         context: dict[str, Any] = {}
-        attempts = 0
+        attempts = 1
         while True:
-            attempts += 1
             response: AWSResponse | None = None
-            parsed: dict[str, Any] | None = None
             caught: BotoCoreError | None = None
-            try:
-                response = self._send(name, body)
-            except (HTTPClientError, BotoConnectionError) as exc:  # as a boto3 call sees them
-                caught = exc
+            if isinstance(outcome, AWSResponse):
+                response = outcome
+            else:
+                caught = outcome
+            parsed: dict[str, Any] | None = None
             if response is not None:
                 self._refuse(response=(response, None), request_dict={"url": self._url})
                 parsed = self._parse(response, model)
@@ -199,6 +246,8 @@ class JsonWire:
             if delay is None or delay is False:
                 break
             time.sleep(delay)
+            attempts += 1
+            outcome = self._attempt(name, body)
         if caught is not None:
             raise caught
         assert response is not None and parsed is not None
@@ -208,8 +257,10 @@ class JsonWire:
         self._quota.release_retry_quota(context, response)  # type: ignore[arg-type]
         return parsed
 
-    def _send(self, target: str, body: bytes) -> AWSResponse:
-        """One attempt: sign, send on a pooled connection, read the whole response."""
+    def _start(self, target: str, body: bytes) -> _Sent | BotoCoreError:
+        """Sign and send one attempt on a pooled connection; or why it could not be sent."""
+        if self._credentials is None:
+            return NoCredentialsError()
         headers = http.HttpHeaders(
             [
                 ("Host", self._connections.authority),
@@ -223,28 +274,28 @@ class JsonWire:
             auth.aws_sign_request(request, self._signing).result()
             connection = self._connections.take()
         except AwsCrtError as exc:
-            raise self._connect_error(exc)  # noqa: B904  (its cause: the socket error)
+            return self._connect_error(exc)
         except FutureTimeout as exc:
-            raise ConnectTimeoutError(endpoint_url=self._url, error=exc) from exc
-        chunks: list[bytes] = []
-        received: list[Any] = []
-        stream = connection.request(
-            request,
-            on_response=lambda headers, **_: received.append(headers),
-            on_body=lambda chunk, **_: chunks.append(chunk),
-        )
+            return ConnectTimeoutError(endpoint_url=self._url, error=exc)
+        sent = _Sent(connection)
+        stream = connection.request(request, on_response=sent.on_response, on_body=sent.on_body)
         stream.activate()
+        sent.done = stream.completion_future
+        return sent
+
+    def _finish(self, sent: _Sent) -> AWSResponse | BotoCoreError:
+        """The whole response of an attempt; or the connection error it ended in."""
         try:
-            status = stream.completion_future.result(self._read_timeout)
+            status = sent.done.result(self._read_timeout)
         except FutureTimeout as exc:
-            connection.close()
-            raise ReadTimeoutError(endpoint_url=self._url, error=exc) from exc
+            sent.connection.close()
+            return ReadTimeoutError(endpoint_url=self._url, error=exc)
         except AwsCrtError as exc:
-            connection.close()
-            raise ConnectionClosedError(endpoint_url=self._url, error=exc) from exc
-        self._connections.give_back(connection)
-        answer: Any = HeadersDict(received[-1] if received else [])  # case-insensitive
-        return AWSResponse(self._url, status, answer, _Body(b"".join(chunks)))
+            sent.connection.close()
+            return ConnectionClosedError(endpoint_url=self._url, error=exc)
+        self._connections.give_back(sent.connection)
+        headers: Any = HeadersDict(sent.headers)  # case-insensitive, as botocore reads them
+        return AWSResponse(self._url, status, headers, _Body(b"".join(sent.chunks)))
 
     def _connect_error(self, exc: AwsCrtError) -> BotoCoreError:
         """A connection not made, as botocore's (and errors.py's root cause) reports it."""

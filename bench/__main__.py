@@ -186,6 +186,16 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             result = sqs_path(server, args.work, keyfiles, data, args.sqs_endpoint,
                               args.sqs_messages, args.repeats)  # fmt: skip
             results["sqs"] = result.summary() | {"runs": as_dict([result.same, result.default])}
+            from bench.sqscost import cpu_per_message, delayed
+
+            cpu_sizes = (4000, min(24000, args.sqs_messages))  # the SQS path's CPU per message
+            if cpu_sizes[1] > cpu_sizes[0]:
+                results["sqs"]["cpu"] = cpu_per_message(server, args.work, keyfiles, data,
+                                                        args.sqs_endpoint, *cpu_sizes,
+                                                        args.repeats).summary()  # fmt: skip
+            results["sqs"]["delayed"] = delayed(server, args.work, keyfiles, data,
+                                                args.sqs_endpoint, min(8000, args.sqs_messages),
+                                                args.repeats, 20.0).summary()  # fmt: skip
     finally:
         server.stop()
     results["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

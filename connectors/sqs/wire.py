@@ -17,6 +17,7 @@ than through boto3, ~2.4x less than urllib3 with botocore's SigV4Auth.
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -88,7 +89,11 @@ class _Connections:
         self.authority = parts.netloc
         self._tls = None
         if parts.scheme == "https":
-            self._tls = io.ClientTlsContext(io.TlsContextOptions()).new_connection_options()
+            options = io.TlsContextOptions()
+            bundle = os.environ.get("AWS_CA_BUNDLE")  # botocore's own setting for a private CA
+            if bundle:
+                options.override_default_trust_store_from_path(None, bundle)
+            self._tls = io.ClientTlsContext(options).new_connection_options()
             self._tls.set_server_name(self.host)
         self._socket = io.SocketOptions()
         self._socket.connect_timeout_ms = int(connect_timeout * 1000)

@@ -184,6 +184,16 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             result = sqs_path(server, args.work, keyfiles, data, args.sqs_endpoint,
                               args.sqs_messages, args.repeats)  # fmt: skip
             results["sqs"] = result.summary() | {"runs": as_dict([result.same, result.default])}
+            from bench.sqscost import cpu_per_message, delayed
+
+            cpu_sizes = (4000, min(24000, args.sqs_messages))  # the SQS path's CPU per message
+            if cpu_sizes[1] > cpu_sizes[0]:
+                results["sqs"]["cpu"] = cpu_per_message(server, args.work, keyfiles, data,
+                                                        args.sqs_endpoint, *cpu_sizes,
+                                                        args.repeats).summary()  # fmt: skip
+            results["sqs"]["delayed"] = delayed(server, args.work, keyfiles, data,
+                                                args.sqs_endpoint, min(8000, args.sqs_messages),
+                                                args.repeats, 20.0).summary()  # fmt: skip
     finally:
         server.stop()
     results["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
@@ -389,6 +399,24 @@ def sqs_main(argv: list[str]) -> int:
     p.add_argument("--work", type=Path, default=ROOT / "bench" / ".work")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     p.add_argument("--no-doc", action="store_true", help="do not rewrite the SQS section")
+    p.add_argument("--no-pairs", action="store_true", help="skip the flow-vs-drain rate pairs")
+    p.add_argument(
+        "--cpu-sizes",
+        default="4000,24000",
+        help="SMALL,LARGE: the flow's marginal CPU per message between them ('' skips)",
+    )
+    p.add_argument(
+        "--delay-ms",
+        type=float,
+        default=20.0,
+        help="the fault proxy holds each call this long (0 skips)",
+    )
+    p.add_argument("--delay-messages", type=int, default=10_000)
+    p.add_argument(
+        "--flow-source",
+        default="",
+        help="KEY=VALUE,... overriding the flow's source: keys in the CPU runs",
+    )
     args = p.parse_args(argv)
     if not args.endpoint:
         p.error("give --endpoint or BENCH_SQS_ENDPOINT (e.g. LocalStack's http://127.0.0.1:4566)")
@@ -398,12 +426,29 @@ def sqs_main(argv: list[str]) -> int:
     keyfiles = keys(args.work)
     server = Server(args.work, os.environ.get("BENCH_DATABASE_URL") or None, f"_{os.getpid()}")
     try:
-        data, _ = dataset(args.work, args.messages + 100, args.seed)  # room for refused bodies
-        result = sqs_path(server, args.work, keyfiles, data, args.endpoint, args.messages,
-                          args.repeats)  # fmt: skip
+        sizes = [int(x) for x in args.cpu_sizes.split(",") if x]
+        most = max([args.messages, args.delay_messages, *sizes])
+        data, _ = dataset(args.work, most + 100, args.seed)  # room for refused bodies
+        figures: dict[str, Any] = {}
+        if sizes:
+            from bench.sqscost import cpu_per_message
+
+            source = dict(kv.split("=", 1) for kv in args.flow_source.split(",") if kv)
+            cpu = cpu_per_message(server, args.work, keyfiles, data, args.endpoint, sizes[0],
+                                  sizes[1], args.repeats, source)  # fmt: skip
+            figures["cpu"] = cpu.summary()
+        if args.delay_ms:
+            from bench.sqscost import delayed
+
+            figures["delayed"] = delayed(server, args.work, keyfiles, data, args.endpoint,
+                                         args.delay_messages, args.repeats,
+                                         args.delay_ms).summary()  # fmt: skip
+        if not args.no_pairs:
+            figures |= sqs_path(server, args.work, keyfiles, data, args.endpoint, args.messages,
+                                args.repeats).summary()  # fmt: skip
     finally:
         server.stop()
-    out = result.summary() | {
+    out = figures | {
         "command": " ".join(["python -m bench sqs", *map(shlex.quote, argv)]),
         "started": date,
         "git": commit,
@@ -411,7 +456,7 @@ def sqs_main(argv: list[str]) -> int:
         "seconds": round(time.time() - started, 1),
     }
     (args.work / "sqs.json").write_text(json.dumps(out, indent=1))
-    if not args.no_doc:
+    if not args.no_doc and not args.no_pairs:
         text = args.out.read_text() if args.out.exists() else ""
         args.out.write_text(report.with_section(text, "sqs", report.sqs_section(out)))
         log(f"wrote the SQS section of {args.out}")
@@ -420,7 +465,8 @@ def sqs_main(argv: list[str]) -> int:
     else:
         for key, value in out.items():
             print(f"{key}: {value}")
-    return 0 if result.exact else 1
+    exact = [out.get("exact", True), *(out[k]["exact"] for k in ("cpu", "delayed") if k in out)]
+    return 0 if all(exact) else 1
 
 
 def dedupe_main(argv: list[str]) -> int:

@@ -308,23 +308,27 @@ def run_flow(
     expected: dict[str, int],
     receivers_per_worker: int | None,
     name: str,
+    source: dict[str, Any] | None = None,
+    wrap: list[str] | None = None,
 ) -> FlowRun:
-    """`python -m bytewax.run flows.logins -w 2` until the queue is idle and empty."""
+    """`python -m bytewax.run flows.logins -w 2` until the queue is idle and empty; `source`
+    overrides keys of the configuration's `source:`."""
     database = f"bench_sqs_{name}"
     dsn = server.fresh_database(database)
     extra = {"SQS_ENDPOINT_URL": endpoint, "SQS_QUEUE_URL": queue_url,
              "LOGINS_STOP_WHEN_IDLE": "3", **_DUMMY}  # fmt: skip
+    source = dict(source or {})
     if receivers_per_worker is not None:
+        source["receivers"] = receivers_per_worker
+    if source:
         override = work / f"sqs-{name}.yaml"
-        override.write_text(
-            f"extends: {ROOT / 'config' / 'local.yaml'}\n"
-            f"source:\n  receivers: {receivers_per_worker}\n"
-        )
+        keys = "".join(f"  {key}: {value}\n" for key, value in source.items())
+        override.write_text(f"extends: {ROOT / 'config' / 'local.yaml'}\nsource:\n{keys}")
         extra["LOGINS_CONFIG"] = str(override)
     env = flow_env(keyfiles, dsn, **extra)
     config = config_for(env)
     prepare_schema(dsn, config)
-    argv = [PYTHON, "-m", "bytewax.run", "flows.logins", "-w", str(WORKERS)]
+    argv = [*(wrap or []), PYTHON, "-m", "bytewax.run", "flows.logins", "-w", str(WORKERS)]
     complete = LedgerCount(dsn, config.sink.ledger_table, len(bodies))
     try:
         with EmptyWatch(client, queue_url, ready=complete) as watch:

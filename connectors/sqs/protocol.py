@@ -26,7 +26,10 @@ from typing import Any, Literal
 import boto3
 import botocore.session
 from botocore.config import Config
+from botocore.credentials import Credentials
 from botocore.exceptions import BotoCoreError
+
+from connectors.sqs.wire import HOT_OPERATIONS, JsonWire
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +66,11 @@ def make_client(
     config: Config | None = None,
     aws_access_key_id: str | None = None,
     aws_secret_access_key: str | None = None,
+    fast: bool = True,
 ) -> SqsClient:
-    """An SQS client for `protocol` (credentials: boto3's chain unless given)."""
+    """An SQS client for `protocol` (credentials: boto3's chain unless given). With `fast`
+    (and botocore's standard retry mode), the JSON protocol's hot calls go through
+    connectors/sqs/wire.py instead of botocore's per-call pipeline."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
 
@@ -87,7 +93,24 @@ def make_client(
             client.meta.events.register_first("needs-retry.sqs", _refuse_query_only)
         return client
 
-    return SqsClient(protocol, build, endpoint_url or f"AWS SQS ({region_name})")
+    def wire(client: Any) -> JsonWire | None:
+        if not fast or (client.meta.config.retries or {}).get("mode") != "standard" or _proxied():
+            return None
+        if aws_access_key_id is not None and aws_secret_access_key is not None:
+            credentials: Any = Credentials(aws_access_key_id, aws_secret_access_key)
+        else:
+            with _session_lock:  # botocore's chain, as the boto3 client resolved it
+                credentials = _sessions["json"].get_credentials()
+        return JsonWire(client, credentials, _refuse_query_only)
+
+    return SqsClient(protocol, build, endpoint_url or f"AWS SQS ({region_name})", wire)
+
+
+def _proxied() -> bool:
+    """An HTTP(S) proxy is set: the hot calls stay on boto3, which honours it."""
+    return any(
+        os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")
+    )
 
 
 def _query_session() -> boto3.session.Session:
@@ -124,12 +147,18 @@ class SqsClient:
     """A boto3 SQS client (operations as attributes) that follows the server's protocol."""
 
     def __init__(
-        self, protocol: Protocol, build: Callable[[Literal["json", "query"]], Any], endpoint: str
+        self,
+        protocol: Protocol,
+        build: Callable[[Literal["json", "query"]], Any],
+        endpoint: str,
+        wire: Callable[[Any], JsonWire | None] | None = None,
     ) -> None:
         self._requested = protocol
         self._build = build
+        self._make_wire = wire
         self._endpoint = endpoint
         self._clients: dict[str, Any] = {}
+        self._wire: JsonWire | None = None
         self._lock = threading.Lock()
 
     @property
@@ -146,7 +175,9 @@ class SqsClient:
     def _client(self, kind: Literal["json", "query"]) -> Any:
         with self._lock:  # boto3 sessions are not thread-safe; the clients they make are
             if kind not in self._clients:
-                self._clients[kind] = self._build(kind)
+                self._clients[kind] = client = self._build(kind)
+                if kind == "json" and self._make_wire is not None:
+                    self._wire = self._make_wire(client)
             return self._clients[kind]
 
     def __getattr__(self, name: str) -> Any:
@@ -160,7 +191,10 @@ class SqsClient:
     def _call(self, operation: str, **kwargs: Any) -> Any:
         if self.protocol == "json":
             try:
-                return getattr(self._client("json"), operation)(**kwargs)
+                client = self._client("json")
+                if self._wire is not None and operation in HOT_OPERATIONS:
+                    return self._wire.call(operation, kwargs)
+                return getattr(client, operation)(**kwargs)
             except QueryProtocolRequired:
                 if self._requested != "auto":
                     raise
@@ -168,6 +202,26 @@ class SqsClient:
         renames = _QUERY_RENAMES.get(operation, {})
         query_kwargs = {renames.get(k, k): v for k, v in kwargs.items()}
         return getattr(self._client("query"), operation)(**query_kwargs)
+
+    def call_many(
+        self, operation: str, many: list[dict[str, Any]], in_flight: int
+    ) -> list[Any] | None:
+        """`operation` once per parameters, up to `in_flight` at once from the calling thread,
+        through the fast path (connectors/sqs/wire.py): each result is the response or the
+        exception a call raised. None when this client has no fast path for it (the query
+        protocol, a retry mode other than standard): the caller makes the calls itself."""
+        if self.protocol != "json" or operation not in HOT_OPERATIONS:
+            return None
+        self._client("json")
+        if self._wire is None:
+            return None
+        results = self._wire.call_many(operation, many, in_flight)
+        if any(isinstance(r, QueryProtocolRequired) for r in results):
+            if self._requested != "auto":
+                return results
+            self._switch()
+            return None
+        return results
 
     def _switch(self) -> None:
         with _lock:

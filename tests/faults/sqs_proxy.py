@@ -27,6 +27,7 @@ import random
 import re
 import socket
 import threading
+import time
 import uuid
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -57,6 +58,7 @@ class SqsFaultProxy:
         self._fail = 0.0
         self._fail_status = 503
         self._refuse_json = False
+        self._delay = 0.0
         self._connections: set[socket.socket] = set()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -79,6 +81,12 @@ class SqsFaultProxy:
     def fail(self, fraction: float, status: int = 503) -> None:
         with self._lock:
             self._fail, self._fail_status = fraction, status
+
+    def delay(self, seconds: float) -> None:
+        """Hold every forwarded call `seconds` before relaying it (a distant server's round
+        trip: real SQS answers in 10-30 ms)."""
+        with self._lock:
+            self._delay = seconds
 
     def refuse_json(self, refuse: bool = True) -> None:
         """Answer JSON-protocol calls as LocalStack before 3.0 does (HTTP 500)."""
@@ -245,6 +253,8 @@ def _handler(proxy: SqsFaultProxy) -> type[BaseHTTPRequestHandler]:
                 code = _SERVER_ERRORS.get(status, "ServiceUnavailable")
                 self._answer(status, _fault_body(code, "injected fault"), f"{code};Receiver")
                 return
+            if proxy._delay:
+                time.sleep(proxy._delay)
             try:
                 status, headers, payload = proxy._forward(
                     self.command, self.path, self.headers, body

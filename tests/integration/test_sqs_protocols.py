@@ -13,6 +13,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -143,10 +144,16 @@ def test_every_call_of_the_source_and_acker_in_the_query_protocol(
     idle = config.model_copy(update={"stop_when_idle": 0.01})
     partition = _SqsPartition(idle, 0, inflight, QueueCounts(idle))
     try:
-        assert partition._queue_is_empty(max_age=0) is False  # 3 released + 5 never received
+        # the counts thread the partition started may be mid-read (then read() gives None at
+        # once rather than wait): ask until this call is the one that reads
+        deadline = time.monotonic() + 10
+        while (reading := partition._counts.read(max_age=0)) is None:
+            assert time.monotonic() < deadline, "the queue counts were never read"
+            time.sleep(0.05)
+        assert any(reading.values())  # 3 released + 5 never received
+        assert partition._queue_is_empty(max_age=60) is False
     finally:
         partition.close()
-        inflight.stop()
     counts = query_only.snapshot()
     for operation in (
         "ReceiveMessage",

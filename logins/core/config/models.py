@@ -74,6 +74,14 @@ class SqsSourceConfig(StrictModel):
     )
     max_messages: int = Field(10, ge=1, le=10, description="per ReceiveMessage call (SQS max 10)")
     receivers: int = Field(2, ge=1, le=32, description="concurrent receive threads per worker")
+    max_receivers: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="most receive calls in flight per worker: while the flow finds its buffer"
+        " dry and receives come back full, a worker adds receivers up to this (a distant"
+        " server answers in 10-30 ms a call); the added ones end when the queue runs empty",
+    )
     ack_concurrency: int = Field(
         4,
         ge=1,

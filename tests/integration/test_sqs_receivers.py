@@ -1,0 +1,101 @@
+"""The source's receive side and its one heartbeat, against a real SQS-protocol server (moto),
+through the fault proxy where a distant server's round trip matters."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from connectors.sqs.acker import SqsAcker
+from connectors.sqs.heartbeat import Heartbeat, InFlight
+from connectors.sqs.source import SqsSource, _SqsPartition, to_message
+from logins.core.config import SqsSourceConfig
+from logins.core.records import SqsMessage
+from logins.dev.embedded import EmbeddedSqs
+from logins.dev.seed import send_bodies
+from tests.faults.sqs_proxy import SqsFaultProxy
+
+pytestmark = pytest.mark.integration
+
+
+def config_for(endpoint: str, queue_url: str, **source: object) -> SqsSourceConfig:
+    return SqsSourceConfig.model_validate(
+        {"type": "sqs", "queue_url": queue_url, "endpoint_url": endpoint, **source}
+    )
+
+
+def receivers(worker: int = 0) -> int:
+    return sum(t.name.startswith(f"sqs-receiver-{worker}-") for t in threading.enumerate())
+
+
+def heartbeats() -> int:
+    return sum(t.name == "sqs-visibility" for t in threading.enumerate())
+
+
+def test_receivers_grow_while_the_buffer_is_dry_and_stay_bounded(
+    sqs: EmbeddedSqs, queue_url: str
+) -> None:
+    """Behind 50 ms a call, one receiver cannot keep the flow fed: the partition adds receive
+    calls in flight up to `max_receivers`, never more, and every message arrives once."""
+    send_bodies(sqs.client(), queue_url, [f"body {i}" for i in range(300)])
+    proxy = SqsFaultProxy(sqs.endpoint_url)
+    proxy.delay(0.05)
+    config = config_for(proxy.endpoint_url, queue_url, receivers=1, max_receivers=3,
+                        wait_time_seconds=0)  # fmt: skip
+    inflight = InFlight(config)
+    partition = _SqsPartition(config, 7, inflight, SqsSource(config).counts)
+    seen: list[SqsMessage] = []
+    most = 0
+    try:
+        deadline = time.monotonic() + 60
+        while len(seen) < 300 and time.monotonic() < deadline:
+            seen += partition.next_batch()
+            most = max(most, receivers(7))
+            time.sleep(0.01)
+    finally:
+        partition.close()
+        proxy.close()
+    assert sorted(m.body for m in seen) == sorted(f"body {i}" for i in range(300))
+    assert 1 < most <= 3
+    assert len(inflight) == 300  # held until the sink deletes them
+
+
+def test_one_heartbeat_per_process_started_by_the_first_user_and_stopped_by_the_last(
+    sqs: EmbeddedSqs, queue_url: str
+) -> None:
+    """Partitions and sinks' ackers share one heartbeat thread with one acker of its own; it
+    extends what waited half its visibility timeout and stops after the last user leaves."""
+    send_bodies(sqs.client(), queue_url, ["a", "b"])
+    config = config_for(sqs.endpoint_url, queue_url, visibility_timeout=2)
+    raw = sqs.client().receive_message(
+        QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=2
+    )["Messages"]
+    inflight = InFlight(config)
+    made: list[SqsAcker] = []
+
+    def make_acker() -> SqsAcker:
+        made.append(SqsAcker(config, inflight))
+        return made[-1]
+
+    heartbeat = Heartbeat(config, inflight, make_acker)
+    inflight.add([to_message(m, time.time()) for m in raw])
+    before = heartbeats()
+    heartbeat.acquire()  # a source partition
+    heartbeat.acquire()  # a sink's acker
+    assert heartbeats() == before + 1
+    time.sleep(4)  # twice the timeout: without the heartbeat both would be visible again
+    visible = sqs.client().get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]["ApproximateNumberOfMessages"]
+    assert visible == "0"
+    assert len(made) == 1  # one acker for the heartbeat, however many users
+    heartbeat.release()
+    assert heartbeat.running
+    heartbeat.release()
+    assert not heartbeat.running
+    deadline = time.monotonic() + 5
+    while heartbeats() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert heartbeats() == before

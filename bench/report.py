@@ -438,6 +438,37 @@ def _sqs_rows(sqs: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 _status(pair["met"]),
             )
         )
+    return rows + _sqs_cost_rows(sqs)
+
+
+def _sqs_cost_rows(sqs: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """The SQS path's CPU per message (the flow's marginal cost between two sizes, against the
+    core path and a bare one-thread boto3 drain, bench/sqscost.py) and the flow against a drain
+    of as many calls in flight with 20 ms added to every call, where this run measured them."""
+    rows = []
+    cpu = sqs.get("cpu")
+    if cpu:
+        small, large = cpu["sizes"]
+        sqs_us = f"{cpu['sqs_flow_cpu_us_per_msg']} µs/msg (marginal, {small:,} -> {large:,})"
+        rows.append((
+            "SQS path: the flow's CPU per message / the core path's",
+            f"{cpu['sqs_vs_core']}x ({sqs_us} vs {cpu['core_flow_cpu_us_per_msg']} µs)",
+            f"<= {cpu['target_vs_core']}x", _status(cpu["met_vs_core"]),
+        ))  # fmt: skip
+        rows.append((
+            "SQS path: the flow's CPU per message / a bare one-thread boto3 drain's",
+            f"{cpu['sqs_vs_boto3_drain']}x (vs {cpu['boto3_drain_cpu_us_per_msg']} µs)",
+            "< 1x", _status(cpu["met_vs_boto3_drain"]),
+        ))  # fmt: skip
+    slow = sqs.get("delayed")
+    if slow:
+        rows.append((
+            f"SQS path, {slow['delay_ms']:g} ms added to every call: the defaults / a"
+            f" {slow['drain_threads']}-thread bare drain",
+            f"{slow['ratio']:.0%} ({_n(slow['flow_msgs_per_s'])} vs"
+            f" {_n(slow['drain_msgs_per_s'])} msg/s)",
+            f">= {slow['target']:.0%}", _status(slow["met"]),
+        ))  # fmt: skip
     return rows
 
 

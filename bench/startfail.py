@@ -22,15 +22,18 @@ from logins.core.keys import generate_keys
 from logins.dev.embedded import EmbeddedPostgres, EmbeddedSqs, dsn_with_database
 
 
-def _run(env: dict[str, str]) -> tuple[float, int]:
+def _run(env: dict[str, str]) -> tuple[float, int, str]:
     started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "bytewax.run", "flows.logins"],
         env={**os.environ, **env},
         capture_output=True,
+        text=True,
         timeout=120,
     )
-    return time.monotonic() - started, done.returncode
+    lines = done.stderr.strip().splitlines() or [""]
+    refusal = next((line for line in reversed(lines) if "cannot start" in line), lines[-1])
+    return time.monotonic() - started, done.returncode, refusal
 
 
 def main() -> None:
@@ -59,16 +62,18 @@ def main() -> None:
             }
             times: dict[str, list[float]] = {name: [] for name in cases}
             codes: dict[str, set[int]] = {name: set() for name in cases}
+            said: dict[str, str] = {}
             for _ in range(args.repeats):
                 for name, override in cases.items():
-                    seconds, code = _run({**base, **override})
+                    seconds, code, said[name] = _run({**base, **override})
                     times[name].append(seconds)
                     codes[name].add(code)
     load = os.getloadavg()[0]
-    print(f"| start | median s ({args.repeats} runs) | exit |")
-    print("|---|---:|---|")
+    print(f"| start | median s ({args.repeats} runs) | exit | why (stderr) |")
+    print("|---|---:|---|---|")
     for name in cases:
-        print(f"| {name} | {statistics.median(times[name]):.1f} | {sorted(codes[name])} |")
+        median = statistics.median(times[name])
+        print(f"| {name} | {median:.1f} | {sorted(codes[name])} | {said[name][:90]} |")
     print(f"\nload average (1 min) at the end: {load:.1f}")
 
 

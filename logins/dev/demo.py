@@ -48,7 +48,7 @@ def run_demo(count: int, workers: int, seed: int, workdir: Path = Path(".demo"))
         messages = generate(count, seed=seed)
         send_bodies(sqs.client(), queue_url, (m.body for m in messages))
         kinds = Counter(m.kind for m in messages)
-        say(f"3/5 seeded {count} messages: {dict(kinds)}")
+        say(f"3/5 seeded {count} messages: " + ", ".join(f"{n} {k}" for k, n in kinds.items()))
         env = {
             **os.environ,
             "LOGINS_ENV": "local",
@@ -100,14 +100,20 @@ def _drain(
                 except subprocess.TimeoutExpired:
                     if time.monotonic() > deadline:
                         raise
-                    bar.update(count - _left(client, queue_url))
+                    bar.update(_done(count, client, queue_url))
                     continue
-                bar.update(count - _left(client, queue_url))
+                bar.update(_done(count, client, queue_url))
                 return code
         finally:
             if flow.poll() is None:
                 flow.kill()
                 flow.wait()
+
+
+def _done(count: int, client: Any, queue_url: str) -> int:
+    """Messages of the `count` seeded that left the queue; moto's approximate counts can
+    briefly exceed what was sent, which is no progress below zero."""
+    return max(0, count - _left(client, queue_url))
 
 
 def _left(client: Any, queue_url: str) -> int:

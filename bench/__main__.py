@@ -222,7 +222,7 @@ def run_profiles(
 
 
 def seal_cost(count: int = 2000) -> dict[str, float]:
-    """µs per value: in a sealed box of its own (format 1's cost, and `Sealer.seal`'s) and
+    """µs per value: in a sealed box of its own (`Sealer.seal`'s cost) and
     under a batch's data key (`SealBatch`, what the mask step does), per batch of `count`."""
     from nacl.public import PrivateKey, SealedBox
 

@@ -241,10 +241,10 @@ def require_binary(name: str, package: str) -> str:
     pytest.skip(message)
 
 
-def seal_raw(public_key: Any, data: bytes, magic: bytes = b"LV3\x00", padded: bool = True) -> bytes:
-    """An envelope-format vault entry around arbitrary `data`, built from PyNaCl's primitives
-    (not logins.core.vault): format 3 (padded) by default, format 2 with magic LV2 and no padding.
-    For tests that plant what older releases wrote, or malformed entries."""
+def seal_raw(public_key: Any, data: bytes, padded: bool = True) -> bytes:
+    """A vault entry in the sealed format around arbitrary `data`, built from PyNaCl's
+    primitives (not logins.core.vault), padded unless told not to: for tests that plant
+    malformed entries."""
     from nacl.bindings import crypto_secretbox
     from nacl.public import SealedBox
 
@@ -254,7 +254,7 @@ def seal_raw(public_key: Any, data: bytes, magic: bytes = b"LV3\x00", padded: bo
         size = max(128, 1 << len(data).bit_length())
         data = data + b"\x80" + bytes(size - len(data) - 1)
     return (
-        magic
+        b"LV1\x00"
         + bytes(SealedBox(public_key).encrypt(key))
         + nonce
         + crypto_secretbox(data, nonce, key)

@@ -4,7 +4,7 @@ The pipeline holds only the public key, so a compromised pipeline cannot unmask 
 only the private key opens what it sealed. Each value is sealed together with its field and
 token and checked on opening, so a ciphertext moved to another token's row is detected.
 
-Envelope encryption (formats 2 and 3). A sealed box costs two X25519 operations, about
+Envelope encryption. A sealed box costs two X25519 operations, about
 100 µs of CPU here; sealing each new value in its own box capped the pipeline near 6k msg/s on
 this machine (docs/benchmarks.md). So a `SealBatch` makes one random 32-byte data key, seals
 that key in a PyNaCl `SealedBox` for the vault's public key (once per batch), and encrypts
@@ -16,15 +16,15 @@ its batch hold the data key, never this value's ciphertext. The data key is drop
 the batch; the pipeline keeps nothing that opens an entry. Entries sealed in one batch share
 the sealed data key, byte for byte: a reader of the table sees which were sealed together.
 
-Format 3 (written now) pads the sealed data to a bucket first: `0x80` then zeros up to the
+The sealed data is padded to a bucket first: `0x80` then zeros up to the
 next power of two, at least 128 bytes. `field NUL token NUL value` of any IPv4 or IPv6
 address fits 128, so a ciphertext's length does not tell an IPv4 from an IPv6 address, nor
 one address from another; longer values (device ids, rejected bodies) show only their
 bucket (256, 512, ...).
 
-    format 3:  b"LV3\x00" | SealedBox(data key) (80 B) | nonce (24 B) | secretbox(padded data)
-    format 2:  b"LV2\x00" | the same, unpadded (entries sealed before format 3; still opened)
-    format 1:  SealedBox(data)  (entries sealed before format 2; still opened)
+    b"LV1\x00" | SealedBox(data key) (80 B) | nonce (24 B) | secretbox(padded data)
+
+The one format of the first release (version 1); a later format gets its own magic.
 """
 
 from __future__ import annotations
@@ -44,8 +44,7 @@ from nacl.public import PrivateKey, PublicKey, SealedBox
 from logins.core.keys import vault_fingerprint, vault_key_id
 
 SEP = "\x00"
-MAGIC = b"LV3\x00"  # the format written now: envelope, padded
-MAGIC_V2 = b"LV2\x00"  # envelope, unpadded (still opened)
+MAGIC = b"LV1\x00"  # the sealed format, version 1: envelope, padded
 _SEALED_KEY_BYTES = 32 + crypto_secretbox_KEYBYTES + 16  # ephemeral public key, key, MAC
 _HEADER = len(MAGIC) + _SEALED_KEY_BYTES
 _MIN_ENVELOPE = _HEADER + crypto_secretbox_NONCEBYTES + 16
@@ -126,21 +125,15 @@ class Opener:
         self._keys: OrderedDict[bytes, bytes] = OrderedDict()  # sealed data key -> data key
 
     def _decrypt(self, sealed: bytes) -> bytes:
-        """The sealed data, any format; raises CryptoError if this key cannot open it and
-        ValueError if what it opens is not a sealed value (bad padding)."""
-        magic = sealed[: len(MAGIC)]
-        if len(sealed) >= _MIN_ENVELOPE and magic in (MAGIC, MAGIC_V2):
-            try:
-                key = self._data_key(sealed[len(MAGIC) : _HEADER])
-                nonce = sealed[_HEADER : _HEADER + crypto_secretbox_NONCEBYTES]
-                data = crypto_secretbox_open(
-                    sealed[_HEADER + crypto_secretbox_NONCEBYTES :], nonce, key
-                )
-            except CryptoError:
-                pass  # a format-1 box whose random prefix happens to be a magic (p = 2^-31)
-            else:
-                return unpad(data) if magic == MAGIC else data
-        return bytes(self._box.decrypt(sealed))
+        """The sealed data; raises CryptoError if this key cannot open it and ValueError if it
+        is not a sealed value (no magic, too short, bad padding)."""
+        if len(sealed) < _MIN_ENVELOPE or sealed[: len(MAGIC)] != MAGIC:
+            raise ValueError("not a sealed value")
+        key = self._data_key(sealed[len(MAGIC) : _HEADER])
+        nonce = sealed[_HEADER : _HEADER + crypto_secretbox_NONCEBYTES]
+        return unpad(
+            crypto_secretbox_open(sealed[_HEADER + crypto_secretbox_NONCEBYTES :], nonce, key)
+        )
 
     def _data_key(self, sealed_key: bytes) -> bytes:
         key = self._keys.get(sealed_key)

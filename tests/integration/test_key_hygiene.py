@@ -83,7 +83,7 @@ def test_a_ground_out_key_id_does_not_pass_the_fingerprint(
 BAD_ENTRIES = {
     "no separators": (b"192.0.2.66", None, "the vault entry is malformed (no field and token"),
     "not UTF-8": (b"ip\x00TOKEN\x00\xc3\x28", None, "the vault entry is malformed (not UTF-8)"),
-    "bad ciphertext": (None, b"LV3\x00" + b"\x07" * 200, "cannot open (wrong private key?)"),
+    "bad ciphertext": (None, b"LV1\x00" + b"\x07" * 200, "cannot open (wrong private key?)"),
 }
 
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from nacl.public import SealedBox
 
 from logins.core.keys import (
     FINGERPRINT_LABEL,
@@ -250,19 +249,6 @@ def test_a_tampered_or_recombined_entry_does_not_open() -> None:
     for bad in (flipped, recombined):
         with pytest.raises(VaultError, match="cannot open"):
             keys.opener.open(bad, field="ip", token=token)
-
-
-def test_entries_sealed_in_format_1_still_open() -> None:
-    """Vault rows written before format 2 are one sealed box each, with the same binding."""
-    keys = _keys()
-    token = keys.tokenizer.token("ip", "1.2.3.4")
-    box = SealedBox(load_vault_public_key(keys.paths["vault.pub"]))
-    old = bytes(box.encrypt(f"ip\x00{token}\x001.2.3.4".encode()))
-    assert keys.opener.open(old, field="ip", token=token) == "1.2.3.4"
-    old_body = bytes(box.encrypt(b"rejected\x00m-1\x00{oops"))
-    assert keys.opener.open_rejected(old_body, message_id="m-1") == "{oops"
-    with pytest.raises(VaultError, match="sealed for another token"):
-        keys.opener.open(old, field="ip", token=keys.tokenizer.token("ip", "5.6.7.8"))
 
 
 @settings(max_examples=50, deadline=None)

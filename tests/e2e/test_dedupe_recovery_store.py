@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from flows.steps.validate import Validator
+from flows.steps.validate import Validator, canonical_digest
 from logins.core.config import load_config
 from logins.core.keys import load_token_keys
 from logins.core.tokens import Tokenizer
@@ -180,11 +180,12 @@ def attack(recovery: Path, config_env: dict[str, str]) -> set[tuple[str, str]]:
     keys |= {Path(config_env[k]).read_bytes() for k in ("PRIVATE_KEY", "LOGINS_TOKEN_KEY_FILE")}
     candidates: dict[bytes, tuple[str, str]] = {}
     for ip, device, values in guesses(validator):
-        digest = tokenizer.fingerprint(values)
-        candidates[digest[8:14]] = (ip, device)  # the former slot: 48 bits of the digest
-        for key in keys:
-            fp = hashlib.blake2b(digest, key=key[:64], digest_size=6).digest()
-            candidates[fp] = (ip, device)
+        former = tokenizer.fingerprint(values)  # the token key's digest (designs before)
+        candidates[former[8:14]] = (ip, device)  # the first design's slot: 48 bits of it
+        for digest in (canonical_digest(values), former):
+            for key in keys:
+                fp = hashlib.blake2b(digest, key=key[:64], digest_size=6).digest()
+                candidates[fp] = (ip, device)
     hits = set()
     for blob in blobs:
         for at in range(len(blob) - 5):

@@ -267,6 +267,10 @@ class Window:
                 if t >= horizon:
                     yield period.number, entry[:FP_BYTES], t
 
+    def live_numbers(self) -> list[int]:
+        """The numbers of the live periods."""
+        return [p.number for p in self._periods]
+
     def live_keys(self) -> list[bytes]:
         """The keys of the live periods."""
         return [bytes(p.key) for p in self._periods]

@@ -11,11 +11,16 @@ fast as the machine goes):
 * **the window at 10,000 msg/s**: the default configuration (64 shards, `shard_of`,
   `builder`, the default budget and window) fed 10,000 msg/s of simulated time for 12
   minutes: 3 % malformed, 2 % of the new logins resent 5-9 minutes after their original
-  (uniformly), the rest new logins. Fingerprints are the validator's (`Tokenizer.fingerprint`
+  (uniformly), the rest new logins. Fingerprints are the validator's (`canonical_digest`
   of the six fields), message ids SQS-shaped UUIDs, batches of 1,000 split by shard as
   Bytewax's `stateful_batch` receives them. Every resend must come back as a duplicate, and
   no new login as a duplicate. At the end, the pickled snapshots of all 64 shards are
   measured: what a snapshot interval writes at this rate with every shard touched.
+
+`python -m bench.dedupe fingerprint` measures the validate step's CPU per message (the
+generator's bodies through `Validator.batch`, parse and fingerprint) with the unkeyed digest
+against the token-key-derived one it replaced (issue 18, finding 3), alternating round by
+round in one process: minimum and median ns per message, and their ratio.
 
 The recovery store on disk (bytes written per message, the store's size), old step against
 new, is measured by `python -m bench.dedupe_recovery`.
@@ -28,6 +33,7 @@ import pickle
 import random
 import resource
 import secrets
+import statistics
 import sys
 import time
 import tracemalloc
@@ -38,7 +44,8 @@ from typing import Any
 from prometheus_client import REGISTRY
 
 from bench.generated import message_id
-from flows.steps import dedupe, dedupe_window
+from flows.steps import dedupe, dedupe_window, validate
+from flows.steps.validate import canonical_digest
 from logins.core.config import DedupeStep
 from logins.core.keys import TokenKey
 from logins.core.records import Event, Rejection, SqsMessage
@@ -152,7 +159,6 @@ def window_run(
     state_bytes = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
 
-    tokenizer = Tokenizer([TokenKey("bench", secrets.token_bytes(32))])
     rng = random.Random(seed)  # noqa: S311 (synthetic data, reproducible)
     result = WindowRun(rate, minutes, state_bytes=state_bytes)
     due: dict[int, list[tuple[bytes, str, int]]] = defaultdict(list)  # second -> resends
@@ -183,7 +189,7 @@ def window_run(
                 expect.append(None)
                 result.malformed += 1
                 continue
-            fp = tokenizer.fingerprint(
+            fp = canonical_digest(
                 [f"user-{index}", "2.3.0", "android", f"10.{index % 250}.0.1", "US", "593-47"]
             )
             events.append(Event(message, fields={}, fingerprint=fp))
@@ -265,3 +271,37 @@ def run(rate: float = 10_000.0, minutes: float = 12.0) -> dict[str, Any]:
         "tick_ms": dedupe_window.tick_ms(window),
         "snapshot_bytes_per_message_at_s2": run_.snapshot_bytes_end / (rate * 2),
     }
+
+
+def fingerprint_cost(rounds: int = 30, n: int = 20_000) -> dict[str, float]:
+    """The validate step's CPU per message (`Validator.batch` on the generator's bodies) with
+    the unkeyed digest and with the token-key-derived one it replaced, alternating rounds."""
+    from logins.dev.generator import generate, logins_schema
+
+    messages = [
+        SqsMessage(f"m{i}", "r", m.body, T0 + i, 1) for i, m in enumerate(generate(n, seed=1))
+    ]
+    validator = validate.Validator(logins_schema())
+    keyed = Tokenizer([TokenKey("bench", secrets.token_bytes(32))]).fingerprint
+    times: dict[str, list[float]] = {"unkeyed": [], "token_key": []}
+    try:
+        for _ in range(rounds):
+            for name, digest in (("unkeyed", canonical_digest), ("token_key", keyed)):
+                validate.canonical_digest = digest
+                started = time.process_time()
+                validator.batch(messages)
+                times[name].append((time.process_time() - started) / n * 1e9)
+    finally:
+        validate.canonical_digest = canonical_digest
+    out = {f"{k}_{f.__name__}_ns": f(v) for k, v in times.items() for f in (min, statistics.median)}
+    out["ratio_median"] = out["unkeyed_median_ns"] / out["token_key_median_ns"]
+    return out
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["fingerprint"]:
+        raise SystemExit(
+            "usage: python -m bench.dedupe fingerprint (the window: python -m bench dedupe)"
+        )
+    for name, value in fingerprint_cost().items():
+        print(f"{name}: {value:,.3f}")

@@ -9,7 +9,7 @@ Side by side, each in a fresh process, the same run of the dedupe step with reco
 
 Both get the default configuration (64 shards, 150 MB, 10-minute window) and the same
 logins, paced in real time at `--rate` msg/s (SentTimestamps are the send times): new logins
-with validator-style keyed fingerprints and UUID message ids, 2 % of them resent 1-9 s later.
+with validator-style fingerprints and UUID message ids, 2 % of them resent 1-9 s later.
 Measured per variant: bytes the process wrote (`/proc/self/io` `write_bytes`, what reached
 the disk, and `wchar`, every write call), the store's size at the end (its files), CPU
 seconds, and the live fingerprints at the end (logins inside the window). The command and
@@ -22,7 +22,6 @@ import argparse
 import importlib.util
 import json
 import random
-import secrets
 import sqlite3
 import subprocess
 import sys
@@ -40,11 +39,9 @@ T_RESEND = (1_000, 9_000)  # ms after the original
 
 def _events(messages: int, rate: float, seed: int) -> list[tuple[float, bytes, str, bool]]:
     """(offset in s, fingerprint, message id, is a resend) in send order."""
-    from logins.core.keys import TokenKey
-    from logins.core.tokens import Tokenizer
+    from flows.steps.validate import canonical_digest
 
     rng = random.Random(seed)  # noqa: S311 (synthetic data, reproducible)
-    tokenizer = Tokenizer([TokenKey("bench", secrets.token_bytes(32))])
     due: list[tuple[float, bytes]] = []
     out: list[tuple[float, bytes, str, bool]] = []
     for i in range(messages):
@@ -53,8 +50,8 @@ def _events(messages: int, rate: float, seed: int) -> list[tuple[float, bytes, s
         if due and due[0][0] <= at:
             out.append((at, due.pop(0)[1], mid, True))
             continue
-        fp = tokenizer.fingerprint([f"user-{i}", 2003000, "2.3.0", "ios", f"10.{i % 250}.0.1",
-                                    "US", f"593-47-{i:06d}"])  # fmt: skip
+        fp = canonical_digest([f"user-{i}", 2003000, "2.3.0", "ios", f"10.{i % 250}.0.1",
+                               "US", f"593-47-{i:06d}"])  # fmt: skip
         out.append((at, fp, mid, False))
         if rng.random() < 0.02:
             due.append((at + rng.uniform(*T_RESEND) / 1000, fp))

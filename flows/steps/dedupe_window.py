@@ -4,9 +4,12 @@
 producer's format has no event id. A login is remembered as a **fingerprint**, a keyed hash of
 the validator's digest of its fields, under a key that is **random per period** (a period is
 one window long, numbered by SentTimestamp: the rolling salts of privacy-first analytics). The
-key is never derived from the token key or from KMS; it comes from `secrets`. (The digest it
-hashes is the validator's, keyed by the token key: while a window lives, its key in a
-snapshot alone does not test a guess either.)
+key is never derived from the token key or from KMS; it comes from `secrets`. The digest it
+hashes is unkeyed (`flows.steps.validate.canonical_digest`, never stored), so the period key
+is the one key a stored fingerprint depends on: the token key and KMS test no guess against
+it, and once the period key is gone nothing does (issue 18, finding 3; before, the digest was
+keyed by GenerateMac("dedupe-fingerprint"), one KMS call that, with a period key, tested
+every guess offline).
 
 A login sent at tick T is compared with the remembered logins of every live period (at most
 two: T's own and the one before or after), each under that period's key. Once the newest
@@ -263,6 +266,10 @@ class Window:
                 t = base + int.from_bytes(entry[FP_BYTES:], "big")
                 if t >= horizon:
                     yield period.number, entry[:FP_BYTES], t
+
+    def live_numbers(self) -> list[int]:
+        """The numbers of the live periods."""
+        return [p.number for p in self._periods]
 
     def live_keys(self) -> list[bytes]:
         """The keys of the live periods."""

@@ -10,6 +10,7 @@ counted, their names logged at most once a minute (flows/steps/extrafields.py).
 from __future__ import annotations
 
 import functools
+import hashlib
 import ipaddress
 import re
 from collections.abc import Callable, Iterable
@@ -183,6 +184,22 @@ def _string_test(spec: FieldSpec) -> Callable[[str], object] | None:
     return lambda value: all(test(value) for test in tests)
 
 
+# Unkeyed on purpose (issue 18, finding 3): the dedupe window hashes this digest under a random
+# key of its period, and that period key must be the only key a guess needs. A key derived
+# from the token key (one KMS GenerateMac under KMS) gave an attacker with a period key an
+# offline test of every guess. This digest is never stored; a copy of a prepared state costs
+# what the keyed one did.
+_DIGEST = hashlib.blake2b(digest_size=16)
+
+
+def canonical_digest(values: Iterable[object]) -> bytes:
+    """An unkeyed digest of a record's checked values in the schema's order, for dedupe only
+    (never stored; the window keys it per period: flows/steps/dedupe_window.py)."""
+    h = _DIGEST.copy()
+    h.update("\x1f".join(["\x00" if v is None else str(v) for v in values]).encode())
+    return h.digest()
+
+
 def check_value(name: str, spec: FieldSpec, value: object) -> str | None:
     """One field's value checked as `Validator.parse` checks it (`logins tokenize` uses it):
     the value itself (values are tokenised exactly as sent, never normalised), or Invalid."""
@@ -190,12 +207,13 @@ def check_value(name: str, spec: FieldSpec, value: object) -> str | None:
 
 
 class Validator:
-    """Validates bodies against the configured schema; `fingerprint`s valid records for dedupe
-    (a keyed digest of every declared field's checked value, in the schema's order)."""
+    """Validates bodies against the configured schema; gives valid records their dedupe
+    `fingerprint` (`canonical_digest` of every checked value, in the schema's order).
 
-    def __init__(self, step: ValidateStep, tokenizer: Tokenizer) -> None:
+    `tokenizer` is not used: the fingerprint depends on no key (kept for its callers)."""
+
+    def __init__(self, step: ValidateStep, tokenizer: Tokenizer | None = None) -> None:
         self._step = step
-        self._tokenizer = tokenizer
         # The fast path's plan, per field: (name, spec, max_length, nullable, value test,
         # version text key, checker). Strings and versions (every field of the logins schema)
         # are checked inline; the other types by their checker (`None` for strings).
@@ -269,7 +287,7 @@ class Validator:
 
     def batch(self, messages: Iterable[SqsMessage]) -> list[Event]:
         """An event per message, in order: its checked fields and fingerprint, or why not."""
-        parse, fingerprint = self.parse, self._tokenizer.fingerprint
+        parse, fingerprint = self.parse, canonical_digest
         events = []
         extra: list[list[str]] = []  # per message with undeclared keys, their names
         for message in messages:  # one loop for the batch: no call per message but these

@@ -244,10 +244,14 @@ def test_the_state_names_no_message_and_keeps_only_live_keys(
         assert mid.encode() not in blob and uuid.UUID(mid).bytes not in blob
     state = pickle.loads(blob)
     assert len(state["periods"]) <= 2
-    # a key in use two windows and a tick before the newest login is gone
+    # no key, live or dead, is in the pickled state itself: each is sealed with its pad
+    assert not any(key in blob for _, keys in keys_seen for key in keys)
+    # a key in use two windows and a tick before the newest login is gone, pad and all
+    opened = DedupeLogic(WINDOW / 10, 256, state).window.live_keys()
+    assert len(opened) == len(state["periods"])
     for at, keys in keys_seen:
         if sent - at > 2 * WINDOW / 10 * SECOND + tick_ms(WINDOW / 10):
-            assert not set(keys) & {key for _, key, _ in state["periods"]}
+            assert not set(keys) & set(opened)
 
 
 def test_an_idle_shard_retires_its_keys_on_the_wall_clock() -> None:

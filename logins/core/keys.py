@@ -52,10 +52,9 @@ KeySource = Path | SecretRef  # a key file, or a reference to a secret holding i
 TokenAlgorithm = Literal["hmac-sha256", "blake2b"]
 HMAC_SHA256: TokenAlgorithm = "hmac-sha256"
 BLAKE2B: TokenAlgorithm = "blake2b"
-# Labels MAC'd to derive values from a token key. A token's input always holds a NUL
-# (field NUL value), these never do, so no value can produce one of them.
+# The label MAC'd to derive a key's id. A token's input always holds a NUL (field NUL
+# value), this never does, so no value can produce it.
 KEY_ID_LABEL = b"token-key-id"
-FINGERPRINT_LABEL = b"dedupe-fingerprint"
 
 
 @dataclass(frozen=True)

@@ -156,9 +156,6 @@ class KmsKey:
                     self._cache.popitem(last=False)
         return [found[m] for m in messages]
 
-    def derive(self, label: bytes) -> bytes:
-        return self._mac(label, at_start=True)
-
     # -- KMS ----------------------------------------------------------------------------------
 
     def _macs(self, messages: list[bytes]) -> list[bytes]:

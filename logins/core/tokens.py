@@ -22,10 +22,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
-from logins.core.keys import BLAKE2B, FINGERPRINT_LABEL, TokenAlgorithm, TokenKey
+from logins.core.keys import BLAKE2B, TokenAlgorithm, TokenKey
 
 DIGEST_BYTES = 16
 TOKEN_RE = re.compile(r"[A-Za-z0-9]+\.[0-9a-f]{32}")
@@ -61,10 +61,6 @@ class MacKey(Protocol):
 
     def token_digests(self, messages: Sequence[bytes]) -> list[bytes]:
         """The 16-byte token digest of each message, in order."""
-        ...
-
-    def derive(self, label: bytes) -> bytes:
-        """A 32-byte value derived from the key (the MAC of `label`)."""
         ...
 
 
@@ -109,11 +105,6 @@ class LocalKey:
             out.append(o.digest()[:DIGEST_BYTES])
         return out
 
-    def derive(self, label: bytes) -> bytes:
-        if self.algorithm == BLAKE2B:
-            return hashlib.blake2b(label, key=self._key.secret, digest_size=32).digest()
-        return hmac.digest(self._key.secret, label, "sha256")
-
     def __repr__(self) -> str:
         return f"LocalKey({self.key_id!r}, {self.algorithm!r})"
 
@@ -131,10 +122,6 @@ class Tokenizer:
                 raise ValueError(f"two token keys share the id {key.key_id!r}")
             self._keys[key.key_id] = key
         self._active = macs[0]
-        # A separate key for dedupe fingerprints, so they are never comparable with tokens.
-        # Derived once (one KMS call for a KMS key): fingerprints stay local and fast.
-        self._fingerprint_key = self._active.derive(FINGERPRINT_LABEL)
-        self._fingerprint_hash = hashlib.blake2b(key=self._fingerprint_key, digest_size=16)
 
     @property
     def key_id(self) -> str:
@@ -180,14 +167,6 @@ class Tokenizer:
             for i, token in zip(where, self._under(self._keys[key_id], data), strict=True):
                 results[i] = hmac.compare_digest(token, items[i][0])
         return results
-
-    def fingerprint(self, values: Iterable[object]) -> bytes:
-        """A keyed digest of a whole record, for dedupe state (never holds the raw values)."""
-        data = "\x1f".join(["\x00" if v is None else str(v) for v in values]).encode()
-        # a copy of the keyed state: the same digest as blake2b(data, key=...), no key setup
-        h = self._fingerprint_hash.copy()
-        h.update(data)
-        return h.digest()
 
     @staticmethod
     def _under(key: MacKey, data: list[bytes]) -> list[str]:

@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from logins.core.keys import (
-    FINGERPRINT_LABEL,
     HMAC_SHA256,
     KeyFileError,
     TokenKey,
@@ -179,7 +178,6 @@ def test_keygen_writes_hmac_keys_whose_id_is_derived_from_the_material(tmp_path:
 def test_legacy_blake2b_key_lines_keep_their_tokens(tmp_path: Path) -> None:
     """Key files written before HMAC keys: `<id> <base64>` lines are keyed BLAKE2b, unchanged."""
     import base64
-    import hashlib
 
     path = tmp_path / "token.key"
     encoded = base64.b64encode(KEY_A.secret).decode()
@@ -259,13 +257,3 @@ def test_local_hmac_digests_are_hmac_sha256(secret: bytes, messages: list[bytes]
     assert key.token_digests(messages) == [
         hmac.digest(secret, m, "sha256")[:DIGEST_BYTES] for m in messages
     ]
-
-
-def test_fingerprints_keep_their_formula() -> None:
-    """Recovered dedupe state holds fingerprints: the digest of a record never changes."""
-    tokenizer = Tokenizer([KEY_A])
-    key = hashlib.blake2b(FINGERPRINT_LABEL, key=KEY_A.secret, digest_size=32).digest()
-    values = ["u1", 1002003, "1.2.3", None, "10.0.0.1", 2.5]
-    data = "\x1fu1\x1f1002003\x1f1.2.3\x1f\x00\x1f10.0.0.1\x1f2.5"[1:].encode()
-    assert tokenizer.fingerprint(values) == hashlib.blake2b(data, key=key, digest_size=16).digest()
-    assert tokenizer.fingerprint(iter(values)) == tokenizer.fingerprint(values)

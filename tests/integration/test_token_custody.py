@@ -98,7 +98,7 @@ def test_the_cache_is_a_bounded_lru_and_misses_go_out_concurrently(kms: Embedded
     )  # fmt: skip
     tokenizer = Tokenizer([key])
     start_calls, before, hits_before = key.calls, kms_calls(), cache_hits()
-    assert start_calls == 2  # the key id and the dedupe fingerprint key, once each
+    assert start_calls == 1  # the key id, once (no key is derived for dedupe)
     ips = [("ip", f"198.51.100.{i}") for i in range(150)]
     first = tokenizer.tokens(ips)
     assert key.calls - start_calls == 150 and key.misses == 150

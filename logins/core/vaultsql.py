@@ -24,9 +24,12 @@ so nobody can stall an erasure from outside, and a second one fails fast naming 
 
 The pipeline's vault entries go first to `<vault>_inbox` (every offered entry appended, no
 conflict check) and are moved into the vault by the next `put` or `flush` (rows already
-committed by then, skipped if another session is moving them). So nothing the pipeline can
-observe in its own transaction (a row count, an error, the relation's counters in
-`pg_stat_xact_user_tables`) depends on whether a value is already in the vault.
+committed by then, skipped if another session is moving them), and only in a transaction
+that has written nothing yet: a transaction sees its own uncommitted rows, so a flush after
+a put in one transaction would move the caller's own guess and its counters would say
+whether it was new. So nothing the pipeline can observe in its own transaction (a row count,
+an error, the relation's counters in `pg_stat_xact_user_tables`) depends on whether a value
+is already in the vault; what a committed guess still tells is in docs/vault.md.
 """
 
 from __future__ import annotations
@@ -107,16 +110,26 @@ def _lock(schema: str, name: str) -> sql.Composed:
     )
 
 
-def _flush_body(schema: str, config: AppConfig) -> sql.Composed:
+def _flush_body(schema: str, config: AppConfig, *, always: bool = False) -> sql.Composed:
     """Move the inbox's committed rows into the vault; rows another session is moving are
-    skipped (it moves them). In token order: two sessions never deadlock on the vault."""
+    skipped (it moves them). In token order: two sessions never deadlock on the vault.
+
+    Unless `always` (forget: the eraser cannot put), nothing is moved when the calling
+    transaction has already written (it has a transaction id): its own uncommitted inbox
+    rows would be visible to it and moved, and the vault's counters of that transaction
+    would say which of its guesses were new (the membership oracle of issue 18's review)."""
+    guard = sql.SQL(
+        "" if always else " IF pg_catalog.pg_current_xact_id_if_assigned() IS NULL THEN"
+    )
     return sql.SQL(
-        " WITH moved AS (DELETE FROM {inbox} i WHERE i.ctid = ANY (ARRAY("
+        "{guard} WITH moved AS (DELETE FROM {inbox} i WHERE i.ctid = ANY (ARRAY("
         "  SELECT j.ctid FROM {inbox} j FOR UPDATE SKIP LOCKED)) RETURNING i.*)"
         " INSERT INTO {vault} (token, field, sealed, vault_key_id)"
         "  SELECT DISTINCT ON (m.token) m.token, m.field, m.sealed, m.vault_key_id FROM moved m"
-        "  ORDER BY m.token, m.created_at ON CONFLICT DO NOTHING;"
+        "  ORDER BY m.token, m.created_at ON CONFLICT DO NOTHING;{end}"
     ).format(
+        guard=guard,
+        end=sql.SQL("" if always else " END IF;"),
         inbox=sql.Identifier(schema, inbox_table(config)),
         vault=sql.Identifier(schema, config.vault.table),
     )
@@ -228,7 +241,7 @@ def _forget(
         " END"
     ).format(
         lock=_lock(schema, erasure_lock(config)),
-        flush=_flush_body(schema, config),
+        flush=_flush_body(schema, config, always=True),
         aliases=aliases,
         rewrite=rewrite,
         rejected=sql.Identifier(schema, t.rejected),

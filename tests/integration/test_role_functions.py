@@ -8,7 +8,9 @@ role's holder would, through real PostgreSQL logins (tests/integration/rolekit.p
   is done and audited with the login as the actor.
 * The pipeline cannot tell whether a value is in the vault (item 5): a rolled-back put of a
   guessed token shows the same row count, result, error and relation counters whether the
-  token is in the vault or not.
+  token is in the vault or not; nor after a flush in the same transaction, nor by a second
+  session's lock wait, nor in the global counters (issue 18's review, finding 1). A guess
+  it commits costs a vault entry that no row uses, which an auditor sees.
 * Erasure's lock is a control row nobody but the owner's functions can lock (item 6): an
   analyst's advisory locks do not stall it, a second erasure fails fast naming the login
   and pid of the first, and the pipeline's writes go on while an erasure is open.
@@ -270,6 +272,119 @@ def test_what_the_pipeline_puts_reaches_the_vault_once(db: RoleDatabase) -> None
         "SELECT count(*) FROM pii_vault WHERE token = ANY(%s)", [*first.values(), *second.values()]
     ) == [(3,)]
     assert db.query("SELECT count(*) FROM pii_vault_inbox") == [(0,)]
+
+
+def offer(conn: psycopg.Connection[Any], db: RoleDatabase, field: str, value: str) -> str:
+    """The attacker's put of one guessed value (tests/attack/test_db_attacks.py, branch attack)."""
+    (token,) = put(conn, db, {field: value})
+    return token
+
+
+VAULT_INSERTS = (
+    "SELECT COALESCE(max(n_tup_ins), 0) FROM pg_stat_xact_user_tables WHERE relname = 'pii_vault'"
+)
+
+
+def put_flush_counters(db: RoleDatabase, field: str, guess: str) -> tuple[Any, ...]:
+    """The review's oracle, as the pipeline's login: put(guess); flush(); put(guess) again
+    (its flush too); read this transaction's counters of the vault and the inbox; roll back."""
+    with db.connect(roles.PIPELINE, autocommit=False) as conn:
+        offer(conn, db, field, guess)
+        conn.execute("SELECT pii_vault_flush()")  # moved our own uncommitted row before
+        offer(conn, db, field, guess)
+        seen = (conn.execute(VAULT_INSERTS).fetchone(), *conn.execute(COUNTERS).fetchall())
+        conn.rollback()
+    return seen
+
+
+def test_put_then_flush_in_one_transaction_tells_nothing(db: RoleDatabase) -> None:
+    """Issue 18 review, finding 1: the flush no longer moves rows its own transaction put, so
+    the vault's counters are the same for a member and a stranger (they were 0 and 1)."""
+    login_row(db, "oracle-member", "198.51.100.123", "123-45-6123")
+    member = put_flush_counters(db, "ip", "198.51.100.123")
+    stranger = put_flush_counters(db, "ip", "198.51.100.124")
+    assert member == stranger
+    assert member[0] == (0,)  # nothing reached the vault in the attacker's transaction
+    with db.connect(roles.PIPELINE, autocommit=False) as conn:  # the rate test's loop, once
+        before = conn.execute(VAULT_INSERTS).fetchone()
+        offer(conn, db, "ip", "198.51.100.124")
+        conn.execute("SELECT pii_vault_flush()")
+        assert conn.execute(VAULT_INSERTS).fetchone() == before
+        conn.rollback()
+
+
+def lock_wait(db: RoleDatabase, field: str, guess: str) -> bool:
+    """Two pipeline logins put and flush the same guess, uncommitted; does B's flush wait on
+    A's (lock_timeout 55P03)? It used to iff the guess was new."""
+    with (
+        db.connect(roles.PIPELINE, autocommit=False) as a,
+        db.connect(roles.PIPELINE, autocommit=False) as b,
+    ):
+        offer(a, db, field, guess)
+        a.execute("SELECT pii_vault_flush()")
+        b.execute("SET lock_timeout = '300ms'")
+        offer(b, db, field, guess)
+        try:
+            b.execute("SELECT pii_vault_flush()")
+            waited = False
+        except psycopg.errors.LockNotAvailable:
+            waited = True
+        a.rollback()
+        b.rollback()
+    return waited
+
+
+def test_a_second_sessions_flush_waits_alike_for_a_member_and_a_stranger(
+    db: RoleDatabase,
+) -> None:
+    login_row(db, "oracle-lock", "198.51.100.177", "123-45-6177")
+    assert lock_wait(db, "ip", "198.51.100.177") is False
+    assert lock_wait(db, "ip", "198.51.100.178") is False
+
+
+def test_rolled_back_guesses_move_nothing_the_global_counters_count(db: RoleDatabase) -> None:
+    """pg_stat_user_tables (every login reads it) counts rolled-back inserts too: a rolled-back
+    put and flush adds an inbox insert, never a vault insert, member or not."""
+    login_row(db, "oracle-global", "198.51.100.190", "123-45-6190")
+
+    def totals() -> tuple[int, int]:
+        with db.connect(roles.PIPELINE) as conn:
+            got = dict(
+                conn.execute(
+                    "SELECT relname::text, n_tup_ins FROM pg_stat_user_tables"
+                    " WHERE relname IN ('pii_vault', 'pii_vault_inbox')"
+                ).fetchall()
+            )
+        return int(got["pii_vault"]), int(got["pii_vault_inbox"])
+
+    def probe_global(guess: str) -> int:
+        vault, inbox = totals()
+        put_flush_counters(db, "ip", guess)  # two puts, a flush; rolled back; disconnected
+        deadline = time.monotonic() + 5
+        while (now := totals())[1] < inbox + 2 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the ended backend's counters reach the shared stats
+        assert now[1] >= inbox + 2, "the probe's counters never arrived"
+        return now[0] - vault
+
+    assert probe_global("198.51.100.190") == probe_global("198.51.100.191") == 0
+
+
+def test_a_committed_guess_costs_a_vault_entry_an_auditor_sees(db: RoleDatabase) -> None:
+    """What is left (docs/vault.md, "What the pipeline can learn of the vault"): a guess the
+    pipeline commits reaches the vault at the next flush, where a counter can tell whether it
+    was new; but it stays there, an entry that no row uses."""
+    token = tokenizer(db).token("ip", "198.51.100.199")
+    with db.connect(roles.PIPELINE, autocommit=False) as conn:
+        offer(conn, db, "ip", "198.51.100.199")
+        conn.commit()
+        conn.execute("SELECT pii_vault_flush()")  # a fresh transaction: moves committed rows
+        assert conn.execute(VAULT_INSERTS).fetchone() == (1,)  # new
+        conn.commit()
+    orphans = db.query(
+        "SELECT v.token FROM pii_vault v WHERE NOT EXISTS (SELECT 1 FROM user_logins u"
+        " WHERE u.masked_ip = v.token OR u.masked_device_id = v.token)"
+    )
+    assert (token,) in orphans
 
 
 # -- erasure nobody can stall --------------------------------------------------------------------

@@ -43,9 +43,11 @@ from logins.core.audit import append_function, reveal_function
 from logins.core.config import AppConfig
 from logins.core.controlsql import (
     LOCK_TIMEOUT,
+    ROW_LOCK_TIMEOUT,
     TAKE_LOCK,
     definer_function,
     erasure_lock,
+    row_lock_handler,
     take_lock_ddl,
 )
 from logins.core.vaultschema import VaultTables, tables
@@ -186,10 +188,14 @@ def _forget(
         " v_n integer; v_aliases integer := 0; v_rejected text[]; v_erased text[];"
         " v_fields text[];"
         " v_entries jsonb; v_audit bigint;"
+        " v_who text; v_pid integer; v_since timestamptz; v_hint text;"
         " BEGIN"
         " IF p_reason IS NULL OR pg_catalog.btrim(p_reason) = '' THEN"
         "  RAISE EXCEPTION 'forget: a reason is required' USING ERRCODE = '22023'; END IF;"
         " {lock}"
+        # the erasure lock above is the top transaction's (its holder can be named); the
+        # rest is a block whose lock waits end after lock_timeout naming who holds the rows
+        " BEGIN"
         # what the pipeline committed to the inbox counts as in the vault
         " {flush}"
         " FOREACH v_seed IN ARRAY COALESCE(p_tokens, '{{}}') LOOP"
@@ -238,8 +244,29 @@ def _forget(
         "   FROM unnest(v_tokens) AS x(token) WHERE x.token <> ALL(v_erased)),"
         "  'rows_rewritten', v_rows, 'aliases_deleted', v_aliases,"
         "  'rejected_erased', pg_catalog.to_jsonb(v_rejected));"
+        " {handler} END;"
         " END"
     ).format(
+        handler=row_lock_handler(
+            "forget",
+            sql.SQL(
+                "SELECT i.xmax FROM {inbox} i WHERE i.token = ANY(v_tokens)"
+                " UNION ALL SELECT v.xmax FROM {vault} v WHERE v.token = ANY(v_tokens)"
+                " UNION ALL SELECT r.xmax FROM {rejected} r"
+                "  WHERE r.message_id = ANY(COALESCE(p_rejected, '{{}}'))"
+            ).format(
+                inbox=sql.Identifier(schema, inbox_table(config)),
+                vault=vault,
+                rejected=sql.Identifier(schema, t.rejected),
+            ),
+            [
+                (schema, inbox_table(config)),
+                (schema, t.vault),
+                (schema, t.sink),
+                (schema, t.aliases),
+                (schema, t.rejected),
+            ],
+        ),
         lock=_lock(schema, erasure_lock(config)),
         flush=_flush_body(schema, config, always=True),
         aliases=aliases,
@@ -256,6 +283,7 @@ def _forget(
         "p_tokens text[], p_rejected text[], p_reason text, p_note text, p_detail jsonb",
         "jsonb",
         body,
+        lock_timeout=ROW_LOCK_TIMEOUT,
     )
 
 
@@ -265,14 +293,17 @@ def _purge(
     """Empty the sealed rejected bodies older than `p_days` days, with the purge audit row."""
     body = sql.SQL(
         "DECLARE v_cutoff timestamptz; v_n integer; v_audit bigint;"
+        " v_who text; v_pid integer; v_since timestamptz; v_hint text;"
         " BEGIN"
         " IF p_days IS NULL OR p_days < 1 THEN"
         "  RAISE EXCEPTION 'the retention must be at least one day' USING ERRCODE = '22023';"
         " END IF;"
         " v_cutoff := now() - pg_catalog.make_interval(days => p_days);"
+        " BEGIN"
         " UPDATE {rejected} r SET sealed_body = ''::bytea, body_erased_at = now()"
         "  WHERE r.rejected_at < v_cutoff AND pg_catalog.octet_length(r.sealed_body) > 0;"
         " GET DIAGNOSTICS v_n = ROW_COUNT;"
+        " {handler} END;"
         " SELECT a.audit_id INTO v_audit FROM {append}('purge', p_reason, p_note, v_n, 0,"
         "  pg_catalog.jsonb_build_object('table', {table}, 'retention_days', p_days,"
         "  'cutoff', v_cutoff)) a;"
@@ -283,6 +314,14 @@ def _purge(
         rejected=sql.Identifier(schema, t.rejected),
         append=_append(schema, config),
         table=sql.Literal(t.rejected),
+        handler=row_lock_handler(
+            "purge",
+            sql.SQL(
+                "SELECT r.xmax FROM {} r WHERE r.rejected_at < v_cutoff"
+                " AND pg_catalog.octet_length(r.sealed_body) > 0"
+            ).format(sql.Identifier(schema, t.rejected)),
+            [(schema, t.rejected)],
+        ),
     )
     return definer_function(
         conn,
@@ -290,6 +329,7 @@ def _purge(
         "p_days integer, p_reason text, p_note text",
         "jsonb",
         body,
+        lock_timeout=ROW_LOCK_TIMEOUT,
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from logins.core import vaultsql
+from logins.core import controlsql, vaultsql
 from logins.core.config import AppConfig
 from logins.core.vaultschema import tables
 
@@ -48,13 +48,16 @@ def purge_rejected(
         raise ValueError("the retention must be at least one day")
     table = sql.Identifier(tables(config).rejected)
     if not dry_run:  # the eraser's function: the change and its audit row, one transaction
-        with conn.transaction():
-            got = conn.execute(
-                sql.SQL("SELECT {}(%s, %s, %s)").format(
-                    sql.Identifier(vaultsql.names(config)["purge"])
-                ),
-                (days, reason, note),
-            ).fetchone()
+        try:
+            with conn.transaction():
+                got = conn.execute(
+                    sql.SQL("SELECT {}(%s, %s, %s)").format(
+                        sql.Identifier(vaultsql.names(config)["purge"])
+                    ),
+                    (days, reason, note),
+                ).fetchone()
+        except psycopg.errors.LockNotAvailable as exc:  # names the holder, and how to end it
+            raise controlsql.busy(exc) from None
         assert got is not None
         done: dict[str, Any] = got[0]
         return Purge(

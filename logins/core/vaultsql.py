@@ -341,10 +341,34 @@ def _rotate(
     come back) a new entry with the old entry's field and the alias; the audit row counts
     what was written."""
     vault = sql.Identifier(schema, t.vault)
+    aliases = sql.Identifier(schema, t.aliases)
     body = sql.SQL(
-        "DECLARE v_n integer := 0;"
+        "DECLARE v_n integer := 0; v_key text; v_bad text;"
         " BEGIN"
         " IF pg_catalog.cardinality(COALESCE(p_old, '{{}}')) > 0 THEN"
+        # the batch's new tokens are tokens under the key its rotation's start row declared,
+        # not the old token's key, and neither old tokens nor an alias cycle (issue 18's
+        # review, finding 4: a raw value or another value's token aliased to a victim's)
+        "  SELECT a.detail->>'to_token_key' INTO v_key FROM {audit} a WHERE a.action = 'rotate'"
+        "   AND a.detail->>'phase' = 'start' ORDER BY a.id DESC LIMIT 1;"
+        "  IF v_key IS NULL THEN RAISE EXCEPTION 'rotate: no rotation started (its start row"
+        " declares the new token key)' USING ERRCODE = '22023'; END IF;"
+        "  IF pg_catalog.cardinality(p_old) <> pg_catalog.cardinality(p_new)"
+        "   OR pg_catalog.cardinality(p_old) <> pg_catalog.cardinality(p_sealed)"
+        "   OR pg_catalog.cardinality(p_old) <> pg_catalog.cardinality(p_key_ids) THEN"
+        "   RAISE EXCEPTION 'rotate: the arrays differ in length' USING ERRCODE = '22023';"
+        "  END IF;"
+        "  SELECT x.new INTO v_bad FROM unnest(p_old, p_new) AS x(old, new)"
+        "   WHERE x.new IS NULL OR x.new !~ '^[A-Za-z0-9]+\\.[0-9a-f]{{32}}$'"
+        "   OR pg_catalog.split_part(x.new, '.', 1) <> v_key"
+        "   OR pg_catalog.split_part(x.old, '.', 1) = v_key"
+        "   OR EXISTS (SELECT 1 FROM {aliases} a WHERE a.old_token = x.new)"
+        "   OR EXISTS (SELECT 1 FROM {vault} o JOIN {vault} n ON n.token = x.new"
+        "    WHERE o.token = x.old AND n.field <> o.field) LIMIT 1;"
+        "  IF FOUND THEN RAISE EXCEPTION 'rotate: % is not a token under the new key %"
+        " for a token under another key (or is an old token, or of another field)',"
+        "   COALESCE(pg_catalog.left(v_bad, 40), 'NULL'), v_key USING ERRCODE = '22023';"
+        "  END IF;"
         "  {lock}"
         "  WITH kept AS (SELECT x.old, x.new, v.field, x.sealed, x.k"
         "   FROM unnest(p_old, p_new, p_sealed, p_key_ids) AS x(old, new, sealed, k)"
@@ -365,7 +389,8 @@ def _rotate(
     ).format(
         lock=_lock(schema, erasure_lock(config)),
         vault=vault,
-        aliases=sql.Identifier(schema, t.aliases),
+        aliases=aliases,
+        audit=sql.Identifier(schema, config.vault.audit_table),
         append=_append(schema, config),
     )
     return definer_function(
@@ -385,9 +410,24 @@ def _rekey(
     rejected bodies (by message id) still under `p_from`. A body emptied meanwhile (forget,
     purge) stays empty: the row must still be in the state the caller read."""
     body = sql.SQL(
-        "DECLARE v_n integer := 0;"
+        "DECLARE v_n integer := 0; v_from text; v_to text;"
         " BEGIN"
         " IF pg_catalog.cardinality(COALESCE(p_keys, '{{}}')) > 0 THEN"
+        # re-sealed to another key pair, the one its start row declared: never over the
+        # same key (issue 18's review, finding 5: junk over any entry, a body hidden)
+        "  SELECT a.detail->>'from_vault_key', a.detail->>'to_vault_key' INTO v_from, v_to"
+        "   FROM {audit} a WHERE a.action = 'rekey' AND a.detail->>'phase' = 'start'"
+        "   ORDER BY a.id DESC LIMIT 1;"
+        "  IF p_from IS NULL OR p_to IS NULL OR p_from = p_to THEN"
+        "   RAISE EXCEPTION 'rekey: the new vault key must differ from the old'"
+        "   USING ERRCODE = '22023'; END IF;"
+        "  IF v_from IS DISTINCT FROM p_from OR v_to IS DISTINCT FROM p_to THEN"
+        "   RAISE EXCEPTION 'rekey: % -> % is not the rekey its start row declared (% -> %)',"
+        "   p_from, p_to, COALESCE(v_from, 'none'), COALESCE(v_to, 'none')"
+        "   USING ERRCODE = '22023'; END IF;"
+        "  IF pg_catalog.cardinality(p_keys) <> pg_catalog.cardinality(p_sealed) THEN"
+        "   RAISE EXCEPTION 'rekey: the arrays differ in length' USING ERRCODE = '22023';"
+        "  END IF;"
         "  IF p_rejected THEN"
         "   UPDATE {rejected} r SET sealed_body = x.sealed, vault_key_id = p_to"
         "    FROM unnest(p_keys, p_sealed) AS x(k, sealed)"
@@ -410,6 +450,7 @@ def _rekey(
     ).format(
         rejected=sql.Identifier(schema, t.rejected),
         vault=sql.Identifier(schema, t.vault),
+        audit=sql.Identifier(schema, config.vault.audit_table),
         append=_append(schema, config),
     )
     return definer_function(

@@ -184,10 +184,23 @@ def test_a_rotator_writes_only_through_rotate_and_rekey_which_record_its_login(
     before = db.query("SELECT max(id) FROM pii_audit")[0][0] or 0
     new = "k2.11111111111111111111111111111111"
     with db.connect(roles.ROTATOR) as conn:
+        conn.execute(
+            "SELECT pii_rotate('yearly', 'admin', %s, 0, 0, '{}', '{}', '{}', '{}')",
+            (json.dumps({"phase": "start", "to_token_key": "k2"}),),
+        )
         (rotated,) = conn.execute(
             "SELECT pii_rotate('yearly', 'admin', '{\"phase\": \"batch\"}', 0, 0, %s, %s, %s, %s)",
-            ([tokens["ip"], "k1.not-in-the-vault"], [new, "k2.x"], [b"s", b"t"], ["v", "v"]),
+            (
+                [tokens["ip"], "k1.22222222222222222222222222222222"],
+                [new, "k2.33333333333333333333333333333333"],
+                [b"s", b"t"],
+                ["v", "v"],
+            ),
         ).fetchone() or (None,)
+        conn.execute(
+            "SELECT pii_rekey('new pair', NULL, %s, 0, 0, false, '{}', '{}', '', '')",
+            (json.dumps({"phase": "start", "from_vault_key": "v", "to_vault_key": "v2"}),),
+        )
         (rekeyed,) = conn.execute(
             "SELECT pii_rekey('new pair', NULL, '{}', 0, 0, false, %s, %s, %s, %s)",
             ([new], [b"resealed"], "v", "v2"),
@@ -198,7 +211,12 @@ def test_a_rotator_writes_only_through_rotate_and_rekey_which_record_its_login(
     ]
     assert db.query(
         "SELECT actor, action, succeeded FROM pii_audit WHERE id > %s ORDER BY id", before
-    ) == [(db.logins[roles.ROTATOR], "rotate", 1), (db.logins[roles.ROTATOR], "rekey", 1)]
+    ) == [
+        (db.logins[roles.ROTATOR], "rotate", 0),  # the start rows
+        (db.logins[roles.ROTATOR], "rotate", 1),
+        (db.logins[roles.ROTATOR], "rekey", 0),
+        (db.logins[roles.ROTATOR], "rekey", 1),
+    ]
 
 
 def test_a_revealer_cannot_append_a_forget_row(db: RoleDatabase) -> None:
@@ -495,6 +513,94 @@ def test_an_open_reveal_fails_forget_and_purge_in_seconds_naming_the_revealer(
         assert f"held by login {db.logins[roles.REVEALER]}" in said, said
         assert "pg_terminate_backend" in said
     assert db.query("SELECT count(*) FROM pii_vault WHERE token = %s", row["ip"]) == [(1,)]
+
+
+def rotate_start(conn: psycopg.Connection[Any], to_token_key: str) -> None:
+    conn.execute(
+        "SELECT pii_rotate('yearly', NULL, %s, 0, 0, '{}', '{}', '{}', '{}')",
+        (json.dumps({"phase": "start", "to_token_key": to_token_key}),),
+    )
+
+
+def test_a_rotator_cannot_alias_a_raw_value_or_another_values_token(db: RoleDatabase) -> None:
+    """Review finding 4, as the rotator's login: a raw ip as the new token (it reached the
+    analysts' view), a victim's token aliased to another user's (forget --user-id then kept
+    the victim's value as shared; forget of one erased the other's). Each refused, 22023,
+    nothing written; a rotation declared to the old tokens' own key refused as well."""
+    a = login_row(db, "alias-a", "203.0.113.67", "667-00-0001")
+    b = login_row(db, "alias-b", "198.51.100.67", "667-00-0002")
+    key = a["ip"].split(".")[0]
+    before = db.query("SELECT count(*) FROM pii_token_aliases")
+    batch = "SELECT pii_rotate('yearly', NULL, '{}', 0, 0, %s, %s, %s, %s)"
+    tried = {
+        "raw ip": ([a["ip"]], ["203.0.113.67"]),
+        "another user's token": ([a["ip"]], [b["ip"]]),
+        "another field's token": ([a["ip"]], [b["device_id"]]),
+        "a made-up key": ([a["ip"]], ["k9." + "0" * 32]),
+    }
+    with db.connect(roles.ROTATOR) as conn:
+        for old, new in tried.values():  # no rotation started to the other token's key
+            with pytest.raises(psycopg.errors.InvalidParameterValue):
+                conn.execute(batch, (old, new, [b"junk"], ["v"]))
+        rotate_start(conn, key)  # declared to the key the tokens are already under
+        for old, new in tried.values():
+            with pytest.raises(psycopg.errors.InvalidParameterValue):
+                conn.execute(batch, (old, new, [b"junk"], ["v"]))
+        rotate_start(conn, "k9")  # a new key: still not a token under it, or a raw value
+        for old, new in list(tried.values())[:3]:
+            with pytest.raises(psycopg.errors.InvalidParameterValue):
+                conn.execute(batch, (old, new, [b"junk"], ["v"]))
+    assert db.query("SELECT count(*) FROM pii_token_aliases") == before
+    forgot = db.cli(roles.ERASER, "forget", "--user-id", "alias-a", "--reason", "gdpr", "--json")
+    assert forgot.exit_code == 0, forgot.output
+    assert json.loads(forgot.stdout)[0]["shared_kept"] == []
+    assert db.query("SELECT masked_ip FROM user_logins WHERE user_id = 'alias-b'") == [(b["ip"],)]
+
+
+def test_a_rotator_cannot_overwrite_through_rekey_to_the_same_key(db: RoleDatabase) -> None:
+    """Review finding 5, as the rotator's login: rekey with from = to set a vault entry's
+    sealed value to junk (recorded only as a rekey) and re-sealed a rejected body for another
+    message id (forget --user-id then skipped it silently). Refused, 22023, nothing written,
+    nothing on record; and a rekey other than the one its start row declared, likewise."""
+    from logins.core.vault import Sealer as Seal
+
+    row = login_row(db, "shred-me", "203.0.113.68", "668-00-0001")
+    key_id = db.query("SELECT vault_key_id FROM pii_vault WHERE token = %s", row["ip"])[0][0]
+    sealed = db.query("SELECT sealed FROM pii_vault WHERE token = %s", row["ip"])
+    seal: Seal = sealer(db)
+    body = json.dumps({"user_id": "hidden-u", "ip": "203.0.113.69", "device_id": "x"})
+    with db.connect(roles.PIPELINE) as conn:
+        conn.execute(
+            "INSERT INTO user_logins_rejected (message_id, reason, detail, sealed_body,"
+            " vault_key_id) VALUES ('m-hidden', 'bad', '{}', %s, %s)",
+            (seal.seal_rejected("m-hidden", body), seal.key_id),
+        )
+    before = db.query("SELECT max(id) FROM pii_audit")[0][0] or 0
+    rekey = "SELECT pii_rekey('routine', NULL, '{}', 0, 0, %s, %s, %s, %s, %s)"
+    with db.connect(roles.ROTATOR) as conn:
+        for start in (None, {"from_vault_key": key_id, "to_vault_key": key_id}):
+            if start:
+                conn.execute(
+                    "SELECT pii_rekey('routine', NULL, %s, 0, 0, false, '{}', '{}', '', '')",
+                    (json.dumps({"phase": "start", **start}),),
+                )
+            for args in (
+                (False, [row["ip"]], [b"\x00garbage"], key_id, key_id),
+                (True, ["m-hidden"], [seal.seal_rejected("m-other", body)], key_id, key_id),
+                (False, [row["ip"]], [b"\x00garbage"], key_id, "undeclared"),
+            ):
+                with pytest.raises(psycopg.errors.InvalidParameterValue):
+                    conn.execute(rekey, args)
+    assert db.query("SELECT sealed FROM pii_vault WHERE token = %s", row["ip"]) == sealed
+    assert db.query("SELECT action, succeeded FROM pii_audit WHERE id > %s", before) == [
+        ("rekey", 0)  # the start row only
+    ]
+    forgot = db.cli(
+        roles.ERASER, "forget", "--user-id", "hidden-u", "--reason", "gdpr", "--json",
+        "--private-key-file", str(db.keys["vault.key"]),
+    )  # fmt: skip
+    assert forgot.exit_code == 0, forgot.output
+    assert json.loads(forgot.stdout)[0]["rejected_erased"] == ["m-hidden"]
 
 
 # -- schema public before PostgreSQL 15 ----------------------------------------------------------

@@ -2,10 +2,11 @@
 
 `logins_control (name, value)` holds lock rows (one per vault's erasures, per audit
 table's appends, per ledger's maintenance) and settings only the owner writes (the ledger's
-retention). No role but `logins_owner` has any privilege on it, so no other login can lock
-a row of it: unlike an advisory lock id, which any login can take, nobody can stall the
-functions that lock these rows. `logins_take_lock(name, timeout)` locks one, trying for at
-most `timeout`, then fails naming the login and pid that hold it.
+retention, the sealed rejected bodies' retention). No role but `logins_owner` has any
+privilege on it, so no other login can lock a row of it: unlike an advisory lock id, which
+any login can take, nobody can stall the functions that lock these rows.
+`logins_take_lock(name, timeout)` locks one, trying for at most `timeout`, then fails naming
+the login and pid that hold it.
 """
 
 from __future__ import annotations
@@ -37,6 +38,12 @@ def erasure_lock(config: AppConfig) -> str:
     return f"{config.vault.table}:erasure"
 
 
+def rejected_retention(config: AppConfig) -> str:
+    """The control row whose value is the owner's retention of sealed rejected bodies, in
+    days (`sink.rejected_retention_days`, written by `logins migrate`; NULL: kept)."""
+    return f"{config.sink.rejected_table}:retention_days"
+
+
 def audit_lock(config: AppConfig) -> str:
     """The control row that serialises appends to one audit table (the chain's order)."""
     return f"{config.vault.audit_table}:append"
@@ -56,6 +63,14 @@ def control_statements(config: AppConfig) -> list[sql.Composed]:
         ),
         sql.SQL("INSERT INTO {} (name) VALUES ({}), ({}) ON CONFLICT (name) DO NOTHING").format(
             control, sql.Literal(erasure_lock(config)), sql.Literal(audit_lock(config))
+        ),
+        sql.SQL(
+            "INSERT INTO {} (name, value) VALUES ({}, {})"
+            " ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value"
+        ).format(
+            control,
+            sql.Literal(rejected_retention(config)),
+            sql.Literal(config.sink.rejected_retention_days),
         ),
     ]
 

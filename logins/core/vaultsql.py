@@ -11,7 +11,7 @@ row through the internal append function (logins/core/auditsql.py), which record
 written only by the function of that kind:
 
     <prefix>forget(tokens, rejected ids, reason, note, detail)   eraser   action forget
-    <prefix>purge(days, reason, note)                            eraser   action purge
+    <prefix>purge(reason, note)                                  eraser   action purge
     <prefix>rotate(reason, note, detail, ..., old, new, sealed)  rotator  action rotate
     <prefix>rekey(reason, note, detail, ..., keys, sealed)       rotator  action rekey
     <audit>_reveal(reason, note, succeeded, failed, detail)      revealer action reveal
@@ -42,11 +42,13 @@ from psycopg import sql
 from logins.core.audit import append_function, reveal_function
 from logins.core.config import AppConfig
 from logins.core.controlsql import (
+    CONTROL_TABLE,
     LOCK_TIMEOUT,
     ROW_LOCK_TIMEOUT,
     TAKE_LOCK,
     definer_function,
     erasure_lock,
+    rejected_retention,
     row_lock_handler,
     take_lock_ddl,
 )
@@ -77,7 +79,7 @@ def inbox_table(config: AppConfig) -> str:
 # The argument types of each function, as GRANT, REVOKE and ownership checks name them.
 SIGNATURES = {
     "forget": "text[], text[], text, text, jsonb",
-    "purge": "integer, text, text",
+    "purge": "text, text",
     "rotate": "text, text, jsonb, integer, integer, text[], text[], bytea[], text[]",
     "rekey": "text, text, jsonb, integer, integer, boolean, text[], bytea[], text, text",
     "reveal": "text, text, integer, integer, jsonb",
@@ -229,7 +231,8 @@ def _forget(
         " SELECT a.audit_id INTO v_audit FROM {append}('forget', p_reason, p_note,"
         "  pg_catalog.cardinality(v_erased),"
         "  pg_catalog.cardinality(v_tokens) - pg_catalog.cardinality(v_erased),"
-        "  COALESCE(p_detail, '{{}}'::jsonb) || pg_catalog.jsonb_build_object("
+        # the caller's words stay apart from what this function did (review finding 9)
+        "  pg_catalog.jsonb_build_object('requested', COALESCE(p_detail, '{{}}'::jsonb),"
         "   'entries', v_entries, 'values', v_values, 'rows_rewritten', v_rows,"
         "   'aliases_deleted', v_aliases,"
         "   'rejected_bodies_erased', pg_catalog.cardinality(v_rejected))) a;"
@@ -290,13 +293,18 @@ def _forget(
 def _purge(
     conn: psycopg.Connection[Any], config: AppConfig, t: VaultTables, schema: str, name: str
 ) -> sql.Composed:
-    """Empty the sealed rejected bodies older than `p_days` days, with the purge audit row."""
+    """Empty the sealed rejected bodies older than the owner's retention (a setting of
+    `logins_control` that `logins migrate` writes, never the caller's argument: issue 18's
+    review, finding 9), with the purge audit row."""
     body = sql.SQL(
-        "DECLARE v_cutoff timestamptz; v_n integer; v_audit bigint;"
+        "DECLARE v_cutoff timestamptz; v_n integer; v_audit bigint; p_days integer;"
         " v_who text; v_pid integer; v_since timestamptz; v_hint text;"
         " BEGIN"
+        " SELECT c.value INTO p_days FROM {control} c WHERE c.name = {setting};"
         " IF p_days IS NULL OR p_days < 1 THEN"
-        "  RAISE EXCEPTION 'the retention must be at least one day' USING ERRCODE = '22023';"
+        "  RAISE EXCEPTION 'no retention of sealed rejected bodies is set (%): set"
+        " sink.rejected_retention_days and run logins migrate as the owner', {setting}"
+        "  USING ERRCODE = '22023';"
         " END IF;"
         " v_cutoff := now() - pg_catalog.make_interval(days => p_days);"
         " BEGIN"
@@ -308,12 +316,14 @@ def _purge(
         "  pg_catalog.jsonb_build_object('table', {table}, 'retention_days', p_days,"
         "  'cutoff', v_cutoff)) a;"
         " RETURN pg_catalog.jsonb_build_object('purged', v_n, 'cutoff', v_cutoff,"
-        "  'audit_id', v_audit);"
+        "  'audit_id', v_audit, 'retention_days', p_days);"
         " END"
     ).format(
         rejected=sql.Identifier(schema, t.rejected),
         append=_append(schema, config),
         table=sql.Literal(t.rejected),
+        control=sql.Identifier(schema, CONTROL_TABLE),
+        setting=sql.Literal(rejected_retention(config)),
         handler=row_lock_handler(
             "purge",
             sql.SQL(
@@ -326,7 +336,7 @@ def _purge(
     return definer_function(
         conn,
         sql.Identifier(schema, name),
-        "p_days integer, p_reason text, p_note text",
+        "p_reason text, p_note text",
         "jsonb",
         body,
         lock_timeout=ROW_LOCK_TIMEOUT,

@@ -223,7 +223,7 @@ def test_a_revealer_cannot_append_a_forget_row(db: RoleDatabase) -> None:
     forged = [
         "SELECT * FROM pii_audit_append('forget', 'forged', NULL, 50, 0, '{}')",
         "SELECT pii_forget('{}', '{}', 'forged', NULL, '{}')",
-        "SELECT pii_purge(1, 'forged', NULL)",
+        "SELECT pii_purge('forged', NULL)",
     ]
     assert refusals(db, roles.REVEALER, forged) == {s: "42501" for s in forged}
     with db.connect(roles.REVEALER) as conn:
@@ -601,6 +601,50 @@ def test_a_rotator_cannot_overwrite_through_rekey_to_the_same_key(db: RoleDataba
     )  # fmt: skip
     assert forgot.exit_code == 0, forgot.output
     assert json.loads(forgot.stdout)[0]["rejected_erased"] == ["m-hidden"]
+
+
+def test_an_erasers_detail_cannot_stand_for_what_forget_did(db: RoleDatabase) -> None:
+    """Review finding 9: the eraser's p_detail was merged into the audit row's detail, so it
+    could name another user as `detail.user` or forge the counts. Now the caller's words are
+    kept apart, under `requested`, and the function's own keys are what it did."""
+    row = login_row(db, "real-user", "203.0.113.70", "670-00-0001")
+    claim = {"user": "somebody-else", "entries": ["forged"], "rows_rewritten": 99}
+    with db.connect(roles.ERASER) as conn:
+        (done,) = conn.execute(
+            "SELECT pii_forget(%s, '{}', 'gdpr', NULL, %s::jsonb)",
+            ([row["ip"]], json.dumps(claim)),
+        ).fetchone()
+    ((detail,),) = db.query("SELECT detail FROM pii_audit WHERE id = %s", done["audit_id"])
+    assert "user" not in detail and detail["requested"] == claim
+    assert detail["rows_rewritten"] == 1 and detail["entries"] != ["forged"]
+
+
+def test_purge_uses_the_owners_retention_not_the_erasers(db: RoleDatabase) -> None:
+    """Review finding 9: pii_purge(1, ...) emptied every body older than a day, whatever
+    sink.rejected_retention_days said. The retention is now the owner's setting in
+    logins_control (written by migrate); the eraser passes none, and cannot write it."""
+    days = db.config.sink.rejected_retention_days
+    assert days is not None and days > 2
+    with db.connect(roles.PIPELINE) as conn:
+        conn.execute(
+            "INSERT INTO user_logins_rejected (message_id, reason, detail, sealed_body,"
+            " vault_key_id) VALUES ('m-fresh', 'bad', '{}', '\\x01', 'k')"
+        )
+    db.query(
+        "UPDATE user_logins_rejected SET rejected_at = now() - interval '2 days'"
+        " WHERE message_id = 'm-fresh' RETURNING 1"
+    )
+    tried = [
+        "SELECT pii_purge(1, 'cleanup', NULL)",
+        "UPDATE logins_control SET value = 1 WHERE name = 'user_logins_rejected:retention_days'",
+    ]
+    assert refusals(db, roles.ERASER, tried) == dict(zip(tried, ["42883", "42501"], strict=True))
+    with db.connect(roles.ERASER) as conn:
+        (got,) = conn.execute("SELECT pii_purge('cleanup', NULL)").fetchone()
+    assert got["retention_days"] == days
+    assert db.query(
+        "SELECT octet_length(sealed_body) FROM user_logins_rejected WHERE message_id = 'm-fresh'"
+    ) == [(1,)]
 
 
 # -- schema public before PostgreSQL 15 ----------------------------------------------------------

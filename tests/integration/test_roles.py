@@ -409,7 +409,7 @@ def test_a_revealer_is_recorded_as_its_login_whatever_it_claims(
                 "SELECT * FROM pii_audit_append('forget', 'forged', NULL, 1, 0, NULL)",
                 "SELECT pii_forget(ARRAY['k.00000000000000000000000000000000'], '{}', 'x',"
                 " NULL, '{}')",
-                "SELECT pii_purge(1, 'x', NULL)",
+                "SELECT pii_purge('x', NULL)",
                 "SELECT pii_rotate('x', NULL, '{}', 0, 0, '{}', '{}', '{}', '{}')",
                 "SELECT pii_vault_put('{}', '{}', '{}', '{}')",
             ],

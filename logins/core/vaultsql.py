@@ -11,7 +11,7 @@ row through the internal append function (logins/core/auditsql.py), which record
 written only by the function of that kind:
 
     <prefix>forget(tokens, rejected ids, reason, note, detail)   eraser   action forget
-    <prefix>purge(days, reason, note)                            eraser   action purge
+    <prefix>purge(reason, note)                                  eraser   action purge
     <prefix>rotate(reason, note, detail, ..., old, new, sealed)  rotator  action rotate
     <prefix>rekey(reason, note, detail, ..., keys, sealed)       rotator  action rekey
     <audit>_reveal(reason, note, succeeded, failed, detail)      revealer action reveal
@@ -24,9 +24,12 @@ so nobody can stall an erasure from outside, and a second one fails fast naming 
 
 The pipeline's vault entries go first to `<vault>_inbox` (every offered entry appended, no
 conflict check) and are moved into the vault by the next `put` or `flush` (rows already
-committed by then, skipped if another session is moving them). So nothing the pipeline can
-observe in its own transaction (a row count, an error, the relation's counters in
-`pg_stat_xact_user_tables`) depends on whether a value is already in the vault.
+committed by then, skipped if another session is moving them), and only in a transaction
+that has written nothing yet: a transaction sees its own uncommitted rows, so a flush after
+a put in one transaction would move the caller's own guess and its counters would say
+whether it was new. So nothing the pipeline can observe in its own transaction (a row count,
+an error, the relation's counters in `pg_stat_xact_user_tables`) depends on whether a value
+is already in the vault; what a committed guess still tells is in docs/vault.md.
 """
 
 from __future__ import annotations
@@ -39,10 +42,14 @@ from psycopg import sql
 from logins.core.audit import append_function, reveal_function
 from logins.core.config import AppConfig
 from logins.core.controlsql import (
+    CONTROL_TABLE,
     LOCK_TIMEOUT,
+    ROW_LOCK_TIMEOUT,
     TAKE_LOCK,
     definer_function,
     erasure_lock,
+    rejected_retention,
+    row_lock_handler,
     take_lock_ddl,
 )
 from logins.core.vaultschema import VaultTables, tables
@@ -72,7 +79,7 @@ def inbox_table(config: AppConfig) -> str:
 # The argument types of each function, as GRANT, REVOKE and ownership checks name them.
 SIGNATURES = {
     "forget": "text[], text[], text, text, jsonb",
-    "purge": "integer, text, text",
+    "purge": "text, text",
     "rotate": "text, text, jsonb, integer, integer, text[], text[], bytea[], text[]",
     "rekey": "text, text, jsonb, integer, integer, boolean, text[], bytea[], text, text",
     "reveal": "text, text, integer, integer, jsonb",
@@ -107,16 +114,26 @@ def _lock(schema: str, name: str) -> sql.Composed:
     )
 
 
-def _flush_body(schema: str, config: AppConfig) -> sql.Composed:
+def _flush_body(schema: str, config: AppConfig, *, always: bool = False) -> sql.Composed:
     """Move the inbox's committed rows into the vault; rows another session is moving are
-    skipped (it moves them). In token order: two sessions never deadlock on the vault."""
+    skipped (it moves them). In token order: two sessions never deadlock on the vault.
+
+    Unless `always` (forget: the eraser cannot put), nothing is moved when the calling
+    transaction has already written (it has a transaction id): its own uncommitted inbox
+    rows would be visible to it and moved, and the vault's counters of that transaction
+    would say which of its guesses were new (the membership oracle of issue 18's review)."""
+    guard = sql.SQL(
+        "" if always else " IF pg_catalog.pg_current_xact_id_if_assigned() IS NULL THEN"
+    )
     return sql.SQL(
-        " WITH moved AS (DELETE FROM {inbox} i WHERE i.ctid = ANY (ARRAY("
+        "{guard} WITH moved AS (DELETE FROM {inbox} i WHERE i.ctid = ANY (ARRAY("
         "  SELECT j.ctid FROM {inbox} j FOR UPDATE SKIP LOCKED)) RETURNING i.*)"
         " INSERT INTO {vault} (token, field, sealed, vault_key_id)"
         "  SELECT DISTINCT ON (m.token) m.token, m.field, m.sealed, m.vault_key_id FROM moved m"
-        "  ORDER BY m.token, m.created_at ON CONFLICT DO NOTHING;"
+        "  ORDER BY m.token, m.created_at ON CONFLICT DO NOTHING;{end}"
     ).format(
+        guard=guard,
+        end=sql.SQL("" if always else " END IF;"),
         inbox=sql.Identifier(schema, inbox_table(config)),
         vault=sql.Identifier(schema, config.vault.table),
     )
@@ -173,10 +190,14 @@ def _forget(
         " v_n integer; v_aliases integer := 0; v_rejected text[]; v_erased text[];"
         " v_fields text[];"
         " v_entries jsonb; v_audit bigint;"
+        " v_who text; v_pid integer; v_since timestamptz; v_hint text;"
         " BEGIN"
         " IF p_reason IS NULL OR pg_catalog.btrim(p_reason) = '' THEN"
         "  RAISE EXCEPTION 'forget: a reason is required' USING ERRCODE = '22023'; END IF;"
         " {lock}"
+        # the erasure lock above is the top transaction's (its holder can be named); the
+        # rest is a block whose lock waits end after lock_timeout naming who holds the rows
+        " BEGIN"
         # what the pipeline committed to the inbox counts as in the vault
         " {flush}"
         " FOREACH v_seed IN ARRAY COALESCE(p_tokens, '{{}}') LOOP"
@@ -210,7 +231,8 @@ def _forget(
         " SELECT a.audit_id INTO v_audit FROM {append}('forget', p_reason, p_note,"
         "  pg_catalog.cardinality(v_erased),"
         "  pg_catalog.cardinality(v_tokens) - pg_catalog.cardinality(v_erased),"
-        "  COALESCE(p_detail, '{{}}'::jsonb) || pg_catalog.jsonb_build_object("
+        # the caller's words stay apart from what this function did (review finding 9)
+        "  pg_catalog.jsonb_build_object('requested', COALESCE(p_detail, '{{}}'::jsonb),"
         "   'entries', v_entries, 'values', v_values, 'rows_rewritten', v_rows,"
         "   'aliases_deleted', v_aliases,"
         "   'rejected_bodies_erased', pg_catalog.cardinality(v_rejected))) a;"
@@ -225,10 +247,31 @@ def _forget(
         "   FROM unnest(v_tokens) AS x(token) WHERE x.token <> ALL(v_erased)),"
         "  'rows_rewritten', v_rows, 'aliases_deleted', v_aliases,"
         "  'rejected_erased', pg_catalog.to_jsonb(v_rejected));"
+        " {handler} END;"
         " END"
     ).format(
+        handler=row_lock_handler(
+            "forget",
+            sql.SQL(
+                "SELECT i.xmax FROM {inbox} i WHERE i.token = ANY(v_tokens)"
+                " UNION ALL SELECT v.xmax FROM {vault} v WHERE v.token = ANY(v_tokens)"
+                " UNION ALL SELECT r.xmax FROM {rejected} r"
+                "  WHERE r.message_id = ANY(COALESCE(p_rejected, '{{}}'))"
+            ).format(
+                inbox=sql.Identifier(schema, inbox_table(config)),
+                vault=vault,
+                rejected=sql.Identifier(schema, t.rejected),
+            ),
+            [
+                (schema, inbox_table(config)),
+                (schema, t.vault),
+                (schema, t.sink),
+                (schema, t.aliases),
+                (schema, t.rejected),
+            ],
+        ),
         lock=_lock(schema, erasure_lock(config)),
-        flush=_flush_body(schema, config),
+        flush=_flush_body(schema, config, always=True),
         aliases=aliases,
         rewrite=rewrite,
         rejected=sql.Identifier(schema, t.rejected),
@@ -243,40 +286,60 @@ def _forget(
         "p_tokens text[], p_rejected text[], p_reason text, p_note text, p_detail jsonb",
         "jsonb",
         body,
+        lock_timeout=ROW_LOCK_TIMEOUT,
     )
 
 
 def _purge(
     conn: psycopg.Connection[Any], config: AppConfig, t: VaultTables, schema: str, name: str
 ) -> sql.Composed:
-    """Empty the sealed rejected bodies older than `p_days` days, with the purge audit row."""
+    """Empty the sealed rejected bodies older than the owner's retention (a setting of
+    `logins_control` that `logins migrate` writes, never the caller's argument: issue 18's
+    review, finding 9), with the purge audit row."""
     body = sql.SQL(
-        "DECLARE v_cutoff timestamptz; v_n integer; v_audit bigint;"
+        "DECLARE v_cutoff timestamptz; v_n integer; v_audit bigint; p_days integer;"
+        " v_who text; v_pid integer; v_since timestamptz; v_hint text;"
         " BEGIN"
+        " SELECT c.value INTO p_days FROM {control} c WHERE c.name = {setting};"
         " IF p_days IS NULL OR p_days < 1 THEN"
-        "  RAISE EXCEPTION 'the retention must be at least one day' USING ERRCODE = '22023';"
+        "  RAISE EXCEPTION 'no retention of sealed rejected bodies is set (%): set"
+        " sink.rejected_retention_days and run logins migrate as the owner', {setting}"
+        "  USING ERRCODE = '22023';"
         " END IF;"
         " v_cutoff := now() - pg_catalog.make_interval(days => p_days);"
+        " BEGIN"
         " UPDATE {rejected} r SET sealed_body = ''::bytea, body_erased_at = now()"
         "  WHERE r.rejected_at < v_cutoff AND pg_catalog.octet_length(r.sealed_body) > 0;"
         " GET DIAGNOSTICS v_n = ROW_COUNT;"
+        " {handler} END;"
         " SELECT a.audit_id INTO v_audit FROM {append}('purge', p_reason, p_note, v_n, 0,"
         "  pg_catalog.jsonb_build_object('table', {table}, 'retention_days', p_days,"
         "  'cutoff', v_cutoff)) a;"
         " RETURN pg_catalog.jsonb_build_object('purged', v_n, 'cutoff', v_cutoff,"
-        "  'audit_id', v_audit);"
+        "  'audit_id', v_audit, 'retention_days', p_days);"
         " END"
     ).format(
         rejected=sql.Identifier(schema, t.rejected),
         append=_append(schema, config),
         table=sql.Literal(t.rejected),
+        control=sql.Identifier(schema, CONTROL_TABLE),
+        setting=sql.Literal(rejected_retention(config)),
+        handler=row_lock_handler(
+            "purge",
+            sql.SQL(
+                "SELECT r.xmax FROM {} r WHERE r.rejected_at < v_cutoff"
+                " AND pg_catalog.octet_length(r.sealed_body) > 0"
+            ).format(sql.Identifier(schema, t.rejected)),
+            [(schema, t.rejected)],
+        ),
     )
     return definer_function(
         conn,
         sql.Identifier(schema, name),
-        "p_days integer, p_reason text, p_note text",
+        "p_reason text, p_note text",
         "jsonb",
         body,
+        lock_timeout=ROW_LOCK_TIMEOUT,
     )
 
 
@@ -288,10 +351,34 @@ def _rotate(
     come back) a new entry with the old entry's field and the alias; the audit row counts
     what was written."""
     vault = sql.Identifier(schema, t.vault)
+    aliases = sql.Identifier(schema, t.aliases)
     body = sql.SQL(
-        "DECLARE v_n integer := 0;"
+        "DECLARE v_n integer := 0; v_key text; v_bad text;"
         " BEGIN"
         " IF pg_catalog.cardinality(COALESCE(p_old, '{{}}')) > 0 THEN"
+        # the batch's new tokens are tokens under the key its rotation's start row declared,
+        # not the old token's key, and neither old tokens nor an alias cycle (issue 18's
+        # review, finding 4: a raw value or another value's token aliased to a victim's)
+        "  SELECT a.detail->>'to_token_key' INTO v_key FROM {audit} a WHERE a.action = 'rotate'"
+        "   AND a.detail->>'phase' = 'start' ORDER BY a.id DESC LIMIT 1;"
+        "  IF v_key IS NULL THEN RAISE EXCEPTION 'rotate: no rotation started (its start row"
+        " declares the new token key)' USING ERRCODE = '22023'; END IF;"
+        "  IF pg_catalog.cardinality(p_old) <> pg_catalog.cardinality(p_new)"
+        "   OR pg_catalog.cardinality(p_old) <> pg_catalog.cardinality(p_sealed)"
+        "   OR pg_catalog.cardinality(p_old) <> pg_catalog.cardinality(p_key_ids) THEN"
+        "   RAISE EXCEPTION 'rotate: the arrays differ in length' USING ERRCODE = '22023';"
+        "  END IF;"
+        "  SELECT x.new INTO v_bad FROM unnest(p_old, p_new) AS x(old, new)"
+        "   WHERE x.new IS NULL OR x.new !~ '^[A-Za-z0-9]+\\.[0-9a-f]{{32}}$'"
+        "   OR pg_catalog.split_part(x.new, '.', 1) <> v_key"
+        "   OR pg_catalog.split_part(x.old, '.', 1) = v_key"
+        "   OR EXISTS (SELECT 1 FROM {aliases} a WHERE a.old_token = x.new)"
+        "   OR EXISTS (SELECT 1 FROM {vault} o JOIN {vault} n ON n.token = x.new"
+        "    WHERE o.token = x.old AND n.field <> o.field) LIMIT 1;"
+        "  IF FOUND THEN RAISE EXCEPTION 'rotate: % is not a token under the new key %"
+        " for a token under another key (or is an old token, or of another field)',"
+        "   COALESCE(pg_catalog.left(v_bad, 40), 'NULL'), v_key USING ERRCODE = '22023';"
+        "  END IF;"
         "  {lock}"
         "  WITH kept AS (SELECT x.old, x.new, v.field, x.sealed, x.k"
         "   FROM unnest(p_old, p_new, p_sealed, p_key_ids) AS x(old, new, sealed, k)"
@@ -312,7 +399,8 @@ def _rotate(
     ).format(
         lock=_lock(schema, erasure_lock(config)),
         vault=vault,
-        aliases=sql.Identifier(schema, t.aliases),
+        aliases=aliases,
+        audit=sql.Identifier(schema, config.vault.audit_table),
         append=_append(schema, config),
     )
     return definer_function(
@@ -332,9 +420,24 @@ def _rekey(
     rejected bodies (by message id) still under `p_from`. A body emptied meanwhile (forget,
     purge) stays empty: the row must still be in the state the caller read."""
     body = sql.SQL(
-        "DECLARE v_n integer := 0;"
+        "DECLARE v_n integer := 0; v_from text; v_to text;"
         " BEGIN"
         " IF pg_catalog.cardinality(COALESCE(p_keys, '{{}}')) > 0 THEN"
+        # re-sealed to another key pair, the one its start row declared: never over the
+        # same key (issue 18's review, finding 5: junk over any entry, a body hidden)
+        "  SELECT a.detail->>'from_vault_key', a.detail->>'to_vault_key' INTO v_from, v_to"
+        "   FROM {audit} a WHERE a.action = 'rekey' AND a.detail->>'phase' = 'start'"
+        "   ORDER BY a.id DESC LIMIT 1;"
+        "  IF p_from IS NULL OR p_to IS NULL OR p_from = p_to THEN"
+        "   RAISE EXCEPTION 'rekey: the new vault key must differ from the old'"
+        "   USING ERRCODE = '22023'; END IF;"
+        "  IF v_from IS DISTINCT FROM p_from OR v_to IS DISTINCT FROM p_to THEN"
+        "   RAISE EXCEPTION 'rekey: % -> % is not the rekey its start row declared (% -> %)',"
+        "   p_from, p_to, COALESCE(v_from, 'none'), COALESCE(v_to, 'none')"
+        "   USING ERRCODE = '22023'; END IF;"
+        "  IF pg_catalog.cardinality(p_keys) <> pg_catalog.cardinality(p_sealed) THEN"
+        "   RAISE EXCEPTION 'rekey: the arrays differ in length' USING ERRCODE = '22023';"
+        "  END IF;"
         "  IF p_rejected THEN"
         "   UPDATE {rejected} r SET sealed_body = x.sealed, vault_key_id = p_to"
         "    FROM unnest(p_keys, p_sealed) AS x(k, sealed)"
@@ -357,6 +460,7 @@ def _rekey(
     ).format(
         rejected=sql.Identifier(schema, t.rejected),
         vault=sql.Identifier(schema, t.vault),
+        audit=sql.Identifier(schema, config.vault.audit_table),
         append=_append(schema, config),
     )
     return definer_function(

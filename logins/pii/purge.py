@@ -5,7 +5,8 @@ producer sent. That is diagnosis, not a record to keep: after `sink.rejected_ret
 its sealed body is emptied, like an erased one (`body_erased_at` set; the row keeps its
 message id, reason and detail, so the ledger's counts still add up). One transaction with
 its audit row (action `purge`: how many, the cutoff), made by the eraser's SECURITY DEFINER
-function `<prefix>purge` (logins/core/vaultsql.py): the eraser cannot UPDATE the table.
+function `<prefix>purge` (logins/core/vaultsql.py): the eraser cannot UPDATE the table, nor
+choose the retention (the owner's, in `logins_control`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from logins.core import vaultsql
+from logins.core import controlsql, vaultsql
 from logins.core.config import AppConfig
 from logins.core.vaultschema import tables
 
@@ -43,22 +44,28 @@ def purge_rejected(
     note: str | None = None,
     dry_run: bool = False,
 ) -> Purge:
-    """Empty every sealed rejected body older than `days` (by `rejected_at`)."""
+    """Empty every sealed rejected body older than the owner's retention (by `rejected_at`):
+    the setting `logins migrate` wrote from `sink.rejected_retention_days`, whatever `days`
+    says (a dry run, which only reads, counts with `days`). The result names the retention
+    the function used."""
     if days < 1:
         raise ValueError("the retention must be at least one day")
     table = sql.Identifier(tables(config).rejected)
     if not dry_run:  # the eraser's function: the change and its audit row, one transaction
-        with conn.transaction():
-            got = conn.execute(
-                sql.SQL("SELECT {}(%s, %s, %s)").format(
-                    sql.Identifier(vaultsql.names(config)["purge"])
-                ),
-                (days, reason, note),
-            ).fetchone()
+        try:
+            with conn.transaction():
+                got = conn.execute(
+                    sql.SQL("SELECT {}(%s, %s)").format(
+                        sql.Identifier(vaultsql.names(config)["purge"])
+                    ),
+                    (reason, note),
+                ).fetchone()
+        except psycopg.errors.LockNotAvailable as exc:  # names the holder, and how to end it
+            raise controlsql.busy(exc) from None
         assert got is not None
         done: dict[str, Any] = got[0]
         return Purge(
-            days,
+            int(done["retention_days"]),
             datetime.fromisoformat(done["cutoff"]),
             purged=int(done["purged"]),
             audit_id=int(done["audit_id"]),

@@ -217,8 +217,8 @@ def test_forget_a_user_keeps_values_other_users_share_unless_asked(vault: Vault)
         (0,)
     ]
     details = [d for (d,) in vault.query("SELECT detail FROM pii_audit WHERE action = 'forget'")]
-    assert [d["include_shared"] for d in details] == [False, True]
-    assert details[0]["shared_kept"] == 1
+    assert [d["requested"]["include_shared"] for d in details] == [False, True]
+    assert details[0]["requested"]["shared_kept"] == 1
 
 
 def test_forget_a_user_erases_their_sealed_rejected_bodies_with_the_key(vault: Vault) -> None:

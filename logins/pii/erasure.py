@@ -43,6 +43,8 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import unicodedata
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -295,61 +297,99 @@ def rejected_of_user(
 
 
 def user_pattern(user_id: str) -> re.Pattern[str]:
-    """The user id as a whole word, any case: not inside a longer id, a number or a version."""
-    return re.compile(r"(?<![\w.-])" + re.escape(user_id) + r"(?![\w-]|\.\d)", re.IGNORECASE)
+    """The user id (folded: `_fold`) as a whole word: not inside a longer id, a number or a
+    version. It is searched for in folded text."""
+    return re.compile(r"(?<![\w.-])" + re.escape(_fold(user_id)) + r"(?![\w-]|\.\d)")
 
 
 def names_user(body: str, user_id: str, word: re.Pattern[str] | None = None) -> bool:
     """Does this rejected body name the user? Over-matching erases a stranger's rejected
     body (junk, on a retention clock anyway); under-matching keeps the user's: so a body
-    matches if, in it or in any JSON string it holds (decoded, then searched the same way:
-    JSON encoded inside a JSON string, at any depth),
+    matches if, in it or in any text decoded from it (below), compared after `_fold`
+    (NFKC and case folding on both sides: `jose\u0301` is `jos\u00e9`, `ALICE` is `alice`),
 
-    * the user id occurs as a whole word, ignoring case (`user_pattern`): any key, any
-      depth, every copy of a duplicated key, a number (`"user_id": 12345`), text that is
-      not JSON at all; or
-    * a JSON string (key or value, its escapes decoded: `"\\u0061lice"`) equals the user id
-      ignoring case, or a JSON number equals it as a number (`4.2e1` for "42").
+    * the user id occurs as a whole word (`user_pattern`): any key, any depth, every copy
+      of a duplicated key, a number (`"user_id": 12345`), text that is not JSON at all; or
+    * a JSON string (key or value, its escapes decoded: `"\\u0061lice"`) equals the user
+      id, or a JSON number equals it as a number (`4.2e1` for "42").
 
-    Structure does not matter here, so nothing is parsed as a tree: the string literal that
-    starts at every double quote is decoded (the stdlib's JSON decoder, one literal at a time; every
-    quote, so a broken literal cannot shift which quotes open strings) and numbers are
-    looked for in the whole text, with a work list instead of recursion. No nesting depth
-    is too deep, a body that is not valid JSON is still searched, and a literal is shorter
-    than the text that holds it, so the search ends."""
+    Decoded and searched the same way, with a work list instead of recursion: the string
+    literal that starts at every unescaped double quote, up to the next one or the end of
+    the text (a truncated body), its escapes decoded leniently (a bad escape is kept as
+    written and does not sink the rest of the literal); and, twice at most along one chain,
+    the text percent/form-decoded (`user_id=%61lice`). Nothing is parsed as a tree, so no
+    nesting depth is too deep and a body that is not valid JSON is still searched. The
+    literals of a text together are shorter than it, and a literal that holds a quote
+    needs its escapes doubled per level, so the work is about n log n."""
     word = word or user_pattern(user_id)
-    wanted, number = user_id.casefold(), _as_number(user_id)
-    pending, seen = [body], {body}
+    wanted = _fold(user_id)
+    number = _as_number(wanted)
+    pending, seen = [(body, 0)], {body}
     while pending:
-        text = pending.pop()
-        if word.search(text):
+        text, unquoted = pending.pop()
+        folded = _fold(text)
+        if word.search(folded):
             return True
-        if number is not None and any(_as_number(n) == number for n in _NUMBER.findall(text)):
+        if number is not None and any(_as_number(n) == number for n in _NUMBER.findall(folded)):
             return True
-        for literal in _literals(text):
-            if literal.casefold() == wanted:
+        found = [(literal, unquoted) for literal in _literals(text)]
+        if unquoted < _PERCENT_PASSES and _FORM.search(text):
+            found.append((urllib.parse.unquote_plus(text, errors="replace"), unquoted + 1))
+        for decoded, passes in found:
+            if decoded in seen:  # compared and queued already
+                continue
+            if _fold(decoded) == wanted:
                 return True
-            if literal not in seen:
-                seen.add(literal)
-                pending.append(literal)
+            seen.add(decoded)
+            pending.append((decoded, passes))
     return False
+
+
+def _fold(text: str) -> str:
+    """NFKC, case folded, NFKC again (case folding can undo the normal form)."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
 
 
 # A JSON number standing alone: not part of a word, an id (`u-4711`) or a version (`4711.2`).
 _NUMBER = re.compile(r"(?<![\w.-])-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?(?![\w.])")
+_FORM = re.compile(r"%[0-9A-Fa-f]{2}|\+")  # percent or form encoding
+_PERCENT_PASSES = 2  # `%2561` is `%61` once decoded: a bound, not a loop per `25`
 
 
 def _literals(text: str) -> Iterator[str]:
-    """The decoded JSON string literal that starts at each unescaped double quote of `text`,
-    where one does. Each scan stops at the next unescaped quote, so all of them together
-    read the text about once (an escaped quote is searched once its literal is decoded)."""
-    for match in _QUOTE_OR_ESCAPE.finditer(text):
-        if match.group() == '"':
-            with contextlib.suppress(ValueError):
-                yield _STRINGS.raw_decode(text, match.start())[0]  # a string: no recursion
+    """The string literal that starts at each unescaped double quote of `text` and ends at
+    the next one (or at the end of the text), decoded leniently. Each character is in one
+    literal at most (an escaped quote is searched once its literal is decoded)."""
+    quotes = [m.start() for m in _QUOTE_OR_ESCAPE.finditer(text) if m.group() == '"']
+    for start, end in zip(quotes, [*quotes[1:], len(text)], strict=False):
+        yield _decode(text[start + 1 : end])
+
+
+def _decode(inner: str) -> str:
+    """A JSON string literal's content with its escapes decoded; where one is bad (`\\x`,
+    a lone backslash at the end) it is kept as written and the rest is decoded all the same."""
+    if "\\" not in inner:
+        return inner
+    with contextlib.suppress(ValueError):
+        return str(_STRINGS.decode('"' + inner + '"'))  # the C decoder, where it can
+    return _ESCAPE.sub(_unescape, inner)
+
+
+def _unescape(match: re.Match[str]) -> str:
+    high, low, code, simple = match.groups()
+    if high is not None:
+        return chr(0x10000 + ((int(high, 16) - 0xD800) << 10) + (int(low, 16) - 0xDC00))
+    if code is not None:
+        return chr(int(code, 16))
+    return _SIMPLE[simple]
 
 
 _QUOTE_OR_ESCAPE = re.compile(r'\\.|"', re.DOTALL)
+_ESCAPE = re.compile(
+    r"\\(?:u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})|u([0-9a-f]{4})|([\"\\/bfnrt]))",
+    re.IGNORECASE,
+)
+_SIMPLE = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 _STRINGS = json.JSONDecoder(strict=False)  # strict=False: control characters in a string
 
 

@@ -141,7 +141,9 @@ def forget(
     Every masked cell holding an erased token gets a random erasure marker instead (rows
     that shared the value share the marker); the audit row names vault entries by their
     random ids, never by token. The audit row and the erasure commit together. See
-    docs/vault.md for shared values and rejected bodies.
+    docs/vault.md for shared values and rejected bodies. Exits 1 (after committing what it
+    erased) if a rejected body sealed to the given key could not be opened, so was not
+    searched for the user.
     """
     one_stdin(file, private_key_file)
     wanted = read_tokens(tokens, file)
@@ -189,8 +191,11 @@ def forget(
         raise click.UsageError(str(exc)) from None
     except Busy as exc:  # another erasure holds the lock: its login and pid are named
         raise click.ClickException(str(exc)) from None
+    unopened = sum(len(r.rejected_unopened) for r in results)
     if as_json:
         echo_json([r.as_dict() for r in results])
+        if unopened:
+            sys.exit(1)
         return
     for r in results:
         verb = "would erase" if r.dry_run else "erased"
@@ -222,6 +227,14 @@ def forget(
                     f"rejected bodies not searched: {r.rejected_unsearched} (sealed; pass"
                     " --private-key-file with the key they are sealed to)"
                 )
+            if r.rejected_unopened:
+                click.echo(
+                    f"{len(r.rejected_unopened)} rejected bodies could not be opened, so were"
+                    " not searched (sealed to this key for another message id, or corrupted;"
+                    " they may name the user): " + ", ".join(r.rejected_unopened)
+                )
     if not dry_run:
         for line in unreached:
             click.echo(line)
+    if unopened:  # a check failed: the erasure is committed, but not known to be complete
+        sys.exit(1)

@@ -35,7 +35,9 @@ Rejected bodies are sealed whole, not tokenised, so nothing in the table says wh
 With the vault private key, `forget --user-id` opens them and erases the sealed body of each
 one that names the user (`names_user` says exactly what matches). The row stays (message id,
 reason, detail) with `sealed_body` emptied and `body_erased_at` set. Without the private key
-they are not searched, and the result says how many were left.
+they are not searched, and the result says how many were left; a body sealed to the key
+that does not open with it (sealed for another message id, corrupted) is listed in
+`rejected_unopened`, and `logins forget` exits 1 while there is one.
 """
 
 from __future__ import annotations
@@ -70,6 +72,9 @@ class Erasure:
     shared_kept: list[str] = field(default_factory=list)  # used by other users too: kept
     rejected_erased: list[str] = field(default_factory=list)  # message ids
     rejected_unsearched: int = 0  # sealed bodies not searched (no key, or another vault key)
+    # message ids of bodies sealed to the key given that do not open with it (sealed for
+    # another message id, corrupted): not searched, so they may still name the user
+    rejected_unopened: list[str] = field(default_factory=list)
     rows_rewritten: int = 0  # masked cells that now hold an erasure marker
     aliases_deleted: int = 0
     dry_run: bool = False
@@ -218,9 +223,10 @@ def forget_user(
             result.shared_kept += [own[i]]
         else:
             chosen += group
-    rejected_ids, result.rejected_unsearched = rejected_of_user(
-        conn, t, user_id, opener, progress=progress
-    )
+    searched = rejected_of_user(conn, t, user_id, opener, progress=progress)
+    rejected_ids = searched.matched
+    result.rejected_unsearched = searched.unsearched
+    result.rejected_unopened = searched.unopened
     return forget_tokens(
         conn,
         config,
@@ -245,15 +251,17 @@ def rejected_of_user(
     opener: Opener | None,
     page: int = 1000,
     progress: Callable[[int, int], None] | None = None,
-) -> tuple[list[str], int]:
-    """(message ids of rejected bodies that name the user, how many bodies were not searched).
-    Nothing is printed or kept: each body is opened, matched, and dropped."""
+) -> RejectedSearch:
+    """Which rejected bodies name the user, and which could not be searched. Nothing is
+    printed or kept: each body is opened, matched, and dropped. A body sealed to this key
+    that does not open (sealed for another message id, corrupted) is never skipped in
+    silence: its message id is in `unopened`."""
     table = sql.Identifier(t.rejected)
     if opener is None:
         row = conn.execute(
             sql.SQL("SELECT count(*) FROM {} WHERE octet_length(sealed_body) > 0").format(table)
         ).fetchone()
-        return [], int(row[0]) if row else 0
+        return RejectedSearch(unsearched=int(row[0]) if row else 0)
     other = conn.execute(
         sql.SQL(
             "SELECT count(*) FROM {} WHERE octet_length(sealed_body) > 0 AND vault_key_id <> %s"
@@ -268,6 +276,7 @@ def rejected_of_user(
     ).fetchone()
     total = int(to_search[0]) if to_search else 0
     matched: list[str] = []
+    unopened: list[str] = []
     searched = 0
     after = ""
     word = user_pattern(user_id)
@@ -284,6 +293,7 @@ def rejected_of_user(
             try:
                 body = opener.open_rejected(bytes(sealed), message_id=message_id)
             except (VaultError, CryptoError, ValueError):
+                unopened.append(message_id)
                 continue
             if names_user(body, user_id, word):
                 matched.append(message_id)
@@ -293,7 +303,14 @@ def rejected_of_user(
         if len(batch) < page:
             break
         after = batch[-1][0]
-    return matched, int(other[0]) if other else 0
+    return RejectedSearch(matched, int(other[0]) if other else 0, unopened)
+
+
+@dataclass
+class RejectedSearch:
+    matched: list[str] = field(default_factory=list)  # message ids of bodies naming the user
+    unsearched: int = 0  # bodies not searched: no private key, or sealed to another vault key
+    unopened: list[str] = field(default_factory=list)  # sealed to this key, did not open
 
 
 def user_pattern(user_id: str) -> re.Pattern[str]:

@@ -28,7 +28,7 @@ from logins.core.controlsql import Busy
 from logins.core.progress import progress
 from logins.core.vault import Opener
 from logins.pii import storage
-from logins.pii.erasure import Erasure, forget_tokens, forget_user
+from logins.pii.erasure import Erasure, forget_tokens, forget_user, pipeline_unreached
 from logins.pii.reveal import reveal as do_reveal
 from logins.pii.reveal import user_selector, user_tokens
 
@@ -186,7 +186,8 @@ def forget(
                         progress=bar,
                     )
                 )
-            unreached = storage.unreached(conn)  # what no erasure reaches, and when it ages out
+            # what no erasure reaches, and when it ages out: the flow's, then the database's
+            unreached = pipeline_unreached(config) + storage.unreached(conn)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     except Busy as exc:  # another erasure holds the lock: its login and pid are named

@@ -57,7 +57,7 @@ from nacl.exceptions import CryptoError
 from psycopg import sql
 
 from logins.core import controlsql, vaultsql
-from logins.core.config import AppConfig
+from logins.core.config import AppConfig, DedupeStep, MaskStep
 from logins.core.tokens import is_token
 from logins.core.vault import Opener, VaultError
 from logins.core.vaultschema import VaultTables, tables
@@ -311,6 +311,44 @@ class RejectedSearch:
     matched: list[str] = field(default_factory=list)  # message ids of bodies naming the user
     unsearched: int = 0  # bodies not searched: no private key, or sealed to another vault key
     unopened: list[str] = field(default_factory=list)  # sealed to this key, did not open
+
+
+def pipeline_unreached(config: AppConfig) -> list[str]:
+    """What an erasure cannot reach in the running flow (its memory and its recovery store),
+    and when each ages out, from this config: `forget` prints it with the database's."""
+    lines = []
+    for step in config.steps:
+        if isinstance(step, DedupeStep):
+            window = step.window_seconds
+            lines += [
+                f"not reached: the flow's dedupe state (steps[{step.name}]): keyed fingerprints"
+                " of the user's recent logins in the running flow's memory; a period's key and"
+                f" slots are dropped at most ~3 x window_seconds ({_duration(3 * window)} here)"
+                " after its last login while the flow runs, or at its next start",
+                "not reached: the Bytewax recovery store (-r DIR, part-N.sqlite3) holds that"
+                " state in its snapshots, out of them on the same schedule; superseded snapshot"
+                " bytes stay in SQLite's free space (and its -wal file) until the store is"
+                " vacuumed or rewritten, with the flow stopped (docs/operations.md, Recovery)",
+            ]
+    for step in config.steps:
+        if isinstance(step, MaskStep) and step.seal_cache_size + step.seal_cache_overflow_tokens:
+            lines.append(
+                f"not reached: the flow's seal cache (steps[{step.name}]: up to"
+                f" {step.seal_cache_size} tokens + {step.seal_cache_overflow_tokens} 8-byte"
+                " hashes) still takes the erased tokens as sealed: a value that comes back is"
+                " written without a vault entry until the flow restarts"
+            )
+    cached = config.tokens.cache_size
+    if config.tokens.kms_key_id is not None and cached:
+        lines.append(
+            f"not reached: the flow's KMS token cache (tokens.cache_size {cached})"
+            " holds recent values and their tokens in memory until evicted or the flow restarts"
+        )
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 60 and seconds % 60 == 0 else f"{seconds:g} s"
 
 
 def user_pattern(user_id: str) -> re.Pattern[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import boto3
@@ -416,3 +417,34 @@ def test_a_file_anchor_says_it_is_only_as_safe_as_its_directory(
     )  # fmt: skip
     assert checked.exit_code == 0, checked.output
     assert f"note: {target}: a local file is only as safe as its directory" in checked.output
+
+
+def test_a_version_under_governance_retention_only_is_not_locked_enough(
+    db: RoleDatabase, s3: str, tmp_path: Path
+) -> None:
+    """GOVERNANCE retention can be lifted by anyone allowed s3:BypassGovernanceRetention (the
+    bucket's owner among them): the same anchor written again under it fails verification."""
+    vault = Vault(db.env, db.keys, db.admin_dsn)
+    reveal(db, vault.add_login("u-1", "192.0.2.1", "d-1")["ip"], 1)
+    assert db.cli(roles.AUDITOR, "audit", "keygen", str(tmp_path / "a")).exit_code == 0
+    url = "s3://anchors-locked/governance/day1.json"
+    made = db.cli(
+        roles.AUDITOR, "audit", "anchor", "--signing-key-file",
+        str(tmp_path / "a/audit-anchor.key"), "--to", url, "--s3-endpoint-url", s3,
+    )  # fmt: skip
+    assert made.exit_code == 0 and "Object Lock COMPLIANCE until" in made.output, made.output
+    verify = [
+        "audit", "verify", "--anchor", url, "--s3-endpoint-url", s3,
+        "--anchor-public-key-file", str(tmp_path / "a/audit-anchor.pub"),
+    ]  # fmt: skip
+    assert db.cli(roles.AUDITOR, *verify).exit_code == 0
+    client = boto3.client("s3", endpoint_url=s3, region_name="us-east-1")
+    body = client.get_object(Bucket="anchors-locked", Key="governance/day1.json")["Body"].read()
+    client.put_object(
+        Bucket="anchors-locked", Key="governance/day1.json", Body=body,
+        ObjectLockMode="GOVERNANCE", ObjectLockRetainUntilDate=datetime(2100, 1, 1),
+    )  # fmt: skip
+    weak = db.cli(roles.AUDITOR, *verify)
+    assert weak.exit_code == 1, weak.output
+    assert "its retention is GOVERNANCE, which can be lifted; not COMPLIANCE" in weak.output
+    assert weak.output.count("NOT LOCKED: ") == 1  # the COMPLIANCE version is fine

@@ -448,3 +448,46 @@ def test_a_version_under_governance_retention_only_is_not_locked_enough(
     assert weak.exit_code == 1, weak.output
     assert "its retention is GOVERNANCE, which can be lifted; not COMPLIANCE" in weak.output
     assert weak.output.count("NOT LOCKED: ") == 1  # the COMPLIANCE version is fine
+
+
+def test_an_ended_retention_is_a_note_on_an_older_anchor_and_a_failure_on_the_one_read(
+    db: RoleDatabase, s3: str, tmp_path: Path
+) -> None:
+    """An older anchor whose retention has ended can be deleted now, which hides no replay of
+    the newest: a note. The version verify reads must still be retained: a failure."""
+    vault = Vault(db.env, db.keys, db.admin_dsn)
+    tokens = vault.add_login("u-1", "192.0.2.1", "d-1")
+    assert db.cli(roles.AUDITOR, "audit", "keygen", str(tmp_path / "a")).exit_code == 0
+    client = boto3.client("s3", endpoint_url=s3, region_name="us-east-1")
+    for day in (1, 2):
+        reveal(db, tokens["ip"], 1)
+        made = db.cli(
+            roles.AUDITOR, "audit", "anchor", "--signing-key-file",
+            str(tmp_path / "a/audit-anchor.key"), "--s3-endpoint-url", s3,
+            "--to", f"s3://anchors-locked/ended/day{day}.json",
+        )  # fmt: skip
+        assert made.exit_code == 0, made.output
+    verify = [
+        "audit", "verify", "--s3-endpoint-url", s3,
+        "--anchor-public-key-file", str(tmp_path / "a/audit-anchor.pub"),
+    ]  # fmt: skip
+
+    def rewrite_with_ended_retention(key: str) -> None:
+        body = client.get_object(Bucket="anchors-locked", Key=key)["Body"].read()
+        client.put_object(
+            Bucket="anchors-locked", Key=key, Body=body,
+            ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=datetime(2020, 1, 1),
+        )  # fmt: skip
+
+    rewrite_with_ended_retention("ended/day1.json")
+    day2 = db.cli(roles.AUDITOR, *verify, "--anchor", "s3://anchors-locked/ended/day2.json")
+    assert day2.exit_code == 0, day2.output
+    assert day2.output.startswith("ok: ")
+    assert "note: s3://anchors-locked/ended/day1.json (version " in day2.output
+    assert "its Object Lock retention ended 2020-01-01" in day2.output
+
+    rewrite_with_ended_retention("ended/day2.json")
+    ended = db.cli(roles.AUDITOR, *verify, "--anchor", "s3://anchors-locked/ended/day2.json")
+    assert ended.exit_code == 1, ended.output
+    assert "NOT LOCKED: s3://anchors-locked/ended/day2.json (version " in ended.output
+    assert "its Object Lock retention ended 2020-01-01" in ended.output

@@ -77,10 +77,14 @@ def _recorded_heads(
     endpoint: str | None,
     table: str,
     at_least: int | None,
+    allow_unlocked: bool,
+    notes: list[str],
 ) -> dict[int, str]:
     """ID:HASH anchors as given; signed anchors (a file or s3://) once their signature holds,
     each the newest of the anchors stored beside it (every version under its S3 prefix, the
-    files of its directory), whose heads must all still be in the chain too."""
+    files of its directory), whose heads must all still be in the chain too. On S3 each
+    anchor version relied on must be under Object Lock retention (else exit 1, unless
+    `allow_unlocked`); a file adds to `notes` that it is only as safe as its directory."""
     heads: dict[int, list[str]] = {}
     key = None
     for value in anchors_given:
@@ -96,6 +100,7 @@ def _recorded_heads(
             key = key or anchors.load_verify_key(public_key_file)
             head = anchors.parse(anchors.read(value, endpoint_url=endpoint), key, value)
             found = anchors.history(value, key, endpoint_url=endpoint)
+            unlocked, found_notes = anchors.lock_problems(head, value, found, endpoint_url=endpoint)
         except anchors.AnchorError as exc:
             raise click.ClickException(str(exc)) from None
         if head.table != table:
@@ -103,9 +108,15 @@ def _recorded_heads(
                 f"anchor {value}: anchors table {head.table!r}, not {table!r}"
             )
         problems = anchors.replay_problems(head, value, found, at_least)
-        if problems:
-            for problem in problems:
-                click.echo(f"TAMPERED: {problem}", err=True)
+        for problem in problems:
+            click.echo(f"TAMPERED: {problem}", err=True)
+        notes += found_notes
+        for problem in unlocked:
+            if allow_unlocked:
+                click.echo(f"warning: {problem} (accepted: --allow-unlocked)", err=True)
+            else:
+                click.echo(f"NOT LOCKED: {problem}; --allow-unlocked accepts that", err=True)
+        if problems or (unlocked and not allow_unlocked):
             sys.exit(1)
         for item in [*found, anchors.Found(value, head)]:
             if (item.head.table, item.head.database) == (head.table, head.database):
@@ -138,21 +149,36 @@ def _recorded_heads(
     help="The sequence number of the newest anchor you know of: a signed anchor older than"
     " it is refused (a replay).",
 )
+@click.option(
+    "--allow-unlocked",
+    is_flag=True,
+    help="Accept S3 anchor versions that are not under Object Lock (COMPLIANCE) retention,"
+    " with a warning; without it they fail verification.",
+)
 @S3_ENDPOINT
 @click.option("--json", "as_json", is_flag=True)
 def audit_verify(
     anchors_given: tuple[str, ...],
     anchor_public_key_file: Path | None,
     at_least: int | None,
+    allow_unlocked: bool,
     s3_endpoint_url: str | None,
     as_json: bool,
 ) -> None:
     """Recompute the hash chain. Exit 1 naming the first edited, deleted or inserted row, the
     anchored row a rewrite removed or changed, an anchor older than the newest stored beside
-    it (a replay), or, against an anchor, rows missing after the last one."""
+    it (a replay), an S3 anchor version not under Object Lock retention (unless
+    --allow-unlocked), or, against an anchor, rows missing after the last one."""
     config = selected_config()
+    notes: list[str] = []
     recorded = _recorded_heads(
-        anchors_given, anchor_public_key_file, s3_endpoint_url, config.vault.audit_table, at_least
+        anchors_given,
+        anchor_public_key_file,
+        s3_endpoint_url,
+        config.vault.audit_table,
+        at_least,
+        allow_unlocked,
+        notes,
     )
     with checked_connect(config) as conn:
         result = audit_trail.verify(conn, config, recorded)
@@ -173,6 +199,8 @@ def audit_verify(
             )
         else:
             click.echo(f"TAMPERED: {result.problem}", err=True)
+    for note in notes:  # after the verdict: it changes nothing in it
+        click.echo(f"note: {note}", err=True)
     if not result.ok:
         sys.exit(1)
 
@@ -207,7 +235,14 @@ def audit_keygen(directory: Path) -> None:
     "targets",
     multiple=True,
     required=True,
-    help="Where: a new file, or s3://bucket/key (Object Lock retention if the bucket has it).",
+    help="Where: a new file, or s3://bucket/key in a bucket with Object Lock (the object gets"
+    " COMPLIANCE retention).",
+)
+@click.option(
+    "--allow-unlocked",
+    is_flag=True,
+    help="Also write to an S3 bucket without Object Lock (its owner can delete or replace the"
+    " anchor); refused without it.",
 )
 @click.option(
     "--retain-days",
@@ -218,11 +253,20 @@ def audit_keygen(directory: Path) -> None:
 )
 @S3_ENDPOINT
 def audit_anchor(
-    signing_key_file: Path, targets: tuple[str, ...], retain_days: int, s3_endpoint_url: str | None
+    signing_key_file: Path,
+    targets: tuple[str, ...],
+    allow_unlocked: bool,
+    retain_days: int,
+    s3_endpoint_url: str | None,
 ) -> None:
-    """Verify the chain, then write its head, signed, outside the database."""
+    """Verify the chain, then write its head, signed, outside the database. An S3 bucket
+    without Object Lock is refused (before anything is written) unless --allow-unlocked."""
     try:
         key = anchors.load_signing_key(signing_key_file)
+        for target in targets:
+            anchors.check_target(
+                target, allow_unlocked=allow_unlocked, endpoint_url=s3_endpoint_url
+            )
     except anchors.AnchorError as exc:
         raise click.ClickException(str(exc)) from None
     config = selected_config()
@@ -258,7 +302,11 @@ def audit_anchor(
     for target in targets:
         try:
             where = anchors.write(
-                document, target, retain_days=retain_days, endpoint_url=s3_endpoint_url
+                document,
+                target,
+                retain_days=retain_days,
+                endpoint_url=s3_endpoint_url,
+                allow_unlocked=allow_unlocked,
             )
         except anchors.AnchorError as exc:
             raise click.ClickException(str(exc)) from None

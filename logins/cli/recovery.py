@@ -28,7 +28,7 @@ from logins.core.controlsql import Busy
 from logins.core.progress import progress
 from logins.core.vault import Opener
 from logins.pii import storage
-from logins.pii.erasure import Erasure, forget_tokens, forget_user
+from logins.pii.erasure import Erasure, forget_tokens, forget_user, pipeline_unreached
 from logins.pii.reveal import reveal as do_reveal
 from logins.pii.reveal import user_selector, user_tokens
 
@@ -141,7 +141,9 @@ def forget(
     Every masked cell holding an erased token gets a random erasure marker instead (rows
     that shared the value share the marker); the audit row names vault entries by their
     random ids, never by token. The audit row and the erasure commit together. See
-    docs/vault.md for shared values and rejected bodies.
+    docs/vault.md for shared values and rejected bodies. Exits 1 (after committing what it
+    erased) if a rejected body sealed to the given key could not be opened, so was not
+    searched for the user.
     """
     one_stdin(file, private_key_file)
     wanted = read_tokens(tokens, file)
@@ -184,13 +186,17 @@ def forget(
                         progress=bar,
                     )
                 )
-            unreached = storage.unreached(conn)  # what no erasure reaches, and when it ages out
+            # what no erasure reaches, and when it ages out: the flow's, then the database's
+            unreached = pipeline_unreached(config) + storage.unreached(conn)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     except Busy as exc:  # another erasure holds the lock: its login and pid are named
         raise click.ClickException(str(exc)) from None
+    unopened = sum(len(r.rejected_unopened) for r in results)
     if as_json:
         echo_json([r.as_dict() for r in results])
+        if unopened:
+            sys.exit(1)
         return
     for r in results:
         verb = "would erase" if r.dry_run else "erased"
@@ -222,6 +228,14 @@ def forget(
                     f"rejected bodies not searched: {r.rejected_unsearched} (sealed; pass"
                     " --private-key-file with the key they are sealed to)"
                 )
+            if r.rejected_unopened:
+                click.echo(
+                    f"{len(r.rejected_unopened)} rejected bodies could not be opened, so were"
+                    " not searched (sealed to this key for another message id, or corrupted;"
+                    " they may name the user): " + ", ".join(r.rejected_unopened)
+                )
     if not dry_run:
         for line in unreached:
             click.echo(line)
+    if unopened:  # a check failed: the erasure is committed, but not known to be complete
+        sys.exit(1)

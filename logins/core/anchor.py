@@ -3,12 +3,14 @@
 Whoever owns the audit table (or is a superuser) can rewrite it and recompute every hash;
 the chain alone cannot show that. An anchor records the head (id and row_hash) at a moment,
 signed with an Ed25519 key the auditor holds (PyNaCl `SigningKey`), and is written where the
-database's administrators cannot write: a file the auditor keeps, or an S3 object, under
-S3 Object Lock retention when the bucket has Object Lock on (then not even the bucket's
-owner can delete or overwrite that version until the date). `verify --anchor` reads it back,
-checks the signature against the auditor's public key (pinned by the verifier, never taken
-from the anchor) and then that the chain still holds that row with that hash: a rewritten
-or truncated history fails, naming the row.
+database's administrators cannot write: a file the auditor keeps (only as safe as its
+directory), or an S3 object under Object Lock COMPLIANCE retention (not even the bucket's
+owner can delete or overwrite that version until the date). A bucket without Object Lock is
+refused, and on verification an anchor version not so retained fails, unless the caller
+accepts it by name (`allow_unlocked`): its owner could delete it and write an older one.
+`verify --anchor` reads it back, checks the signature against the auditor's public key
+(pinned by the verifier, never taken from the anchor) and then that the chain still holds
+that row with that hash: a rewritten or truncated history fails, naming the row.
 
 Anchors form their own chain: each carries a sequence number (`seq`, 1, 2, ...) and the
 SHA-256 of the anchor before it (`prev`). Object Lock keeps a version from being deleted, not
@@ -200,6 +202,39 @@ def _client(endpoint_url: str | None) -> Any:
     return boto3.client("s3", endpoint_url=endpoint_url)
 
 
+FILE_NOTE = (
+    "a local file is only as safe as its directory: whoever can write there can replace or"
+    " remove it (an S3 bucket with Object Lock cannot be rewritten, even by its owner)"
+)
+
+
+def _object_lock(client: Any, target: str, bucket: str) -> bool:
+    """Has the bucket Object Lock enabled?"""
+    from botocore.exceptions import ClientError
+
+    try:
+        config = client.get_object_lock_configuration(Bucket=bucket)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "ObjectLockConfigurationNotFoundError":
+            raise AnchorError(f"{target}: {exc}") from None
+        return False
+    return bool(config.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled")
+
+
+def check_target(target: str, *, allow_unlocked: bool, endpoint_url: str | None = None) -> None:
+    """Refuse an S3 bucket without Object Lock (its owner could delete the anchor and write
+    an older one in its place) unless `allow_unlocked` says so by name."""
+    if not target.startswith("s3://") or allow_unlocked:
+        return
+    bucket, _ = _s3(target)
+    if not _object_lock(_client(endpoint_url), target, bucket):
+        raise AnchorError(
+            f"{target}: bucket {bucket} has no Object Lock, so its owner can delete the anchor"
+            " and write an older one in its place; use a bucket created with Object Lock, or"
+            " pass --allow-unlocked to write there anyway"
+        )
+
+
 def write(
     document: bytes,
     target: str,
@@ -207,8 +242,10 @@ def write(
     retain_days: int,
     endpoint_url: str | None = None,
     now: datetime | None = None,
+    allow_unlocked: bool = False,
 ) -> str:
-    """Write the anchor; returns where (and for S3 the version and any retention)."""
+    """Write the anchor; returns where (and for S3 the version and the retention). An S3
+    bucket without Object Lock is refused unless `allow_unlocked`."""
     if not target.startswith("s3://"):
         path = Path(target)
         try:
@@ -217,20 +254,14 @@ def write(
             raise AnchorError(f"{path}: exists; anchors are never overwritten") from None
         with os.fdopen(fd, "wb") as handle:
             handle.write(document)
-        return str(path)
+        return f"{path} ({FILE_NOTE})"
+    check_target(target, allow_unlocked=allow_unlocked, endpoint_url=endpoint_url)
     bucket, key = _s3(target)
     client = _client(endpoint_url)
     from botocore.exceptions import ClientError
 
     lock: dict[str, Any] = {}
-    try:
-        config = client.get_object_lock_configuration(Bucket=bucket)
-        enabled = config.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled"
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") != "ObjectLockConfigurationNotFoundError":
-            raise AnchorError(f"{target}: {exc}") from None
-        enabled = False
-    if enabled:
+    if _object_lock(client, target, bucket):
         until = (now or datetime.now(timezone.utc)) + timedelta(days=retain_days)
         lock = {"ObjectLockMode": "COMPLIANCE", "ObjectLockRetainUntilDate": until}
     try:
@@ -243,7 +274,7 @@ def write(
     if lock:
         where += f", Object Lock COMPLIANCE until {lock['ObjectLockRetainUntilDate']:%Y-%m-%d}"
     else:
-        where += ", no Object Lock on this bucket: protect it by policy"
+        where += ", no Object Lock on this bucket (--allow-unlocked): protect it by policy"
     return where
 
 
@@ -274,6 +305,9 @@ class Found:
 
     where: str
     head: Head
+    version: str | None = None  # the S3 version id
+    unlocked: str | None = None  # S3: why this version is not under Object Lock retention
+    expired: bool = False  # S3: it was, and its retention has ended
 
 
 def history(source: str, key: VerifyKey, *, endpoint_url: str | None = None) -> list[Found]:
@@ -282,7 +316,7 @@ def history(source: str, key: VerifyKey, *, endpoint_url: str | None = None) -> 
     a file the files of its directory. Documents that are not anchors, or not signed with
     `key`, are passed over: anyone who can write there can put junk, nobody without the
     signing key can put an anchor."""
-    documents: list[tuple[str, bytes]] = []
+    documents: list[tuple[str, bytes, Lock]] = []
     if source.startswith("s3://"):
         documents = _s3_versions(source, endpoint_url)
     else:
@@ -290,20 +324,51 @@ def history(source: str, key: VerifyKey, *, endpoint_url: str | None = None) -> 
         for path in sorted(directory.iterdir()) if directory.is_dir() else []:
             try:
                 if path.is_file() and path.stat().st_size <= _MAX_DOCUMENT:
-                    documents.append((str(path), path.read_bytes()))
+                    documents.append((str(path), path.read_bytes(), Lock()))
             except OSError:
                 continue
     found = []
-    for where, document in documents:
+    for where, document, lock in documents:
         try:
-            found.append(Found(where, parse(document, key, where)))
+            head = parse(document, key, where)
         except AnchorError:
             continue
+        found.append(Found(where, head, lock.version, lock.unlocked, lock.expired))
     return found
 
 
-def _s3_versions(source: str, endpoint_url: str | None) -> list[tuple[str, bytes]]:
+@dataclass(frozen=True)
+class Lock:
+    """An S3 version's Object Lock state: `unlocked` says why it is not retained."""
+
+    version: str | None = None
+    unlocked: str | None = None
+    expired: bool = False
+
+
+def _retention(client: Any, bucket: str, key: str, version: str, now: datetime) -> Lock:
+    """Is this version under COMPLIANCE retention until a later date? (GOVERNANCE can be
+    lifted by anyone granted s3:BypassGovernanceRetention, the bucket's owner among them.)"""
+    from botocore.exceptions import ClientError
+
+    try:  # S3 shows the retention only to a caller allowed s3:GetObjectRetention
+        got = client.head_object(Bucket=bucket, Key=key, VersionId=version)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "error")
+        return Lock(version, f"its Object Lock retention cannot be read ({code})")
+    mode, until = got.get("ObjectLockMode"), got.get("ObjectLockRetainUntilDate")
+    if mode is None or until is None:
+        return Lock(version, "it has no Object Lock retention (or s3:GetObjectRetention is denied)")
+    if mode != "COMPLIANCE":
+        return Lock(version, f"its retention is {mode}, which can be lifted; not COMPLIANCE")
+    if until <= now:
+        return Lock(version, f"its Object Lock retention ended {until:%Y-%m-%d}", expired=True)
+    return Lock(version)
+
+
+def _s3_versions(source: str, endpoint_url: str | None) -> list[tuple[str, bytes, Lock]]:
     bucket, key = _s3(source)
+    now = datetime.now(timezone.utc)
     prefix = key.rpartition("/")[0] + "/" if "/" in key else ""
     client = _client(endpoint_url)
     from botocore.exceptions import ClientError
@@ -324,7 +389,8 @@ def _s3_versions(source: str, endpoint_url: str | None) -> list[tuple[str, bytes
                     f"s3://{bucket}/{version['Key']} (version {version['VersionId']},"
                     f" written {written:%Y-%m-%dT%H:%M:%SZ})"
                 )
-                documents.append((where, got["Body"].read()))
+                lock = _retention(client, bucket, version["Key"], version["VersionId"], now)
+                documents.append((where, got["Body"].read(), lock))
     except ClientError as exc:
         raise AnchorError(f"anchor {source}: cannot list the versions beside it: {exc}") from None
     return documents
@@ -380,3 +446,35 @@ def previous(
         if (f.head.table, f.head.database) == (table, database)
     ]
     return max(found, key=lambda f: f.head.seq, default=None)
+
+
+def lock_problems(
+    given: Head, source: str, found: list[Found], *, endpoint_url: str | None = None
+) -> tuple[list[str], list[str]]:
+    """(problems, notes): why the anchor versions a verification relies on could have been
+    deleted or replaced. For S3: the version `source` reads now and every anchor version of
+    the same table found beside it must be under COMPLIANCE retention; an older anchor whose
+    retention has ended is only a note (it can be deleted now, which hides no replay of the
+    newest). A file: only a note, it is as safe as its directory."""
+    if not source.startswith("s3://"):
+        return [], [f"{source}: {FILE_NOTE}"]
+    bucket, key = _s3(source)
+    from botocore.exceptions import ClientError
+
+    try:
+        current = _client(endpoint_url).head_object(Bucket=bucket, Key=key).get("VersionId")
+    except ClientError as exc:
+        raise AnchorError(f"anchor {source}: {exc}") from None
+    ours = [f for f in found if (f.head.table, f.head.database) == (given.table, given.database)]
+    problems, notes = [], []
+    if current is None or not any(f.version == current for f in ours):
+        problems.append(f"{source}: the version it reads is not among the anchors beside it")
+    for f in ours:
+        if f.unlocked is None:
+            continue
+        line = f"{f.where}: {f.unlocked}, so the bucket's owner could delete or replace it"
+        if f.expired and f.version != current and f.head.seq < given.seq:
+            notes.append(line)
+        else:
+            problems.append(line)
+    return problems, notes

@@ -35,7 +35,9 @@ Rejected bodies are sealed whole, not tokenised, so nothing in the table says wh
 With the vault private key, `forget --user-id` opens them and erases the sealed body of each
 one that names the user (`names_user` says exactly what matches). The row stays (message id,
 reason, detail) with `sealed_body` emptied and `body_erased_at` set. Without the private key
-they are not searched, and the result says how many were left.
+they are not searched, and the result says how many were left; a body sealed to the key
+that does not open with it (sealed for another message id, corrupted) is listed in
+`rejected_unopened`, and `logins forget` exits 1 while there is one.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import unicodedata
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -53,7 +57,7 @@ from nacl.exceptions import CryptoError
 from psycopg import sql
 
 from logins.core import controlsql, vaultsql
-from logins.core.config import AppConfig
+from logins.core.config import AppConfig, DedupeStep, MaskStep
 from logins.core.tokens import is_token
 from logins.core.vault import Opener, VaultError
 from logins.core.vaultschema import VaultTables, tables
@@ -68,6 +72,9 @@ class Erasure:
     shared_kept: list[str] = field(default_factory=list)  # used by other users too: kept
     rejected_erased: list[str] = field(default_factory=list)  # message ids
     rejected_unsearched: int = 0  # sealed bodies not searched (no key, or another vault key)
+    # message ids of bodies sealed to the key given that do not open with it (sealed for
+    # another message id, corrupted): not searched, so they may still name the user
+    rejected_unopened: list[str] = field(default_factory=list)
     rows_rewritten: int = 0  # masked cells that now hold an erasure marker
     aliases_deleted: int = 0
     dry_run: bool = False
@@ -216,9 +223,10 @@ def forget_user(
             result.shared_kept += [own[i]]
         else:
             chosen += group
-    rejected_ids, result.rejected_unsearched = rejected_of_user(
-        conn, t, user_id, opener, progress=progress
-    )
+    searched = rejected_of_user(conn, t, user_id, opener, progress=progress)
+    rejected_ids = searched.matched
+    result.rejected_unsearched = searched.unsearched
+    result.rejected_unopened = searched.unopened
     return forget_tokens(
         conn,
         config,
@@ -243,15 +251,17 @@ def rejected_of_user(
     opener: Opener | None,
     page: int = 1000,
     progress: Callable[[int, int], None] | None = None,
-) -> tuple[list[str], int]:
-    """(message ids of rejected bodies that name the user, how many bodies were not searched).
-    Nothing is printed or kept: each body is opened, matched, and dropped."""
+) -> RejectedSearch:
+    """Which rejected bodies name the user, and which could not be searched. Nothing is
+    printed or kept: each body is opened, matched, and dropped. A body sealed to this key
+    that does not open (sealed for another message id, corrupted) is never skipped in
+    silence: its message id is in `unopened`."""
     table = sql.Identifier(t.rejected)
     if opener is None:
         row = conn.execute(
             sql.SQL("SELECT count(*) FROM {} WHERE octet_length(sealed_body) > 0").format(table)
         ).fetchone()
-        return [], int(row[0]) if row else 0
+        return RejectedSearch(unsearched=int(row[0]) if row else 0)
     other = conn.execute(
         sql.SQL(
             "SELECT count(*) FROM {} WHERE octet_length(sealed_body) > 0 AND vault_key_id <> %s"
@@ -266,6 +276,7 @@ def rejected_of_user(
     ).fetchone()
     total = int(to_search[0]) if to_search else 0
     matched: list[str] = []
+    unopened: list[str] = []
     searched = 0
     after = ""
     word = user_pattern(user_id)
@@ -282,6 +293,7 @@ def rejected_of_user(
             try:
                 body = opener.open_rejected(bytes(sealed), message_id=message_id)
             except (VaultError, CryptoError, ValueError):
+                unopened.append(message_id)
                 continue
             if names_user(body, user_id, word):
                 matched.append(message_id)
@@ -291,65 +303,148 @@ def rejected_of_user(
         if len(batch) < page:
             break
         after = batch[-1][0]
-    return matched, int(other[0]) if other else 0
+    return RejectedSearch(matched, int(other[0]) if other else 0, unopened)
+
+
+@dataclass
+class RejectedSearch:
+    matched: list[str] = field(default_factory=list)  # message ids of bodies naming the user
+    unsearched: int = 0  # bodies not searched: no private key, or sealed to another vault key
+    unopened: list[str] = field(default_factory=list)  # sealed to this key, did not open
+
+
+def pipeline_unreached(config: AppConfig) -> list[str]:
+    """What an erasure cannot reach in the running flow (its memory and its recovery store),
+    and when each ages out, from this config: `forget` prints it with the database's."""
+    lines = []
+    for step in config.steps:
+        if isinstance(step, DedupeStep):
+            window = step.window_seconds
+            lines += [
+                f"not reached: the flow's dedupe state (steps[{step.name}]): keyed fingerprints"
+                " of the user's recent logins in the running flow's memory; a period's key and"
+                f" slots are dropped at most ~3 x window_seconds ({_duration(3 * window)} here)"
+                " after its last login while the flow runs, or at its next start",
+                "not reached: the Bytewax recovery store (-r DIR, part-N.sqlite3) holds that"
+                " state in its snapshots, out of them on the same schedule; superseded snapshot"
+                " bytes stay in SQLite's free space (and its -wal file) until the store is"
+                " vacuumed or rewritten, with the flow stopped (docs/operations.md, Recovery)",
+            ]
+    for step in config.steps:
+        if isinstance(step, MaskStep) and step.seal_cache_size + step.seal_cache_overflow_tokens:
+            lines.append(
+                f"not reached: the flow's seal cache (steps[{step.name}]: up to"
+                f" {step.seal_cache_size} tokens + {step.seal_cache_overflow_tokens} 8-byte"
+                " hashes) still takes the erased tokens as sealed: a value that comes back is"
+                " written without a vault entry until the flow restarts"
+            )
+    cached = config.tokens.cache_size
+    if config.tokens.kms_key_id is not None and cached:
+        lines.append(
+            f"not reached: the flow's KMS token cache (tokens.cache_size {cached})"
+            " holds recent values and their tokens in memory until evicted or the flow restarts"
+        )
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:g} min" if seconds >= 60 and seconds % 60 == 0 else f"{seconds:g} s"
 
 
 def user_pattern(user_id: str) -> re.Pattern[str]:
-    """The user id as a whole word, any case: not inside a longer id, a number or a version."""
-    return re.compile(r"(?<![\w.-])" + re.escape(user_id) + r"(?![\w-]|\.\d)", re.IGNORECASE)
+    """The user id (folded: `_fold`) as a whole word: not inside a longer id, a number or a
+    version. It is searched for in folded text."""
+    return re.compile(r"(?<![\w.-])" + re.escape(_fold(user_id)) + r"(?![\w-]|\.\d)")
 
 
 def names_user(body: str, user_id: str, word: re.Pattern[str] | None = None) -> bool:
     """Does this rejected body name the user? Over-matching erases a stranger's rejected
     body (junk, on a retention clock anyway); under-matching keeps the user's: so a body
-    matches if, in it or in any JSON string it holds (decoded, then searched the same way:
-    JSON encoded inside a JSON string, at any depth),
+    matches if, in it or in any text decoded from it (below), compared after `_fold`
+    (NFKC and case folding on both sides: `jose\u0301` is `jos\u00e9`, `ALICE` is `alice`),
 
-    * the user id occurs as a whole word, ignoring case (`user_pattern`): any key, any
-      depth, every copy of a duplicated key, a number (`"user_id": 12345`), text that is
-      not JSON at all; or
-    * a JSON string (key or value, its escapes decoded: `"\\u0061lice"`) equals the user id
-      ignoring case, or a JSON number equals it as a number (`4.2e1` for "42").
+    * the user id occurs as a whole word (`user_pattern`): any key, any depth, every copy
+      of a duplicated key, a number (`"user_id": 12345`), text that is not JSON at all; or
+    * a JSON string (key or value, its escapes decoded: `"\\u0061lice"`) equals the user
+      id, or a JSON number equals it as a number (`4.2e1` for "42").
 
-    Structure does not matter here, so nothing is parsed as a tree: the string literal that
-    starts at every double quote is decoded (the stdlib's JSON decoder, one literal at a time; every
-    quote, so a broken literal cannot shift which quotes open strings) and numbers are
-    looked for in the whole text, with a work list instead of recursion. No nesting depth
-    is too deep, a body that is not valid JSON is still searched, and a literal is shorter
-    than the text that holds it, so the search ends."""
+    Decoded and searched the same way, with a work list instead of recursion: the string
+    literal that starts at every unescaped double quote, up to the next one or the end of
+    the text (a truncated body), its escapes decoded leniently (a bad escape is kept as
+    written and does not sink the rest of the literal); and, twice at most along one chain,
+    the text percent/form-decoded (`user_id=%61lice`). Nothing is parsed as a tree, so no
+    nesting depth is too deep and a body that is not valid JSON is still searched. The
+    literals of a text together are shorter than it, and a literal that holds a quote
+    needs its escapes doubled per level, so the work is about n log n."""
     word = word or user_pattern(user_id)
-    wanted, number = user_id.casefold(), _as_number(user_id)
-    pending, seen = [body], {body}
+    wanted = _fold(user_id)
+    number = _as_number(wanted)
+    pending, seen = [(body, 0)], {body}
     while pending:
-        text = pending.pop()
-        if word.search(text):
+        text, unquoted = pending.pop()
+        folded = _fold(text)
+        if word.search(folded):
             return True
-        if number is not None and any(_as_number(n) == number for n in _NUMBER.findall(text)):
+        if number is not None and any(_as_number(n) == number for n in _NUMBER.findall(folded)):
             return True
-        for literal in _literals(text):
-            if literal.casefold() == wanted:
+        found = [(literal, unquoted) for literal in _literals(text)]
+        if unquoted < _PERCENT_PASSES and _FORM.search(text):
+            found.append((urllib.parse.unquote_plus(text, errors="replace"), unquoted + 1))
+        for decoded, passes in found:
+            if decoded in seen:  # compared and queued already
+                continue
+            if _fold(decoded) == wanted:
                 return True
-            if literal not in seen:
-                seen.add(literal)
-                pending.append(literal)
+            seen.add(decoded)
+            pending.append((decoded, passes))
     return False
+
+
+def _fold(text: str) -> str:
+    """NFKC, case folded, NFKC again (case folding can undo the normal form)."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
 
 
 # A JSON number standing alone: not part of a word, an id (`u-4711`) or a version (`4711.2`).
 _NUMBER = re.compile(r"(?<![\w.-])-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?(?![\w.])")
+_FORM = re.compile(r"%[0-9A-Fa-f]{2}|\+")  # percent or form encoding
+_PERCENT_PASSES = 2  # `%2561` is `%61` once decoded: a bound, not a loop per `25`
 
 
 def _literals(text: str) -> Iterator[str]:
-    """The decoded JSON string literal that starts at each unescaped double quote of `text`,
-    where one does. Each scan stops at the next unescaped quote, so all of them together
-    read the text about once (an escaped quote is searched once its literal is decoded)."""
-    for match in _QUOTE_OR_ESCAPE.finditer(text):
-        if match.group() == '"':
-            with contextlib.suppress(ValueError):
-                yield _STRINGS.raw_decode(text, match.start())[0]  # a string: no recursion
+    """The string literal that starts at each unescaped double quote of `text` and ends at
+    the next one (or at the end of the text), decoded leniently. Each character is in one
+    literal at most (an escaped quote is searched once its literal is decoded)."""
+    quotes = [m.start() for m in _QUOTE_OR_ESCAPE.finditer(text) if m.group() == '"']
+    for start, end in zip(quotes, [*quotes[1:], len(text)], strict=False):
+        yield _decode(text[start + 1 : end])
+
+
+def _decode(inner: str) -> str:
+    """A JSON string literal's content with its escapes decoded; where one is bad (`\\x`,
+    a lone backslash at the end) it is kept as written and the rest is decoded all the same."""
+    if "\\" not in inner:
+        return inner
+    with contextlib.suppress(ValueError):
+        return str(_STRINGS.decode('"' + inner + '"'))  # the C decoder, where it can
+    return _ESCAPE.sub(_unescape, inner)
+
+
+def _unescape(match: re.Match[str]) -> str:
+    high, low, code, simple = match.groups()
+    if high is not None:
+        return chr(0x10000 + ((int(high, 16) - 0xD800) << 10) + (int(low, 16) - 0xDC00))
+    if code is not None:
+        return chr(int(code, 16))
+    return _SIMPLE[simple]
 
 
 _QUOTE_OR_ESCAPE = re.compile(r'\\.|"', re.DOTALL)
+_ESCAPE = re.compile(
+    r"\\(?:u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})|u([0-9a-f]{4})|([\"\\/bfnrt]))",
+    re.IGNORECASE,
+)
+_SIMPLE = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 _STRINGS = json.JSONDecoder(strict=False)  # strict=False: control characters in a string
 
 

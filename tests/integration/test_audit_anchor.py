@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import boto3
@@ -86,12 +87,22 @@ def test_a_rewrite_by_the_owner_fails_against_the_signed_anchor_and_names_the_ro
     assert keygen.exit_code == 0, keygen.output
     signing, public = tmp_path / "auditor/audit-anchor.key", tmp_path / "auditor/audit-anchor.pub"
     anchor_file = tmp_path / "head-4.json"
-    anchored = db.cli(
-        roles.AUDITOR, "audit", "anchor", "--signing-key-file", str(signing),
+    to = [
+        "audit", "anchor", "--signing-key-file", str(signing),
         "--to", str(anchor_file), "--to", "s3://anchors-locked/logins/head-4.json",
         "--to", "s3://anchors-plain/logins/head-4.json", "--s3-endpoint-url", s3,
-    )  # fmt: skip
+    ]  # fmt: skip
+    refused = db.cli(roles.AUDITOR, *to)  # red team finding 7: no Object Lock, not by name
+    assert refused.exit_code == 1, refused.output
+    assert (
+        "s3://anchors-plain/logins/head-4.json: bucket anchors-plain has no Object Lock"
+        in refused.output
+    )
+    assert "pass --allow-unlocked to write there anyway" in refused.output
+    assert not anchor_file.exists()  # checked before anything is written
+    anchored = db.cli(roles.AUDITOR, *to, "--allow-unlocked")
     assert anchored.exit_code == 0, anchored.output
+    assert f"{anchor_file} (a local file is only as safe as its directory" in anchored.output
     head = vault.query("SELECT id, row_hash FROM pii_audit ORDER BY id DESC LIMIT 1")[0]
     assert f"anchored head {head[0]}:{head[1]} to {anchor_file}" in anchored.output
     assert "Object Lock COMPLIANCE until" in anchored.output
@@ -262,6 +273,9 @@ def test_an_older_anchor_written_again_as_the_newest_version_is_refused_as_a_rep
 
     replayed = db.cli(roles.AUDITOR, *verify, "--anchor", day2_url)
     assert replayed.exit_code == 1, replayed.output
+    # the attacker's new version has no retention: said too (the locked ones are not named)
+    assert "NOT LOCKED: s3://anchors-locked/replay/day2.json (version " in replayed.output
+    assert replayed.output.count("NOT LOCKED: ") == 1
     assert (
         f"TAMPERED: {day2_url} is anchor #1 (head 4, at {first['at']}), but"
         " s3://anchors-locked/replay/day2.json (version " in replayed.output
@@ -282,8 +296,11 @@ def test_an_older_anchor_written_again_as_the_newest_version_is_refused_as_a_rep
     # A replay under a prefix the attacker alone writes is caught by --at-least.
     client.put_object(Bucket="anchors-plain", Key="elsewhere/day2.json", Body=day1)
     moved = "s3://anchors-plain/elsewhere/day2.json"
-    assert db.cli(roles.AUDITOR, *verify, "--anchor", moved).exit_code == 0
-    known = db.cli(roles.AUDITOR, *verify, "--anchor", moved, "--at-least", "2")
+    unlocked = db.cli(roles.AUDITOR, *verify, "--anchor", moved)
+    assert unlocked.exit_code == 1 and "NOT LOCKED: " in unlocked.output  # and not by name
+    accepted = [*verify, "--allow-unlocked"]
+    assert db.cli(roles.AUDITOR, *accepted, "--anchor", moved).exit_code == 0
+    known = db.cli(roles.AUDITOR, *accepted, "--anchor", moved, "--at-least", "2")
     assert known.exit_code == 1
     assert (
         f"TAMPERED: {moved} is anchor #1 (head 4, at {first['at']}), older than --at-least 2"
@@ -318,3 +335,159 @@ def test_rows_deleted_after_the_anchored_head_fail_verify_against_the_anchor(
     assert "TAMPERED: rows are missing after the anchored head: the id sequence is at 5" in (
         anchored.output
     )
+
+
+def test_a_replay_on_a_bucket_without_object_lock_fails_verification(
+    db: RoleDatabase, s3: str, tmp_path: Path
+) -> None:
+    """Red team finding 7 (tests/attack/test_anchor_replay.py on `attack`): on a versioned
+    bucket without Object Lock the owner deletes every version of day2.json, writes day 1 in
+    its place and truncates the rows: verify said ok. Now `audit anchor` refuses that bucket
+    unless --allow-unlocked, and verify fails naming the version that is not retained."""
+    client = boto3.client("s3", endpoint_url=s3, region_name="us-east-1")
+    client.create_bucket(Bucket="anchors-versioned")
+    client.put_bucket_versioning(
+        Bucket="anchors-versioned", VersioningConfiguration={"Status": "Enabled"}
+    )
+    vault = Vault(db.env, db.keys, db.admin_dsn)
+    tokens = vault.add_login("u-1", "192.0.2.1", "d-1")
+    assert db.cli(roles.AUDITOR, "audit", "keygen", str(tmp_path / "a")).exit_code == 0
+    signing, public = tmp_path / "a/audit-anchor.key", tmp_path / "a/audit-anchor.pub"
+
+    def anchor(day: int, *extra: str) -> tuple[int, str]:
+        made = db.cli(
+            roles.AUDITOR, "audit", "anchor", "--signing-key-file", str(signing),
+            "--to", f"s3://anchors-versioned/r/day{day}.json", "--s3-endpoint-url", s3, *extra,
+        )  # fmt: skip
+        return made.exit_code, made.output
+
+    reveal(db, tokens["ip"], 4)
+    code, said = anchor(1)
+    assert code == 1 and "bucket anchors-versioned has no Object Lock" in said
+    assert "Versions" not in client.list_object_versions(Bucket="anchors-versioned")
+    assert anchor(1, "--allow-unlocked")[0] == 0
+    reveal(db, tokens["ip"], 2)
+    code, said = anchor(2, "--allow-unlocked")
+    assert code == 0 and "no Object Lock on this bucket (--allow-unlocked)" in said
+    day1 = client.get_object(Bucket="anchors-versioned", Key="r/day1.json")["Body"].read()
+    verify = ["audit", "verify", "--anchor-public-key-file", str(public), "--s3-endpoint-url", s3]
+    day2_url = "s3://anchors-versioned/r/day2.json"
+    before = db.cli(roles.AUDITOR, *verify, "--anchor", day2_url)
+    assert before.exit_code == 1, before.output  # unlocked, even before any attack
+    assert "NOT LOCKED: s3://anchors-versioned/r/day2.json (version " in before.output
+    assert "it has no Object Lock retention" in before.output
+
+    delete_after(db, 4, reset_sequence=True)
+    for v in client.list_object_versions(Bucket="anchors-versioned", Prefix="r/day2.json")[
+        "Versions"
+    ]:
+        client.delete_object(
+            Bucket="anchors-versioned", Key="r/day2.json", VersionId=v["VersionId"]
+        )
+    client.put_object(Bucket="anchors-versioned", Key="r/day2.json", Body=day1)
+    replayed = db.cli(roles.AUDITOR, *verify, "--anchor", day2_url)
+    assert replayed.exit_code == 1, replayed.output
+    assert "NOT LOCKED: s3://anchors-versioned/r/day2.json (version " in replayed.output
+    assert "so the bucket's owner could delete or replace it" in replayed.output
+    assert "ok:" not in replayed.output
+    # accepted by name: the replay goes through, with a warning naming the missing lock
+    accepted = db.cli(roles.AUDITOR, *verify, "--anchor", day2_url, "--allow-unlocked")
+    assert accepted.exit_code == 0, accepted.output
+    assert "warning: s3://anchors-versioned/r/day2.json (version " in accepted.output
+    assert "(accepted: --allow-unlocked)" in accepted.output
+
+
+def test_a_file_anchor_says_it_is_only_as_safe_as_its_directory(
+    db: RoleDatabase, tmp_path: Path
+) -> None:
+    vault = Vault(db.env, db.keys, db.admin_dsn)
+    reveal(db, vault.add_login("u-1", "192.0.2.1", "d-1")["ip"], 1)
+    assert db.cli(roles.AUDITOR, "audit", "keygen", str(tmp_path / "a")).exit_code == 0
+    target = tmp_path / "anchors/day1.json"
+    target.parent.mkdir()
+    made = db.cli(
+        roles.AUDITOR, "audit", "anchor", "--signing-key-file",
+        str(tmp_path / "a/audit-anchor.key"), "--to", str(target),
+    )  # fmt: skip
+    assert made.exit_code == 0, made.output
+    assert "a local file is only as safe as its directory" in made.output
+    checked = db.cli(
+        roles.AUDITOR, "audit", "verify", "--anchor", str(target),
+        "--anchor-public-key-file", str(tmp_path / "a/audit-anchor.pub"),
+    )  # fmt: skip
+    assert checked.exit_code == 0, checked.output
+    assert f"note: {target}: a local file is only as safe as its directory" in checked.output
+
+
+def test_a_version_under_governance_retention_only_is_not_locked_enough(
+    db: RoleDatabase, s3: str, tmp_path: Path
+) -> None:
+    """GOVERNANCE retention can be lifted by anyone allowed s3:BypassGovernanceRetention (the
+    bucket's owner among them): the same anchor written again under it fails verification."""
+    vault = Vault(db.env, db.keys, db.admin_dsn)
+    reveal(db, vault.add_login("u-1", "192.0.2.1", "d-1")["ip"], 1)
+    assert db.cli(roles.AUDITOR, "audit", "keygen", str(tmp_path / "a")).exit_code == 0
+    url = "s3://anchors-locked/governance/day1.json"
+    made = db.cli(
+        roles.AUDITOR, "audit", "anchor", "--signing-key-file",
+        str(tmp_path / "a/audit-anchor.key"), "--to", url, "--s3-endpoint-url", s3,
+    )  # fmt: skip
+    assert made.exit_code == 0 and "Object Lock COMPLIANCE until" in made.output, made.output
+    verify = [
+        "audit", "verify", "--anchor", url, "--s3-endpoint-url", s3,
+        "--anchor-public-key-file", str(tmp_path / "a/audit-anchor.pub"),
+    ]  # fmt: skip
+    assert db.cli(roles.AUDITOR, *verify).exit_code == 0
+    client = boto3.client("s3", endpoint_url=s3, region_name="us-east-1")
+    body = client.get_object(Bucket="anchors-locked", Key="governance/day1.json")["Body"].read()
+    client.put_object(
+        Bucket="anchors-locked", Key="governance/day1.json", Body=body,
+        ObjectLockMode="GOVERNANCE", ObjectLockRetainUntilDate=datetime(2100, 1, 1),
+    )  # fmt: skip
+    weak = db.cli(roles.AUDITOR, *verify)
+    assert weak.exit_code == 1, weak.output
+    assert "its retention is GOVERNANCE, which can be lifted; not COMPLIANCE" in weak.output
+    assert weak.output.count("NOT LOCKED: ") == 1  # the COMPLIANCE version is fine
+
+
+def test_an_ended_retention_is_a_note_on_an_older_anchor_and_a_failure_on_the_one_read(
+    db: RoleDatabase, s3: str, tmp_path: Path
+) -> None:
+    """An older anchor whose retention has ended can be deleted now, which hides no replay of
+    the newest: a note. The version verify reads must still be retained: a failure."""
+    vault = Vault(db.env, db.keys, db.admin_dsn)
+    tokens = vault.add_login("u-1", "192.0.2.1", "d-1")
+    assert db.cli(roles.AUDITOR, "audit", "keygen", str(tmp_path / "a")).exit_code == 0
+    client = boto3.client("s3", endpoint_url=s3, region_name="us-east-1")
+    for day in (1, 2):
+        reveal(db, tokens["ip"], 1)
+        made = db.cli(
+            roles.AUDITOR, "audit", "anchor", "--signing-key-file",
+            str(tmp_path / "a/audit-anchor.key"), "--s3-endpoint-url", s3,
+            "--to", f"s3://anchors-locked/ended/day{day}.json",
+        )  # fmt: skip
+        assert made.exit_code == 0, made.output
+    verify = [
+        "audit", "verify", "--s3-endpoint-url", s3,
+        "--anchor-public-key-file", str(tmp_path / "a/audit-anchor.pub"),
+    ]  # fmt: skip
+
+    def rewrite_with_ended_retention(key: str) -> None:
+        body = client.get_object(Bucket="anchors-locked", Key=key)["Body"].read()
+        client.put_object(
+            Bucket="anchors-locked", Key=key, Body=body,
+            ObjectLockMode="COMPLIANCE", ObjectLockRetainUntilDate=datetime(2020, 1, 1),
+        )  # fmt: skip
+
+    rewrite_with_ended_retention("ended/day1.json")
+    day2 = db.cli(roles.AUDITOR, *verify, "--anchor", "s3://anchors-locked/ended/day2.json")
+    assert day2.exit_code == 0, day2.output
+    assert day2.output.startswith("ok: ")
+    assert "note: s3://anchors-locked/ended/day1.json (version " in day2.output
+    assert "its Object Lock retention ended 2020-01-01" in day2.output
+
+    rewrite_with_ended_retention("ended/day2.json")
+    ended = db.cli(roles.AUDITOR, *verify, "--anchor", "s3://anchors-locked/ended/day2.json")
+    assert ended.exit_code == 1, ended.output
+    assert "NOT LOCKED: s3://anchors-locked/ended/day2.json (version " in ended.output
+    assert "its Object Lock retention ended 2020-01-01" in ended.output

@@ -20,7 +20,6 @@ logins/core/vaultsql.py), which writes the entries or re-sealed rows and the aud
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +28,7 @@ import psycopg
 from nacl.exceptions import CryptoError
 from nacl.public import PublicKey
 from psycopg import sql
+from psycopg.types.json import Jsonb
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
 from logins.core import vaultsql
@@ -181,53 +181,11 @@ def _rotate_call(
     sealed: list[bytes] | None = None,
     key_ids: list[str] | None = None,
 ) -> int:
-    """One call of the rotator's function, its own transaction: a batch (a new entry and an
-    alias for each old token still in the vault; an entry erased meanwhile does not come
-    back) or, with no entries, a start or done row. A batch that meets a running erasure
-    (its lock held longer than the wait) is tried again, up to 10 times. Returns the
-    entries rotated."""
-    for attempt in Retrying(
-        retry=retry_if_exception_type(psycopg.errors.LockNotAvailable),
-        stop=stop_after_attempt(10),
-        reraise=True,
-    ):
-        with attempt:
-            return _rotate_once(conn, config, reason, note, detail, succeeded, failed, old,
-                                new, sealed, key_ids)  # fmt: skip
-    raise AssertionError("unreachable: tenacity reraises the last attempt's error")
-
-
-def _rotate_once(
-    conn: psycopg.Connection[Any],
-    config: AppConfig,
-    reason: str,
-    note: str | None,
-    detail: dict[str, Any],
-    succeeded: int,
-    failed: int,
-    old: list[str] | None,
-    new: list[str] | None,
-    sealed: list[bytes] | None,
-    key_ids: list[str] | None,
-) -> int:
-    with conn.transaction():
-        got = conn.execute(
-            sql.SQL("SELECT {}(%s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s)").format(
-                sql.Identifier(vaultsql.names(config)["rotate"])
-            ),
-            (
-                reason,
-                note,
-                json.dumps(detail),
-                succeeded,
-                failed,
-                old or [],
-                new or [],
-                sealed or [],
-                key_ids or [],
-            ),
-        ).fetchone()
-    return int(got[0]) if got else 0
+    """A batch of the token rotation (a new entry and an alias for each old token still in
+    the vault; an entry erased meanwhile does not come back), or its start or done row.
+    Returns the entries rotated."""
+    args = (old or [], new or [], sealed or [], key_ids or [])
+    return _call(conn, config, "rotate", (reason, note, Jsonb(detail), succeeded, failed, *args))
 
 
 def _rekey_call(
@@ -244,27 +202,32 @@ def _rekey_call(
     from_key: str = "",
     to_key: str = "",
 ) -> int:
-    """One call of the rotator's rekey function, its own transaction: re-sealed vault entries
-    (by token) or rejected bodies (by message id), or a start or done row."""
-    with conn.transaction():
-        got = conn.execute(
-            sql.SQL("SELECT {}(%s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, %s)").format(
-                sql.Identifier(vaultsql.names(config)["rekey"])
-            ),
-            (
-                reason,
-                note,
-                json.dumps(detail),
-                succeeded,
-                failed,
-                rejected,
-                [k for k, _ in rows or []],
-                [b for _, b in rows or []],
-                from_key,
-                to_key,
-            ),
-        ).fetchone()
-    return int(got[0]) if got else 0
+    """Re-sealed vault entries (by token) or rejected bodies (by message id) of a rekey, or
+    its start or done row. Returns the rows re-sealed."""
+    keys, bodies = [k for k, _ in rows or []], [b for _, b in rows or []]
+    args = (rejected, keys, bodies, from_key, to_key)
+    return _call(conn, config, "rekey", (reason, note, Jsonb(detail), succeeded, failed, *args))
+
+
+def _call(
+    conn: psycopg.Connection[Any], config: AppConfig, function: str, args: tuple[Any, ...]
+) -> int:
+    """One call of the rotator's function `function` (its audit row written with it), in its
+    own transaction. A call that meets a running erasure (its lock held longer than the
+    wait) is tried again, up to 10 times. Returns what the function counted."""
+    query = sql.SQL("SELECT {}({})").format(
+        sql.Identifier(vaultsql.names(config)[function]),
+        sql.SQL(", ").join(sql.Placeholder() for _ in args),
+    )
+    for attempt in Retrying(
+        retry=retry_if_exception_type(psycopg.errors.LockNotAvailable),
+        stop=stop_after_attempt(10),
+        reraise=True,
+    ):
+        with attempt, conn.transaction():
+            got = conn.execute(query, args).fetchone()
+            return int(got[0]) if got else 0
+    raise AssertionError("unreachable: tenacity reraises the last attempt's error")
 
 
 @dataclass

@@ -18,7 +18,7 @@ import pytest
 from logins.dev.embedded import EmbeddedPostgres, EmbeddedSqs
 from tests.faults.producer import PacedProducer
 from tests.faults.sqs_proxy import SqsFaultProxy
-from tests.helpers import REPO, make_keys, private_data_dir, service_env
+from tests.helpers import REPO, make_keys, private_data_dir, service_env, wait_for
 
 
 @pytest.fixture(scope="session")
@@ -123,6 +123,13 @@ def drain(
     flows = list(running) or [start_flow(env, "-w", "2", *args)]
     sent = producer.finish()
     for flow in flows:
+        # A service is stopped once it runs: a SIGTERM while Python is still importing (the
+        # producer may have finished before this flow even started) meets no handler yet.
+        wait_for(
+            lambda flow=flow: "start-up check" in flow.output() or not flow.running(),
+            60,
+            "the flow's start-up checks (its signal handlers installed)",
+        )
         flow.proc.send_signal(signal.SIGTERM)
     for flow in flows:
         assert flow.wait(60) == 0, flow.output()[-3000:]

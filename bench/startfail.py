@@ -20,6 +20,7 @@ from pathlib import Path
 
 from logins.core.keys import generate_keys
 from logins.dev.embedded import EmbeddedPostgres, EmbeddedSqs, dsn_with_database
+from logins.dev.env import service_env
 
 
 def _run(env: dict[str, str]) -> tuple[float, int, str]:
@@ -44,17 +45,9 @@ def main() -> None:
         keys = generate_keys(Path(tmp) / "keys")
         queue = sqs.create_queue("startfail")
         with EmbeddedPostgres(Path(tmp) / "pg") as pg:
-            base = {
-                "LOGINS_ENV": "local",
-                "DATABASE_URL": pg.dsn,
-                "SQS_QUEUE_URL": queue,
-                "SQS_ENDPOINT_URL": sqs.endpoint_url,
-                "LOGINS_TOKEN_KEY_FILE": str(keys["token.key"]),
-                "LOGINS_VAULT_PUBLIC_KEY_FILE": str(keys["vault.pub"]),
-                "AWS_ACCESS_KEY_ID": "testing",
-                "AWS_SECRET_ACCESS_KEY": "testing",
-                "AWS_REGION": "us-east-1",
-            }
+            base = service_env(
+                keys, database_url=pg.dsn, queue_url=queue, endpoint_url=sqs.endpoint_url
+            )
             cases = {
                 "missing key file": {"LOGINS_TOKEN_KEY_FILE": str(Path(tmp) / "absent.key")},
                 "no such database": {"DATABASE_URL": dsn_with_database(pg.dsn, "nodb")},

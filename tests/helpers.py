@@ -24,6 +24,7 @@ from logins.core.keys import generate_keys
 from logins.core.pipeline_keys import load_secrets
 from logins.core.records import Event, SqsMessage
 from logins.core.sealcache import SealCache
+from logins.dev.env import service_env as service_env  # the tests import it from here
 
 REPO = Path(__file__).resolve().parents[1]
 """The repository root: the working directory of every subprocess the tests start."""
@@ -43,24 +44,6 @@ GOOD_LOGIN = {
 
 def make_keys(directory: Path) -> dict[str, Path]:
     return generate_keys(directory)
-
-
-def service_env(
-    keys: dict[str, Path], *, database_url: str, queue_url: str, endpoint_url: str, **extra: str
-) -> dict[str, str]:
-    """The operator contract's environment variables for a run against the given services."""
-    return {
-        "LOGINS_ENV": "local",
-        "DATABASE_URL": database_url,
-        "SQS_QUEUE_URL": queue_url,
-        "SQS_ENDPOINT_URL": endpoint_url,
-        "LOGINS_TOKEN_KEY_FILE": str(keys["token.key"]),
-        "LOGINS_VAULT_PUBLIC_KEY_FILE": str(keys["vault.pub"]),
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-        **extra,
-    }
 
 
 def config_for(env: dict[str, str], tmp_path: Path | None = None, yaml_text: str = "") -> AppConfig:

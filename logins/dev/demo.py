@@ -27,6 +27,7 @@ from logins.core.keys import generate_keys
 from logins.core.progress import progress
 from logins.core.stats import collect
 from logins.dev.embedded import EmbeddedPostgres, EmbeddedSqs
+from logins.dev.env import service_env
 from logins.dev.generator import generate
 from logins.dev.seed import send_bodies
 
@@ -49,19 +50,10 @@ def run_demo(count: int, workers: int, seed: int, workdir: Path = Path(".demo"))
         send_bodies(sqs.client(), queue_url, (m.body for m in messages))
         kinds = Counter(m.kind for m in messages)
         say(f"3/5 seeded {count} messages: " + ", ".join(f"{n} {k}" for k, n in kinds.items()))
-        env = {
-            **os.environ,
-            "LOGINS_ENV": "local",
-            "SQS_ENDPOINT_URL": sqs.endpoint_url,
-            "SQS_QUEUE_URL": queue_url,
-            "DATABASE_URL": postgres.dsn,
-            "LOGINS_TOKEN_KEY_FILE": str(keys["token.key"]),
-            "LOGINS_VAULT_PUBLIC_KEY_FILE": str(keys["vault.pub"]),
-            "LOGINS_STOP_WHEN_IDLE": "2",
-            "AWS_ACCESS_KEY_ID": "demo",
-            "AWS_SECRET_ACCESS_KEY": "demo",
-            "AWS_REGION": "us-east-1",
-        }
+        contract = service_env(
+            keys, database_url=postgres.dsn, queue_url=queue_url, endpoint_url=sqs.endpoint_url
+        )
+        env = {**os.environ, **contract, "LOGINS_STOP_WHEN_IDLE": "2"}
         command = [sys.executable, "-m", "bytewax.run", "flows.logins", "-w", str(workers)]
         say(f"4/5 running: {' '.join(command[1:])} (until the queue is drained)")
         log_path = workdir / "flow.log"

@@ -15,9 +15,8 @@ import psycopg
 
 from connectors.postgres.serverversion import MINIMUM, version_text
 from logins.dev.embedded import EmbeddedSqs
-from tests.helpers import make_keys, service_env
+from tests.helpers import REPO, make_keys, service_env
 
-REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 

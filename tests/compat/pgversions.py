@@ -37,7 +37,8 @@ from pathlib import Path
 
 import psycopg
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers import REPO
+
 CACHE = Path(os.environ.get("LOGINS_COMPAT_CACHE", "/tmp/logins-compat"))
 SUPPORTED_TESTS = [
     "tests/integration/test_migrations.py",

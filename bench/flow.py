@@ -29,5 +29,5 @@ source = GeneratedSource(
     dataset=Path(os.environ["BENCH_DATASET"]),
     rate=float(_rate) if _rate else None,
 )
-flow = build_flow(config, source=source, acker_factory=NoAcker)
+flow = build_flow(config, source=source, acker_factory=NoAcker, stop=source.stop)
 tune_gc()  # as flows/logins.py does

@@ -30,8 +30,8 @@ from typing import BinaryIO
 import orjson
 from bytewax.inputs import DynamicSource, StatelessSourcePartition
 
-from logins.core import shutdown
 from logins.core.records import SqsMessage
+from logins.core.stop import Stop
 from logins.dev.generator import KINDS, iter_messages
 
 DEFAULT_BATCH = 1000
@@ -171,8 +171,10 @@ class _GeneratedPartition(StatelessSourcePartition[SqsMessage]):
         blocks: Iterator[tuple[int, list[str]]],
         seed: int,
         rate: float | None,
+        stop: Stop,
     ) -> None:
         self._blocks = blocks
+        self._stop = stop
         self._seed = seed
         self._rate = rate
         self._pending: list[tuple[int, str]] = []  # a paced block not yet emitted in full
@@ -181,7 +183,7 @@ class _GeneratedPartition(StatelessSourcePartition[SqsMessage]):
         self._awake: datetime | None = None
 
     def next_batch(self) -> list[SqsMessage]:
-        if shutdown.STOPPING.is_set():
+        if self._stop.is_set():
             raise StopIteration
         if self._rate is None:
             start, bodies = next(self._blocks)  # StopIteration ends the partition
@@ -229,7 +231,8 @@ class _GeneratedPartition(StatelessSourcePartition[SqsMessage]):
 
 
 class GeneratedSource(DynamicSource[SqsMessage]):
-    """`n` generated logins (or all of `dataset`), split by block across the workers."""
+    """`n` generated logins (or all of `dataset`), split by block across the workers; its
+    partitions end once `stop` (the flow's: `build_flow(..., stop=source.stop)`) is requested."""
 
     def __init__(
         self,
@@ -239,6 +242,7 @@ class GeneratedSource(DynamicSource[SqsMessage]):
         dataset: Path | None = None,
         batch_size: int = DEFAULT_BATCH,
         rate: float | None = None,
+        stop: Stop | None = None,
     ) -> None:
         if dataset is None and n is None:
             raise ValueError("GeneratedSource needs n or a dataset")
@@ -249,6 +253,7 @@ class GeneratedSource(DynamicSource[SqsMessage]):
         self._dataset = dataset
         self._batch_size = batch_size
         self._rate = rate
+        self.stop = stop or Stop()
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _GeneratedPartition:
         rate = None if self._rate is None else self._rate / worker_count
@@ -261,7 +266,7 @@ class GeneratedSource(DynamicSource[SqsMessage]):
                 self._n, self._seed, self._batch_size, worker_index, worker_count
             )
             seed = self._seed
-        return _GeneratedPartition(blocks, seed, rate)
+        return _GeneratedPartition(blocks, seed, rate, self.stop)
 
 
 def _generated_blocks(

@@ -23,11 +23,11 @@ from connectors.postgres.sink import PostgresSink
 from connectors.sqs.source import Acker, NoAcker, SqsSource
 from flows.steps import dedupe
 from flows.steps.chain import seal_cache, stages
-from logins.core import shutdown
 from logins.core.config import AppConfig, DedupeStep
 from logins.core.pipeline_keys import Secrets, load_secrets
 from logins.core.records import Event, SqsMessage
 from logins.core.sealcache import SealCache
+from logins.core.stop import Stop
 from logins.core.vault import Sealer
 
 
@@ -37,14 +37,20 @@ def build_flow(
     secrets: Secrets | None = None,
     source: Source[SqsMessage] | None = None,
     acker_factory: Callable[[], Acker] | None = None,
+    stop: Stop | None = None,
 ) -> Dataflow:
-    """The logins dataflow. `source`/`acker_factory` replace SQS (in-process benchmarks)."""
-    shutdown.reset()  # a stop requested for an earlier flow in this process does not carry over
+    """The logins dataflow. `source`/`acker_factory` replace SQS (in-process benchmarks).
+
+    `stop` is this flow's (logins/core/stop.py), handed to the source and the sink: a new one
+    unless given, so nothing an earlier flow in this process requested or failed carries
+    over. The caller passes its own to reach it: the signal handlers (flows/logins.py), an
+    in-process `source` that ends on it."""
+    stop = stop or Stop()
     secrets = secrets or load_secrets(config)
     cache = seal_cache(config)
     flow = Dataflow("logins")
     if source is None:
-        sqs = SqsSource(config.source)
+        sqs = SqsSource(config.source, stop)
         source, acker_factory = sqs, acker_factory or sqs.acker
     messages = op.input("sqs", flow, source)
     stream: Stream[Any] = messages
@@ -53,7 +59,9 @@ def build_flow(
             stream = _dedupe(stage.dedupe, stream)
         elif stage.batch is not None:
             stream = op.flat_map_batch(stage.name, stream, stage.batch)
-    sink = postgres_sink(config, cache=cache, sealer=secrets.sealer, acker_factory=acker_factory)
+    sink = postgres_sink(
+        config, cache=cache, sealer=secrets.sealer, acker_factory=acker_factory, stop=stop
+    )
     op.output("postgres", stream, sink)
     return flow
 
@@ -82,15 +90,17 @@ def postgres_sink(
     cache: SealCache,
     sealer: Sealer,
     acker_factory: Callable[[], Acker] | None = None,
+    stop: Stop,
 ) -> PostgresSink:
     """The sink for `config`: its writers (connectors/postgres/pool.py `Writers.for_config`),
-    the seal cache it marks committed tokens in, each partition's acker."""
+    the seal cache it marks committed tokens in, each partition's acker, the flow's stop."""
     return PostgresSink(
         Writers.for_config(config, sealer),
         cache=cache,
         acker_factory=acker_factory or NoAcker,
         max_release_seconds=config.source.visibility_timeout,
         queue_name=config.source.queue_url.rstrip("/").rsplit("/", 1)[-1],
+        stop=stop,
     )
 
 

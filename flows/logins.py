@@ -9,6 +9,9 @@ Which environment it runs in is configuration only: LOGINS_ENV / LOGINS_CONFIG s
 YAML (see logins.core.config). A bad configuration or a missing key file stops here, before any
 message is received, with the file and the key that are wrong; so does a queue or database
 that refuses (connectors/preflight.py): exit 2, with the endpoint and the server's own error.
+
+The flow's stop (logins/core/stop.py) is made here, so the process's handlers reach it:
+SIGTERM/SIGINT request it, and a permanent error it records exits 2 (logins.core.shutdown).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from logins.core import metricsport, shutdown
 from logins.core.config import ConfigError, load_config
 from logins.core.keys import KeyFileError
 from logins.core.progress import DEFAULT_FLOW_INTERVAL, FlowProgress
+from logins.core.stop import Stop
 from logins.core.telemetry import setup
 
 log = logging.getLogger(__name__)
@@ -32,7 +36,8 @@ try:
 except metricsport.PortUnavailable as exc:
     print(f"logins: cannot start: {exc}", file=sys.stderr)
     raise SystemExit(2) from None
-shutdown.exit_nonzero_after_failure()  # first: atexit runs it after the telemetry's hooks
+stop = Stop()
+shutdown.exit_nonzero_after_failure(stop)  # first: atexit runs it after the telemetry's hooks
 
 PROGRESS_INTERVAL_ENV = "LOGINS_PROGRESS_INTERVAL"
 
@@ -54,8 +59,8 @@ try:
     progress_interval = _progress_interval()
     config = load_config()
     setup(config.telemetry)
-    shutdown.install(config.shutdown_timeout_seconds)
-    flow = build_flow(config)
+    shutdown.install(stop, config.shutdown_timeout_seconds)
+    flow = build_flow(config, stop=stop)
 except (ConfigError, KeyFileError) as exc:
     print(f"logins: cannot start: {exc}", file=sys.stderr)
     raise SystemExit(2) from None

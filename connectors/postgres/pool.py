@@ -20,9 +20,9 @@ from connectors.postgres.committer import BatchCommitter
 from connectors.postgres.migrations import on_connect
 from connectors.postgres.schema import TableSchema, table_schema
 from connectors.postgres.writer import OnConnect, PostgresWriter
-from logins.core import shutdown
 from logins.core.config import AppConfig, PostgresSinkConfig
 from logins.core.records import Event
+from logins.core.stop import Stop
 from logins.core.vault import Sealer
 
 __all__ = ["WriterPool", "Writers"]
@@ -81,8 +81,9 @@ WriteBatch = Callable[[list[Event], BatchCommitter], None]
 class WriterPool:
     """`committers` on writer threads, fed by `submit` (none with `queued_batches` 0: then
     `submit` writes on the caller's thread). A failure on a writer thread is raised on the
-    worker by the next `submit` (or by `close`: the failure also stops the sources, so the
-    flow ends even if no batch follows); batches queued behind it go to `release` at once.
+    worker by the next `submit` (or by `close`: the failure also requests the flow's `stop`,
+    so the sources end and the flow ends even if no batch follows); batches queued behind it
+    go to `release` at once.
     Nothing is deleted before its own batch's commit, so a batch still queued when the
     process dies comes back from SQS like any uncommitted message."""
 
@@ -93,8 +94,10 @@ class WriterPool:
         queued_batches: int,
         write: WriteBatch,
         release: Callable[[list[Event]], object],
+        stop: Stop,
     ) -> None:
         self._committers = list(committers)
+        self._stop = stop
         self._write = write
         self._release = release
         self._failure: BaseException | None = None
@@ -159,7 +162,7 @@ class WriterPool:
                 self._write(items, committer)
             except BaseException as exc:  # handed to the worker thread by raise_failure
                 self._failure = exc
-                shutdown.stop_after_failure()
+                self._stop.request()
 
     def raise_failure(self) -> None:
         if self._failure is not None:

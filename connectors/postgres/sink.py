@@ -5,8 +5,8 @@ The write path is connectors/postgres/writer.py (SQL, COPY, retries), the poison
 connectors/postgres/committer.py, the writer threads and the writers' construction
 connectors/postgres/pool.py. This module is the Bytewax sink: per batch, the commit, the
 deletes, the batch span and the metrics. It receives the writers (built from the config's
-`sink:`, the table's columns and the sealer) and the seal cache it shares with the steps;
-it never sees the rest of the configuration.
+`sink:`, the table's columns and the sealer), the seal cache it shares with the steps and the
+flow's stop; it never sees the rest of the configuration.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ from connectors.postgres.committer import BatchCommitter
 from connectors.postgres.pool import WriterPool, Writers
 from connectors.postgres.writer import BatchResult, DatabaseUnavailable
 from connectors.sqs.source import Acker
-from logins.core import metrics, shutdown
+from logins.core import metrics
 from logins.core.config import PostgresSinkConfig
 from logins.core.records import Event
 from logins.core.sealcache import SealCache
+from logins.core.stop import Stop
 from logins.core.telemetry import producer_links, tracer
 
 __all__ = ["PostgresSink"]
@@ -51,8 +52,10 @@ class _PostgresPartition(StatelessSinkPartition[Event]):
         acker: Acker,
         max_release_seconds: int,
         queue_name: str,
+        stop: Stop,
     ) -> None:
         self._settings = settings
+        self._stop = stop
         self._max_release_seconds = max_release_seconds
         self._span_attributes = _messaging_attributes(queue_name)
         self._cache = cache
@@ -63,6 +66,7 @@ class _PostgresPartition(StatelessSinkPartition[Event]):
             queued_batches=settings.queued_batches,
             write=self._write_logged,
             release=lambda items: acker.release([e.message for e in items]),
+            stop=stop,
         )
         metrics.LAST_COMMIT.set(time.time())  # "stalled" counts from the start until a commit
 
@@ -107,7 +111,7 @@ class _PostgresPartition(StatelessSinkPartition[Event]):
                     raise
                 # Refused for good: stop the flow gracefully (exit 2), write nothing more.
                 self._refused = True
-                shutdown.fail(str(exc))
+                self._stop.fail(str(exc))
                 return
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
             done, poisoned = committed.events, committed.refused
@@ -200,7 +204,8 @@ class PostgresSink(DynamicSink[Event]):
     schema check on connecting); `cache` the seal cache the mask step shares;
     `acker_factory` gives each partition its acker; `max_release_seconds` caps the delay
     before a refused row comes back (the source's visibility timeout); `queue_name` names
-    the queue in the batch spans."""
+    the queue in the batch spans; `stop` is the flow's, which a writer's failure requests
+    and a database refusing for good fails (exit 2)."""
 
     def __init__(
         self,
@@ -210,6 +215,7 @@ class PostgresSink(DynamicSink[Event]):
         acker_factory: Callable[[], Acker],
         max_release_seconds: int,
         queue_name: str,
+        stop: Stop,
     ) -> None:
         self.writers = writers  # each partition builds `sink.writers` committers from it
         self._settings = writers.settings
@@ -217,6 +223,7 @@ class PostgresSink(DynamicSink[Event]):
         self._cache = cache
         self._acker_factory = acker_factory
         self._max_release_seconds = max_release_seconds
+        self.stop = stop
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _PostgresPartition:
         return _PostgresPartition(
@@ -226,4 +233,5 @@ class PostgresSink(DynamicSink[Event]):
             acker=self._acker_factory(),
             max_release_seconds=self._max_release_seconds,
             queue_name=self._queue_name,
+            stop=self.stop,
         )

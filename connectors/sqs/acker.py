@@ -18,6 +18,7 @@ from connectors.sqs.heartbeat import InFlight
 from logins.core import metrics
 from logins.core.config import SqsSourceConfig
 from logins.core.records import SqsMessage
+from logins.core.stop import Stop
 
 __all__ = ["Acker", "NoAcker", "SqsAcker"]
 
@@ -39,7 +40,8 @@ class Acker(Protocol):
 class SqsAcker(Acker):
     """Deletes committed messages and moves visibility, ten per batch call, up to
     `source.ack_concurrency` calls at once; each method returns when all its calls did.
-    `on_close` runs once when the acker closes (the source's heartbeat lease).
+    `on_close` runs once when the acker closes (the source's heartbeat lease); `stop` is the
+    flow's, which a permanent failure (the queue deleted) stops (alone: a stop of its own).
 
     None of these failing is an error for the flow: a message not deleted comes back after
     its visibility timeout and its write is a no-op; a visibility change that fails leaves
@@ -52,8 +54,11 @@ class SqsAcker(Acker):
         inflight: InFlight,
         client: Any | None = None,
         on_close: Callable[[], None] | None = None,
+        *,
+        stop: Stop | None = None,
     ) -> None:
         self._config = config
+        self._stop = stop or Stop()
         self._inflight = inflight
         self._client = client or sqs_client(config)
         self._pool: ThreadPoolExecutor | None = None  # started by the first call of > 10
@@ -116,7 +121,7 @@ class SqsAcker(Acker):
                 response = call(QueueUrl=queue_url, Entries=entries)
                 return [chunk[int(f["Id"])] for f in response.get("Failed", ())]
             except (BotoCoreError, ClientError) as exc:
-                failure = failed(exc, self._config)
+                failure = failed(exc, self._config, self._stop)
                 log.warning("%s failed for %d messages: %s", operation, len(chunk), failure)
                 return list(chunk)
 
@@ -142,7 +147,7 @@ class SqsAcker(Acker):
             refused: list[SqsMessage] = []
             for chunk, result in zip(chunks, results, strict=True):
                 if isinstance(result, Exception):
-                    failure = failed(result, self._config)
+                    failure = failed(result, self._config, self._stop)
                     log.warning("%s failed for %d messages: %s", operation, len(chunk), failure)
                     refused += chunk
                 else:

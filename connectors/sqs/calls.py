@@ -7,8 +7,8 @@ from botocore.config import Config
 
 from connectors.errors import Failure, sqs_failure, sqs_where
 from connectors.sqs.protocol import SqsClient, make_client
-from logins.core import shutdown
 from logins.core.config import SqsSourceConfig
+from logins.core.stop import Stop
 
 __all__ = ["failed", "sqs_client", "where"]
 
@@ -36,9 +36,10 @@ def where(config: SqsSourceConfig) -> str:
     return sqs_where(config.queue_url, config.endpoint_url)
 
 
-def failed(exc: BaseException, config: SqsSourceConfig) -> Failure:
-    """Describe a failed call; a permanent failure stops the flow (after what it holds)."""
+def failed(exc: BaseException, config: SqsSourceConfig, stop: Stop) -> Failure:
+    """Describe a failed call; a permanent failure stops the flow (`stop`: after what it
+    holds)."""
     failure = sqs_failure(exc, where(config))
     if failure.permanent:
-        shutdown.fail(str(failure))
+        stop.fail(str(failure))
     return failure

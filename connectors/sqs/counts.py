@@ -14,6 +14,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from connectors.sqs.calls import failed, sqs_client
 from logins.core import metrics
 from logins.core.config import SqsSourceConfig
+from logins.core.stop import Stop
 
 __all__ = ["QueueCounts"]
 
@@ -31,10 +32,12 @@ class QueueCounts:
     """The queue's approximate counts, read for this process's partitions by one thread: at
     most one GetQueueAttributes per `queue_metrics_interval_seconds` sets the
     `logins_queue_messages` gauges. Batch mode's idle check asks for a fresher reading and
-    refreshes them too. Started by the first partition, stopped by the last one to close."""
+    refreshes them too. Started by the first partition, stopped by the last one to close.
+    A permanent failure (the queue deleted) stops the flow through `stop` (alone: its own)."""
 
-    def __init__(self, config: SqsSourceConfig) -> None:
+    def __init__(self, config: SqsSourceConfig, stop: Stop | None = None) -> None:
         self._config = config
+        self._flow_stop = stop or Stop()
         self._client: Any = None
         self._call = threading.Lock()  # one call at a time; a worker never waits for it
         self._users = 0
@@ -57,7 +60,7 @@ class QueueCounts:
                 QueueUrl=self._config.queue_url, AttributeNames=list(_QUEUE_COUNTS.values())
             )["Attributes"]
         except (BotoCoreError, ClientError) as exc:
-            failure = failed(exc, self._config)
+            failure = failed(exc, self._config, self._flow_stop)
             if not failure.permanent:
                 log.warning("cannot read queue counts: %s", failure)
             return None

@@ -6,8 +6,8 @@ per process, one acker of its own (made when the thread starts), started by the 
 (a source partition or a sink's acker) and stopped by the last to leave, after which nothing
 is extended: what is still held comes back after its visibility timeout, as when the process
 exits. A heartbeat outliving its flow in a process that runs another (tests, a reused Lambda
-sandbox) would keep those messages hidden, and its first failure on a since-deleted queue
-would stop the next flow.
+sandbox) would keep those messages hidden. Its acker fails its own flow's stop (the source's)
+on a permanent error, never another flow's.
 """
 
 from __future__ import annotations

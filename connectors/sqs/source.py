@@ -10,7 +10,7 @@ flow fed; a receiver beyond `source.receivers` ends when its receive comes back 
 Retries of SQS calls (throttling, connection errors) are botocore's standard mode. A transient
 failure is logged with the server's error code and message and retried; a permanent one (the
 queue deleted, access denied, credentials revoked: connectors/errors.py) stops the flow
-through `shutdown.fail`: what it holds is committed, then it exits 2.
+through its `Stop` (logins/core/stop.py, `fail`): what it holds is committed, then it exits 2.
 
 The acker (connectors/sqs/acker.py) deletes after commit; the heartbeat
 (connectors/sqs/heartbeat.py) keeps what this process holds invisible; the queue counts
@@ -33,9 +33,10 @@ from connectors.sqs.acker import Acker, NoAcker, SqsAcker
 from connectors.sqs.calls import failed, sqs_client, where
 from connectors.sqs.counts import QueueCounts
 from connectors.sqs.heartbeat import Heartbeat, InFlight
-from logins.core import metrics, shutdown
+from logins.core import metrics
 from logins.core.config import SqsSourceConfig
 from logins.core.records import SqsMessage
+from logins.core.stop import Stop
 
 __all__ = [  # the acker's and the heartbeat's names too: what the flow and sink import
     "Acker",
@@ -78,9 +79,10 @@ def to_message(raw: dict[str, Any], received_at: float) -> SqsMessage:
 
 
 class _SqsPartition(StatelessSourcePartition[SqsMessage]):
-    """One worker's receivers. Ends on idle (LOGINS_STOP_WHEN_IDLE) or on SIGTERM/SIGINT:
-    it hands over what it buffered; messages a receive brings after that are released
-    (visibility 0) so they return to the queue at once instead of after the timeout."""
+    """One worker's receivers. Ends on idle (LOGINS_STOP_WHEN_IDLE) or once the flow's `stop`
+    is requested (SIGTERM/SIGINT, a failure): it hands over what it buffered; messages a
+    receive brings after that are released (visibility 0) so they return to the queue at once
+    instead of after the timeout."""
 
     def __init__(
         self,
@@ -89,9 +91,11 @@ class _SqsPartition(StatelessSourcePartition[SqsMessage]):
         inflight: InFlight,
         counts: QueueCounts,
         heartbeat: Heartbeat | None = None,
+        stop: Stop | None = None,
     ) -> None:
         self._config = config
         self._worker = worker_index
+        self._flow_stop = stop or Stop()
         self._client = sqs_client(config)
         self._inflight = inflight
         self._counts = counts
@@ -100,7 +104,7 @@ class _SqsPartition(StatelessSourcePartition[SqsMessage]):
         if heartbeat is not None:
             heartbeat.acquire()
         self._closed = False
-        self._acker = SqsAcker(config, inflight, self._client)
+        self._acker = SqsAcker(config, inflight, self._client, stop=self._flow_stop)
         # Whole receives, not messages: one append per call, one pop per call's messages.
         self._buffer: deque[list[SqsMessage]] = deque()
         self._buffered = 0
@@ -152,7 +156,7 @@ class _SqsPartition(StatelessSourcePartition[SqsMessage]):
                 )
             except (BotoCoreError, ClientError) as exc:
                 metrics.SQS_ERRORS.inc()
-                failure = failed(exc, config)
+                failure = failed(exc, config, self._flow_stop)
                 if failure.permanent:
                     return
                 log.warning("receive failed after retries; trying again: %s", failure)
@@ -193,7 +197,7 @@ class _SqsPartition(StatelessSourcePartition[SqsMessage]):
         return items
 
     def next_batch(self) -> list[SqsMessage]:
-        if shutdown.STOPPING.is_set() or self._finished:
+        if self._flow_stop.is_set() or self._finished:
             return self._finish("stop requested")
         if self._buffer:
             with self._lock:
@@ -269,20 +273,28 @@ class SqsSource(DynamicSource[SqsMessage]):
     message to one receiver); each partition runs `source.receivers` to
     `source.max_receivers` receive threads.
 
-    `config` is the config's `source:`. The source owns this process's record of held
-    messages and the one heartbeat that keeps them invisible; its partitions and the sinks'
-    ackers (`acker()`) each hold the heartbeat while they run."""
+    `config` is the config's `source:`; `stop` the flow's (build_flow's): its partitions end
+    once it is requested, and a permanent failure of any SQS call fails it. The source owns
+    this process's record of held messages and the one heartbeat that keeps them invisible;
+    its partitions and the sinks' ackers (`acker()`) each hold the heartbeat while they run."""
 
-    def __init__(self, config: SqsSourceConfig) -> None:
+    def __init__(self, config: SqsSourceConfig, stop: Stop | None = None) -> None:
         self._config = config
+        self.stop = stop or Stop()
         self.inflight = InFlight(config)  # shared by this process's partitions and sinks
-        self.counts = QueueCounts(config)  # shared by this process's partitions
-        self.heartbeat = Heartbeat(config, self.inflight, lambda: SqsAcker(config, self.inflight))
+        self.counts = QueueCounts(config, self.stop)  # shared by this process's partitions
+        self.heartbeat = Heartbeat(
+            config, self.inflight, lambda: SqsAcker(config, self.inflight, stop=self.stop)
+        )
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _SqsPartition:
-        return _SqsPartition(self._config, worker_index, self.inflight, self.counts, self.heartbeat)
+        return _SqsPartition(
+            self._config, worker_index, self.inflight, self.counts, self.heartbeat, self.stop
+        )
 
     def acker(self) -> SqsAcker:
         """A sink partition's acker: the heartbeat runs at least until the sink closes it."""
         self.heartbeat.acquire()
-        return SqsAcker(self._config, self.inflight, on_close=self.heartbeat.release)
+        return SqsAcker(
+            self._config, self.inflight, on_close=self.heartbeat.release, stop=self.stop
+        )

@@ -19,11 +19,11 @@ import pytest
 from bytewax.outputs import StatelessSinkPartition
 
 from flows.builder import postgres_sink
-from logins.core import shutdown
 from logins.core.config import AppConfig
 from logins.core.pipeline_keys import load_secrets
 from logins.core.records import Event, SqsMessage
 from logins.core.sealcache import SealCache
+from logins.core.stop import Stop
 from logins.dev.generator import generate
 from tests.helpers import config_for, fetch, masked_batches
 
@@ -70,12 +70,15 @@ def _batches(config: AppConfig, count: int, size: int) -> list[list[Event]]:
     return masked_batches(config, [messages[i : i + size] for i in range(0, len(messages), size)])
 
 
-def _partition(config: AppConfig, acker: RecordingAcker) -> StatelessSinkPartition[Event]:
+def _partition(
+    config: AppConfig, acker: RecordingAcker, stop: Stop | None = None
+) -> StatelessSinkPartition[Event]:
     sink = postgres_sink(
         config,
         cache=SealCache(1000),
         sealer=load_secrets(config).sealer,
         acker_factory=lambda: acker,
+        stop=stop or Stop(),
     )
     return sink.build("postgres", 0, 1)
 
@@ -106,7 +109,8 @@ def test_a_failure_on_the_writer_thread_stops_the_flow_and_loses_nothing(
     config = config_for(flow_env, tmp_path, QUEUED)
     acker = RecordingAcker(database_url)
     batches = _batches(config, 6, 50)
-    partition = _partition(config, acker)
+    stop = Stop()  # the flow's, which the sources poll
+    partition = _partition(config, acker, stop)
     partition.write_batch(batches[0])
     first = [e.message.message_id for e in batches[0]]
     deadline = time.monotonic() + 30
@@ -121,10 +125,7 @@ def test_a_failure_on_the_writer_thread_stops_the_flow_and_loses_nothing(
             partition.write_batch(batch)  # raises once the writer thread has failed
             accepted.append(batch)
     assert isinstance(failed.value.__cause__, psycopg.errors.UndefinedTable)
-    try:
-        assert shutdown.STOPPING.is_set()  # the sources stop even if no batch follows
-    finally:
-        shutdown.reset()
+    assert stop.is_set()  # the sources stop even if no batch follows
     # Bytewax calls close() while unwinding the error write_batch raised: raising it again
     # there is a panic during a panic, and the process aborts (seen as "Fatal Python error").
     partition.close()
@@ -146,11 +147,8 @@ def test_a_failure_first_seen_at_close_is_raised_by_close(
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("ALTER TABLE logins_ledger RENAME TO logins_ledger_away")
     partition.write_batch(batches[0])  # queued: fails on the writer thread
-    try:
-        with pytest.raises(RuntimeError, match="sink failed") as failed:
-            partition.close()
-    finally:
-        shutdown.reset()
+    with pytest.raises(RuntimeError, match="sink failed") as failed:
+        partition.close()
     assert isinstance(failed.value.__cause__, psycopg.errors.UndefinedTable)
     assert acker.deleted == []
 

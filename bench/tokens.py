@@ -35,7 +35,7 @@ from bench.common import PYTHON, ROOT, log
 from flows.steps.mask import Masker
 from flows.steps.validate import Validator
 from logins.core.config import MaskStep, ValidateStep
-from logins.core.keys import BLAKE2B, HMAC_SHA256, TokenKey, hmac_key_id
+from logins.core.keys import TokenKey, hmac_key_id
 from logins.core.kms import KmsKey
 from logins.core.records import Event, SqsMessage
 from logins.core.sealcache import SealCache
@@ -226,12 +226,11 @@ def measure(
         "messages": messages, "kms_messages": kms_messages, "seed": seed, "batch": BATCH,
         "file": {}, "file_same": {}, "load_average_start": os.getloadavg()[0],
     }  # fmt: skip
-    for name, algorithm in (("hmac-sha256", HMAC_SHA256), ("blake2b", BLAKE2B)):
-        key = TokenKey(hmac_key_id(SECRET), SECRET, algorithm)
-        for where, stream in (("file", data), ("file_same", kms_data)):
-            runs = [run_mask(Tokenizer([key]), stream) for _ in range(3)]
-            out[where][name] = sorted(runs, key=lambda r: r["msgs_per_s"])[1]
-        log(f"tokens: key file ({name}) {out['file'][name]['msgs_per_s']:,.0f} msg/s")
+    name, key = "hmac-sha256", TokenKey(hmac_key_id(SECRET), SECRET)
+    for where, stream in (("file", data), ("file_same", kms_data)):
+        runs = [run_mask(Tokenizer([key]), stream) for _ in range(3)]
+        out[where][name] = sorted(runs, key=lambda r: r["msgs_per_s"])[1]
+    log(f"tokens: key file ({name}) {out['file'][name]['msgs_per_s']:,.0f} msg/s")
     with kms_target(kms_key_id, kms_endpoint) as target:
         out["kms_target"] = target.what
         out["latency_ms"] = latency_ms(target)
@@ -259,9 +258,7 @@ def render(t: dict[str, Any], command: str) -> str:
     kms, same = t["kms"], t["file_same"]
     rows = [
         ("key file, HMAC-SHA256", t["file"]["hmac-sha256"], None),
-        ("key file, BLAKE2b (older key lines)", t["file"]["blake2b"], None),
         ("key file, HMAC-SHA256", same["hmac-sha256"], None),
-        ("key file, BLAKE2b (older key lines)", same["blake2b"], None),
     ]
     labels = {
         "cache_8": "KMS, cache 50,000, 8 threads",

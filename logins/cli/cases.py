@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from connectors.postgres.schema import TableSchema, table_schema
 from flows.batch import BatchSteps
 from logins.core.config import AppConfig, MaskStep
-from logins.core.keys import HMAC_SHA256, TokenKey, hmac_key_id
+from logins.core.keys import TokenKey, hmac_key_id
 from logins.core.records import REASONS, Event, SqsMessage
 from logins.core.tokens import Tokenizer
 from logins.core.vault import Sealer
@@ -187,7 +187,7 @@ class Runner:
 
     def __init__(self, config: AppConfig) -> None:
         secret = secrets.token_bytes(32)
-        self.tokenizer = Tokenizer([TokenKey(hmac_key_id(secret), secret, HMAC_SHA256)])
+        self.tokenizer = Tokenizer([TokenKey(hmac_key_id(secret), secret)])
         self._steps = BatchSteps(config, self.tokenizer, Sealer(PrivateKey.generate().public_key))
         self.schema = table_schema(config)
         # token column -> the field whose token it holds

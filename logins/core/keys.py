@@ -4,12 +4,12 @@ Formats are one line of text per key, so they are easy to put in a secret store.
 file may hold several lines: the first is active, the rest still identify old tokens during a
 rotation. A token key line is
 
-    <key_id> hmac-sha256 <base64 of 32 bytes>   HMAC-SHA256; the id is derived from the key
-    <key_id> <base64 of 32 bytes>               keyed BLAKE2b (keys written before HMAC keys)
+    <key_id> hmac-sha256 <base64 of 32 bytes>
 
-An HMAC key's id is the first 4 bytes (hex) of HMAC-SHA256(key, "token-key-id"), so the same
-key material gets the same id wherever it is held: in this file, or imported into an AWS KMS
-HMAC key (`logins.core.kms`), and tokens match across the two (docs/vault.md "Key custody").
+and its tokens are HMAC-SHA256 under it. The key's id is the first 4 bytes (hex) of
+HMAC-SHA256(key, "token-key-id"), so the same key material gets the same id wherever it is
+held: in this file, or imported into an AWS KMS HMAC key (`logins.core.kms`), and tokens match
+across the two (docs/vault.md "Key custody").
 
 The vault key id is derived from the public key, so a public and a private key can never be
 paired wrongly; it is a 32-bit label, not an authentication: the full SHA-256 fingerprint
@@ -49,22 +49,23 @@ class KeyFileError(ValueError):
 KeySource = Path | SecretRef  # a key file, or a reference to a secret holding its text
 
 
-TokenAlgorithm = Literal["hmac-sha256", "blake2b"]
+TokenAlgorithm = Literal["hmac-sha256"]  # the one token MAC, named in key lines and reports
 HMAC_SHA256: TokenAlgorithm = "hmac-sha256"
-BLAKE2B: TokenAlgorithm = "blake2b"
 # The label MAC'd to derive a key's id. A token's input always holds a NUL (field NUL
 # value), this never does, so no value can produce it.
 KEY_ID_LABEL = b"token-key-id"
+TOKEN_KEY_LINE = f"<key_id> {HMAC_SHA256} <base64>"
 
 
 @dataclass(frozen=True)
 class TokenKey:
+    """An HMAC-SHA256 token key held in this process (a key file's line)."""
+
     key_id: str
     secret: bytes
-    algorithm: TokenAlgorithm = BLAKE2B
 
     def __repr__(self) -> str:  # never print the secret
-        return f"TokenKey(key_id={self.key_id!r}, algorithm={self.algorithm!r})"
+        return f"TokenKey(key_id={self.key_id!r})"
 
 
 def hmac_key_id(secret: bytes) -> str:
@@ -152,16 +153,15 @@ def _read_text(source: KeySource, what: str) -> str:
         raise KeyFileError(f"{what} {source}: cannot read ({type(exc).__name__})") from None
 
 
-def _parse_lines(text: str, source: str, parts: tuple[int, ...]) -> list[tuple[int, list[str]]]:
-    """(line number, fields) of each non-comment line; each has as many fields as one of `parts`."""
+def _parse_lines(text: str, source: str, shape: str) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of each non-comment line; each has the fields `shape` names."""
     entries = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         fields = line.split()
-        if len(fields) not in parts:
-            shape = "'<key_id> [hmac-sha256] <base64>'" if 3 in parts else "'<key_id> <base64>'"
-            raise KeyFileError(f"{source}: line {number} is not {shape}")
+        if len(fields) != len(shape.split()):
+            raise KeyFileError(f"{source}: line {number} is not '{shape}'")
         entries.append((number, fields))
     if not entries:
         raise KeyFileError(f"{source}: holds no key")
@@ -182,19 +182,15 @@ def load_token_keys(path: KeySource) -> list[TokenKey]:
         check_private(path, what)
     source = f"{what} {path}"
     keys: list[TokenKey] = []
-    for number, fields in _parse_lines(text, source, (2, 3)):
-        key_id, encoded = fields[0], fields[-1]
+    for number, (key_id, algorithm, encoded) in _parse_lines(text, source, TOKEN_KEY_LINE):
         secret = _b64(encoded, source, number)
         if len(secret) != 32 or not key_id.isalnum():
             raise KeyFileError(f"{source}: key {key_id!r} must be 32 bytes, id alnum")
-        if len(fields) == 2:
-            keys.append(TokenKey(key_id, secret, BLAKE2B))
-            continue
-        if fields[1] != HMAC_SHA256:
-            raise KeyFileError(f"{source}: line {number}: unknown algorithm {fields[1]!r}")
+        if algorithm != HMAC_SHA256:
+            raise KeyFileError(f"{source}: line {number}: unknown algorithm {algorithm!r}")
         if hmac_key_id(secret) != key_id:
             raise KeyFileError(f"{source}: key {key_id!r}: the id does not match the key")
-        keys.append(TokenKey(key_id, secret, HMAC_SHA256))
+        keys.append(TokenKey(key_id, secret))
     ids = [k.key_id for k in keys]
     if len(set(ids)) != len(ids):
         raise KeyFileError(f"{source}: two keys share an id ({ids})")
@@ -202,7 +198,7 @@ def load_token_keys(path: KeySource) -> list[TokenKey]:
 
 
 def _vault_key(text: str, source: str) -> tuple[str, bytes]:
-    number, (key_id, encoded) = _parse_lines(text, source, (2,))[0]
+    number, (key_id, encoded) = _parse_lines(text, source, "<key_id> <base64>")[0]
     raw = _b64(encoded, source, number)
     if len(raw) != 32:
         raise KeyFileError(f"{source}: not a 32-byte Curve25519 key")

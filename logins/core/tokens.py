@@ -3,14 +3,10 @@ but without the key nobody can test a guess (unlike SHA-256 of an IPv4 address, 
 reversed by enumerating 2^32 values).
 
 A token is `<key_id>.<32 hex>`: the key id lets keys rotate while old tokens stay readable;
-the 32 hex are the first 16 bytes of a MAC of `field NUL value` (UTF-8), so an ip and a
-device id with the same text differ. The MAC is the key's:
-
-* HMAC-SHA256 (truncated to 16 bytes): key files written by `logins keygen`, and AWS KMS
-  HMAC_256 keys (`logins.core.kms`: GenerateMac, the secret never leaves KMS). The same material
-  gives the same tokens in either custody.
-* keyed BLAKE2b with a 16-byte digest: key files written before HMAC keys; KMS cannot compute
-  it, so tokens under such a key move to KMS only by rotation.
+the 32 hex are the first 16 bytes of HMAC-SHA256 of `field NUL value` (UTF-8), so an ip and a
+device id with the same text differ. The key is a key file's (`logins keygen`) or an AWS KMS
+HMAC_256 key's (`logins.core.kms`: GenerateMac, the secret never leaves KMS); the same material
+gives the same tokens in either custody.
 
 Whoever can compute a token key's MAC can enumerate low-entropy values (every IPv4 address,
 every `NNN-NN-NNNN` device id) and match them against the tables: with a key file, offline
@@ -25,7 +21,7 @@ import re
 from collections.abc import Sequence
 from typing import Protocol
 
-from logins.core.keys import BLAKE2B, TokenAlgorithm, TokenKey
+from logins.core.keys import HMAC_SHA256, TokenAlgorithm, TokenKey
 
 DIGEST_BYTES = 16
 TOKEN_RE = re.compile(r"[A-Za-z0-9]+\.[0-9a-f]{32}")
@@ -81,18 +77,13 @@ class LocalKey:
     """A token key held in this process (a key file): its holder can compute any token."""
 
     custody = "file"
+    algorithm: TokenAlgorithm = HMAC_SHA256
 
     def __init__(self, key: TokenKey) -> None:
-        self._key = key
         self.key_id = key.key_id
-        self.algorithm = key.algorithm
         self._pads = _hmac_pads(key.secret)
 
     def token_digests(self, messages: Sequence[bytes]) -> list[bytes]:
-        secret = self._key.secret
-        if self.algorithm == BLAKE2B:
-            blake2b = hashlib.blake2b
-            return [blake2b(m, key=secret, digest_size=DIGEST_BYTES).digest() for m in messages]
         # HMAC-SHA256 from the key's inner and outer states, hashed once (RFC 2104): the same
         # digests as hmac.digest, without its key setup per message (~2.6 -> ~1.4 µs each).
         inner, outer = self._pads
@@ -106,7 +97,7 @@ class LocalKey:
         return out
 
     def __repr__(self) -> str:
-        return f"LocalKey({self.key_id!r}, {self.algorithm!r})"
+        return f"LocalKey({self.key_id!r})"
 
 
 class Tokenizer:

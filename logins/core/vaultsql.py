@@ -22,14 +22,8 @@ written only by the function of that kind:
 rows of `logins_control` that only the owner's functions can lock (logins/core/controlsql.py),
 so nobody can stall an erasure from outside, and a second one fails fast naming the first.
 
-The pipeline's vault entries go first to `<vault>_inbox` (every offered entry appended, no
-conflict check) and are moved into the vault by the next `put` or `flush` (rows already
-committed by then, skipped if another session is moving them), and only in a transaction
-that has written nothing yet: a transaction sees its own uncommitted rows, so a flush after
-a put in one transaction would move the caller's own guess and its counters would say
-whether it was new. So nothing the pipeline can observe in its own transaction (a row count,
-an error, the relation's counters in `pg_stat_xact_user_tables`) depends on whether a value
-is already in the vault; what a committed guess still tells is in docs/vault.md.
+The pipeline's vault entries go first to `<vault>_inbox`, and `put` and `flush` move them into
+the vault so that no caller learns whether a value was there already (logins/core/inboxsql.py).
 """
 
 from __future__ import annotations
@@ -52,6 +46,7 @@ from logins.core.controlsql import (
     row_lock_handler,
     take_lock_ddl,
 )
+from logins.core.inboxsql import flush_body, inbox_table, put_body
 from logins.core.vaultschema import VaultTables, tables
 
 __all__ = ["flush", "function_ddl", "inbox_table", "names", "signature"]
@@ -72,36 +67,26 @@ def names(config: AppConfig) -> dict[str, str]:
     }
 
 
-def inbox_table(config: AppConfig) -> str:
-    return f"{config.vault.table}_inbox"
-
-
-# The argument types of each function, as GRANT, REVOKE and ownership checks name them.
-SIGNATURES = {
-    "forget": "text[], text[], text, text, jsonb",
-    "purge": "text, text",
-    "rotate": "text, text, jsonb, integer, integer, text[], text[], bytea[], text[]",
-    "rekey": "text, text, jsonb, integer, integer, boolean, text[], bytea[], text, text",
-    "reveal": "text, text, integer, integer, jsonb",
-    "put": "text[], text[], bytea[], text[]",
+# Each function's parameters, by operation, as its body names them.
+PARAMETERS = {
+    "forget": "p_tokens text[], p_rejected text[], p_reason text, p_note text, p_detail jsonb",
+    "purge": "p_reason text, p_note text",
+    "rotate": "p_reason text, p_note text, p_detail jsonb, p_succeeded integer, p_failed integer,"
+    " p_old text[], p_new text[], p_sealed bytea[], p_key_ids text[]",
+    "rekey": "p_reason text, p_note text, p_detail jsonb, p_succeeded integer, p_failed integer,"
+    " p_rejected boolean, p_keys text[], p_sealed bytea[], p_from text, p_to text",
+    "reveal": "p_reason text, p_note text, p_succeeded integer, p_failed integer, p_detail jsonb",
+    "put": "p_tokens text[], p_fields text[], p_sealed bytea[], p_key_ids text[]",
     "flush": "",
 }
 
 
 def signature(config: AppConfig, schema: str, operation: str) -> sql.Composed:
+    """The function with its argument types, as GRANT, REVOKE and ownership checks name it."""
+    types = ", ".join(p.split()[1] for p in PARAMETERS[operation].split(", ") if p)
     return sql.SQL("{}({})").format(
-        sql.Identifier(schema, names(config)[operation]), sql.SQL(SIGNATURES[operation])
+        sql.Identifier(schema, names(config)[operation]), sql.SQL(types)
     )
-
-
-def inbox_statements(config: AppConfig) -> list[sql.Composed]:
-    return [
-        sql.SQL(
-            "CREATE TABLE IF NOT EXISTS {} (token text NOT NULL, field text NOT NULL,"
-            " sealed bytea NOT NULL, vault_key_id text NOT NULL,"
-            " created_at timestamptz NOT NULL DEFAULT now())"
-        ).format(sql.Identifier(inbox_table(config)))
-    ]
 
 
 def _append(schema: str, config: AppConfig) -> sql.Identifier:
@@ -114,62 +99,51 @@ def _lock(schema: str, name: str) -> sql.Composed:
     )
 
 
-def _flush_body(schema: str, config: AppConfig, *, always: bool = False) -> sql.Composed:
-    """Move the inbox's committed rows into the vault; rows another session is moving are
-    skipped (it moves them). In token order: two sessions never deadlock on the vault.
-
-    Unless `always` (forget: the eraser cannot put), nothing is moved when the calling
-    transaction has already written (it has a transaction id): its own uncommitted inbox
-    rows would be visible to it and moved, and the vault's counters of that transaction
-    would say which of its guesses were new (the membership oracle of issue 18's review)."""
-    guard = sql.SQL(
-        "" if always else " IF pg_catalog.pg_current_xact_id_if_assigned() IS NULL THEN"
-    )
-    return sql.SQL(
-        "{guard} WITH moved AS (DELETE FROM {inbox} i WHERE i.ctid = ANY (ARRAY("
-        "  SELECT j.ctid FROM {inbox} j FOR UPDATE SKIP LOCKED)) RETURNING i.*)"
-        " INSERT INTO {vault} (token, field, sealed, vault_key_id)"
-        "  SELECT DISTINCT ON (m.token) m.token, m.field, m.sealed, m.vault_key_id FROM moved m"
-        "  ORDER BY m.token, m.created_at ON CONFLICT DO NOTHING;{end}"
-    ).format(
-        guard=guard,
-        end=sql.SQL("" if always else " END IF;"),
-        inbox=sql.Identifier(schema, inbox_table(config)),
-        vault=sql.Identifier(schema, config.vault.table),
-    )
-
-
 def function_ddl(
     conn: psycopg.Connection[Any], config: AppConfig, schema: str
 ) -> list[sql.Composed]:
     """CREATE OR REPLACE every function of this module for `config` in `schema`."""
     t = tables(config)
     n = names(config)
+
+    def define(
+        operation: str, returns: str, body: sql.Composed, lock_timeout: str | None = None
+    ) -> sql.Composed:
+        return definer_function(
+            conn,
+            sql.Identifier(schema, n[operation]),
+            PARAMETERS[operation],
+            returns,
+            body,
+            lock_timeout=lock_timeout,
+        )
+
     return [
         take_lock_ddl(conn, schema),
-        _forget(conn, config, t, schema, n["forget"]),
-        _purge(conn, config, t, schema, n["purge"]),
-        _rotate(conn, config, t, schema, n["rotate"]),
-        _rekey(conn, config, t, schema, n["rekey"]),
-        _reveal(conn, config, schema, n["reveal"]),
-        _put(conn, config, schema, n["put"]),
+        define("forget", "jsonb", _forget(config, t, schema), ROW_LOCK_TIMEOUT),
+        define("purge", "jsonb", _purge(config, t, schema), ROW_LOCK_TIMEOUT),
+        define("rotate", "integer", _rotate(config, t, schema)),
+        define("rekey", "integer", _rekey(config, t, schema)),
+        define(
+            "reveal",
+            "TABLE (audit_id bigint, audit_at timestamptz, audit_actor text,"
+            " audit_prev_hash text, audit_row_hash text, audit_detail text)",
+            _reveal(config, schema),
+        ),
+        define("put", "void", put_body(schema, config)),
         # its own transaction: an asynchronous commit loses nothing (a crash before the WAL
         # is flushed leaves the rows in the inbox, for the next put or flush)
-        definer_function(
-            conn,
-            sql.Identifier(schema, n["flush"]),
-            "",
+        define(
+            "flush",
             "void",
             sql.SQL(
                 "BEGIN PERFORM pg_catalog.set_config('synchronous_commit', 'off', true);{} END"
-            ).format(_flush_body(schema, config)),
+            ).format(flush_body(schema, config)),
         ),
     ]
 
 
-def _forget(
-    conn: psycopg.Connection[Any], config: AppConfig, t: VaultTables, schema: str, name: str
-) -> sql.Composed:
+def _forget(config: AppConfig, t: VaultTables, schema: str) -> sql.Composed:
     """Erase the values of `p_tokens` (each expanded through the aliases, under the erasure
     lock so no rotation adds one meanwhile): a random marker per value in every masked
     column, the aliases and inbox and vault entries deleted, the named rejected bodies
@@ -184,7 +158,7 @@ def _forget(
         ).format(sink=sql.Identifier(schema, t.sink), col=sql.Identifier(column))
         for column in t.masked.values()
     )
-    body = sql.SQL(
+    return sql.SQL(
         "DECLARE v_seed text; v_group text[]; v_marker text; v_tokens text[] := '{{}}';"
         " v_markers text[] := '{{}}'; v_values integer := 0; v_rows integer := 0;"
         " v_n integer; v_aliases integer := 0; v_rejected text[]; v_erased text[];"
@@ -271,7 +245,7 @@ def _forget(
             ],
         ),
         lock=_lock(schema, erasure_lock(config)),
-        flush=_flush_body(schema, config, always=True),
+        flush=flush_body(schema, config, always=True),
         aliases=aliases,
         rewrite=rewrite,
         rejected=sql.Identifier(schema, t.rejected),
@@ -280,23 +254,13 @@ def _forget(
         append=_append(schema, config),
         erasures=sql.Identifier(schema, t.erasures),
     )
-    return definer_function(
-        conn,
-        sql.Identifier(schema, name),
-        "p_tokens text[], p_rejected text[], p_reason text, p_note text, p_detail jsonb",
-        "jsonb",
-        body,
-        lock_timeout=ROW_LOCK_TIMEOUT,
-    )
 
 
-def _purge(
-    conn: psycopg.Connection[Any], config: AppConfig, t: VaultTables, schema: str, name: str
-) -> sql.Composed:
+def _purge(config: AppConfig, t: VaultTables, schema: str) -> sql.Composed:
     """Empty the sealed rejected bodies older than the owner's retention (a setting of
     `logins_control` that `logins migrate` writes, never the caller's argument: issue 18's
     review, finding 9), with the purge audit row."""
-    body = sql.SQL(
+    return sql.SQL(
         "DECLARE v_cutoff timestamptz; v_n integer; v_audit bigint; p_days integer;"
         " v_who text; v_pid integer; v_since timestamptz; v_hint text;"
         " BEGIN"
@@ -333,26 +297,16 @@ def _purge(
             [(schema, t.rejected)],
         ),
     )
-    return definer_function(
-        conn,
-        sql.Identifier(schema, name),
-        "p_reason text, p_note text",
-        "jsonb",
-        body,
-        lock_timeout=ROW_LOCK_TIMEOUT,
-    )
 
 
-def _rotate(
-    conn: psycopg.Connection[Any], config: AppConfig, t: VaultTables, schema: str, name: str
-) -> sql.Composed:
+def _rotate(config: AppConfig, t: VaultTables, schema: str) -> sql.Composed:
     """One rotation batch (or, with no entries, a start or done row): for each old token
     still in the vault (locked FOR SHARE, under the erasure lock, so an erased value does not
     come back) a new entry with the old entry's field and the alias; the audit row counts
     what was written."""
     vault = sql.Identifier(schema, t.vault)
     aliases = sql.Identifier(schema, t.aliases)
-    body = sql.SQL(
+    return sql.SQL(
         "DECLARE v_n integer := 0; v_key text; v_bad text;"
         " BEGIN"
         " IF pg_catalog.cardinality(COALESCE(p_old, '{{}}')) > 0 THEN"
@@ -403,23 +357,13 @@ def _rotate(
         audit=sql.Identifier(schema, config.vault.audit_table),
         append=_append(schema, config),
     )
-    return definer_function(
-        conn,
-        sql.Identifier(schema, name),
-        "p_reason text, p_note text, p_detail jsonb, p_succeeded integer, p_failed integer,"
-        " p_old text[], p_new text[], p_sealed bytea[], p_key_ids text[]",
-        "integer",
-        body,
-    )
 
 
-def _rekey(
-    conn: psycopg.Connection[Any], config: AppConfig, t: VaultTables, schema: str, name: str
-) -> sql.Composed:
+def _rekey(config: AppConfig, t: VaultTables, schema: str) -> sql.Composed:
     """One rekey batch (or a start or done row): re-sealed vault entries (by token) or
     rejected bodies (by message id) still under `p_from`. A body emptied meanwhile (forget,
     purge) stays empty: the row must still be in the state the caller read."""
-    body = sql.SQL(
+    return sql.SQL(
         "DECLARE v_n integer := 0; v_from text; v_to text;"
         " BEGIN"
         " IF pg_catalog.cardinality(COALESCE(p_keys, '{{}}')) > 0 THEN"
@@ -463,51 +407,14 @@ def _rekey(
         audit=sql.Identifier(schema, config.vault.audit_table),
         append=_append(schema, config),
     )
-    return definer_function(
-        conn,
-        sql.Identifier(schema, name),
-        "p_reason text, p_note text, p_detail jsonb, p_succeeded integer, p_failed integer,"
-        " p_rejected boolean, p_keys text[], p_sealed bytea[], p_from text, p_to text",
-        "integer",
-        body,
-    )
 
 
-def _reveal(
-    conn: psycopg.Connection[Any], config: AppConfig, schema: str, name: str
-) -> sql.Composed:
+def _reveal(config: AppConfig, schema: str) -> sql.Composed:
     """The revealer's audit row: action `reveal`, nothing else."""
-    body = sql.SQL(
+    return sql.SQL(
         "BEGIN RETURN QUERY SELECT * FROM {append}('reveal', p_reason, p_note, p_succeeded,"
         " p_failed, p_detail); END"
     ).format(append=_append(schema, config))
-    return definer_function(
-        conn,
-        sql.Identifier(schema, name),
-        "p_reason text, p_note text, p_succeeded integer, p_failed integer, p_detail jsonb",
-        "TABLE (audit_id bigint, audit_at timestamptz, audit_actor text,"
-        " audit_prev_hash text, audit_row_hash text, audit_detail text)",
-        body,
-    )
-
-
-def _put(conn: psycopg.Connection[Any], config: AppConfig, schema: str, name: str) -> sql.Composed:
-    """The pipeline's vault write: move what earlier batches committed into the vault, then
-    append this batch's entries to the inbox, every one of them. Returns nothing."""
-    body = sql.SQL(
-        "BEGIN{flush}"
-        " INSERT INTO {inbox} (token, field, sealed, vault_key_id)"
-        "  SELECT x.t, x.f, x.s, x.k FROM unnest(p_tokens, p_fields, p_sealed,"
-        "  p_key_ids) AS x(t, f, s, k);"
-        " END"
-    ).format(flush=_flush_body(schema, config), inbox=sql.Identifier(schema, inbox_table(config)))
-    return definer_function(
-        conn,
-        sql.Identifier(schema, name),
-        "p_tokens text[], p_fields text[], p_sealed bytea[], p_key_ids text[]",
-        "void",
-        body,
-    )
 
 
 def flush(conn: psycopg.Connection[Any], config: AppConfig) -> None:

@@ -68,13 +68,66 @@ _PENDING = (
 
 def pending_rotation(conn: psycopg.Connection[Any], config: AppConfig, active: str) -> int:
     t = tables(config)
-    row = conn.execute(
-        sql.SQL("SELECT count(*) " + _PENDING).format(
-            vault=sql.Identifier(t.vault), aliases=sql.Identifier(t.aliases)
-        ),
-        {"active": active},
-    ).fetchone()
-    return int(row[0]) if row else 0
+    query = sql.SQL("SELECT count(*) " + _PENDING).format(
+        vault=sql.Identifier(t.vault), aliases=sql.Identifier(t.aliases)
+    )
+    return _number(conn, query, {"active": active})
+
+
+@dataclass
+class _Run:
+    """One rotation or rekey: its audited calls share the connection, the operator's reason
+    and note; its walk reports each batch to `progress` against `total`."""
+
+    conn: psycopg.Connection[Any]
+    config: AppConfig
+    reason: str
+    note: str | None
+    batch_size: int = 500
+    progress: Progress | None = None
+    total: int = 0
+    walked: int = 0
+
+    def call(
+        self,
+        function: str,
+        detail: dict[str, Any],
+        args: tuple[Any, ...],
+        *,
+        succeeded: int = 0,
+        failed: int = 0,
+    ) -> int:
+        """One call of the rotator's function `function` (its audit row written with it), in
+        its own transaction. A call that meets a running erasure (its lock held longer than
+        the wait) is tried again, up to 10 times. Returns what the function counted."""
+        values = (self.reason, self.note, Jsonb(detail), succeeded, failed, *args)
+        query = sql.SQL("SELECT {}({})").format(
+            sql.Identifier(vaultsql.names(self.config)[function]),
+            sql.SQL(", ").join(sql.Placeholder() for _ in values),
+        )
+        for attempt in Retrying(
+            retry=retry_if_exception_type(psycopg.errors.LockNotAvailable),
+            stop=stop_after_attempt(10),
+            reraise=True,
+        ):
+            with attempt, self.conn.transaction():
+                got = self.conn.execute(query, values).fetchone()
+                return int(got[0]) if got else 0
+        raise AssertionError("unreachable: tenacity reraises the last attempt's error")
+
+    def batches(self, query: sql.Composed, params: dict[str, Any]) -> Iterator[list[Any]]:
+        """The rows of `query` (ordered by its first column, with `%(after)s` and `%(n)s`) in
+        batches, each read after the last key of the one before: resumable, and rows the
+        caller changed in between are not read twice. Progress is told after each batch."""
+        after = ""
+        while rows := self.conn.execute(
+            query, {**params, "after": after, "n": self.batch_size}
+        ).fetchall():
+            yield rows
+            after = rows[-1][0]
+            self.walked += len(rows)
+            if self.progress:
+                self.progress(self.walked, max(self.total, self.walked))
 
 
 def rotate_tokens(
@@ -92,14 +145,11 @@ def rotate_tokens(
     active = tokenizer.key_id
     sealer = Sealer(opener.public_key)
     result = RotationResult(to_key_id=active)
+    run = _Run(conn, config, reason, note, batch_size, progress)
     vaultsql.flush(conn, config)
-    pending = pending_rotation(conn, config, active)
-    walked = 0
+    run.total = pending = pending_rotation(conn, config, active)
     _rotate_call(
-        conn,
-        config,
-        reason,
-        note,
+        run,
         {
             "phase": "start",
             "to_token_key": active,
@@ -111,7 +161,7 @@ def rotate_tokens(
         "SELECT v.token, v.field, v.sealed, v.vault_key_id " + _PENDING + " AND v.token > %(after)s"
         " ORDER BY v.token LIMIT %(n)s"
     ).format(vault=sql.Identifier(t.vault), aliases=sql.Identifier(t.aliases))
-    for batch in _chunks(conn, select, {"active": active}, batch_size):
+    for batch in run.batches(select, {"active": active}):
         opened: list[tuple[str, str, str]] = []  # (old token, field, value)
         for token, field_name, sealed, key_id in batch:
             if key_id != opener.key_id:
@@ -141,25 +191,16 @@ def rotate_tokens(
         aliases = [(old, new, f) for (old, f, _), new in zip(good, news, strict=True)]
         if aliases:
             result.rotated += _rotate_call(
-                conn,
-                config,
-                reason,
-                note,
+                run,
                 {"phase": "batch", "to_token_key": active},
                 old=[old for old, _, _ in aliases],
                 new=[new for new, _, _, _ in new_entries],
                 sealed=[sealed for _, _, sealed, _ in new_entries],
                 key_ids=[key_id for _, _, _, key_id in new_entries],
             )
-        walked += len(batch)
-        if progress:
-            progress(walked, max(pending, walked))
     result.remaining = pending_rotation(conn, config, active)
     _rotate_call(
-        conn,
-        config,
-        reason,
-        note,
+        run,
         {"phase": "done", "to_token_key": active, "remaining": result.remaining},
         succeeded=result.rotated,
         failed=result.failed,
@@ -168,10 +209,7 @@ def rotate_tokens(
 
 
 def _rotate_call(
-    conn: psycopg.Connection[Any],
-    config: AppConfig,
-    reason: str,
-    note: str | None,
+    run: _Run,
     detail: dict[str, Any],
     *,
     succeeded: int = 0,
@@ -185,14 +223,11 @@ def _rotate_call(
     the vault; an entry erased meanwhile does not come back), or its start or done row.
     Returns the entries rotated."""
     args = (old or [], new or [], sealed or [], key_ids or [])
-    return _call(conn, config, "rotate", (reason, note, Jsonb(detail), succeeded, failed, *args))
+    return run.call("rotate", detail, args, succeeded=succeeded, failed=failed)
 
 
 def _rekey_call(
-    conn: psycopg.Connection[Any],
-    config: AppConfig,
-    reason: str,
-    note: str | None,
+    run: _Run,
     detail: dict[str, Any],
     *,
     succeeded: int = 0,
@@ -206,28 +241,7 @@ def _rekey_call(
     its start or done row. Returns the rows re-sealed."""
     keys, bodies = [k for k, _ in rows or []], [b for _, b in rows or []]
     args = (rejected, keys, bodies, from_key, to_key)
-    return _call(conn, config, "rekey", (reason, note, Jsonb(detail), succeeded, failed, *args))
-
-
-def _call(
-    conn: psycopg.Connection[Any], config: AppConfig, function: str, args: tuple[Any, ...]
-) -> int:
-    """One call of the rotator's function `function` (its audit row written with it), in its
-    own transaction. A call that meets a running erasure (its lock held longer than the
-    wait) is tried again, up to 10 times. Returns what the function counted."""
-    query = sql.SQL("SELECT {}({})").format(
-        sql.Identifier(vaultsql.names(config)[function]),
-        sql.SQL(", ").join(sql.Placeholder() for _ in args),
-    )
-    for attempt in Retrying(
-        retry=retry_if_exception_type(psycopg.errors.LockNotAvailable),
-        stop=stop_after_attempt(10),
-        reraise=True,
-    ):
-        with attempt, conn.transaction():
-            got = conn.execute(query, args).fetchone()
-            return int(got[0]) if got else 0
-    raise AssertionError("unreachable: tenacity reraises the last attempt's error")
+    return run.call("rekey", detail, args, succeeded=succeeded, failed=failed)
 
 
 @dataclass
@@ -246,11 +260,7 @@ class RekeyResult:
 
 
 def _remaining(conn: psycopg.Connection[Any], table: str, key_id: str) -> int:
-    row = conn.execute(
-        sql.SQL("SELECT count(*) FROM {} WHERE vault_key_id = %s").format(sql.Identifier(table)),
-        (key_id,),
-    ).fetchone()
-    return int(row[0]) if row else 0
+    return _count(conn, table, "vault_key_id = %s", (key_id,))
 
 
 def rekey(
@@ -269,23 +279,21 @@ def rekey(
     if sealer.key_id == old.key_id:
         raise ValueError("the new public key is the old key pair's: nothing to re-seal")
     result = RekeyResult(from_key_id=old.key_id, to_key_id=vault_key_id(new_public))
+    run = _Run(conn, config, reason, note, batch_size, progress)
     vaultsql.flush(conn, config)
     to_vault = _remaining(conn, t.vault, old.key_id)
     to_rejected = _remaining(conn, t.rejected, old.key_id)
-    walked = 0
+    run.total = to_vault + to_rejected
     keys = {"from_vault_key": old.key_id, "to_vault_key": sealer.key_id}
     _rekey_call(
-        conn,
-        config,
-        reason,
-        note,
+        run,
         {"phase": "start", **keys, "vault_entries": to_vault, "rejected_bodies": to_rejected},
     )
     select_vault = sql.SQL(
         "SELECT token, field, sealed FROM {} WHERE vault_key_id = %(key)s AND token > %(after)s"
         " ORDER BY token LIMIT %(n)s"
     ).format(sql.Identifier(t.vault))
-    for batch in _chunks(conn, select_vault, {"key": old.key_id}, batch_size):
+    for batch in run.batches(select_vault, {"key": old.key_id}):
         updates: list[tuple[str, bytes]] = []
         seals = sealer.batch()  # one data key per chunk (docs/vault.md)
         for token, field_name, sealed in batch:
@@ -297,23 +305,17 @@ def rekey(
             updates.append((token, seals.seal(field_name, token, value)))
         if updates:
             result.vault_rekeyed += _rekey_call(
-                conn,
-                config,
-                reason,
-                note,
+                run,
                 {"phase": "batch", "table": t.vault, **keys},
                 rows=updates,
                 from_key=old.key_id,
                 to_key=sealer.key_id,
             )
-        walked += len(batch)
-        if progress:
-            progress(walked, max(to_vault + to_rejected, walked))
     select_rejected = sql.SQL(
         "SELECT message_id, sealed_body FROM {} WHERE vault_key_id = %(key)s"
         " AND message_id > %(after)s ORDER BY message_id LIMIT %(n)s"
     ).format(sql.Identifier(t.rejected))
-    for batch in _chunks(conn, select_rejected, {"key": old.key_id}, batch_size):
+    for batch in run.batches(select_rejected, {"key": old.key_id}):
         updates = []
         seals = sealer.batch()
         for message_id, sealed in batch:
@@ -328,26 +330,17 @@ def rekey(
             updates.append((message_id, body))
         if updates:
             result.rejected_rekeyed += _rekey_call(
-                conn,
-                config,
-                reason,
-                note,
+                run,
                 {"phase": "batch", "table": t.rejected, **keys},
                 rejected=True,
                 rows=updates,
                 from_key=old.key_id,
                 to_key=sealer.key_id,
             )
-        walked += len(batch)
-        if progress:
-            progress(walked, max(to_vault + to_rejected, walked))
     result.remaining_vault = _remaining(conn, t.vault, old.key_id)
     result.remaining_rejected = _remaining(conn, t.rejected, old.key_id)
     _rekey_call(
-        conn,
-        config,
-        reason,
-        note,
+        run,
         {
             "phase": "done",
             **keys,
@@ -358,18 +351,6 @@ def rekey(
         failed=result.failed,
     )
     return result
-
-
-def _chunks(
-    conn: psycopg.Connection[Any], query: sql.Composed, params: dict[str, Any], size: int
-) -> Iterator[list[Any]]:
-    """The rows of `query` (ordered by its first column, with `%(after)s` and `%(n)s`) in chunks
-    of `size`, each read after the last key of the one before: resumable, and rows the caller
-    changed in between are not read twice."""
-    after = ""
-    while rows := conn.execute(query, {**params, "after": after, "n": size}).fetchall():
-        yield rows
-        after = rows[-1][0]
 
 
 @dataclass
@@ -415,8 +396,16 @@ def status(
     )
 
 
-def _count(conn: psycopg.Connection[Any], table: str, where: str = "true") -> int:
-    row = conn.execute(
-        sql.SQL("SELECT count(*) FROM {} WHERE {}").format(sql.Identifier(table), sql.SQL(where))
-    ).fetchone()
+def _count(
+    conn: psycopg.Connection[Any], table: str, where: str = "true", params: tuple[Any, ...] = ()
+) -> int:
+    query = sql.SQL("SELECT count(*) FROM {} WHERE {}").format(
+        sql.Identifier(table), sql.SQL(where)
+    )
+    return _number(conn, query, params or None)
+
+
+def _number(conn: psycopg.Connection[Any], query: sql.Composed, params: Any = None) -> int:
+    """The one number a count query returns."""
+    row = conn.execute(query, params).fetchone()
     return int(row[0]) if row else 0

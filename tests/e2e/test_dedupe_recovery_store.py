@@ -71,11 +71,7 @@ steps:
 def former_fingerprint(key: TokenKey, values: list[object]) -> bytes:
     """The record digest of the designs before this one: keyed BLAKE2b-128 under a key
     derived from the token key (the MAC of `dedupe-fingerprint`), which no code computes now."""
-    label = b"dedupe-fingerprint"
-    if key.algorithm == "hmac-sha256":
-        derived = hmac.digest(key.secret, label, "sha256")
-    else:
-        derived = hashlib.blake2b(label, key=key.secret, digest_size=32).digest()
+    derived = hmac.digest(key.secret, b"dedupe-fingerprint", "sha256")
     data = "\x1f".join(["\x00" if v is None else str(v) for v in values]).encode()
     return hashlib.blake2b(data, key=derived, digest_size=16).digest()
 

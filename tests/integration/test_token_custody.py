@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 
 from flows.steps.validate import Validator
 from logins.cli import main
-from logins.core.keys import BLAKE2B, load_token_keys
+from logins.core.keys import load_token_keys
 from logins.core.kms import KmsKey, KmsKeyError
 from logins.core.pipeline_keys import load_tokenizer
 from logins.core.records import SqsMessage
@@ -158,13 +158,11 @@ def test_rotation_from_a_key_file_to_kms_and_back(
     kms: EmbeddedKms, tmp_path: Path, database_url: str
 ) -> None:
     vault = make_vault(tmp_path, database_url)
-    legacy = vault.keys["token.key"]  # a key file from before HMAC keys: keyed BLAKE2b
-    legacy.write_text(f"0ld0b1a2 {'AQID' * 10}AQI=\n")
-    assert load_token_keys(legacy)[0].algorithm == BLAKE2B
+    old_file = vault.keys["token.key"]  # the key file the vault's tokens start under
     old = [vault.add_login(f"u-{i}", f"203.0.113.{i}", f"{i:03d}-11-1111") for i in range(3)]
     new_file = make_keys(tmp_path / "new")["token.key"]  # the new key's material, imported
     fresh = kms.create_hmac_key(material(new_file))
-    to_kms = kms_env(vault.env, kms, fresh, LOGINS_TOKEN_PREVIOUS_KEY_FILE=str(legacy))
+    to_kms = kms_env(vault.env, kms, fresh, LOGINS_TOKEN_PREVIOUS_KEY_FILE=str(old_file))
     key_file = str(vault.keys["vault.key"])
     walked = vault.cli("rotate", "run", "--reason", "into KMS", "--private-key-file", key_file,
                        "--json", **to_kms)  # fmt: skip
@@ -189,7 +187,7 @@ def test_rotation_from_a_key_file_to_kms_and_back(
     assert {r["value"] for r in json.loads(revealed.stdout)} == {"203.0.113.1", "001-11-1111"}
 
     back = tmp_path / "new.key"  # and out of KMS: a new key first, the old file's line after it
-    back.write_text(make_keys(tmp_path / "k2")["token.key"].read_text() + legacy.read_text())
+    back.write_text(make_keys(tmp_path / "k2")["token.key"].read_text() + old_file.read_text())
     back.chmod(0o600)
     to_file = {**vault.env, "LOGINS_TOKEN_KEY_FILE": str(back),
                "LOGINS_KMS_ENDPOINT_URL": kms.endpoint_url,

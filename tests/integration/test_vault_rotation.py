@@ -252,7 +252,7 @@ def test_a_value_erased_while_a_rotation_batch_waits_does_not_come_back(vault: V
     """`forget` holds the erasure lock and has deleted the old entry; the rotation batch that
     already opened the value waits for it (tried again when the wait runs out), then finds
     the entry gone and writes nothing."""
-    from logins.pii.rotation import _rotate_call
+    from logins.pii.rotation import _rotate_call, _Run
 
     (tokens,) = logins(vault, 1)
     vault.cli("rotate", "new-key")
@@ -260,7 +260,7 @@ def test_a_value_erased_while_a_rotation_batch_waits_does_not_come_back(vault: V
     sealed = vault.sealer.seal("ip", new_ip, "192.0.2.0")
     written: list[int] = []
     with vault.connect() as conn:  # the run's start row: it declares the new token key
-        _rotate_call(conn, vault.config, "yearly", None,
+        _rotate_call(_Run(conn, vault.config, "yearly", None),
                      {"phase": "start", "to_token_key": vault.tokenizer.key_id})  # fmt: skip
     with vault.connect() as eraser:
         with eraser.transaction():
@@ -270,10 +270,7 @@ def test_a_value_erased_while_a_rotation_batch_waits_does_not_come_back(vault: V
                 with vault.connect() as conn:
                     written.append(
                         _rotate_call(
-                            conn,
-                            vault.config,
-                            "yearly",
-                            None,
+                            _Run(conn, vault.config, "yearly", None),
                             {"phase": "batch"},
                             old=[tokens["ip"]],
                             new=[new_ip],

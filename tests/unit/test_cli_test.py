@@ -10,17 +10,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 from logins.cli import main
+from tests.helpers import GOOD_LOGIN
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config/examples/logins.test.yaml"
-LOGIN = {
-    "user_id": "u-1",
-    "app_version": "2.3.0",
-    "device_type": "android",
-    "ip": "199.172.111.135",
-    "locale": "RU",
-    "device_id": "593-47-5928",
-}
 
 
 def logins_test(*files: Path, **env: str | None) -> Result:
@@ -62,10 +55,10 @@ def test_each_failing_case_shows_expected_and_actual_side_by_side(tmp_path: Path
     path = write(
         tmp_path,
         [
-            {"name": "passes", "message": LOGIN, "expect": {"row": {"app_version": 20300}}},
+            {"name": "passes", "message": GOOD_LOGIN, "expect": {"row": {"app_version": 20300}}},
             {
                 "name": "wrong columns",
-                "message": {**LOGIN, "app_version": "2.3.1"},
+                "message": {**GOOD_LOGIN, "app_version": "2.3.1"},
                 "sent_at": "2026-12-01T23:59:59Z",
                 "expect": {
                     "row": {
@@ -97,7 +90,7 @@ def test_each_failing_case_shows_expected_and_actual_side_by_side(tmp_path: Path
 
 def test_cases_run_in_order_through_the_real_dedupe_window(tmp_path: Path) -> None:
     def at(time: str, expect: dict[str, object]) -> dict[str, object]:
-        return {"name": time, "message": LOGIN, "sent_at": time, "expect": expect}
+        return {"name": time, "message": GOOD_LOGIN, "sent_at": time, "expect": expect}
 
     row = {"row": {"masked_ip": {"token_of": "199.172.111.135"}}}
     path = write(

@@ -16,15 +16,9 @@ from logins.core.config import load_config
 from logins.core.keys import TokenKey
 from logins.core.records import SqsMessage
 from logins.core.tokens import Tokenizer
+from tests.helpers import GOOD_LOGIN
+from tests.unit.conftest import Clock
 
-LOGIN = {
-    "user_id": "u-1",
-    "app_version": "2.3.0",
-    "device_type": "android",
-    "ip": "199.172.111.135",
-    "locale": "RU",
-    "device_id": "593-47-5928",
-}
 SECRET_VALUES = ("alice@example.com", "078-05-1120", "hunter2")
 
 
@@ -32,17 +26,8 @@ def extra_total() -> float:
     return REGISTRY.get_sample_value("logins_messages_with_extra_fields_total") or 0.0
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    clock = Clock()
+def clock(clock: Clock, monkeypatch: pytest.MonkeyPatch) -> Clock:
     monkeypatch.setattr(extrafields, "EXTRA", ExtraFields(clock=clock))
     monkeypatch.setattr("flows.steps.validate.EXTRA", extrafields.EXTRA)
     return clock
@@ -65,9 +50,9 @@ def test_extra_keys_are_counted_and_named_never_their_values(
     caplog.set_level(logging.WARNING, logger="flows.steps.extrafields")
     before = extra_total()
     batch = messages(
-        {**LOGIN, "email": SECRET_VALUES[0]},
-        LOGIN,
-        {**LOGIN, "ssn": SECRET_VALUES[1], "email": SECRET_VALUES[0]},
+        {**GOOD_LOGIN, "email": SECRET_VALUES[0]},
+        GOOD_LOGIN,
+        {**GOOD_LOGIN, "ssn": SECRET_VALUES[1], "email": SECRET_VALUES[0]},
         {"password": SECRET_VALUES[2]},  # rejected (missing fields), still counted
     )
     events = validator.batch(batch)
@@ -89,13 +74,13 @@ def test_the_names_are_logged_at_most_once_a_minute(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="flows.steps.extrafields")
     before = extra_total()
-    validator.batch(messages({**LOGIN, "email": "x"}))
+    validator.batch(messages({**GOOD_LOGIN, "email": "x"}))
     clock.now += 30
-    validator.batch(messages({**LOGIN, "phone": "y"}, {**LOGIN, "phone": "z"}))
+    validator.batch(messages({**GOOD_LOGIN, "phone": "y"}, {**GOOD_LOGIN, "phone": "z"}))
     assert len(caplog.records) == 1  # counted, not logged again within the minute
     assert extra_total() - before == 3
     clock.now += 31
-    validator.batch(messages({**LOGIN, "email": "x"}))
+    validator.batch(messages({**GOOD_LOGIN, "email": "x"}))
     assert len(caplog.records) == 2
     second = caplog.records[1].getMessage()
     assert second.startswith("3 message(s) in the last 61s carried keys")
@@ -108,7 +93,7 @@ def test_at_most_a_few_names_each_cut_short_and_escaped(
     caplog.set_level(logging.WARNING, logger="flows.steps.extrafields")
     keys = {f"k{i}": i for i in range(20)}
     long_key = "x" * 100 + "-alice@example.com"
-    validator.batch(messages({**LOGIN, long_key: 1, "bad\nkey": 2, **keys}))
+    validator.batch(messages({**GOOD_LOGIN, long_key: 1, "bad\nkey": 2, **keys}))
     names = caplog.records[0].extra_field_names  # type: ignore[attr-defined]
     assert len(names) == MAX_NAMES
     assert names[0] == "x" * 32 + "..." and names[1] == "bad\\nkey"

@@ -11,6 +11,7 @@ import pytest
 
 from logins.core import progress as progress_module
 from logins.core.progress import progress
+from tests.unit.conftest import Clock
 
 
 class Terminal(io.StringIO):
@@ -18,19 +19,9 @@ class Terminal(io.StringIO):
         return True
 
 
-class Clock:
-    """time.monotonic for the plain tracker, moved by the test."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    clock = Clock()
+def clock(clock: Clock, monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """time.monotonic for the plain tracker, moved by the test."""
     monkeypatch.setattr(progress_module.time, "monotonic", clock)
     return clock
 

@@ -28,7 +28,7 @@ ENV = {
 
 def test_the_stages_are_the_configured_steps_in_order() -> None:
     config = load_config(ENV)
-    tokenizer = Tokenizer([TokenKey("k", b"\x01" * 32, "hmac-sha256")])
+    tokenizer = Tokenizer([TokenKey("k", b"\x01" * 32)])
     sealer = Sealer(PrivateKey.generate().public_key)
     chain = stages(config, tokenizer, sealer, seal_cache(config))
     assert [s.name for s in chain] == [s.name for s in config.steps]
@@ -48,7 +48,7 @@ def test_both_runners_run_the_chain(tmp_path: Path) -> None:
             "LOGINS_VAULT_PUBLIC_KEY_FILE": str(keys["vault.pub"]),
         }
     )
-    tokenizer = Tokenizer([TokenKey("k", b"\x01" * 32, "hmac-sha256")])
+    tokenizer = Tokenizer([TokenKey("k", b"\x01" * 32)])
     sealer = Sealer(PrivateKey.generate().public_key)
     flow = build_flow(config, secrets=Secrets(tokenizer, sealer))
     for step in config.steps:

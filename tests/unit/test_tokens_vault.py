@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from pathlib import Path
 
@@ -11,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from logins.core.keys import (
-    HMAC_SHA256,
     KeyFileError,
     TokenKey,
     generate_keys,
+    hmac_key_id,
     load_token_keys,
     load_vault_private_key,
     load_vault_public_key,
@@ -24,6 +23,7 @@ from logins.core.vault import MAGIC, Opener, Sealer, VaultError
 
 KEY_A = TokenKey("aaaa1111", b"\x01" * 32)
 KEY_B = TokenKey("bbbb2222", b"\x02" * 32)
+ZEROS_ID = hmac_key_id(bytes(32))  # the id of the key `'A' * 43 + '='` decodes to
 
 
 def test_tokens_are_deterministic_keyed_and_carry_the_key_id() -> None:
@@ -91,11 +91,11 @@ def test_keygen_refuses_to_overwrite_and_protects_secrets(tmp_path: Path) -> Non
         (None, "no such file"),
         ("", "holds no key"),
         ("justonefield\n", "line 1"),
-        ("k1 bm90IDMyIGJ5dGVz\n", "must be 32 bytes"),
+        ("k1 hmac-sha256 bm90IDMyIGJ5dGVz\n", "must be 32 bytes"),
         (f"deadbeef hmac-sha256 {'A' * 43}=\n", "the id does not match the key"),
         (f"deadbeef sha1 {'A' * 43}=\n", "unknown algorithm 'sha1'"),
-        (f"k1 {'A' * 43}=\nk1 {'B' * 43}=\n", "two keys share an id"),
-        ("k1 not*base64\n", "line 1 is not valid base64"),
+        (f"{ZEROS_ID} hmac-sha256 {'A' * 43}=\n" * 2, "two keys share an id"),
+        ("k1 hmac-sha256 not*base64\n", "line 1 is not valid base64"),
     ],
 )
 def test_bad_key_files_are_named_not_printed(
@@ -170,23 +170,26 @@ def test_keygen_writes_hmac_keys_whose_id_is_derived_from_the_material(tmp_path:
     secret = base64.b64decode(line[2])
     assert line[0] == hmac.digest(secret, b"token-key-id", "sha256")[:4].hex()
     (key,) = load_token_keys(tmp_path / "k" / "token.key")
-    assert key.algorithm == "hmac-sha256"
+    assert Tokenizer([key]).active.algorithm == "hmac-sha256"
     digest = hmac.digest(secret, b"ip\x001.2.3.4", "sha256")[:16].hex()
     assert Tokenizer([key]).token("ip", "1.2.3.4") == f"{line[0]}.{digest}"  # HMAC-SHA256/128
 
 
-def test_legacy_blake2b_key_lines_keep_their_tokens(tmp_path: Path) -> None:
-    """Key files written before HMAC keys: `<id> <base64>` lines are keyed BLAKE2b, unchanged."""
+def test_a_key_line_without_its_algorithm_is_refused_naming_file_and_line(
+    tmp_path: Path,
+) -> None:
+    """HMAC-SHA256 is the only token key: a `<id> <base64>` line is a malformed line."""
     import base64
 
     path = tmp_path / "token.key"
-    encoded = base64.b64encode(KEY_A.secret).decode()
-    path.write_text(f"aaaa1111 {encoded}\n")
+    good = generate_keys(tmp_path / "k")["token.key"].read_text()
+    path.write_text(f"{good}# an older form\naaaa1111 {base64.b64encode(KEY_A.secret).decode()}\n")
     path.chmod(0o600)
-    (key,) = load_token_keys(path)
-    assert key == KEY_A and key.algorithm == "blake2b"
-    digest = hashlib.blake2b(b"ip\x001.2.3.4", key=b"\x01" * 32, digest_size=16).hexdigest()
-    assert Tokenizer([key]).token("ip", "1.2.3.4") == f"aaaa1111.{digest}"
+    expected = f"token key file {path}: line 3 is not '<key_id> hmac-sha256 <base64>'"
+    with pytest.raises(KeyFileError) as refused:
+        load_token_keys(path)
+    assert str(refused.value) == expected
+    assert base64.b64encode(KEY_A.secret).decode() not in str(refused.value)
 
 
 def test_public_and_private_key_ids_must_match(tmp_path: Path) -> None:
@@ -253,7 +256,7 @@ def test_a_tampered_or_recombined_entry_does_not_open() -> None:
 @given(secret=st.binary(min_size=1, max_size=100), messages=st.lists(st.binary(), max_size=5))
 def test_local_hmac_digests_are_hmac_sha256(secret: bytes, messages: list[bytes]) -> None:
     """The key's precomputed pads give exactly hmac.digest's digests (any key length)."""
-    key = LocalKey(TokenKey("k1", secret, HMAC_SHA256))
+    key = LocalKey(TokenKey("k1", secret))
     assert key.token_digests(messages) == [
         hmac.digest(secret, m, "sha256")[:DIGEST_BYTES] for m in messages
     ]

@@ -18,7 +18,6 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -44,7 +43,6 @@ from logins.core.vault import Sealer
 from logins.dev.embedded import free_port
 from logins.dev.generator import generate
 
-BEGIN, END = "<!-- bench tokens: begin -->", "<!-- bench tokens: end -->"
 BATCH = 1000  # messages per mask batch, as the flow's source hands them
 SCHEMA = ValidateStep.model_validate(
     {
@@ -254,98 +252,6 @@ def measure(
     return out
 
 
-def render(t: dict[str, Any], command: str) -> str:
-    """The docs/benchmarks.md section, between its markers."""
-    kms, same = t["kms"], t["file_same"]
-    rows = [
-        ("key file, HMAC-SHA256", t["file"]["hmac-sha256"], None),
-        ("key file, BLAKE2b (older key lines)", t["file"]["blake2b"], None),
-        ("key file, HMAC-SHA256", same["hmac-sha256"], None),
-        ("key file, BLAKE2b (older key lines)", same["blake2b"], None),
-    ]
-    labels = {
-        "cache_8": "KMS, cache 50,000, 8 threads",
-        "nocache_8": "KMS, no cache, 8 threads",
-        "cache_32": "KMS, cache 50,000, 32 threads",
-        "batch_1": "KMS, first batch only, 1 thread",
-        "batch_8": "KMS, first batch only, 8 threads",
-    }
-    for name, label in labels.items():
-        passes = kms[name]["passes"]
-        rows.append((label, passes[0], passes[0]))
-        if len(passes) > 1:
-            warm_pass = sorted(passes[1:], key=lambda p: p["msgs_per_s"])[len(passes[1:]) // 2]
-            rows.append((label + " (again: warm cache)", warm_pass, warm_pass))
-    lines = [
-        BEGIN,
-        "## Token key custody: key file and KMS\n",
-        f"Command: `{command}` (the full `make bench` runs it too). What is timed is the mask"
-        " step (`flows.steps.mask.Masker`: the tokens of each batch's distinct values in one"
-        " call, then sealing the new ones) over the valid logins of"
-        f" `generate(n, seed={t['seed']})`, in batches of {t['batch']:,} messages: the first"
-        f" {t['messages']:,} and the first {t['kms_messages']:,} messages with a key file"
-        f" (median of 3), the same {t['kms_messages']:,} with KMS (the warm row: the median of"
-        " 3 passes after the first; the last two rows: the first batch alone, where the cache"
-        f" cannot matter and the threads do). KMS is {t.get('kms_target', 'moto')}; one"
-        " GenerateMac round trip took"
-        f" **{t['latency_ms']:.1f} ms** (median of 200 sequential calls). Load average"
-        f" {t['load_average_start']:.1f} at the start, {t['load_average_end']:.1f} at the end"
-        " (other jobs share the machine).\n",
-        "| token key | messages | msgs/s | GenerateMac calls | calls/s | cache hit rate"
-        " | calls per message |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for label, p, k in rows:
-        extra = (
-            f"{k['kms_calls']:,} | {k['calls_per_s']:,.0f} | {k['hit_rate']:.0%}"
-            f" | {k['calls_per_msg']:.2f}"
-            if k
-            else "- | - | - | -"
-        )
-        lines.append(f"| {label} | {p['messages']:,} | {p['msgs_per_s']:,.0f} | {extra} |")
-    cold = kms["cache_8"]["passes"][0]
-    warm = sorted(kms["cache_8"]["passes"][1:], key=lambda p: p["msgs_per_s"])[1]
-    file_same = same["hmac-sha256"]
-    one, eight = kms["batch_1"]["passes"][0], kms["batch_8"]["passes"][0]
-    nocache = kms["nocache_8"]["passes"][0]
-    base = file_same["msgs_per_s"]
-    lines += [
-        "",
-        "Reading it: with a key file a token is a local MAC (about a microsecond), and the mask"
-        f" step runs at {file_same['msgs_per_s']:,.0f} msg/s on the same"
-        f" {file_same['messages']:,} messages. With KMS each value the cache has not seen is a"
-        f" GenerateMac call: on this stream {cold['calls_per_msg']:.2f} calls per message (the"
-        " generator keeps bringing new users, devices and ips; the cache answers"
-        f" {cold['hit_rate']:.0%} of the lookups; without it {nocache['calls_per_msg']:.2f} calls"
-        " per message), so the step runs at calls/s ÷ calls per"
-        f" message: {cold['msgs_per_s']:,.0f} msg/s, {cold['msgs_per_s'] / base:.1%}"
-        " of the key file's. Values that come back cost no call: over the same messages again"
-        f" the hit rate is {warm['hit_rate']:.0%} and the step runs at"
-        f" {warm['msgs_per_s']:,.0f} msg/s, {warm['msgs_per_s'] / base:.0%} of the key file's"
-        " (a cache lookup instead of a local MAC; on a shared machine: see the load"
-        " average). On one batch, one thread made"
-        f" {one['calls_per_s']:,.0f} calls/s and eight {eight['calls_per_s']:,.0f}"
-        f" ({eight['calls_per_s'] / one['calls_per_s']:.1f}x). Against moto the round trip is"
-        " mostly moto's own CPU on these 2 cores, so threads overlap little of it; against a"
-        " remote KMS the round trip is mostly waiting, which `tokens.kms_concurrency` threads"
-        " overlap, up to the account's KMS request quota. That is not measured here: measure"
-        " your own key with `python -m bench tokens --kms-key-id ...` before relying on a"
-        " figure. With KMS custody the pipeline's throughput is bounded by the new values per"
-        " second it meets times the GenerateMac rate it gets, not by the pipeline; size"
-        " `tokens.cache_size` to the active population.",
-        END,
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def splice(document: str, section: str) -> str:
-    """`document` with its tokens section replaced by `section` (appended if it has none)."""
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", re.S)
-    if pattern.search(document):
-        return pattern.sub(lambda _: section, document)
-    return document.rstrip("\n") + "\n\n" + section
-
-
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m bench tokens", description=__doc__.split("\n\n")[0])
     p.add_argument("--messages", type=int, default=100_000)
@@ -371,8 +277,9 @@ def main(argv: list[str]) -> int:
         stored = json.loads(full.read_text())
         stored["tokens"] = results
         full.write_text(json.dumps(stored, indent=1))
-    document = args.out.read_text() if args.out.exists() else "# Benchmarks\n"
-    args.out.write_text(splice(document, render(results, results["command"])))
+    from bench.report import tokens_section, write_section
+
+    write_section(args.out, "tokens", tokens_section(results))
     log(f"wrote the token custody section of {args.out}")
     return 0
 

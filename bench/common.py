@@ -4,6 +4,7 @@ server, fresh databases, and running a flow as a subprocess while watching its m
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import statistics
 import subprocess
@@ -20,9 +21,10 @@ from psycopg import sql
 
 from bench.generated import write_dataset
 from connectors.postgres.migrations import migrate
-from logins.core.config import AppConfig, load_config
+from logins.core.config import AppConfig
 from logins.core.keys import generate_keys
 from logins.dev.embedded import EmbeddedPostgres, dsn_with_database
+from logins.dev.env import service_env
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -35,6 +37,51 @@ def log(message: str) -> None:
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
+
+
+def git() -> dict[str, Any]:
+    """The commit that runs, and whether the work tree differs from it."""
+
+    def run(*cmd: str) -> str:
+        return subprocess.run(
+            ["git", *cmd], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+
+    return {
+        "commit": run("rev-parse", "--short", "HEAD"),
+        "dirty": bool(run("status", "--porcelain")),
+    }
+
+
+def stamp(command: str) -> dict[str, Any]:
+    """Where a measurement's figures come from: its command, start, commit and load average
+    (`finish` adds the load at the end and the seconds it took)."""
+    return {
+        "command": command,
+        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "git": git(),
+        "load_average": [os.getloadavg()[0]],
+        "_t0": time.time(),
+    }
+
+
+def finish(record: dict[str, Any]) -> dict[str, Any]:
+    record["load_average"].append(os.getloadavg()[0])
+    record["seconds"] = round(time.time() - record.pop("_t0"), 1)
+    return record
+
+
+@contextlib.contextmanager
+def session(work: Path, shared: bool = True) -> Iterator[tuple[Server, dict[str, Path]]]:
+    """The work folder, the keys and the database server of one command. `shared`: its
+    databases are named for this process, so that runs sharing a server do not collide."""
+    work.mkdir(parents=True, exist_ok=True)
+    suffix = f"_{os.getpid()}" if shared else ""
+    server = Server(work, os.environ.get("BENCH_DATABASE_URL") or None, suffix)
+    try:
+        yield server, keys(work)
+    finally:
+        server.stop()
 
 
 # --- inputs ----------------------------------------------------------------------------------
@@ -217,26 +264,20 @@ def _stat(pid: int, missing_ok: bool = False) -> list[str]:
 # --- the flow's environment and schema -------------------------------------------------------
 
 
-def flow_env(keyfiles: dict[str, Path], database_url: str, **extra: str) -> dict[str, str]:
-    """The operator contract's variables (plus the caller's), for a flow subprocess."""
+def flow_env(
+    keyfiles: dict[str, Path],
+    database_url: str,
+    queue_url: str = UNUSED_QUEUE,
+    endpoint_url: str = "http://localhost:4566",  # config/local.yaml's default
+    **extra: str,
+) -> dict[str, str]:
+    """The operator contract's variables (logins.dev.env.service_env, plus the caller's) for a
+    flow subprocess, in this environment without its LOGINS_, BENCH_ and PG variables."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LOGINS_", "BENCH_", "PG"))}
-    env.update(
-        {
-            "LOGINS_ENV": "local",
-            "DATABASE_URL": database_url,
-            "SQS_QUEUE_URL": UNUSED_QUEUE,
-            "LOGINS_TOKEN_KEY_FILE": str(keyfiles["token.key"]),
-            "LOGINS_VAULT_PUBLIC_KEY_FILE": str(keyfiles["vault.pub"]),
-            "LOGINS_LOG_LEVEL": "WARNING",
-            "PYTHONPATH": str(ROOT),
-            **extra,
-        }
-    )
-    return env
-
-
-def config_for(env: dict[str, str]) -> AppConfig:
-    return load_config(env)
+    return env | service_env(
+        keyfiles, database_url=database_url, queue_url=queue_url, endpoint_url=endpoint_url,
+        LOGINS_LOG_LEVEL="WARNING", PYTHONPATH=str(ROOT), **extra,
+    )  # fmt: skip
 
 
 def prepare_schema(database_url: str, config: AppConfig) -> None:

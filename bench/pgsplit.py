@@ -28,10 +28,10 @@ import psycopg
 from psycopg import sql
 
 from bench import core
-from bench.common import ROOT, Server, config_for, dataset, flow_env, keys, log, prepare_schema
+from bench.common import ROOT, Server, dataset, flow_env, keys, log, prepare_schema
 from connectors.postgres.pool import Writers
 from connectors.postgres.schema import table_schema
-from logins.core.config import AppConfig
+from logins.core.config import AppConfig, load_config
 from logins.core.vaultschema import tables
 
 PHASES = ("copy_events", "insert", "copy_vault", "insert_vault", "commit", "flush_vault")
@@ -138,9 +138,7 @@ def replay(
             acc[name] += (_backend_ns(pid) - c0) / 1e9
             acc[f"{name}_wall"] += time.perf_counter() - w0
 
-        def copy(
-            statement: sql.Composed, kinds: list[str], rows: list[tuple], *tail: Any
-        ) -> None:
+        def copy(statement: sql.Composed, kinds: list[str], rows: list[tuple], *tail: Any) -> None:
             with cur.copy(statement) as out:
                 out.set_types(kinds)
                 for row in rows:
@@ -227,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         data, _ = dataset(args.work, args.messages, args.seed)
         run, dsn = core.run_flow(server, args.work, keyfiles, data, name="pgsplit_src",
                                  messages=args.messages, workers=1, keep_database=True)  # fmt: skip
-        config = config_for(flow_env(keyfiles, dsn))
+        config = load_config(flow_env(keyfiles, dsn))
         batches = load_batches(dsn, config, config.source.max_batch, args.seal_cache)
         server.drop_database("bench_pgsplit_src")
         log(f"replaying {len(batches)} batches")

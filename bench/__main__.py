@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import baselines, core, dedupe, profile, report, sqs, tokens
-from bench.common import ROOT, as_dict, dataset, finish, flow_env, log, session, stamp
+from bench.common import ROOT, Rig, as_dict, dataset, finish, flow_env, log, session, stamp
 from bench.generated import Dataset
 from logins.core.config import load_config
 
@@ -219,15 +219,16 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         results["dataset"] = {"n": opened.n, "seed": opened.seed, "kinds": opened.kinds,
                               "generate_seconds": took, "bytes": data.stat().st_size}  # fmt: skip
         opened.close()
+        rig = Rig(server, args.work, keyfiles, data)
         results["seal_us"] = seal_cost()
         log(f"sealing: {results['seal_us']}")
 
         def flow(name: str, messages: int, **kw: Any) -> dict[str, Any]:
-            run, _ = core.run_flow(server, args.work, keyfiles, data, name=name,
+            run, _ = core.run_flow(rig, name=name,
                                    messages=messages, **{"workers": 1, **kw})  # fmt: skip
             return as_dict(run)
 
-        run, dsn = core.run_flow(server, args.work, keyfiles, data, name="core_1w",
+        run, dsn = core.run_flow(rig, name="core_1w",
                                  messages=args.messages, workers=1, keep_database=True)  # fmt: skip
         runs: dict[str, Any] = {"core_1w": as_dict(run)}
         results["runs"] = runs
@@ -249,14 +250,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             results["dedupe"] = dedupe.run(minutes=3.0 if args.quick else 12.0)
         spy = None if args.no_profile else profile.find_py_spy(args.py_spy)
         if spy:
-            results["profile"] = run_profiles(server, args, keyfiles, data, spy)
+            results["profile"] = run_profiles(rig, args, spy)
         else:
             log("no py-spy (PATH or PY_SPY): the report keeps no profile of this run")
         results["tokens"] = tokens.measure(
             messages=args.small, kms_messages=2_000 if args.quick else 5_000, seed=args.seed
         ) | {"command": results["command"]}
         if args.sqs_endpoint:
-            results["sqs"] = sqs.in_full_run(server, args.work, keyfiles, data, args.sqs_endpoint,
+            results["sqs"] = sqs.in_full_run(rig, args.sqs_endpoint,
                                              args.sqs_messages, args.repeats)  # fmt: skip
     results["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     results["duration_seconds"] = finish(record)["seconds"]
@@ -264,9 +265,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-def run_profiles(
-    server: Any, args: argparse.Namespace, keyfiles: dict[str, Path], data: Path, spy: str
-) -> dict[str, Any]:
+def run_profiles(rig: Rig, args: argparse.Namespace, spy: str) -> dict[str, Any]:
     """Two sampled runs of one worker: CPU by function (all threads), then wall time of the
     worker thread by step (idle included)."""
     out: dict[str, Any] = {"messages": args.profile_messages}
@@ -274,7 +273,7 @@ def run_profiles(
         raw = args.work / f"profile-{kind}.txt"
         wrap = [spy, "record", "--rate", "100", "--threads", *flags, "--format", "raw",
                 "--output", str(raw), "--"]  # fmt: skip
-        core.run_flow(server, args.work, keyfiles, data, name=f"profile_{kind}",
+        core.run_flow(rig, name=f"profile_{kind}",
                       messages=args.profile_messages, workers=1, wrap=wrap)  # fmt: skip
         if kind == "cpu":
             out["cpu"] = as_dict(profile.summarise_cpu(raw))

@@ -71,6 +71,17 @@ def finish(record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
+@dataclass(frozen=True)
+class Rig:
+    """What a measurement runs on: the database server, the work folder, the key files, and
+    the dataset file."""
+
+    server: Server
+    work: Path
+    keys: dict[str, Path]
+    data: Path
+
+
 @contextlib.contextmanager
 def session(work: Path, shared: bool = True) -> Iterator[tuple[Server, dict[str, Path]]]:
     """The work folder, the keys and the database server of one command. `shared`: its

@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from argparse import Namespace
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -17,7 +16,7 @@ from bench.common import (
     PYTHON,
     Ledger,
     ProcessResult,
-    Server,
+    Rig,
     dataset,
     flow_env,
     log,
@@ -58,10 +57,7 @@ class FlowRun:
 
 
 def run_flow(
-    server: Server,
-    work: Path,
-    keyfiles: dict[str, Path],
-    data: Path,
+    rig: Rig,
     *,
     name: str,
     messages: int,
@@ -73,11 +69,12 @@ def run_flow(
 ) -> tuple[FlowRun, str]:
     """One run of bench.flow; returns the result and the database's DSN (dropped unless kept)."""
     dbname = f"bench_{name}"
+    server, work = rig.server, rig.work
     dsn = server.fresh_database(dbname)
-    extra = {"BENCH_DATASET": str(data), "BENCH_N": str(messages)}
+    extra = {"BENCH_DATASET": str(rig.data), "BENCH_N": str(messages)}
     if rate is not None:
         extra["BENCH_RATE"] = str(rate)
-    env = flow_env(keyfiles, dsn, **extra)
+    env = flow_env(rig.keys, dsn, **extra)
     config = load_config(env)
     prepare_schema(dsn, config)
     argv = [*(wrap or []), PYTHON, "-m", "bytewax.run", "bench.flow", "-w", str(workers)]
@@ -97,7 +94,7 @@ def run_flow(
             f"{name}: the flow exited {process.returncode}:\n{tail(process.log_path)}"
         )
     ledger = read_ledger(dsn, config)
-    kinds = kinds_of(data, messages)
+    kinds = kinds_of(rig.data, messages)
     expected = {"row": kinds["valid"], "rejected": kinds["malformed"], "duplicate": kinds["resend"]}
     exact = accounted(ledger.total, ledger.outcomes, messages, expected)
     missed = expected["duplicate"] - ledger.outcomes.get("duplicate", 0)
@@ -214,7 +211,7 @@ def alone(args: Namespace) -> dict[str, Any]:
         postgres = server.describe()
         data, _ = dataset(args.work, args.messages, args.seed)
         name = f"core_{args.workers}w"
-        run, dsn = run_flow(server, args.work, keyfiles, data, name=name,
+        run, dsn = run_flow(Rig(server, args.work, keyfiles, data), name=name,
                             messages=args.messages, workers=args.workers,
                             keep_database=True)  # fmt: skip
         config = load_config(flow_env(keyfiles, dsn))

@@ -28,7 +28,7 @@ import psycopg
 from psycopg import sql
 
 from bench import core
-from bench.common import ROOT, Server, dataset, flow_env, keys, log, prepare_schema
+from bench.common import ROOT, Rig, Server, dataset, flow_env, keys, log, prepare_schema
 from connectors.postgres.pool import Writers
 from connectors.postgres.schema import table_schema
 from logins.core.config import AppConfig, load_config
@@ -223,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     try:
         data, _ = dataset(args.work, args.messages, args.seed)
-        run, dsn = core.run_flow(server, args.work, keyfiles, data, name="pgsplit_src",
+        run, dsn = core.run_flow(Rig(server, args.work, keyfiles, data), name="pgsplit_src",
                                  messages=args.messages, workers=1, keep_database=True)  # fmt: skip
         config = load_config(flow_env(keyfiles, dsn))
         batches = load_batches(dsn, config, config.source.max_batch, args.seal_cache)

@@ -36,7 +36,7 @@ from psycopg import sql
 from bench.common import (
     PYTHON,
     ROOT,
-    Server,
+    Rig,
     as_dict,
     dataset,
     flow_env,
@@ -268,9 +268,7 @@ def sendable(data: Path, messages: int) -> tuple[list[str], dict[str, int]]:
 
 
 def run_flow(
-    server: Server,
-    work: Path,
-    keyfiles: dict[str, Path],
+    rig: Rig,
     sqs: Any,
     endpoint: str,
     queue_url: str,
@@ -282,7 +280,7 @@ def run_flow(
 ) -> FlowRun:
     """`python -m bytewax.run flows.logins -w 2` until the queue is idle and empty; `source`
     overrides keys of the configuration's `source:`."""
-    database = f"bench_sqs_{name}"
+    database, server, work = f"bench_sqs_{name}", rig.server, rig.work
     dsn = server.fresh_database(database)
     extra = {"LOGINS_STOP_WHEN_IDLE": "3"}
     source = dict(source or {})
@@ -293,7 +291,7 @@ def run_flow(
         keys = "".join(f"  {key}: {value}\n" for key, value in source.items())
         override.write_text(f"extends: {ROOT / 'config' / 'local.yaml'}\nsource:\n{keys}")
         extra["LOGINS_CONFIG"] = str(override)
-    env = flow_env(keyfiles, dsn, queue_url, endpoint, **extra)
+    env = flow_env(rig.keys, dsn, queue_url, endpoint, **extra)
     config = load_config(env)
     prepare_schema(dsn, config)
     argv = [PYTHON, "-m", "bytewax.run", "flows.logins", "-w", str(WORKERS)]
@@ -312,19 +310,11 @@ def run_flow(
                    exact, span, process.cpu_seconds, ledger.outcomes)  # fmt: skip
 
 
-def sqs_path(
-    server: Server,
-    work: Path,
-    keyfiles: dict[str, Path],
-    data: Path,
-    endpoint: str,
-    messages: int,
-    repeats: int = 3,
-) -> dict[str, Any]:
+def sqs_path(rig: Rig, endpoint: str, messages: int, repeats: int = 3) -> dict[str, Any]:
     """Both pairs, `repeats` times, interleaved: flow (1 receiver/worker), drain(2), flow
     (defaults), drain(4); the queue is seeded with the same messages before each."""
     sqs = client(endpoint)
-    bodies, expected = sendable(data, messages)
+    bodies, expected = sendable(rig.data, messages)
     same = Pair("same_receivers", TARGET_SAME, receivers=WORKERS)
     default = Pair("defaults", TARGET_DEFAULT, receivers=4)
     seeds: list[float] = []
@@ -332,8 +322,8 @@ def sqs_path(
         for attempt in range(repeats):
             for pair, per_worker in ((same, 1), (default, None)):
                 seeds.append(seed(sqs, queue_url, bodies))
-                flow = run_flow(server, work, keyfiles, sqs, endpoint, queue_url, bodies,
-                                expected, per_worker, f"{pair.name}_{attempt}")  # fmt: skip
+                flow = run_flow(rig, sqs, endpoint, queue_url, bodies, expected, per_worker,
+                                f"{pair.name}_{attempt}")  # fmt: skip
                 pair.flow.append(flow)
                 seeds.append(seed(sqs, queue_url, bodies))
                 pair.drain.append(bare_drain(sqs, queue_url, len(bodies), pair.receivers))
@@ -352,25 +342,16 @@ def sqs_path(
     }  # fmt: skip
 
 
-def in_full_run(
-    server: Server,
-    work: Path,
-    keyfiles: dict[str, Path],
-    data: Path,
-    endpoint: str,
-    messages: int,
-    repeats: int,
-) -> dict[str, Any]:
+def in_full_run(rig: Rig, endpoint: str, messages: int, repeats: int) -> dict[str, Any]:
     """`make bench --sqs-endpoint`: the pairs, the CPU per message (4,000 -> up to 24,000
     messages) and the flow behind a 20 ms proxy (up to 8,000 messages)."""
     from bench.sqscost import cpu_per_message, delayed
 
-    out = sqs_path(server, work, keyfiles, data, endpoint, messages, repeats)
+    out = sqs_path(rig, endpoint, messages, repeats)
     cpu_sizes = (4000, min(24000, messages))
     if cpu_sizes[1] > cpu_sizes[0]:
-        out["cpu"] = cpu_per_message(server, work, keyfiles, data, endpoint, *cpu_sizes, repeats)
-    out["delayed"] = delayed(server, work, keyfiles, data, endpoint, min(8000, messages),
-                             repeats, 20.0)  # fmt: skip
+        out["cpu"] = cpu_per_message(rig, endpoint, *cpu_sizes, repeats)
+    out["delayed"] = delayed(rig, endpoint, min(8000, messages), repeats, 20.0)
     return out
 
 
@@ -384,15 +365,16 @@ def alone(args: Namespace) -> dict[str, Any]:
         sizes = [int(x) for x in args.cpu_sizes.split(",") if x]
         most = max([args.messages, args.delay_messages, *sizes])
         data, _ = dataset(args.work, most + 100, args.seed)  # room for refused bodies
+        rig = Rig(server, args.work, keyfiles, data)
         if sizes:
             source = dict(kv.split("=", 1) for kv in args.flow_source.split(",") if kv)
-            figures["cpu"] = cpu_per_message(server, args.work, keyfiles, data, args.endpoint,
+            figures["cpu"] = cpu_per_message(rig, args.endpoint,
                                              sizes[0], sizes[1], args.repeats, source)  # fmt: skip
         if args.delay_ms:
-            figures["delayed"] = delayed(server, args.work, keyfiles, data, args.endpoint,
+            figures["delayed"] = delayed(rig, args.endpoint,
                                          args.delay_messages, args.repeats,
                                          args.delay_ms)  # fmt: skip
         if not args.no_pairs:
-            figures |= sqs_path(server, args.work, keyfiles, data, args.endpoint, args.messages,
+            figures |= sqs_path(rig, args.endpoint, args.messages,
                                 args.repeats)  # fmt: skip
     return figures

@@ -16,12 +16,11 @@ SQS's client alone costs, all from one run, alternating, medians:
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from statistics import median
 from typing import Any
 
 from bench import core
-from bench.common import Server, log
+from bench.common import Rig, log
 from bench.sqs import (
     WORKERS,
     Pair,
@@ -53,10 +52,7 @@ def one_thread_drain_cpu(sqs: Any, queue_url: str, expected: int) -> float:
 
 
 def cpu_per_message(
-    server: Server,
-    work: Path,
-    keyfiles: dict[str, Path],
-    data: Path,
+    rig: Rig,
     endpoint: str,
     small: int,
     large: int,
@@ -78,19 +74,19 @@ def cpu_per_message(
         for attempt in range(repeats):
             cpu: dict[int, float] = {}
             for size in (small, large):
-                bodies, expected = sendable(data, size)
+                bodies, expected = sendable(rig.data, size)
                 seed(sqs, queue_url, bodies)
-                run = run_flow(server, work, keyfiles, sqs, endpoint, queue_url, bodies,
-                               expected, None, f"cpu_{size}_{attempt}", source)  # fmt: skip
+                run = run_flow(rig, sqs, endpoint, queue_url, bodies, expected, None,
+                               f"cpu_{size}_{attempt}", source)  # fmt: skip
                 cpu[size] = run.cpu_seconds
                 exact.append(run.exact)
             runs["sqs_flow"].append(marginal(cpu))
             runs["core_flow"].append(marginal({
-                size: core.run_flow(server, work, keyfiles, data, name=f"cpu_core_{size}",
+                size: core.run_flow(rig, name=f"cpu_core_{size}",
                                     messages=size, workers=WORKERS)[0].process.cpu_seconds
                 for size in (small, large)
             }))  # fmt: skip
-            bodies, _ = sendable(data, small)
+            bodies, _ = sendable(rig.data, small)
             for name, drain in drains.items():
                 seed(sqs, queue_url, bodies)
                 runs[name].append(one_thread_drain_cpu(drain, queue_url, len(bodies)))
@@ -111,14 +107,7 @@ def cpu_per_message(
 
 
 def delayed(
-    server: Server,
-    work: Path,
-    keyfiles: dict[str, Path],
-    data: Path,
-    endpoint: str,
-    messages: int,
-    repeats: int,
-    delay_ms: float,
+    rig: Rig, endpoint: str, messages: int, repeats: int, delay_ms: float
 ) -> dict[str, Any]:
     """The flow's defaults and a bare drain behind the fault proxy holding each call."""
     from tests.faults.sqs_proxy import SqsFaultProxy  # the fault tests' proxy (repository root)
@@ -129,25 +118,14 @@ def delayed(
     proxy = SqsFaultProxy(endpoint)
     proxy.delay(delay_ms / 1000)
     far = client(proxy.endpoint_url, pool=threads + 4)
-    bodies, expected = sendable(data, messages)
+    bodies, expected = sendable(rig.data, messages)
     try:
         with queue(sqs, "bench-delay") as queue_url:
             for attempt in range(repeats):
                 seed(sqs, queue_url, bodies)
-                pair.flow.append(
-                    run_flow(
-                        server,
-                        work,
-                        keyfiles,
-                        sqs,
-                        proxy.endpoint_url,
-                        queue_url,
-                        bodies,
-                        expected,
-                        None,
-                        f"delay_{attempt}",
-                    )
-                )
+                run = run_flow(rig, sqs, proxy.endpoint_url, queue_url, bodies, expected, None,
+                               f"delay_{attempt}")  # fmt: skip
+                pair.flow.append(run)
                 seed(sqs, queue_url, bodies)
                 pair.drain.append(bare_drain(far, queue_url, len(bodies), threads))
                 log(

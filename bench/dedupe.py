@@ -55,13 +55,6 @@ def _evicted() -> float:
     return REGISTRY.get_sample_value("logins_dedupe_evicted_early_total") or 0.0
 
 
-def _uuid_ids(seed: int) -> Any:
-    n = 0
-    while True:
-        yield message_id(seed, n)
-        n += 1
-
-
 def bytes_per_slot() -> dict[str, float]:
     """tracemalloc's count of what one default shard's table allocates, per slot."""
     step = _defaults()

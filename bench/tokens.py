@@ -33,7 +33,7 @@ from botocore.config import Config
 from bench.common import PYTHON, ROOT, log
 from flows.steps.mask import Masker
 from flows.steps.validate import Validator
-from logins.core.config import MaskStep, ValidateStep
+from logins.core.config import MaskStep, load_config
 from logins.core.keys import BLAKE2B, HMAC_SHA256, TokenKey, hmac_key_id
 from logins.core.kms import KmsKey
 from logins.core.records import Event, SqsMessage
@@ -44,20 +44,10 @@ from logins.dev.embedded import free_port
 from logins.dev.generator import generate
 
 BATCH = 1000  # messages per mask batch, as the flow's source hands them
-SCHEMA = ValidateStep.model_validate(
-    {
-        "type": "validate",
-        "fields": {
-            "user_id": {"max_length": 128},
-            "app_version": {"type": "version", "max_length": 64},
-            "device_type": {"max_length": 32},
-            "ip": {"max_length": 64, "format": "ip", "pii": True},
-            "locale": {"max_length": 32, "required": False, "nullable": True},
-            "device_id": {"max_length": 256, "pii": True},
-        },
-    }
-)
-MASK = MaskStep(type="mask", fields={"ip": "masked_ip", "device_id": "masked_device_id"})
+# the shipped configuration's validate and mask steps (config/base.yaml; no key is read)
+SHIPPED = load_config({"SQS_QUEUE_URL": "-", "LOGINS_TOKEN_KEY_FILE": "-",
+                       "LOGINS_VAULT_PUBLIC_KEY_FILE": "-"})  # fmt: skip
+MASK = next(step for step in SHIPPED.steps if isinstance(step, MaskStep))
 SECRET = bytes(range(32))
 _MOTO_CREDENTIALS = "bench"  # moto accepts any; these never reach AWS
 
@@ -132,7 +122,7 @@ def _client(target: Target, connections: int = 10) -> Any:
 def batches(messages: int, seed: int) -> list[list[dict[str, Any]]]:
     """The validated fields of the stream's valid logins, in batches of BATCH messages (the
     mask step sees only these; rejected bodies are sealed, not tokenised)."""
-    validator = Validator(SCHEMA, Tokenizer([TokenKey("b", SECRET)]))
+    validator = Validator(SHIPPED.validate_step, Tokenizer([TokenKey("b", SECRET)]))
     out: list[list[dict[str, Any]]] = []
     stream = generate(messages, seed=seed)
     for start in range(0, len(stream), BATCH):

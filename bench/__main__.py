@@ -36,7 +36,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from bench import baselines, core, dedupe, profile, report, sqs, tokens
+from bench import baselines, chart, core, dedupe, profile, report, sections, sqs, tokens
 from bench.common import ROOT, Rig, as_dict, dataset, finish, flow_env, log, session, stamp
 from bench.generated import Dataset
 from logins.core.config import load_config
@@ -103,12 +103,12 @@ def _sqs_options(p: argparse.ArgumentParser) -> None:
 PARTS = {
     "core": Part(core.alone.__doc__ or "", _core_options, core.alone),
     "dedupe": Part(dedupe.__doc__ or "", _dedupe_options,
-                   lambda a: dedupe.run(a.rate, a.minutes), report.dedupe_section),
+                   lambda a: dedupe.run(a.rate, a.minutes), sections.dedupe_section),
     "tokens": Part(tokens.__doc__ or "", _tokens_options,
                    lambda a: tokens.measure(a.messages, a.kms_messages, a.seed, a.kms_key_id,
-                                            a.kms_endpoint), report.tokens_section),
+                                            a.kms_endpoint), sections.tokens_section),
     "sqs": Part(sqs.__doc__ or "", _sqs_options, sqs.alone,
-                lambda out: report.sqs_section(out) if "defaults" in out else None,
+                lambda out: sections.sqs_section(out) if "defaults" in out else None,
                 lambda out: all(x.get("exact", True) for x in (out, out.get("cpu") or {},
                                                                 out.get("delayed") or {}))),
 }  # fmt: skip
@@ -140,7 +140,7 @@ def part_main(name: str, argv: list[str]) -> int:
         full.write_text(json.dumps(json.loads(full.read_text()) | {"tokens": out}, indent=1))
     section = part.section(out)
     if section and not args.no_doc:
-        report.write_section(args.out, name, section)
+        sections.write_section(args.out, name, section)
         log(f"wrote the {name} section of {args.out}")
     print(json.dumps(out) if args.json else "\n".join(f"{k}: {v}" for k, v in out.items()))
     return 0 if part.ok(out) else 1
@@ -193,9 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         results_path.write_text(json.dumps(results, indent=1))
     rendered = report.render(results)
     if args.out.exists():  # keep the last `python -m bench dedupe|sqs|tokens` of what was not run
-        rendered = report.carry_sections(args.out.read_text(), rendered)
+        rendered = sections.carry_sections(args.out.read_text(), rendered)
     args.out.write_text(rendered)
-    if report.chart(results, args.chart):
+    if chart.chart(results, args.chart):
         log(f"wrote {args.out} and {args.chart}")
     else:
         log(f"wrote {args.out} (no chart: pip install '.[bench]' for matplotlib)")

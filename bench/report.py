@@ -1,22 +1,28 @@
-"""docs/benchmarks.md and its chart, from the results of one run (bench/.work/results.json):
-the figures computed here, their table rows built by `table_rows`, the page's words in the
-Markdown templates of bench/templates/ (string.Template). What is written by hand (how each
-figure is measured, what was tried, earlier runs) is docs/benchmark-notes.md, linked, never
-spliced in.
+"""docs/benchmarks.md from the results of one run (bench/.work/results.json): the figures
+computed here, their table rows built by `table_rows`, the page's words in the Markdown
+templates of bench/templates/ (string.Template). What is written by hand (how each figure is
+measured, what was tried, earlier runs) is docs/benchmark-notes.md, linked, never spliced in.
 
-The SQS, dedupe and token sections can be measured alone (`python -m bench sqs|dedupe|tokens`):
-each stands between markers, which those commands rewrite, and a full run keeps the previous
-page's section of what it did not measure."""
+The SQS, dedupe and token sections (bench/sections.py) can be measured alone: each stands
+between markers, and a full run keeps the previous page's section of what it did not measure
+(`carry_sections`). The chart is bench/chart.py's."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from pathlib import Path
 from statistics import median
-from string import Template
 from typing import Any
 
-from bench.common import ROOT
+from bench.sections import (
+    Row,
+    dedupe_section,
+    fill,
+    marked,
+    sqs_section,
+    status,
+    table_rows,
+    tokens_section,
+    whole,
+)
 
 TARGET_MSGS = 50_000
 TARGET_VS_CEILING = 0.5
@@ -26,27 +32,6 @@ TARGET_P99_MS = 2000.0
 TARGET_RSS_MB = 500.0
 FLAT = 1.10  # "flat": the 1M peak within 10 % of the small run's
 COST_GROWTH = 1.20  # the cost per message at 1M within 20 % of its cost at 50k
-
-TEMPLATES = ROOT / "bench" / "templates"
-Row = Sequence[object]
-
-
-def fill(template: str, **values: Any) -> str:
-    """bench/templates/`template` with `values` in its $$placeholders."""
-    return Template((TEMPLATES / template).read_text()).substitute(values)
-
-
-def table_rows(rows: Iterable[Row]) -> str:
-    """Markdown table rows (the header is the template's), one a line."""
-    return "\n".join("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows)
-
-
-def _n(x: float) -> str:
-    return f"{x:,.0f}"
-
-
-def _status(ok: bool | None) -> str:
-    return "not run" if ok is None else ("met" if ok else "**missed**")
 
 
 def _or_na(value: float | None, form: str) -> str:
@@ -218,14 +203,15 @@ def _figure_rows(r: dict[str, Any], f: dict[str, Any]) -> list[Row]:
     repeats, peak = len(r["naive"]["rates"]), one["process"]["peak_rss_mb"]
     flat = f"flat (within {FLAT - 1:.0%})"
     rows: list[Row] = [
-        (f"core path, 1 worker, {n:,} messages: committed msg/s", _n(one["msgs_per_s"]),
-         f">= {TARGET_MSGS:,}", _status(one["msgs_per_s"] >= TARGET_MSGS)),
-        (f"core path, 2 workers, {n:,} messages: committed msg/s", _n(two["msgs_per_s"]), "", ""),
+        (f"core path, 1 worker, {n:,} messages: committed msg/s", whole(one["msgs_per_s"]),
+         f">= {TARGET_MSGS:,}", status(one["msgs_per_s"] >= TARGET_MSGS)),
+        (f"core path, 2 workers, {n:,} messages: committed msg/s", whole(two["msgs_per_s"]),
+         "", ""),
         (f"core path, 1 worker, {small_n:,} messages (median of {len(r['runs']['small_1w'])})",
-         _n(f["small_rate"]), "", ""),
+         whole(f["small_rate"]), "", ""),
         *_cost_rows(f["cost"], n),
         (f"baseline: one INSERT + COMMIT per message ({r['naive']['items']:,} messages, median"
-         f" of {repeats}): msg/s", _n(f["naive"]), "", ""),
+         f" of {repeats}): msg/s", whole(f["naive"]), "", ""),
         ("pipeline (1 worker) / baseline", f"{f['vs_naive']:.1f}x",
          "no target: the baseline's speed is the disk's commit latency", ""),
     ]  # fmt: skip
@@ -233,13 +219,13 @@ def _figure_rows(r: dict[str, Any], f: dict[str, Any]) -> list[Row]:
         rows += [
             ("exactly-once ceiling: the same rows COPYed into a stage, then INSERT ... ON"
              f" CONFLICT into the row and ledger tables (median of {repeats}): rows/s",
-             _n(f["eo_ceiling"]), "", ""),
+             whole(f["eo_ceiling"]), "", ""),
             ("pipeline msg/s (1 worker) / exactly-once ceiling", f"{f['vs_eo']:.1%}",
-             f">= {TARGET_VS_CEILING:.0%}", _status(f["vs_eo"] >= TARGET_VS_CEILING)),
+             f">= {TARGET_VS_CEILING:.0%}", status(f["vs_eo"] >= TARGET_VS_CEILING)),
         ]  # fmt: skip
     rows += [
         (f"bare COPY of the same rows, no index (median of {repeats}): rows/s",
-         _n(f["ceiling"]), "", ""),
+         whole(f["ceiling"]), "", ""),
         ("pipeline rows/s (1 worker) / bare COPY", f"{f['vs_ceiling']:.1%}", "", ""),
     ]  # fmt: skip
     if sqs:
@@ -255,15 +241,15 @@ def _figure_rows(r: dict[str, Any], f: dict[str, Any]) -> list[Row]:
         *rows,
         (f"latency at {r['runs']['latency']['rate']:g} msg/s offered: p50 / p99 (max)",
          f"{lat['p50']:,.0f} / {lat['p99']:,.0f} ms ({lat['max']:,.0f} ms)",
-         f"p99 <= {TARGET_P99_MS / 1000:g} s", _status(lat["p99"] <= TARGET_P99_MS)),
+         f"p99 <= {TARGET_P99_MS / 1000:g} s", status(lat["p99"] <= TARGET_P99_MS)),
         (f"peak RSS of the flow process at {n:,} messages (1 worker)", f"{peak:,.0f} MB",
-         f"<= {TARGET_RSS_MB:.0f} MB", _status(peak <= TARGET_RSS_MB)),
+         f"<= {TARGET_RSS_MB:.0f} MB", status(peak <= TARGET_RSS_MB)),
         (f"peak RSS at {small_n:,} -> {n:,} messages (1 worker)",
          f"{f['small_rss']:,.0f} -> {peak:,.0f} MB ({f['rss_growth'] - 1:+.0%})",
-         flat, _status(f["rss_growth"] <= FLAT)),
+         flat, status(f["rss_growth"] <= FLAT)),
         (f"peak RSS within the {n:,}-message run: its first half -> all of it",
          f"{f['rss_half']:,.0f} -> {peak:,.0f} MB ({peak / f['rss_half'] - 1:+.0%})",
-         flat, _status(peak <= f["rss_half"] * FLAT)),
+         flat, status(peak <= f["rss_half"] * FLAT)),
         (f"peak RSS at {n:,} messages, 2 workers", f"{two['process']['peak_rss_mb']:,.0f} MB",
          "", ""),
     ]  # fmt: skip
@@ -286,7 +272,7 @@ def _cost_rows(cost: dict[str, Any] | None, n: int) -> list[Row]:
             growth = f"{short:,.1f} -> {long:,.1f} µs ({long / short - 1:+.0%})"
             rows.append((f"{head}: {what}", growth,
                          f"within {COST_GROWTH - 1:.0%}" if target else "",
-                         _status(long / short <= COST_GROWTH) if target else ""))  # fmt: skip
+                         status(long / short <= COST_GROWTH) if target else ""))  # fmt: skip
     return rows
 
 
@@ -299,9 +285,10 @@ def _sqs_rows(sqs: dict[str, Any]) -> list[Row]:
     head += f" {sqs['repeats']})"
     rows: list[Row] = [
         (f"{head}, {what}: flow / bare drain",
-         f"{pair['ratio']:.0%} ({_n(pair['flow_msgs_per_s'])} vs {_n(pair['drain_msgs_per_s'])}"
+         f"{pair['ratio']:.0%} ({whole(pair['flow_msgs_per_s'])} vs"
+         f" {whole(pair['drain_msgs_per_s'])}"
          f" msg/s; each repeat {', '.join(f'{x:.0%}' for x in pair['ratios'])})",
-         f">= {pair['target']:.0%}", _status(pair["met"]))
+         f">= {pair['target']:.0%}", status(pair["met"]))
         for what, pair in ((f"1 receiver per worker vs a {same['receivers']}-receiver bare drain",
                             same),
                            (f"defaults vs a {default['receivers']}-receiver bare drain", default))
@@ -313,19 +300,19 @@ def _sqs_rows(sqs: dict[str, Any]) -> list[Row]:
         rows += [
             ("SQS path: the flow's CPU per message / the core path's",
              f"{cpu['sqs_vs_core']}x ({sqs_us} vs {cpu['core_flow_cpu_us_per_msg']} µs)",
-             f"<= {cpu['target_vs_core']}x", _status(cpu["met_vs_core"])),
+             f"<= {cpu['target_vs_core']}x", status(cpu["met_vs_core"])),
             ("SQS path: the flow's CPU per message / a bare one-thread boto3 drain's",
              f"{cpu['sqs_vs_boto3_drain']}x (vs {cpu['boto3_drain_cpu_us_per_msg']} µs)",
-             "< 1x", _status(cpu["met_vs_boto3_drain"])),
+             "< 1x", status(cpu["met_vs_boto3_drain"])),
         ]  # fmt: skip
     slow = sqs.get("delayed")
     if slow:
         rows.append((
             f"SQS path, {slow['delay_ms']:g} ms added to every call: the defaults / a"
             f" {slow['drain_threads']}-thread bare drain",
-            f"{slow['ratio']:.0%} ({_n(slow['flow_msgs_per_s'])} vs"
-            f" {_n(slow['drain_msgs_per_s'])} msg/s)",
-            f">= {slow['target']:.0%}", _status(slow["met"]),
+            f"{slow['ratio']:.0%} ({whole(slow['flow_msgs_per_s'])} vs"
+            f" {whole(slow['drain_msgs_per_s'])} msg/s)",
+            f">= {slow['target']:.0%}", status(slow["met"]),
         ))  # fmt: skip
     return rows
 
@@ -406,261 +393,3 @@ def _postgres_share(r: dict[str, Any], f: dict[str, Any]) -> str:
            for k in ("insert", "insert_vault", "commit", "plain")},
         wal_per_msg=_or_na(wal, "{:,.0f}"), eo_wal_per_row=_or_na(eo_wal, "{:,.0f}"),
     )  # fmt: skip
-
-
-# -- the sections a command of their own rewrites -------------------------------------------
-
-_MARKERS = {
-    "tokens": ("<!-- bench tokens: begin -->", "<!-- bench tokens: end -->"),
-    "dedupe": (
-        "<!-- dedupe section: written by `python -m bench dedupe` and `make bench` -->",
-        "<!-- end of the dedupe section -->",
-    ),
-    "sqs": (
-        "<!-- sqs section: written by `python -m bench sqs` and `make bench` -->",
-        "<!-- end of the sqs section -->",
-    ),
-}
-
-
-def marked(name: str, body: str) -> str:
-    """`body` between the markers of section `name` (empty: the markers alone)."""
-    begin, end = _MARKERS[name]
-    return f"{begin}\n{body.rstrip()}\n{end}\n" if body else f"{begin}\n{end}\n"
-
-
-def _section(text: str, name: str) -> str | None:
-    begin, end = _MARKERS[name]
-    if begin not in text or end not in text:
-        return None
-    return begin + text.split(begin, 1)[1].split(end, 1)[0] + end + "\n"
-
-
-def with_section(text: str, name: str, body: str) -> str:
-    """`text` (docs/benchmarks.md) with section `name` replaced by `body` (or appended)."""
-    old = _section(text, name)
-    if old is None:
-        return text.rstrip("\n") + "\n\n" + marked(name, body)
-    return text.replace(old, marked(name, body))
-
-
-def write_section(out: Path, name: str, body: str) -> None:
-    """Rewrite section `name` of the page `out` (docs/benchmarks.md) with `body`."""
-    out.write_text(with_section(out.read_text() if out.exists() else "", name, body))
-
-
-def carry_sections(old: str, new: str) -> str:
-    """`new` with `old`'s section of every part `new` did not measure (its markers empty)."""
-    for name in _MARKERS:
-        kept = _section(old, name)
-        if kept is not None and marked(name, "") in new:
-            new = new.replace(marked(name, ""), kept)
-    return new
-
-
-def _when(
-    command: str | None, started: str | None, git: dict[str, Any], load: list[float] | None
-) -> str:
-    """`command` (date, commit, load average) of a section's run."""
-    when = f"`{command}`" if command else "`make bench`"
-    if started:
-        when += f" ({started}, commit `{git['commit']}`"
-        when += " plus uncommitted changes" if git.get("dirty") else ""
-        if load:
-            when += f"; load average {load[0]:.1f} at the start, {load[1]:.1f} at the end"
-        when += ")"
-    return when
-
-
-def dedupe_section(d: dict[str, Any]) -> str:
-    run, memory, load = d["window_run"], d["memory"], d["load"]
-    held = memory["bytes_per_slot"] / load["load"] if load["load"] else float("nan")
-    offered, recognised = run["resends_offered"], run["resends_recognised"]
-    cpu_us = run["dedupe_cpu_seconds"] / max(run["messages"], 1) * 1e6
-    gaps = run["gaps_minutes"]
-    rows: list[Row] = [
-        (f"resends {gaps['min']:.1f}-{gaps['max']:.1f} min after their original, at"
-         f" {run['rate']:,.0f} msg/s for {run['minutes']:g} simulated minutes: recognised /"
-         " offered", f"{recognised:,} / {offered:,}", "all",
-         _status(recognised == offered and run["resends_wrong"] == 0)),
-        ("new logins reported as duplicates", f"{run['false_duplicates']:,}", "0",
-         _status(run["false_duplicates"] == 0)),
-        ("fingerprints dropped before their window ended (`logins_dedupe_evicted_early`)",
-         f"{run['evicted_early']:,}", "", ""),
-        ("dedupe state of the 64 shards (tracemalloc when built; at the end, `sys.getsizeof`"
-         f" of its arrays and dicts: {run['state_bytes_end'] / 1e6:.2f} MB)",
-         f"{run['state_bytes'] / 1e6:.2f} MB", "<= 150 MB", _status(run["state_bytes"] <= 150e6)),
-        ("bytes per slot (tracemalloc, one shard at the default budget)",
-         f"{memory['bytes_per_slot']:.2f}", "", ""),
-        ("highest load that held the window (one shard, two windows of new logins)",
-         f"{load['load']:.1%}", "", ""),
-        ("bytes per fingerprint held at that load", f"{held:.1f}", "", ""),
-        ("dedupe throughput (sharding + `on_batch`, wall clock / CPU per message)",
-         f"{run['msgs_per_s']:,.0f} msg/s / {cpu_us:.1f} µs", "", ""),
-        ("peak RSS of the benchmark process", f"{run['peak_rss_mb']:,.0f} MB", "", ""),
-    ]  # fmt: skip
-    return fill(
-        "dedupe.md",
-        when=_when(d["command"], d["started"], d["git"], d.get("load_average")),
-        rows=table_rows(rows),
-        window_minutes=f"{d['window_seconds'] / 60:g}",
-        budget_rows=table_rows(
-            (
-                f"{x['mb']:g}",
-                *(f"{x[k]:,.0f}" for k in ("fingerprints", "logins_per_s", "msgs_per_s")),
-            )
-            for x in d["table"]
-        ),
-    )
-
-
-def sqs_section(s: dict[str, Any]) -> str:
-    """The SQS path: both pairs, every repeat, and the medians against their targets."""
-    rows = []
-    for label, key in (("1 receiver per worker", "same_receivers"), ("defaults", "defaults")):
-        pair = s[key]
-        rows += [
-            table_rows([(label, i + 1, _n(flow), pair["receivers"], _n(drain), f"{ratio:.0%}")])
-            for i, (flow, drain, ratio)
-            in enumerate(zip(pair["flow_runs"], pair["drain_runs"], pair["ratios"], strict=False))
-        ]  # fmt: skip
-        rows.append(
-            f"| **{label}: median** | | {_n(pair['flow_msgs_per_s'])} | {pair['receivers']} |"
-            f" {_n(pair['drain_msgs_per_s'])} | **{pair['ratio']:.0%}** (target"
-            f" >= {pair['target']:.0%}: {_status(pair['met'])}) |"
-        )
-    met = s["same_receivers"]["met"] and s["defaults"]["met"]
-    return fill(
-        "sqs.md",
-        when=_when(s.get("command"), s.get("started"), s.get("git", {}), s.get("load_average")),
-        workers=s["workers"],
-        messages=f"{s['messages']:,}",
-        exact="exact." if s["exact"] else "**not exact** (see bench/.work/sqs.json).",
-        rows="\n".join(rows),
-        flow_cpu_us=f"{s['defaults']['flow_cpu_us_per_msg']:.0f}",
-        verdict="Both medians meet their targets: receiving, deleting and extending visibility"
-        " are not what limits the flow here."
-        if met
-        else "**A median missed its target** in this run (see the repeats above).",
-    )
-
-
-def tokens_section(t: dict[str, Any]) -> str:
-    """Key file against KMS (bench/tokens.py): every run, then what it means, in figures."""
-    kms, same = t["kms"], t["file_same"]
-    rows: list[Row] = [
-        (label, f"{p['messages']:,}", f"{p['msgs_per_s']:,.0f}", "-", "-", "-", "-")
-        for p, label in ((t["file"]["hmac-sha256"], "key file, HMAC-SHA256"),
-                         (t["file"]["blake2b"], "key file, BLAKE2b (older key lines)"),
-                         (same["hmac-sha256"], "key file, HMAC-SHA256"),
-                         (same["blake2b"], "key file, BLAKE2b (older key lines)"))
-    ]  # fmt: skip
-    labels = {
-        "cache_8": "KMS, cache 50,000, 8 threads",
-        "nocache_8": "KMS, no cache, 8 threads",
-        "cache_32": "KMS, cache 50,000, 32 threads",
-        "batch_1": "KMS, first batch only, 1 thread",
-        "batch_8": "KMS, first batch only, 8 threads",
-    }
-    for name, label in labels.items():
-        first, *again = kms[name]["passes"]
-        shown = [(label, first)]
-        if again:
-            shown.append((label + " (again: warm cache)", _middle(again)))
-        rows += [
-            (what, f"{p['messages']:,}", f"{p['msgs_per_s']:,.0f}", f"{p['kms_calls']:,}",
-             f"{p['calls_per_s']:,.0f}", f"{p['hit_rate']:.0%}", f"{p['calls_per_msg']:.2f}")
-            for what, p in shown
-        ]  # fmt: skip
-    cold, warm = kms["cache_8"]["passes"][0], _middle(kms["cache_8"]["passes"][1:])
-    base, nocache = same["hmac-sha256"], kms["nocache_8"]["passes"][0]
-    one, eight = kms["batch_1"]["passes"][0], kms["batch_8"]["passes"][0]
-    return fill(
-        "tokens.md",
-        command=t.get("command", "make bench"), seed=t["seed"], batch=f"{t['batch']:,}",
-        messages=f"{t['messages']:,}", kms_messages=f"{t['kms_messages']:,}",
-        kms_target=t.get("kms_target", "moto"), latency_ms=f"{t['latency_ms']:.1f}",
-        load_start=f"{t['load_average_start']:.1f}", load_end=f"{t['load_average_end']:.1f}",
-        rows=table_rows(rows),
-        file_rate=f"{base['msgs_per_s']:,.0f}", file_messages=f"{base['messages']:,}",
-        cold_calls=f"{cold['calls_per_msg']:.2f}", cold_hits=f"{cold['hit_rate']:.0%}",
-        nocache_calls=f"{nocache['calls_per_msg']:.2f}", cold_rate=f"{cold['msgs_per_s']:,.0f}",
-        cold_share=f"{cold['msgs_per_s'] / base['msgs_per_s']:.1%}",
-        warm_hits=f"{warm['hit_rate']:.0%}", warm_rate=f"{warm['msgs_per_s']:,.0f}",
-        warm_share=f"{warm['msgs_per_s'] / base['msgs_per_s']:.0%}",
-        one_calls=f"{one['calls_per_s']:,.0f}", eight_calls=f"{eight['calls_per_s']:,.0f}",
-        speedup=f"{eight['calls_per_s'] / one['calls_per_s']:.1f}x",
-    )  # fmt: skip
-
-
-def _middle(passes: list[dict[str, Any]]) -> dict[str, Any]:
-    """The median pass by msg/s (the upper one of an even count)."""
-    return sorted(passes, key=lambda p: p["msgs_per_s"])[len(passes) // 2]
-
-
-# -- the chart ------------------------------------------------------------------------------
-
-
-def chart(r: dict[str, Any], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    f = figures(r)
-    fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 4.6))
-    bars = [
-        ("1 INSERT +\nCOMMIT each", f["naive"]),
-        ("pipeline,\n1 worker", f["one"]["msgs_per_s"]),
-        ("pipeline,\n2 workers", f["two"]["msgs_per_s"]),
-        ("bare COPY\n(rows/s)", f["ceiling"]),
-    ]
-    if f["eo_ceiling"]:
-        bars.insert(3, ("exactly-once\nceiling (rows/s)", f["eo_ceiling"]))
-    colours = ["#999999", "#1f77b4", "#1f77b4"] + ["#2ca02c"] * (len(bars) - 3)
-    if f["sqs"]:
-        default = f["sqs"]["defaults"]
-        bars += [("SQS: flow,\ndefaults", default["flow_msgs_per_s"]),
-                 (f"SQS: bare drain,\n{default['receivers']} receivers",
-                  default["drain_msgs_per_s"])]  # fmt: skip
-        colours += ["#ff7f0e", "#ff7f0e"]
-    a.bar([x for x, _ in bars], [y for _, y in bars], color=colours)
-    a.axhline(
-        TARGET_MSGS, color="red", linestyle="--", linewidth=1, label=f"target {TARGET_MSGS:,}/s"
-    )
-    a.set_yscale("log")
-    a.set_ylabel("messages (rows) per second, log scale")
-    a.set_title("Throughput")
-    a.legend(loc="upper left", fontsize=8)
-    a.tick_params(axis="x", labelsize=7)
-    for i, (_, y) in enumerate(bars):
-        a.text(i, y * 1.1, f"{y:,.0f}", ha="center", fontsize=7)
-    for run, what in ((r["runs"]["small_1w"][0], "msgs"), (f["one"], "msgs"),
-                      (f["two"], "msgs, 2 workers")):  # fmt: skip
-        samples = run["process"]["rss_samples"]
-        if samples:
-            b.plot([s[0] for s in samples], [s[1] for s in samples],
-                   label=f"{run['messages']:,} {what}")  # fmt: skip
-    b.axhline(
-        TARGET_RSS_MB, color="red", linestyle="--", linewidth=1, label=f"{TARGET_RSS_MB:.0f} MB"
-    )
-    b.set_xlabel("seconds since start")
-    b.set_ylabel("RSS (MB)")
-    b.set_title("Memory of the flow process")
-    b.legend(fontsize=8)
-    lat = f["lat"]
-    cdf = lat.get("percentiles") or [lat["p50"], lat["p99"]]
-    c.plot(cdf, [i / (len(cdf) - 1) * 100 for i in range(len(cdf))], color="#9467bd")
-    c.axvline(TARGET_P99_MS, color="red", linestyle="--", linewidth=1, label="p99 target 2 s")
-    c.axhline(99, color="grey", linestyle=":", linewidth=1)
-    c.set_xscale("log")
-    c.set_xlabel("ms, SentTimestamp to ledger write (log scale)")
-    c.set_ylabel("percent of messages")
-    c.set_title(f"Latency at {r['runs']['latency']['rate']:g} msg/s offered (CDF)")
-    c.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True

@@ -14,23 +14,19 @@ moto's own work), which real KMS costs too, with network latency instead of moto
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from statistics import median
 from typing import Any
 
 import boto3
 from botocore.config import Config
 
-from bench.common import PYTHON, ROOT, log
+from bench.common import PYTHON, log
 from flows.steps.mask import Masker
 from flows.steps.validate import Validator
 from logins.core.config import MaskStep, load_config
@@ -240,39 +236,3 @@ def measure(
         out["kms"] = kms
     out["load_average_end"] = os.getloadavg()[0]
     return out
-
-
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench tokens", description=__doc__.split("\n\n")[0])
-    p.add_argument("--messages", type=int, default=100_000)
-    p.add_argument("--kms-messages", type=int, default=5_000)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--work", type=Path, default=ROOT / "bench" / ".work")
-    p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
-    p.add_argument("--report-only", action="store_true")
-    p.add_argument("--kms-key-id", default=None, help="your own HMAC_256 key instead of moto")
-    p.add_argument("--kms-endpoint", default=None, help="with --kms-key-id: a local endpoint")
-    args = p.parse_args(argv)
-    args.work.mkdir(parents=True, exist_ok=True)
-    if args.report_only:
-        results = json.loads((args.work / "tokens.json").read_text())
-    else:
-        results = measure(
-            args.messages, args.kms_messages, args.seed, args.kms_key_id, args.kms_endpoint
-        )
-        results["command"] = " ".join(["python -m bench tokens", *argv])
-        (args.work / "tokens.json").write_text(json.dumps(results, indent=1))
-    full = args.work / "results.json"
-    if full.exists():  # so that `python -m bench --report-only` keeps this section
-        stored = json.loads(full.read_text())
-        stored["tokens"] = results
-        full.write_text(json.dumps(stored, indent=1))
-    from bench.report import tokens_section, write_section
-
-    write_section(args.out, "tokens", tokens_section(results))
-    log(f"wrote the token custody section of {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))

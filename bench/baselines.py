@@ -25,8 +25,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from bench.common import Server, backend_cpu_seconds, log, median
+from bench.common import log, median
 from bench.generated import Dataset
+from bench.server import Server, backend_cpu_seconds
 from connectors.postgres.migrations import migrate
 from connectors.postgres.schema import Column, table_schema
 from logins.core.config import AppConfig

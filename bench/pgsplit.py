@@ -28,7 +28,8 @@ import psycopg
 from psycopg import sql
 
 from bench import core
-from bench.common import ROOT, Rig, Server, dataset, flow_env, keys, log, prepare_schema
+from bench.common import ROOT, Rig, dataset, flow_env, keys, log, prepare_schema
+from bench.server import Server
 from connectors.postgres.pool import Writers
 from connectors.postgres.schema import table_schema
 from logins.core.config import AppConfig, load_config

@@ -26,7 +26,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from bench.common import ROOT, Server, backend_cpu_seconds, flow_env, keys, log, median
+from bench.common import ROOT, flow_env, keys, log, median
+from bench.server import Server, backend_cpu_seconds
 from connectors.postgres.migrations import migrate
 from logins.core.config import load_config
 from logins.pii.storage import erased_tables

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import psycopg
 from psycopg import sql
@@ -105,7 +105,27 @@ def backend_cpu_seconds(pid: int) -> float | None:
         return None
 
 
-class BackendsCpu:
+class Poller:
+    """Used as `with`: `_poll()` runs on a daemon thread from the block's start to its end,
+    when `_stop` is set and the thread joined."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _poll(self) -> None:
+        raise NotImplementedError
+
+
+class BackendsCpu(Poller):
     """Polls, every `every` seconds until stopped, the backends connected to one database and
     their on-CPU time (/proc/PID/schedstat): `seconds` sums each backend's last reading, so
     the CPU a backend used in its last interval before it exited is missed (<= `every`)."""
@@ -113,17 +133,8 @@ class BackendsCpu:
     def __init__(self, admin_dsn: str, database: str, every: float = 0.1) -> None:
         self._admin_dsn, self._database, self._every = admin_dsn, database, every
         self._last: dict[int, float] = {}
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
         self.readable = True
-
-    def __enter__(self) -> BackendsCpu:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join()
+        super().__init__()
 
     def _poll(self) -> None:
         with psycopg.connect(self._admin_dsn, autocommit=True) as conn:
@@ -139,7 +150,7 @@ class BackendsCpu:
                         self.readable = self.readable and pid in self._last
                     else:
                         self._last[int(pid)] = used
-                if self._done.wait(self._every):
+                if self._stop.wait(self._every):
                     break
 
     @property

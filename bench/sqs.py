@@ -49,6 +49,7 @@ from bench.common import (
 )
 from bench.core import accounted
 from bench.generated import Dataset
+from bench.server import Poller
 from connectors.sqs.protocol import Protocol, make_client
 from logins.core.config import load_config
 from logins.dev.generator import KINDS
@@ -190,7 +191,7 @@ def bare_drain(sqs: Any, queue_url: str, expected: int, receivers: int) -> float
     return state["deleted"] / span if span > 0 else 0.0
 
 
-class EmptyWatch:
+class EmptyWatch(Poller):
     """Polls the queue's counts every `interval` s; `empty_at` is the first epoch time it saw
     nothing visible, in flight or delayed after having seen something.
 
@@ -205,17 +206,8 @@ class EmptyWatch:
         self, sqs: Any, queue_url: str, ready: Callable[[], bool], interval: float = 0.1
     ) -> None:
         self._sqs, self._url, self._ready, self._interval = sqs, queue_url, ready, interval
-        self._stop = threading.Event()
         self.empty_at: float | None = None
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-
-    def __enter__(self) -> EmptyWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        super().__init__()
 
     def _poll(self) -> None:
         names = [f"ApproximateNumberOfMessages{s}" for s in ("", "NotVisible", "Delayed")]

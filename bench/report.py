@@ -333,7 +333,7 @@ def missed_section(r: dict[str, Any], f: dict[str, Any]) -> str:
         )
     if not parts:
         return ""
-    return "## Targets missed: the measured reason\n\n" + "\n".join(parts) + "\n"
+    return fill("missed.md", reasons="\n".join(parts))
 
 
 def _ceiling_reason(r: dict[str, Any], f: dict[str, Any]) -> str:

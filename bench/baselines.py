@@ -16,25 +16,31 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from bench.common import Server, backend_cpu_seconds, log, median
+from bench.common import log, median
 from bench.generated import Dataset
+from bench.server import Server, backend_cpu_seconds
 from connectors.postgres.migrations import migrate
 from connectors.postgres.schema import Column, table_schema
 from logins.core.config import AppConfig
+
+NAIVE_SECONDS = 15.0  # the baseline's speed is the disk's commit latency: bound its time
+Conn = psycopg.Connection[Any]
 
 
 @dataclass
 class Repeated:
     name: str
     items: int  # messages (baseline) or rows (ceiling) per repeat
-    rates: list[float]  # items/s of each repeat
+    rates: list[float] = field(default_factory=list)  # items/s of each repeat
     wal_bytes: list[int] = field(default_factory=list)  # WAL the server wrote, per repeat
     # the server's CPU seconds per repeat (Server.cpu_seconds; empty if not on this machine)
     postgres_cpu: list[float] = field(default_factory=list)
@@ -45,10 +51,81 @@ class Repeated:
         return median(self.rates)
 
 
+def _repeat(
+    server: Server,
+    database: str,
+    result: Repeated,
+    repeats: int,
+    setup: Callable[[Conn], None],
+    load: Callable[[Conn], int],
+    count: Callable[[Conn, int], int],
+) -> Repeated:
+    """`repeats` times on a fresh database: `setup` (committed), then `load` timed, with the
+    WAL the server wrote, its CPU and the loading connection's own; `count` gives the items
+    loaded (from `load`'s return or the table). The database is dropped at the end."""
+    dsn = server.fresh_database(database)
+    with psycopg.connect(dsn) as conn:
+        for attempt in range(repeats):
+            setup(conn)
+            conn.commit()
+            wal, cpu = server.wal_lsn(), server.cpu_seconds()
+            own = backend_cpu_seconds(conn.info.backend_pid)
+            started = time.perf_counter()
+            loaded = load(conn)
+            elapsed = time.perf_counter() - started
+            cpu_after = server.cpu_seconds()  # this connection's backend is a live child
+            own_after = backend_cpu_seconds(conn.info.backend_pid)
+            if cpu is not None and cpu_after is not None:
+                result.postgres_cpu.append(cpu_after - cpu)
+            if own is not None and own_after is not None:
+                result.backend_cpu.append(own_after - own)
+            result.wal_bytes.append(server.wal_bytes(wal))
+            result.rates.append(count(conn, loaded) / elapsed)
+            log(f"{result.name} {attempt + 1}/{repeats}: {result.rates[-1]:,.0f} items/s")
+    server.drop_database(database)
+    return result
+
+
+def all_of(
+    server: Server, config: AppConfig, data: Path, rows_file: Path, messages: int, repeats: int
+) -> dict[str, Repeated]:
+    """The baseline on the first `messages` of the data, then both ceilings on the rows."""
+    return {
+        "naive": naive(server, config, data, messages, repeats, NAIVE_SECONDS),
+        "ceiling": ceiling(server, config, rows_file, repeats),
+        "ceiling_exactly_once": exactly_once_ceiling(server, config, rows_file, repeats),
+    }
+
+
 def _published(config: AppConfig) -> list[Column]:
     """The analysts' table as the producer team published it (the shipped config's
     `sink.published_columns`): what the hand-written loader fills."""
     return [c for c in table_schema(config).ddl if c.name in config.sink.published_columns]
+
+
+def _ids(names: list[str]) -> sql.Composed:
+    return sql.SQL(", ").join(sql.Identifier(n) for n in names)
+
+
+def _create(table: str, columns: Sequence[Column]) -> Callable[[Conn], None]:
+    """(Re)create `table` with `columns` and nothing else."""
+    typed = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.sql_type)) for c in columns
+    )
+
+    def setup(conn: Conn) -> None:
+        conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(table)))
+        conn.execute(sql.SQL("CREATE TABLE {} ({})").format(sql.Identifier(table), typed))
+
+    return setup
+
+
+def _rows_in(table: str) -> Callable[[Conn, int], int]:
+    def count(conn: Conn, _: int) -> int:
+        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)))
+        return int(row.fetchone()[0])  # type: ignore[index]
+
+    return count
 
 
 def naive(
@@ -60,32 +137,19 @@ def naive(
     max_seconds: float | None = None,
 ) -> Repeated:
     """`max_seconds` bounds each repeat: its speed is the disk's commit latency."""
-    dsn = server.fresh_database("bench_naive")
     dataset = Dataset(data)
     try:
         bodies = [body for _, body in dataset.iter_bodies(messages)]
     finally:
         dataset.close()
     published = _published(config)
-    columns = sql.SQL(", ").join(
-        sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.sql_type)) for c in published
-    )
     insert = sql.SQL("INSERT INTO naive_logins ({}) VALUES ({})").format(
-        sql.SQL(", ").join(sql.Identifier(c.name) for c in published),
-        sql.SQL(", ").join(sql.Placeholder() * len(published)),
+        _ids([c.name for c in published]), sql.SQL(", ").join(sql.Placeholder() * len(published))
     )
-    rates = []
-    with psycopg.connect(dsn) as conn:
-        for attempt in range(repeats):
-            conn.execute("DROP TABLE IF EXISTS naive_logins")
-            conn.execute(sql.SQL("CREATE TABLE naive_logins ({})").format(columns))
-            conn.commit()
-            started = time.perf_counter()
-            done = _naive_load(conn, insert, bodies, max_seconds)
-            rates.append(done / (time.perf_counter() - started))
-            log(f"naive baseline {attempt + 1}/{repeats}: {rates[-1]:,.0f} msg/s")
-    server.drop_database("bench_naive")
-    return Repeated("one INSERT + COMMIT per message", len(bodies), rates)
+    result = Repeated("one INSERT + COMMIT per message", len(bodies))
+    return _repeat(server, "bench_naive", result, repeats, _create("naive_logins", published),
+                   lambda conn: _naive_load(conn, insert, bodies, max_seconds),
+                   lambda _, done: done)  # fmt: skip
 
 
 def _sha256(value: object) -> str:
@@ -93,7 +157,7 @@ def _sha256(value: object) -> str:
 
 
 def _naive_load(
-    conn: psycopg.Connection, insert: sql.Composed, bodies: list[str], max_seconds: float | None
+    conn: Conn, insert: sql.Composed, bodies: list[str], max_seconds: float | None
 ) -> int:
     """What the usual hand-written solution does: parse, hash, insert, commit, next. Returns
     how many bodies it went through (all, or those within `max_seconds`)."""
@@ -127,9 +191,8 @@ def _naive_load(
 
 def export_rows(dsn: str, config: AppConfig, path: Path) -> int:
     """The pipeline's output rows (its row columns) as COPY text, one row per line."""
-    names = [c.name for c in table_schema(config).row]
     query = sql.SQL("COPY (SELECT {} FROM {}) TO STDOUT").format(
-        sql.SQL(", ").join(sql.Identifier(n) for n in names), sql.Identifier(config.sink.table)
+        _ids([c.name for c in table_schema(config).row]), sql.Identifier(config.sink.table)
     )
     rows = 0
     with (
@@ -144,40 +207,40 @@ def export_rows(dsn: str, config: AppConfig, path: Path) -> int:
     return rows
 
 
+def _chunks(rows_file: Path, batch: int) -> list[bytes]:
+    lines = rows_file.read_bytes().splitlines(keepends=True)
+    return [b"".join(lines[i : i + batch]) for i in range(0, len(lines), batch)]
+
+
+def _copy_each(
+    chunks: list[bytes], copy_sql: sql.Composed, then: sql.Composed | None = None
+) -> Callable[[Conn], int]:
+    """A load: each chunk COPYed in (then `then` run), one transaction per chunk."""
+
+    def load(conn: Conn) -> int:
+        with conn.cursor() as cur:
+            for chunk in chunks:
+                with cur.copy(copy_sql) as copy:
+                    copy.write(chunk)
+                if then is not None:
+                    cur.execute(then)
+                conn.commit()
+        return 0
+
+    return load
+
+
 def ceiling(
     server: Server, config: AppConfig, rows_file: Path, repeats: int, batch: int = 1000
 ) -> Repeated:
-    dsn = server.fresh_database("bench_ceiling")
-    names = [c.name for c in table_schema(config).row]
-    columns = sql.SQL(", ").join(
-        sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.sql_type))
-        for c in table_schema(config).row
-    )
-    copy_sql = sql.SQL("COPY ceiling_logins ({}) FROM STDIN").format(
-        sql.SQL(", ").join(sql.Identifier(n) for n in names)
-    )
+    row = table_schema(config).row
+    copy_sql = sql.SQL("COPY ceiling_logins ({}) FROM STDIN").format(_ids([c.name for c in row]))
     chunks = _chunks(rows_file, batch)
-    rates = []
-    with psycopg.connect(dsn) as conn:
-        for attempt in range(repeats):
-            conn.execute("DROP TABLE IF EXISTS ceiling_logins")
-            conn.execute(sql.SQL("CREATE TABLE ceiling_logins ({})").format(columns))
-            conn.commit()
-            started = time.perf_counter()
-            with conn.cursor() as cur:
-                for chunk in chunks:
-                    with cur.copy(copy_sql) as copy:
-                        copy.write(chunk)
-                    conn.commit()
-            elapsed = time.perf_counter() - started
-            rows = conn.execute("SELECT count(*) FROM ceiling_logins").fetchone()
-            assert rows is not None
-            rates.append(int(rows[0]) / elapsed)
-            log(f"ceiling {attempt + 1}/{repeats}: {rates[-1]:,.0f} rows/s")
-    server.drop_database("bench_ceiling")
-    return Repeated(
-        f"bare COPY, {batch} rows per transaction", sum(c.count(b"\n") for c in chunks), rates
+    result = Repeated(
+        f"bare COPY, {batch} rows per transaction", sum(c.count(b"\n") for c in chunks)
     )
+    return _repeat(server, "bench_ceiling", result, repeats, _create("ceiling_logins", row),
+                   _copy_each(chunks, copy_sql), _rows_in("ceiling_logins"))  # fmt: skip
 
 
 def exactly_once_ceiling(
@@ -187,91 +250,50 @@ def exactly_once_ceiling(
     into a stage, then one statement claims the ids in the ledger and inserts the claimed
     rows, both `ON CONFLICT DO NOTHING`, into the tables `migrate` made (their real keys)."""
     batch = batch or config.source.max_batch
-    dsn = server.fresh_database("bench_ceiling_eo")
     sink = config.sink
     names = [c.name for c in table_schema(config).row]
     chunks = _chunks(rows_file, batch)
-    rates: list[float] = []
-    wal: list[int] = []
-    cpu: list[float] = []
-    own: list[float] = []
-    with psycopg.connect(dsn) as conn:
-        for attempt in range(repeats):
-            for table in (sink.table, sink.ledger_table):
-                conn.execute(
-                    sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier(table))
-                )
-            migrate(conn, config)
-            types = _column_types(conn, sink.ledger_table)
-            conn.execute(
-                sql.SQL(
-                    "CREATE TEMP TABLE IF NOT EXISTS ceiling_stage ON COMMIT DELETE ROWS"
-                    " AS SELECT {} FROM {} LIMIT 0"
-                ).format(_ids(names), sql.Identifier(sink.table))
-            )
-            conn.commit()
-            copy_sql = sql.SQL("COPY ceiling_stage ({}) FROM STDIN").format(_ids(names))
-            insert = sql.SQL(
-                "WITH claimed AS (INSERT INTO {ledger} (message_id, outcome, sent_at)"
-                " SELECT message_id::{id_type}, 'row', sent_at::{sent_type} FROM ceiling_stage"
-                " ON CONFLICT DO NOTHING RETURNING message_id)"
-                " INSERT INTO {table} ({rows}) SELECT {s_rows} FROM ceiling_stage s"
-                " JOIN claimed c ON c.message_id = s.message_id::{id_type}"
-                " ON CONFLICT DO NOTHING"
-            ).format(
-                ledger=sql.Identifier(sink.ledger_table),
-                table=sql.Identifier(sink.table),
-                id_type=sql.SQL(types["message_id"]),
-                sent_type=sql.SQL(types["sent_at"]),
-                rows=_ids(names),
-                s_rows=sql.SQL(", ").join(sql.Identifier("s", n) for n in names),
-            )
-            wal_before = server.wal_lsn()
-            cpu_before = server.cpu_seconds()
-            own_before = backend_cpu_seconds(conn.info.backend_pid)
-            started = time.perf_counter()
-            with conn.cursor() as cur:
-                for chunk in chunks:
-                    with cur.copy(copy_sql) as copy:
-                        copy.write(chunk)
-                    cur.execute(insert)
-                    conn.commit()
-            elapsed = time.perf_counter() - started
-            cpu_after = server.cpu_seconds()  # this connection's backend is a live child
-            own_after = backend_cpu_seconds(conn.info.backend_pid)
-            if cpu_before is not None and cpu_after is not None:
-                cpu.append(cpu_after - cpu_before)
-            if own_before is not None and own_after is not None:
-                own.append(own_after - own_before)
-            wal.append(server.wal_bytes(wal_before))
-            row = conn.execute(
-                sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(sink.table))
-            ).fetchone()
-            assert row is not None
-            rates.append(int(row[0]) / elapsed)
-            log(f"exactly-once ceiling {attempt + 1}/{repeats}: {rates[-1]:,.0f} rows/s")
-    server.drop_database("bench_ceiling_eo")
-    return Repeated(
+    statements: dict[str, sql.Composed] = {}
+
+    def setup(conn: Conn) -> None:
+        for table in (sink.table, sink.ledger_table):
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {} CASCADE").format(sql.Identifier(table)))
+        migrate(conn, config)
+        types = _column_types(conn, sink.ledger_table)
+        conn.execute(
+            sql.SQL(
+                "CREATE TEMP TABLE IF NOT EXISTS ceiling_stage ON COMMIT DELETE ROWS"
+                " AS SELECT {} FROM {} LIMIT 0"
+            ).format(_ids(names), sql.Identifier(sink.table))
+        )
+        statements["copy"] = sql.SQL("COPY ceiling_stage ({}) FROM STDIN").format(_ids(names))
+        statements["insert"] = sql.SQL(
+            "WITH claimed AS (INSERT INTO {ledger} (message_id, outcome, sent_at)"
+            " SELECT message_id::{id_type}, 'row', sent_at::{sent_type} FROM ceiling_stage"
+            " ON CONFLICT DO NOTHING RETURNING message_id)"
+            " INSERT INTO {table} ({rows}) SELECT {s_rows} FROM ceiling_stage s"
+            " JOIN claimed c ON c.message_id = s.message_id::{id_type}"
+            " ON CONFLICT DO NOTHING"
+        ).format(
+            ledger=sql.Identifier(sink.ledger_table),
+            table=sql.Identifier(sink.table),
+            id_type=sql.SQL(types["message_id"]),
+            sent_type=sql.SQL(types["sent_at"]),
+            rows=_ids(names),
+            s_rows=sql.SQL(", ").join(sql.Identifier("s", n) for n in names),
+        )
+
+    result = Repeated(
         f"COPY into a stage + INSERT ON CONFLICT into the row and ledger tables, {batch} rows"
         " per transaction",
         sum(c.count(b"\n") for c in chunks),
-        rates,
-        wal,
-        cpu,
-        own,
     )
+    return _repeat(server, "bench_ceiling_eo", result, repeats, setup,
+                   lambda conn: _copy_each(chunks, statements["copy"], statements["insert"])(conn),
+                   _rows_in(sink.table))  # fmt: skip
 
 
-def _chunks(rows_file: Path, batch: int) -> list[bytes]:
-    lines = rows_file.read_bytes().splitlines(keepends=True)
-    return [b"".join(lines[i : i + batch]) for i in range(0, len(lines), batch)]
-
-
-def _ids(names: list[str]) -> sql.Composed:
-    return sql.SQL(", ").join(sql.Identifier(n) for n in names)
-
-
-def _column_types(conn: psycopg.Connection, table: str) -> dict[str, str]:
+def _column_types(conn: Conn, table: str) -> dict[str, str]:
     """Column -> its type as the catalog spells it (`format_type`), so the ceiling casts to
     whatever key types the migrations chose."""
     rows = conn.execute(

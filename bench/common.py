@@ -4,6 +4,7 @@ server, fresh databases, and running a flow as a subprocess while watching its m
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import statistics
 import subprocess
@@ -19,10 +20,11 @@ import psycopg
 from psycopg import sql
 
 from bench.generated import write_dataset
+from bench.server import Server
 from connectors.postgres.migrations import migrate
-from logins.core.config import AppConfig, load_config
+from logins.core.config import AppConfig
 from logins.core.keys import generate_keys
-from logins.dev.embedded import EmbeddedPostgres, dsn_with_database
+from logins.dev.env import service_env
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -35,6 +37,62 @@ def log(message: str) -> None:
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
+
+
+def git() -> dict[str, Any]:
+    """The commit that runs, and whether the work tree differs from it."""
+
+    def run(*cmd: str) -> str:
+        return subprocess.run(
+            ["git", *cmd], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+
+    return {
+        "commit": run("rev-parse", "--short", "HEAD"),
+        "dirty": bool(run("status", "--porcelain")),
+    }
+
+
+def stamp(command: str) -> dict[str, Any]:
+    """Where a measurement's figures come from: its command, start, commit and load average
+    (`finish` adds the load at the end and the seconds it took)."""
+    return {
+        "command": command,
+        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "git": git(),
+        "load_average": [os.getloadavg()[0]],
+        "_t0": time.time(),
+    }
+
+
+def finish(record: dict[str, Any]) -> dict[str, Any]:
+    record["load_average"].append(os.getloadavg()[0])
+    record["seconds"] = round(time.time() - record.pop("_t0"), 1)
+    return record
+
+
+@dataclass(frozen=True)
+class Rig:
+    """What a measurement runs on: the database server, the work folder, the key files, and
+    the dataset file."""
+
+    server: Server
+    work: Path
+    keys: dict[str, Path]
+    data: Path
+
+
+@contextlib.contextmanager
+def session(work: Path, shared: bool = True) -> Iterator[tuple[Server, dict[str, Path]]]:
+    """The work folder, the keys and the database server of one command. `shared`: its
+    databases are named for this process, so that runs sharing a server do not collide."""
+    work.mkdir(parents=True, exist_ok=True)
+    suffix = f"_{os.getpid()}" if shared else ""
+    server = Server(work, os.environ.get("BENCH_DATABASE_URL") or None, suffix)
+    try:
+        yield server, keys(work)
+    finally:
+        server.stop()
 
 
 # --- inputs ----------------------------------------------------------------------------------
@@ -59,184 +117,23 @@ def dataset(work: Path, n: int, seed: int) -> tuple[Path, float | None]:
     return path, time.perf_counter() - started
 
 
-# --- the database server ---------------------------------------------------------------------
-
-
-class Server:
-    """BENCH_DATABASE_URL's server (a superuser DSN), else an embedded one in the work folder."""
-
-    def __init__(self, work: Path, admin_dsn: str | None, suffix: str = "") -> None:
-        self._embedded: EmbeddedPostgres | None = None
-        self.suffix = suffix  # appended to every database name (runs that share a server)
-        if admin_dsn:
-            self.admin_dsn = admin_dsn
-        else:
-            self._embedded = EmbeddedPostgres(work / "postgres").start()
-            self.admin_dsn = self._embedded.dsn
-        self.embedded = self._embedded is not None
-
-    def describe(self) -> dict[str, str]:
-        info: dict[str, str] = {}
-        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
-            for name in ("server_version", "fsync", "synchronous_commit", "shared_buffers"):
-                row = conn.execute(sql.SQL("SHOW {}").format(sql.Identifier(name))).fetchone()
-                info[name] = str(row[0]) if row else "?"
-        info["version"] = info.pop("server_version")
-        info["where"] = "embedded (pgserver binaries, fsync off)" if self.embedded else "external"
-        return info
-
-    def fresh_database(self, name: str) -> str:
-        name += self.suffix
-        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        return dsn_with_database(self.admin_dsn, name)
-
-    def drop_database(self, name: str) -> None:
-        name += self.suffix
-        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
-
-    def wal_lsn(self) -> str:
-        """The server's current WAL insert position (pg_current_wal_lsn()), as text."""
-        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
-            row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
-        assert row is not None
-        return str(row[0])
-
-    def wal_bytes(self, since: str) -> int:
-        """WAL bytes written since the position `since` (pg_wal_lsn_diff): by the whole
-        server, so other databases' writes in the meantime count too."""
-        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
-            row = conn.execute(
-                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)::bigint", (since,)
-            ).fetchone()
-        assert row is not None
-        return int(row[0])
-
-    def cpu_seconds(self) -> float | None:
-        """CPU time used so far by the server's processes: the postmaster's own and reaped
-        children's (a flow's backends, once they exit) plus its live children's. None if the
-        server is not on this machine (or /proc is not readable)."""
-        with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
-            row = conn.execute("SELECT pg_backend_pid()").fetchone()
-            assert row is not None
-            try:  # while the backend lives: its parent is the postmaster
-                postmaster = int(_stat(int(row[0]))[1])
-            except (OSError, ValueError, IndexError):
-                return None
-        ticks = os.sysconf("SC_CLK_TCK")
-        try:
-            fields = _stat(postmaster)
-            total = sum(int(x) for x in fields[11:15])  # utime, stime, cutime, cstime
-            for entry in Path("/proc").iterdir():
-                if entry.name.isdigit():
-                    child = _stat(int(entry.name), missing_ok=True)
-                    if child and int(child[1]) == postmaster:
-                        total += int(child[11]) + int(child[12])
-        except (OSError, ValueError, IndexError):
-            return None
-        return total / ticks
-
-    def backends_cpu(self, database: str) -> BackendsCpu:
-        """A sampler of the CPU used by the backends connected to `database` (of this server):
-        unlike cpu_seconds, other databases' clients of a shared server do not count."""
-        return BackendsCpu(self.admin_dsn, database + self.suffix)
-
-    def stop(self) -> None:
-        if self._embedded is not None:
-            self._embedded.stop()
-
-
-def backend_cpu_seconds(pid: int) -> float | None:
-    """On-CPU time of one local process, in seconds, from /proc/PID/schedstat (nanoseconds;
-    None if the process is gone or not on this machine)."""
-    try:
-        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-class BackendsCpu:
-    """Polls, every `every` seconds until stopped, the backends connected to one database and
-    their on-CPU time (/proc/PID/schedstat): `seconds` sums each backend's last reading, so
-    the CPU a backend used in its last interval before it exited is missed (<= `every`)."""
-
-    def __init__(self, admin_dsn: str, database: str, every: float = 0.1) -> None:
-        self._admin_dsn, self._database, self._every = admin_dsn, database, every
-        self._last: dict[int, float] = {}
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self.readable = True
-
-    def __enter__(self) -> BackendsCpu:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._done.set()
-        self._thread.join()
-
-    def _poll(self) -> None:
-        with psycopg.connect(self._admin_dsn, autocommit=True) as conn:
-            while True:
-                pids = conn.execute(
-                    "SELECT pid FROM pg_stat_activity"
-                    " WHERE datname = %s AND pid <> pg_backend_pid()",
-                    (self._database,),
-                ).fetchall()
-                for (pid,) in pids:
-                    used = backend_cpu_seconds(int(pid))
-                    if used is None:
-                        self.readable = self.readable and pid in self._last
-                    else:
-                        self._last[int(pid)] = used
-                if self._done.wait(self._every):
-                    break
-
-    @property
-    def seconds(self) -> float | None:
-        return sum(self._last.values()) if self.readable and self._last else None
-
-
-def _stat(pid: int, missing_ok: bool = False) -> list[str]:
-    """/proc/PID/stat's fields after the command name: [state, ppid, ...] (index = field - 3)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        if missing_ok:
-            return []
-        raise
-    return text.rsplit(")", 1)[1].split()
-
-
 # --- the flow's environment and schema -------------------------------------------------------
 
 
-def flow_env(keyfiles: dict[str, Path], database_url: str, **extra: str) -> dict[str, str]:
-    """The operator contract's variables (plus the caller's), for a flow subprocess."""
+def flow_env(
+    keyfiles: dict[str, Path],
+    database_url: str,
+    queue_url: str = UNUSED_QUEUE,
+    endpoint_url: str = "http://localhost:4566",  # config/local.yaml's default
+    **extra: str,
+) -> dict[str, str]:
+    """The operator contract's variables (logins.dev.env.service_env, plus the caller's) for a
+    flow subprocess, in this environment without its LOGINS_, BENCH_ and PG variables."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LOGINS_", "BENCH_", "PG"))}
-    env.update(
-        {
-            "LOGINS_ENV": "local",
-            "DATABASE_URL": database_url,
-            "SQS_QUEUE_URL": UNUSED_QUEUE,
-            "LOGINS_TOKEN_KEY_FILE": str(keyfiles["token.key"]),
-            "LOGINS_VAULT_PUBLIC_KEY_FILE": str(keyfiles["vault.pub"]),
-            "LOGINS_LOG_LEVEL": "WARNING",
-            "PYTHONPATH": str(ROOT),
-            **extra,
-        }
-    )
-    return env
-
-
-def config_for(env: dict[str, str]) -> AppConfig:
-    return load_config(env)
+    return env | service_env(
+        keyfiles, database_url=database_url, queue_url=queue_url, endpoint_url=endpoint_url,
+        LOGINS_LOG_LEVEL="WARNING", PYTHONPATH=str(ROOT), **extra,
+    )  # fmt: skip
 
 
 def prepare_schema(database_url: str, config: AppConfig) -> None:

@@ -4,32 +4,34 @@ fed by the in-process source) into a fresh database; throughput and latency from
 from __future__ import annotations
 
 import time
+from argparse import Namespace
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
+from bench import baselines
 from bench.common import (
     PYTHON,
     Ledger,
     ProcessResult,
-    Server,
-    config_for,
+    Rig,
+    dataset,
     flow_env,
     log,
     median,
     prepare_schema,
     read_ledger,
     run_process,
+    session,
     tail,
     timed,
 )
 from bench.generated import kinds_of
 from connectors.postgres.pool import Writers
 from connectors.postgres.schema import table_schema
-from logins.core.config import AppConfig
+from logins.core.config import AppConfig, load_config
 
 
 @dataclass
@@ -55,10 +57,7 @@ class FlowRun:
 
 
 def run_flow(
-    server: Server,
-    work: Path,
-    keyfiles: dict[str, Path],
-    data: Path,
+    rig: Rig,
     *,
     name: str,
     messages: int,
@@ -70,12 +69,13 @@ def run_flow(
 ) -> tuple[FlowRun, str]:
     """One run of bench.flow; returns the result and the database's DSN (dropped unless kept)."""
     dbname = f"bench_{name}"
+    server, work = rig.server, rig.work
     dsn = server.fresh_database(dbname)
-    extra = {"BENCH_DATASET": str(data), "BENCH_N": str(messages)}
+    extra = {"BENCH_DATASET": str(rig.data), "BENCH_N": str(messages)}
     if rate is not None:
         extra["BENCH_RATE"] = str(rate)
-    env = flow_env(keyfiles, dsn, **extra)
-    config = config_for(env)
+    env = flow_env(rig.keys, dsn, **extra)
+    config = load_config(env)
     prepare_schema(dsn, config)
     argv = [*(wrap or []), PYTHON, "-m", "bytewax.run", "bench.flow", "-w", str(workers)]
     log(
@@ -94,7 +94,7 @@ def run_flow(
             f"{name}: the flow exited {process.returncode}:\n{tail(process.log_path)}"
         )
     ledger = read_ledger(dsn, config)
-    kinds = kinds_of(data, messages)
+    kinds = kinds_of(rig.data, messages)
     expected = {"row": kinds["valid"], "rejected": kinds["malformed"], "duplicate": kinds["resend"]}
     exact = accounted(ledger.total, ledger.outcomes, messages, expected)
     missed = expected["duplicate"] - ledger.outcomes.get("duplicate", 0)
@@ -201,3 +201,67 @@ def statement_costs(dsn: str, config: AppConfig, batches: int = 5) -> dict[str, 
             times["plain"].append(took[0] * 1000)
             conn.rollback()
     return {key: median(values) for key, values in times.items()}
+
+
+def alone(args: Namespace) -> dict[str, Any]:
+    """`python -m bench core -n N -w W [--json]`: the core path into a fresh database on the
+    server (BENCH_DATABASE_URL, else embedded), then, in the same run, the exactly-once and
+    bare COPY ceilings on its rows and the one-INSERT-per-message baseline."""
+    with session(args.work) as (server, keyfiles):
+        postgres = server.describe()
+        data, _ = dataset(args.work, args.messages, args.seed)
+        name = f"core_{args.workers}w"
+        run, dsn = run_flow(Rig(server, args.work, keyfiles, data), name=name,
+                            messages=args.messages, workers=args.workers,
+                            keep_database=True)  # fmt: skip
+        config = load_config(flow_env(keyfiles, dsn))
+        rows_file = args.work / f"{name}-rows.copy"
+        baselines.export_rows(dsn, config, rows_file)
+        server.drop_database(f"bench_{name}")
+        eo = baselines.exactly_once_ceiling(server, config, rows_file, 1)
+        bare = baselines.ceiling(server, config, rows_file, 1)
+        rows_file.unlink()
+        naive = baselines.naive(server, config, data, min(args.messages, args.baseline_messages),
+                                1, args.baseline_seconds)  # fmt: skip
+    return summary(run, eo, bare, naive) | {"postgres": postgres}
+
+
+def summary(
+    run: FlowRun, eo: baselines.Repeated, bare: baselines.Repeated, naive: baselines.Repeated
+) -> dict[str, Any]:
+    """The figures of one core run beside its ceilings and baseline, all from the same run."""
+    n = run.messages
+    rows = run.ledger.outcomes.get("row", 0)
+
+    def each(seconds: float | None, count: int) -> float | None:  # CPU s as µs per item
+        return None if seconds is None else round(seconds / count * 1e6, 2)
+
+    def eo_median(values: list[float]) -> float | None:
+        return median(values) if values else None
+
+    return {
+        "messages": n,
+        "workers": run.workers,
+        "msgs_per_s": round(run.msgs_per_s, 1),
+        "rows_per_s": round(run.msgs_per_s * rows / max(run.ledger.total, 1), 1),
+        "exact": run.exact,
+        "outcomes": run.ledger.outcomes,
+        "resends_missed": run.resends_missed,
+        "ceiling_rows_per_s": round(eo.median, 1),
+        "vs_ceiling": round(run.msgs_per_s / eo.median, 4),
+        "bare_copy_rows_per_s": round(bare.median, 1),
+        "baseline_msgs_per_s": round(naive.median, 1),
+        "baseline_messages": naive.items,
+        "vs_baseline": round(run.msgs_per_s / naive.median, 2),
+        "flow_cpu_us_per_msg": each(run.process.cpu_seconds, n),
+        "postgres_cpu_us_per_msg": each(run.postgres_cpu_seconds, n),
+        "wal_bytes_per_msg": None if run.wal_bytes is None else round(run.wal_bytes / n, 1),
+        "ceiling_wal_bytes_per_row": round(median(eo.wal_bytes) / eo.items, 1)
+        if eo.wal_bytes
+        else None,
+        "ceiling_postgres_cpu_us_per_row": each(eo_median(eo.postgres_cpu), eo.items),
+        # the run's and the ceiling's own backends only (the server may be shared)
+        "backend_cpu_us_per_msg": each(run.backend_cpu_seconds, n),
+        "ceiling_backend_cpu_us_per_row": each(eo_median(eo.backend_cpu), eo.items),
+        "peak_rss_mb": round(run.process.peak_rss_mb, 1),
+    }

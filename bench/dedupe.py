@@ -17,36 +17,27 @@ fast as the machine goes):
   no new login as a duplicate. At the end, the pickled snapshots of all 64 shards are
   measured: what a snapshot interval writes at this rate with every shard touched.
 
-`python -m bench.dedupe fingerprint` measures the validate step's CPU per message (the
-generator's bodies through `Validator.batch`, parse and fingerprint) with the unkeyed digest
-against the token-key-derived one it replaced (issue 18, finding 3), alternating round by
-round in one process: minimum and median ns per message, and their ratio.
-
 The recovery store on disk (bytes written per message, the store's size), old step against
 new, is measured by `python -m bench.dedupe_recovery`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import pickle
 import random
 import resource
-import secrets
-import statistics
 import sys
 import time
 import tracemalloc
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from prometheus_client import REGISTRY
 
 from bench.generated import message_id
-from flows.steps import dedupe, dedupe_window, validate
+from flows.steps import dedupe, dedupe_window
 from flows.steps.validate import canonical_digest
 from logins.core.config import DedupeStep
 from logins.core.records import Event, Rejection, SqsMessage
@@ -62,13 +53,6 @@ def _defaults() -> DedupeStep:
 
 def _evicted() -> float:
     return REGISTRY.get_sample_value("logins_dedupe_evicted_early_total") or 0.0
-
-
-def _uuid_ids(seed: int) -> Any:
-    n = 0
-    while True:
-        yield message_id(seed, n)
-        n += 1
 
 
 def bytes_per_slot() -> dict[str, float]:
@@ -271,44 +255,3 @@ def run(rate: float = 10_000.0, minutes: float = 12.0) -> dict[str, Any]:
         "tick_ms": dedupe_window.tick_ms(window),
         "snapshot_bytes_per_message_at_s2": run_.snapshot_bytes_end / (rate * 2),
     }
-
-
-def fingerprint_cost(rounds: int = 30, n: int = 20_000) -> dict[str, float]:
-    """The validate step's CPU per message (`Validator.batch` on the generator's bodies) with
-    the unkeyed digest and with the token-key-derived one it replaced, alternating rounds."""
-    from logins.dev.generator import generate, logins_schema
-
-    messages = [
-        SqsMessage(f"m{i}", "r", m.body, T0 + i, 1) for i, m in enumerate(generate(n, seed=1))
-    ]
-    validator = validate.Validator(logins_schema())
-    state = hashlib.blake2b(key=secrets.token_bytes(32), digest_size=16)
-
-    def keyed(values: Iterable[object]) -> bytes:
-        """The replaced digest: keyed BLAKE2b-128 of the joined values (a copy of the state)."""
-        h = state.copy()
-        h.update("\x1f".join(["\x00" if v is None else str(v) for v in values]).encode())
-        return h.digest()
-
-    times: dict[str, list[float]] = {"unkeyed": [], "token_key": []}
-    try:
-        for _ in range(rounds):
-            for name, digest in (("unkeyed", canonical_digest), ("token_key", keyed)):
-                validate.canonical_digest = digest
-                started = time.process_time()
-                validator.batch(messages)
-                times[name].append((time.process_time() - started) / n * 1e9)
-    finally:
-        validate.canonical_digest = canonical_digest
-    out = {f"{k}_{f.__name__}_ns": f(v) for k, v in times.items() for f in (min, statistics.median)}
-    out["ratio_median"] = out["unkeyed_median_ns"] / out["token_key_median_ns"]
-    return out
-
-
-if __name__ == "__main__":
-    if sys.argv[1:] != ["fingerprint"]:
-        raise SystemExit(
-            "usage: python -m bench.dedupe fingerprint (the window: python -m bench dedupe)"
-        )
-    for name, value in fingerprint_cost().items():
-        print(f"{name}: {value:,.3f}")

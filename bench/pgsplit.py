@@ -1,6 +1,6 @@
 """Where PostgreSQL's CPU per message goes: the sink's statements replayed one by one.
 
-    python -m bench.pgsplit -n N [--variants base,no_entry_id_index,...] [--rounds R]
+    python -m bench.pgsplit -n N [--variants base,no_vault,direct_vault_insert] [--rounds R]
 
 Runs the core path once into a fresh database (kept), then replays its batches, in the order
 the flow committed them, into fresh databases migrated by the project (one per variant,
@@ -28,25 +28,17 @@ import psycopg
 from psycopg import sql
 
 from bench import core
-from bench.common import ROOT, Server, config_for, dataset, flow_env, keys, log, prepare_schema
+from bench.common import ROOT, Rig, dataset, flow_env, keys, log, prepare_schema
+from bench.server import Server
 from connectors.postgres.pool import Writers
 from connectors.postgres.schema import table_schema
-from logins.core.config import AppConfig
+from logins.core.config import AppConfig, load_config
 from logins.core.vaultschema import tables
 
 PHASES = ("copy_events", "insert", "copy_vault", "insert_vault", "commit", "flush_vault")
-
-# What each variant changes in a freshly migrated database before the replay.
-VARIANTS: dict[str, list[str]] = {
-    "base": [],
-    "no_entry_id_index": ["DROP INDEX pii_vault_entry_id_key"],
-    "no_vault": [],  # the replay skips the vault statements
-    "plain_vault_insert": [],  # INSERT without ON CONFLICT in a savepoint (no conflicts here)
-    "token_arbiter": [],  # ON CONFLICT (token) DO NOTHING: only the token index pre-checked
-    "direct_vault_insert": [],  # before the put function: INSERT ... ON CONFLICT, no inbox
-    "vault_ff70": ["ALTER TABLE pii_vault SET (fillfactor = 70)",
-                   "ALTER INDEX pii_vault_pkey SET (fillfactor = 70)"],
-}  # fmt: skip
+# base: the sink's own statements; no_vault: without the vault's; direct_vault_insert: the
+# vault insert before the put function and its inbox (INSERT ... ON CONFLICT, counted).
+VARIANTS = ("base", "no_vault", "direct_vault_insert")
 
 
 def _backend_ns(pid: int) -> int:
@@ -133,8 +125,6 @@ def replay(
     segs: list[dict[str, float]] = []
     messages = 0
     with psycopg.connect(dsn) as conn:
-        for statement in VARIANTS[variant]:
-            conn.execute(statement)
         conn.execute(st["create_stage"])
         conn.commit()
         pid = conn.info.backend_pid
@@ -143,59 +133,35 @@ def replay(
         acc |= {"messages": 0, "vault_entries": 0, "wal": 0.0}
         wal0 = server.wal_lsn()
 
-        def timed_phase(name: str, fn: Any) -> None:
+        def timed_phase(name: str, fn: Any, *args: Any) -> None:
             c0, w0 = _backend_ns(pid), time.perf_counter()
-            fn()
+            fn(*args)
             acc[name] += (_backend_ns(pid) - c0) / 1e9
             acc[f"{name}_wall"] += time.perf_counter() - w0
 
-        explain_at = {
-            min(segment // max(len(batches[0][0]), 1), len(batches) - 1),
-            len(batches) - 1,
-        }
-        explained: list[dict[str, Any]] = []
-        for index, (rows, entries) in enumerate(batches):
+        def copy(statement: sql.Composed, kinds: list[str], rows: list[tuple], *tail: Any) -> None:
+            with cur.copy(statement) as out:
+                out.set_types(kinds)
+                for row in rows:
+                    out.write_row((*row, *tail))
 
-            def do_copy_events(rows: list[tuple] = rows) -> None:
-                with cur.copy(copy_events) as copy:
-                    copy.set_types(types)
-                    for row in rows:
-                        copy.write_row((*row, "row", 1))
+        def run(statement: sql.Composed) -> None:
+            cur.execute(statement).fetchone()
 
-            def do_copy_vault(entries: list[tuple] = entries) -> None:
-                with cur.copy(st["copy_vault"]) as copy:
-                    copy.set_types(["text", "text", "bytea", "text"])
-                    for entry in entries:
-                        copy.write_row(entry)
+        def flush() -> None:  # as the sink: move the batch's entries in from the inbox
+            cur.execute(st["flush_vault"])
+            conn.commit()
 
-            explain = index in explain_at and variant in ("base", "no_entry_id_index")
-            timed_phase("copy_events", do_copy_events)
-            if explain:
-                explained.append({"batch": index, "upto": messages + len(rows),
-                                  "insert": _explain(cur, st["insert"])})  # fmt: skip
-            else:
-                timed_phase("insert", lambda: cur.execute(st["insert"]).fetchone())
+        vault_insert = st["insert_vault"] if variant == "base" else _direct_vault(config)
+        for rows, entries in batches:
+            timed_phase("copy_events", copy, copy_events, types, rows, "row", 1)
+            timed_phase("insert", run, st["insert"])
             if entries and variant != "no_vault":
-                timed_phase("copy_vault", do_copy_vault)
-                if explain:
-                    explained[-1]["insert_vault"] = _explain(cur, st["insert_vault"])
-                    explained[-1]["vault_entries"] = len(entries)
-                elif variant == "token_arbiter":
-                    timed_phase("insert_vault", lambda: _token_arbiter(cur, config))
-                elif variant == "plain_vault_insert":
-                    timed_phase("insert_vault", lambda: _plain_vault(cur, config))
-                elif variant == "direct_vault_insert":
-                    timed_phase("insert_vault", lambda: _direct_vault(cur, config))
-                else:
-                    timed_phase("insert_vault", lambda: cur.execute(st["insert_vault"]).fetchone())
+                timed_phase("copy_vault", copy, st["copy_vault"], VAULT_TYPES, entries)
+                timed_phase("insert_vault", run, vault_insert)
                 acc["vault_entries"] += len(entries)
             timed_phase("commit", conn.commit)
-            if entries and variant not in VAULT_WITHOUT_INBOX:  # as the sink: move them in
-
-                def flush() -> None:
-                    cur.execute(st["flush_vault"])
-                    conn.commit()
-
+            if entries and variant == "base":
                 timed_phase("flush_vault", flush)
             acc["messages"] += len(rows)
             messages += len(rows)
@@ -213,69 +179,21 @@ def replay(
             " AND c.relkind IN ('r', 'i') AND pg_relation_size(c.oid) > 1000000"
         ).fetchall()
     server.drop_database(dbname)
-    return {"variant": variant, "segments": segs, "explain": explained,
+    return {"variant": variant, "segments": segs,
             "sizes_mb": {name: round(size / 2**20, 1) for name, size in sizes}}  # fmt: skip
 
 
-def _token_arbiter(cur: psycopg.Cursor[Any], config: AppConfig) -> None:
-    cur.execute(
-        sql.SQL(
-            "INSERT INTO {} (token, field, sealed, vault_key_id)"
-            " SELECT token, field, sealed, vault_key_id FROM stage_vault ORDER BY token"
-            " ON CONFLICT (token) DO NOTHING"
-        ).format(sql.Identifier(config.vault.table))
-    )
+VAULT_TYPES = ["text", "text", "bytea", "text"]
 
 
-VAULT_WITHOUT_INBOX = ("no_vault", "token_arbiter", "plain_vault_insert", "direct_vault_insert")
-
-
-def _direct_vault(cur: psycopg.Cursor[Any], config: AppConfig) -> None:
+def _direct_vault(config: AppConfig) -> sql.Composed:
     """The vault insert before `<vault>_put` (whose row count told the pipeline which values
     the vault held): ON CONFLICT DO NOTHING straight into the vault, counted."""
-    cur.execute(
-        sql.SQL(
-            "WITH ins AS (INSERT INTO {} (token, field, sealed, vault_key_id)"
-            " SELECT token, field, sealed, vault_key_id FROM stage_vault ORDER BY token"
-            " ON CONFLICT DO NOTHING RETURNING 1) SELECT count(*) FROM ins"
-        ).format(sql.Identifier(config.vault.table))
-    ).fetchone()
-
-
-def _plain_vault(cur: psycopg.Cursor[Any], config: AppConfig) -> None:
-    with cur.connection.transaction():  # a savepoint: a conflict would retry with ON CONFLICT
-        cur.execute(
-            sql.SQL(
-                "INSERT INTO {} (token, field, sealed, vault_key_id)"
-                " SELECT token, field, sealed, vault_key_id FROM stage_vault ORDER BY token"
-            ).format(sql.Identifier(config.vault.table))
-        )
-
-
-_EXPLAIN_KEYS = ("Actual Total Time", "Shared Hit Blocks", "Shared Read Blocks",
-                 "Shared Dirtied Blocks", "Shared Written Blocks", "WAL Records", "WAL FPI",
-                 "WAL Bytes")  # fmt: skip
-
-
-def _explain(cur: psycopg.Cursor[Any], statement: sql.Composable) -> dict[str, Any]:
-    """The statement run under EXPLAIN (ANALYZE, BUFFERS, WAL): its totals, and each
-    ModifyTable node's (which table's insert costs what)."""
-    got = cur.execute(
-        sql.SQL("EXPLAIN (ANALYZE, BUFFERS, WAL, FORMAT JSON) {}").format(statement)
-    ).fetchone()
-    assert got is not None
-    plan = got[0][0]
-    out: dict[str, Any] = {"total": {k: plan["Plan"].get(k) for k in _EXPLAIN_KEYS}}
-    out["execution_ms"] = plan.get("Execution Time")
-
-    def walk(node: dict[str, Any]) -> None:
-        if node.get("Node Type") == "ModifyTable":
-            out[node.get("Relation Name", "?")] = {k: node.get(k) for k in _EXPLAIN_KEYS}
-        for child in node.get("Plans", []):
-            walk(child)
-
-    walk(plan["Plan"])
-    return out
+    return sql.SQL(
+        "WITH ins AS (INSERT INTO {} (token, field, sealed, vault_key_id)"
+        " SELECT token, field, sealed, vault_key_id FROM stage_vault ORDER BY token"
+        " ON CONFLICT DO NOTHING RETURNING 1) SELECT count(*) FROM ins"
+    ).format(sql.Identifier(config.vault.table))
 
 
 def _per_message(acc: dict[str, float], upto: int) -> dict[str, float]:
@@ -297,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--segment", type=int, default=50_000)
     p.add_argument("--rounds", type=int, default=1)
     p.add_argument("--seal-cache", type=int, default=None, help="stage as a seal cache of N")
-    p.add_argument("--variants", default="base,no_entry_id_index,no_vault")
+    p.add_argument("--variants", default="base,no_vault", help=",".join(VARIANTS))
     p.add_argument("--work", type=Path, default=ROOT / "bench" / ".work")
     args = p.parse_args(argv)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -306,9 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     try:
         data, _ = dataset(args.work, args.messages, args.seed)
-        run, dsn = core.run_flow(server, args.work, keyfiles, data, name="pgsplit_src",
+        run, dsn = core.run_flow(Rig(server, args.work, keyfiles, data), name="pgsplit_src",
                                  messages=args.messages, workers=1, keep_database=True)  # fmt: skip
-        config = config_for(flow_env(keyfiles, dsn))
+        config = load_config(flow_env(keyfiles, dsn))
         batches = load_batches(dsn, config, config.source.max_batch, args.seal_cache)
         server.drop_database("bench_pgsplit_src")
         log(f"replaying {len(batches)} batches")

@@ -125,16 +125,3 @@ def _step_of(frames: list[str]) -> str:
                     return waiting
                 return step
     return "Bytewax and the rest"
-
-
-def markdown(profile: Profile, title: str) -> str:
-    lines = [f"**{title}** ({profile.samples:,} samples)", ""]
-    lines += ["| own CPU | function |", "|---:|---|"]
-    lines += [f"| {share:.1%} | `{name}` |" for name, share in profile.top_own]
-    if len(profile.by_thread) > 1:
-        lines += ["", "CPU by thread: " + ", ".join(f"{n} {s:.0%}" for n, s in profile.by_thread)]
-    if profile.worker_wall:
-        lines += ["", "Dataflow worker thread, wall-clock time by step (idle included):", ""]
-        lines += ["| share | step |", "|---:|---|"]
-        lines += [f"| {share:.1%} | {name} |" for name, share in profile.worker_wall]
-    return "\n".join(lines)

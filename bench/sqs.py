@@ -1,7 +1,7 @@
-"""The SQS path (only with an endpoint, e.g. LocalStack): the whole flow (`flows.logins`, the
-operator contract's variables, LOGINS_STOP_WHEN_IDLE) draining N seeded messages, beside a
-bare drain of the same N messages (ReceiveMessage + DeleteMessageBatch, nothing else), in one
-run and interleaved, so both see the same machine:
+"""`python -m bench sqs`: the SQS path (only with an endpoint, e.g. LocalStack): the whole flow
+(`flows.logins`, the operator contract's variables, LOGINS_STOP_WHEN_IDLE) draining N seeded
+messages, beside a bare drain of the same N messages (ReceiveMessage + DeleteMessageBatch,
+nothing else), in one run and interleaved, so both see the same machine:
 
 * **same receivers**: the flow with `-w 2` and one receiver per worker against a bare drain
   with two receiver threads (target: the flow reaches 90 % of it);
@@ -13,13 +13,16 @@ and the figures quoted are medians. The flow is measured from its first commit t
 the queue is seen empty (nothing visible or in flight: its last delete), polled every 0.1 s
 (at most 0.1 s against the flow) once its ledger holds every message, so that the bench's
 polling adds no load on the SQS server while the flow drains, as none is added while the bare
-drain does; the bare drain from its first to its last delete."""
+drain does; the bare drain from its first to its last delete. The CPU per message and the
+distant server (bench/sqscost.py) run in the same command."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from argparse import Namespace
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,24 +36,30 @@ from psycopg import sql
 from bench.common import (
     PYTHON,
     ROOT,
-    Server,
-    config_for,
+    Rig,
+    as_dict,
+    dataset,
     flow_env,
     log,
     prepare_schema,
     read_ledger,
     run_process,
+    session,
     tail,
 )
 from bench.core import accounted
 from bench.generated import Dataset
-from connectors.sqs.protocol import make_client
+from bench.server import Poller
+from connectors.sqs.protocol import Protocol, make_client
+from logins.core.config import load_config
 from logins.dev.generator import KINDS
+from logins.dev.seed import send_bodies
 
-_DUMMY = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
 TARGET_SAME = 0.9  # the flow / a bare drain with as many receivers
 TARGET_DEFAULT = 0.8  # the flow's defaults (-w 2) / a four-receiver bare drain
 WORKERS = 2
+ATTRIBUTES = ["SentTimestamp", "ApproximateReceiveCount", "AWSTraceHeader"]  # the flow's
+MESSAGE_ATTRIBUTES = ["traceparent"]
 
 
 @dataclass
@@ -65,12 +74,6 @@ class FlowRun:
 
 
 @dataclass
-class DrainRun:
-    receivers: int
-    msgs_per_s: float
-
-
-@dataclass
 class Pair:
     """The flow against a bare drain, repeated (each ratio from a flow and the drain beside it)."""
 
@@ -78,11 +81,11 @@ class Pair:
     target: float
     receivers: int  # the bare drain's receiver threads
     flow: list[FlowRun] = field(default_factory=list)
-    drain: list[DrainRun] = field(default_factory=list)
+    drain: list[float] = field(default_factory=list)  # msg/s of each bare drain
 
     @property
     def ratios(self) -> list[float]:
-        return [f.msgs_per_s / d.msgs_per_s for f, d in zip(self.flow, self.drain, strict=False)]
+        return [f.msgs_per_s / d for f, d in zip(self.flow, self.drain, strict=False)]
 
     def summary(self) -> dict[str, Any]:
         ratios = self.ratios
@@ -90,109 +93,92 @@ class Pair:
         return {
             "receivers": self.receivers,
             "flow_msgs_per_s": round(median(f.msgs_per_s for f in self.flow), 1),
-            "drain_msgs_per_s": round(median(d.msgs_per_s for d in self.drain), 1),
+            "drain_msgs_per_s": round(median(self.drain), 1),
             "ratio": round(ratio, 4),
             "ratios": [round(r, 4) for r in ratios],
             "target": self.target,
             "met": ratio >= self.target,
             "flow_runs": [round(f.msgs_per_s, 1) for f in self.flow],
-            "drain_runs": [round(d.msgs_per_s, 1) for d in self.drain],
+            "drain_runs": [round(d, 1) for d in self.drain],
             "flow_cpu_us_per_msg": round(
                 median(f.cpu_seconds / max(sum(f.outcomes.values()), 1) * 1e6 for f in self.flow),
                 1,
             ),
+            "exact": all(f.exact for f in self.flow),
         }
 
 
-@dataclass
-class SqsResult:
-    endpoint: str
-    messages: int
-    repeats: int
-    seed_msgs_per_s: float
-    same: Pair
-    default: Pair
-
-    @property
-    def exact(self) -> bool:
-        return all(f.exact for p in (self.same, self.default) for f in p.flow)
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "endpoint": self.endpoint,
-            "messages": self.messages,
-            "repeats": self.repeats,
-            "workers": WORKERS,
-            "seed_msgs_per_s": round(self.seed_msgs_per_s, 1),
-            "same_receivers": self.same.summary(),
-            "defaults": self.default.summary(),
-            "exact": self.exact,
-        }
-
-
-def _client(endpoint: str, pool: int = 32) -> Any:
+def client(endpoint: str, pool: int = 32, protocol: Protocol = "auto", fast: bool = True) -> Any:
+    """An SQS client on `endpoint` with throwaway credentials (LocalStack accepts any)."""
     return make_client(
-        "auto",
+        protocol,
         endpoint_url=endpoint,
-        region_name=_DUMMY["AWS_REGION"],
-        aws_access_key_id=_DUMMY["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=_DUMMY["AWS_SECRET_ACCESS_KEY"],
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",  # noqa: S106 (a local endpoint's throwaway)
         config=Config(max_pool_connections=pool, retries={"mode": "standard", "max_attempts": 10}),
+        fast=fast,
     )
 
 
-def seed(client: Any, queue_url: str, bodies: list[str], threads: int = 8) -> float:
+@contextlib.contextmanager
+def queue(sqs: Any, prefix: str) -> Iterator[str]:
+    """A fresh queue (60 s visibility), deleted afterwards."""
+    url = sqs.create_queue(
+        QueueName=f"{prefix}-{int(time.time())}", Attributes={"VisibilityTimeout": "60"}
+    )["QueueUrl"]
+    try:
+        yield url
+    finally:
+        sqs.delete_queue(QueueUrl=url)
+
+
+def seed(sqs: Any, queue_url: str, bodies: list[str], threads: int = 8) -> float:
     """SendMessageBatch from `threads` threads; returns messages/s."""
-
-    def send(start: int) -> None:
-        entries = [
-            {"Id": str(i), "MessageBody": body} for i, body in enumerate(bodies[start : start + 10])
-        ]
-        while entries:
-            failed = client.send_message_batch(QueueUrl=queue_url, Entries=entries).get(
-                "Failed", []
-            )
-            if any(f.get("SenderFault") for f in failed):
-                raise RuntimeError(f"SQS refused a message: {failed}")
-            retry = {f["Id"] for f in failed}
-            entries = [e for e in entries if e["Id"] in retry]
-
     started = time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(send, range(0, len(bodies), 10)))
+        list(pool.map(lambda i: send_bodies(sqs, queue_url, bodies[i : i + 10]),
+                      range(0, len(bodies), 10)))  # fmt: skip
     return len(bodies) / (time.perf_counter() - started)
 
 
-def bare_drain(client: Any, queue_url: str, expected: int, receivers: int) -> float:
-    """Receive (10 per call, long poll 1 s) and DeleteMessageBatch on `receivers` threads."""
+def receive_and_delete(sqs: Any, queue_url: str, attributes: bool = False) -> int:
+    """One ReceiveMessage (10, long poll 1 s; with the flow's `attributes`) and one
+    DeleteMessageBatch of what came; returns how many."""
+    wanted = {"MessageSystemAttributeNames": ATTRIBUTES,
+              "MessageAttributeNames": MESSAGE_ATTRIBUTES} if attributes else {}  # fmt: skip
+    got = sqs.receive_message(
+        QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1, VisibilityTimeout=60,
+        **wanted,
+    ).get("Messages", [])  # fmt: skip
+    if got:
+        sqs.delete_message_batch(
+            QueueUrl=queue_url,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)
+            ],
+        )
+    return len(got)
+
+
+def bare_drain(sqs: Any, queue_url: str, expected: int, receivers: int) -> float:
+    """Receive and delete on `receivers` threads; msg/s from the first to the last delete."""
     lock = threading.Lock()
     state = {"deleted": 0, "first": 0.0, "last": 0.0}
 
     def receiver() -> None:
         idle_since = time.perf_counter()
         while True:
-            got = client.receive_message(
-                QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1, VisibilityTimeout=60
-            ).get("Messages", [])
-            if not got:
-                with lock:
-                    if state["deleted"] >= expected:
-                        return
-                if time.perf_counter() - idle_since > 10:
-                    return
-                continue
-            idle_since = time.perf_counter()
-            client.delete_message_batch(
-                QueueUrl=queue_url,
-                Entries=[
-                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)
-                ],
-            )
+            got = receive_and_delete(sqs, queue_url)
             now = time.perf_counter()
             with lock:
-                state["first"] = state["first"] or now
-                state["last"] = now
-                state["deleted"] += len(got)
+                if got:
+                    idle_since = now
+                    state["first"] = state["first"] or now
+                    state["last"] = now
+                    state["deleted"] += got
+                elif state["deleted"] >= expected or now - idle_since > 10:
+                    return
 
     threads = [threading.Thread(target=receiver) for _ in range(receivers)]
     for thread in threads:
@@ -205,7 +191,7 @@ def bare_drain(client: Any, queue_url: str, expected: int, receivers: int) -> fl
     return state["deleted"] / span if span > 0 else 0.0
 
 
-class EmptyWatch:
+class EmptyWatch(Poller):
     """Polls the queue's counts every `interval` s; `empty_at` is the first epoch time it saw
     nothing visible, in flight or delayed after having seen something.
 
@@ -217,63 +203,39 @@ class EmptyWatch:
     carry."""
 
     def __init__(
-        self,
-        client: Any,
-        queue_url: str,
-        interval: float = 0.1,
-        ready: Callable[[], bool] | None = None,
+        self, sqs: Any, queue_url: str, ready: Callable[[], bool], interval: float = 0.1
     ) -> None:
-        self._client, self._url, self._interval = client, queue_url, interval
-        self._ready = ready
-        self._stop = threading.Event()
+        self._sqs, self._url, self._ready, self._interval = sqs, queue_url, ready, interval
         self.empty_at: float | None = None
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-
-    def __enter__(self) -> EmptyWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        super().__init__()
 
     def _poll(self) -> None:
-        names = [
-            "ApproximateNumberOfMessages",
-            "ApproximateNumberOfMessagesNotVisible",
-            "ApproximateNumberOfMessagesDelayed",
-        ]
-        while self._ready is not None and not self._stop.wait(self._interval):
+        names = [f"ApproximateNumberOfMessages{s}" for s in ("", "NotVisible", "Delayed")]
+        while not self._stop.wait(self._interval):
             try:
                 if self._ready():
                     break
             except psycopg.Error:
                 continue  # the flow's schema is not there yet, or the server is busy
         while not self._stop.wait(self._interval):
-            attrs = self._client.get_queue_attributes(QueueUrl=self._url, AttributeNames=names)
+            attrs = self._sqs.get_queue_attributes(QueueUrl=self._url, AttributeNames=names)
             if not any(int(v) for v in attrs["Attributes"].values()):
                 self.empty_at = time.time()
                 return
 
 
-class LedgerCount:
-    """`ledger_holds()` is true once the flow's ledger has `expected` entries: one count on
-    PostgreSQL (not on the SQS server the flow shares the cores with) per call."""
+@contextlib.contextmanager
+def ledger_holds(dsn: str, table: str, expected: int) -> Iterator[Callable[[], bool]]:
+    """A check that the flow's ledger has `expected` entries: one count on PostgreSQL (not on
+    the SQS server the flow shares the cores with) per call."""
+    query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
+    with psycopg.connect(dsn, autocommit=True) as conn:
 
-    def __init__(self, dsn: str, table: str, expected: int) -> None:
-        self._dsn, self._expected = dsn, expected
-        self._query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
-        self._conn: psycopg.Connection[Any] | None = None
+        def holds() -> bool:
+            row = conn.execute(query).fetchone()
+            return row is not None and int(row[0]) >= expected
 
-    def __call__(self) -> bool:
-        if self._conn is None:
-            self._conn = psycopg.connect(self._dsn, autocommit=True)
-        row = self._conn.execute(self._query).fetchone()
-        return row is not None and int(row[0]) >= self._expected
-
-    def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
+        yield holds
 
 
 def sendable(data: Path, messages: int) -> tuple[list[str], dict[str, int]]:
@@ -282,10 +244,10 @@ def sendable(data: Path, messages: int) -> tuple[list[str], dict[str, int]]:
     bodies: list[str] = []
     expected = {"row": 0, "rejected": 0, "duplicate": 0}
     outcome = {"valid": "row", "malformed": "rejected", "resend": "duplicate"}
-    dataset = Dataset(data)
+    opened = Dataset(data)
     try:
-        for number in range(dataset.blocks):
-            block, kinds = dataset.block(number)
+        for number in range(opened.blocks):
+            block, kinds = opened.block(number)
             for body, code in zip(block, kinds, strict=True):
                 if len(bodies) == messages:
                     return bodies, expected
@@ -293,15 +255,13 @@ def sendable(data: Path, messages: int) -> tuple[list[str], dict[str, int]]:
                     bodies.append(body)
                     expected[outcome[KINDS[code]]] += 1
     finally:
-        dataset.close()
+        opened.close()
     return bodies, expected
 
 
 def run_flow(
-    server: Server,
-    work: Path,
-    keyfiles: dict[str, Path],
-    client: Any,
+    rig: Rig,
+    sqs: Any,
     endpoint: str,
     queue_url: str,
     bodies: list[str],
@@ -309,14 +269,12 @@ def run_flow(
     receivers_per_worker: int | None,
     name: str,
     source: dict[str, Any] | None = None,
-    wrap: list[str] | None = None,
 ) -> FlowRun:
     """`python -m bytewax.run flows.logins -w 2` until the queue is idle and empty; `source`
     overrides keys of the configuration's `source:`."""
-    database = f"bench_sqs_{name}"
+    database, server, work = f"bench_sqs_{name}", rig.server, rig.work
     dsn = server.fresh_database(database)
-    extra = {"SQS_ENDPOINT_URL": endpoint, "SQS_QUEUE_URL": queue_url,
-             "LOGINS_STOP_WHEN_IDLE": "3", **_DUMMY}  # fmt: skip
+    extra = {"LOGINS_STOP_WHEN_IDLE": "3"}
     source = dict(source or {})
     if receivers_per_worker is not None:
         source["receivers"] = receivers_per_worker
@@ -325,73 +283,90 @@ def run_flow(
         keys = "".join(f"  {key}: {value}\n" for key, value in source.items())
         override.write_text(f"extends: {ROOT / 'config' / 'local.yaml'}\nsource:\n{keys}")
         extra["LOGINS_CONFIG"] = str(override)
-    env = flow_env(keyfiles, dsn, **extra)
-    config = config_for(env)
+    env = flow_env(rig.keys, dsn, queue_url, endpoint, **extra)
+    config = load_config(env)
     prepare_schema(dsn, config)
-    argv = [*(wrap or []), PYTHON, "-m", "bytewax.run", "flows.logins", "-w", str(WORKERS)]
-    complete = LedgerCount(dsn, config.sink.ledger_table, len(bodies))
-    try:
-        with EmptyWatch(client, queue_url, ready=complete) as watch:
-            process = run_process(
-                argv, env, work / f"sqs-{name}.log", timeout=len(bodies) / 50 + 300
-            )
-    finally:
-        complete.close()
+    argv = [PYTHON, "-m", "bytewax.run", "flows.logins", "-w", str(WORKERS)]
+    with (
+        ledger_holds(dsn, config.sink.ledger_table, len(bodies)) as holds,
+        EmptyWatch(sqs, queue_url, ready=holds) as watch,
+    ):
+        process = run_process(argv, env, work / f"sqs-{name}.log", len(bodies) / 50 + 300)
     if process.returncode != 0:
         raise RuntimeError(f"sqs flow exited {process.returncode}:\n{tail(process.log_path)}")
     ledger = read_ledger(dsn, config)
     server.drop_database(database)
     exact = accounted(ledger.total, ledger.outcomes, len(bodies), expected)
-    first = ledger.first_commit or 0.0
-    end = max(ledger.last_commit or 0.0, watch.empty_at or 0.0)
-    span = end - first
-    return FlowRun(
-        WORKERS,
-        receivers_per_worker,
-        ledger.total / span if span > 0 else 0.0,
-        exact,
-        span,
-        process.cpu_seconds,
-        ledger.outcomes,
-    )
+    span = max(ledger.last_commit or 0.0, watch.empty_at or 0.0) - (ledger.first_commit or 0.0)
+    return FlowRun(WORKERS, receivers_per_worker, ledger.total / span if span > 0 else 0.0,
+                   exact, span, process.cpu_seconds, ledger.outcomes)  # fmt: skip
 
 
-def sqs_path(
-    server: Server,
-    work: Path,
-    keyfiles: dict[str, Path],
-    data: Path,
-    endpoint: str,
-    messages: int,
-    repeats: int = 3,
-) -> SqsResult:
+def sqs_path(rig: Rig, endpoint: str, messages: int, repeats: int = 3) -> dict[str, Any]:
     """Both pairs, `repeats` times, interleaved: flow (1 receiver/worker), drain(2), flow
     (defaults), drain(4); the queue is seeded with the same messages before each."""
-    client = _client(endpoint)
-    bodies, expected = sendable(data, messages)
-    name = f"bench-logins-{int(time.time())}"
-    queue_url = client.create_queue(QueueName=name, Attributes={"VisibilityTimeout": "60"})[
-        "QueueUrl"
-    ]
+    sqs = client(endpoint)
+    bodies, expected = sendable(rig.data, messages)
     same = Pair("same_receivers", TARGET_SAME, receivers=WORKERS)
     default = Pair("defaults", TARGET_DEFAULT, receivers=4)
     seeds: list[float] = []
-    try:
+    with queue(sqs, "bench-logins") as queue_url:
         for attempt in range(repeats):
             for pair, per_worker in ((same, 1), (default, None)):
-                seeds.append(seed(client, queue_url, bodies))
-                flow = run_flow(server, work, keyfiles, client, endpoint, queue_url, bodies,
-                                expected, per_worker, f"{pair.name}_{attempt}")  # fmt: skip
+                seeds.append(seed(sqs, queue_url, bodies))
+                flow = run_flow(rig, sqs, endpoint, queue_url, bodies, expected, per_worker,
+                                f"{pair.name}_{attempt}")  # fmt: skip
                 pair.flow.append(flow)
-                seeds.append(seed(client, queue_url, bodies))
-                drained = bare_drain(client, queue_url, len(bodies), pair.receivers)
-                pair.drain.append(DrainRun(pair.receivers, drained))
+                seeds.append(seed(sqs, queue_url, bodies))
+                pair.drain.append(bare_drain(sqs, queue_url, len(bodies), pair.receivers))
                 log(
                     f"sqs {pair.name} #{attempt + 1}: flow {flow.msgs_per_s:,.0f} msg/s"
                     f" ({'exact' if flow.exact else flow.outcomes}), bare drain"
-                    f" ({pair.receivers} receivers) {pair.drain[-1].msgs_per_s:,.0f} msg/s:"
+                    f" ({pair.receivers} receivers) {pair.drain[-1]:,.0f} msg/s:"
                     f" {pair.ratios[-1]:.0%}"
                 )
-    finally:
-        client.delete_queue(QueueUrl=queue_url)
-    return SqsResult(endpoint, len(bodies), repeats, median(seeds), same, default)
+    summaries = {"same_receivers": same.summary(), "defaults": default.summary()}
+    return {
+        "endpoint": endpoint, "messages": len(bodies), "repeats": repeats, "workers": WORKERS,
+        "seed_msgs_per_s": round(median(seeds), 1), **summaries,
+        "exact": all(s.pop("exact") for s in summaries.values()),
+        "runs": as_dict([same, default]),
+    }  # fmt: skip
+
+
+def in_full_run(rig: Rig, endpoint: str, messages: int, repeats: int) -> dict[str, Any]:
+    """`make bench --sqs-endpoint`: the pairs, the CPU per message (4,000 -> up to 24,000
+    messages) and the flow behind a 20 ms proxy (up to 8,000 messages)."""
+    from bench.sqscost import cpu_per_message, delayed
+
+    out = sqs_path(rig, endpoint, messages, repeats)
+    cpu_sizes = (4000, min(24000, messages))
+    if cpu_sizes[1] > cpu_sizes[0]:
+        out["cpu"] = cpu_per_message(rig, endpoint, *cpu_sizes, repeats)
+    out["delayed"] = delayed(rig, endpoint, min(8000, messages), repeats, 20.0)
+    return out
+
+
+def alone(args: Namespace) -> dict[str, Any]:
+    """`python -m bench sqs`: the parts asked for, into fresh databases on the server
+    (BENCH_DATABASE_URL, else embedded)."""
+    from bench.sqscost import cpu_per_message, delayed
+
+    figures: dict[str, Any] = {}
+    with session(args.work) as (server, keyfiles):
+        sizes = [int(x) for x in args.cpu_sizes.split(",") if x]
+        most = max([args.messages, args.delay_messages, *sizes])
+        data, _ = dataset(args.work, most + 100, args.seed)  # room for refused bodies
+        rig = Rig(server, args.work, keyfiles, data)
+        if sizes:
+            source = dict(kv.split("=", 1) for kv in args.flow_source.split(",") if kv)
+            figures["cpu"] = cpu_per_message(rig, args.endpoint,
+                                             sizes[0], sizes[1], args.repeats, source)  # fmt: skip
+        if args.delay_ms:
+            figures["delayed"] = delayed(rig, args.endpoint,
+                                         args.delay_messages, args.repeats,
+                                         args.delay_ms)  # fmt: skip
+        if not args.no_pairs:
+            figures |= sqs_path(rig, args.endpoint, args.messages,
+                                args.repeats)  # fmt: skip
+    return figures

@@ -26,8 +26,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from bench.common import ROOT, Server, backend_cpu_seconds, config_for, flow_env, keys, log, median
+from bench.common import ROOT, flow_env, keys, log, median
+from bench.server import Server, backend_cpu_seconds
 from connectors.postgres.migrations import migrate
+from logins.core.config import load_config
 from logins.pii.storage import erased_tables
 
 FILL = {
@@ -108,7 +110,7 @@ def main() -> None:
     server = Server(args.work, os.environ.get("BENCH_DATABASE_URL"))
     try:
         dsn = server.fresh_database("bench_storage_rewrite")
-        config = config_for(flow_env(keys(args.work), dsn))
+        config = load_config(flow_env(keys(args.work), dsn))
         assert set(FILL) <= set(erased_tables(config))
         with psycopg.connect(dsn, autocommit=True) as conn:
             migrate(conn, config)

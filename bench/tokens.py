@@ -14,27 +14,22 @@ moto's own work), which real KMS costs too, with network latency instead of moto
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import os
-import re
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from statistics import median
 from typing import Any
 
 import boto3
 from botocore.config import Config
 
-from bench.common import PYTHON, ROOT, log
+from bench.common import PYTHON, log
 from flows.steps.mask import Masker
 from flows.steps.validate import Validator
-from logins.core.config import MaskStep, ValidateStep
+from logins.core.config import MaskStep, load_config
 from logins.core.keys import TokenKey, hmac_key_id
 from logins.core.kms import KmsKey
 from logins.core.records import Event, SqsMessage
@@ -44,22 +39,11 @@ from logins.core.vault import Sealer
 from logins.dev.embedded import free_port
 from logins.dev.generator import generate
 
-BEGIN, END = "<!-- bench tokens: begin -->", "<!-- bench tokens: end -->"
 BATCH = 1000  # messages per mask batch, as the flow's source hands them
-SCHEMA = ValidateStep.model_validate(
-    {
-        "type": "validate",
-        "fields": {
-            "user_id": {"max_length": 128},
-            "app_version": {"type": "version", "max_length": 64},
-            "device_type": {"max_length": 32},
-            "ip": {"max_length": 64, "format": "ip", "pii": True},
-            "locale": {"max_length": 32, "required": False, "nullable": True},
-            "device_id": {"max_length": 256, "pii": True},
-        },
-    }
-)
-MASK = MaskStep(type="mask", fields={"ip": "masked_ip", "device_id": "masked_device_id"})
+# the shipped configuration's validate and mask steps (config/base.yaml; no key is read)
+SHIPPED = load_config({"SQS_QUEUE_URL": "-", "LOGINS_TOKEN_KEY_FILE": "-",
+                       "LOGINS_VAULT_PUBLIC_KEY_FILE": "-"})  # fmt: skip
+MASK = next(step for step in SHIPPED.steps if isinstance(step, MaskStep))
 SECRET = bytes(range(32))
 _MOTO_CREDENTIALS = "bench"  # moto accepts any; these never reach AWS
 
@@ -134,7 +118,7 @@ def _client(target: Target, connections: int = 10) -> Any:
 def batches(messages: int, seed: int) -> list[list[dict[str, Any]]]:
     """The validated fields of the stream's valid logins, in batches of BATCH messages (the
     mask step sees only these; rejected bodies are sealed, not tokenised)."""
-    validator = Validator(SCHEMA, Tokenizer([TokenKey("b", SECRET)]))
+    validator = Validator(SHIPPED.validate_step, Tokenizer([TokenKey("b", SECRET)]))
     out: list[list[dict[str, Any]]] = []
     stream = generate(messages, seed=seed)
     for start in range(0, len(stream), BATCH):
@@ -251,128 +235,3 @@ def measure(
         out["kms"] = kms
     out["load_average_end"] = os.getloadavg()[0]
     return out
-
-
-def render(t: dict[str, Any], command: str) -> str:
-    """The docs/benchmarks.md section, between its markers."""
-    kms, same = t["kms"], t["file_same"]
-    rows = [
-        ("key file, HMAC-SHA256", t["file"]["hmac-sha256"], None),
-        ("key file, HMAC-SHA256", same["hmac-sha256"], None),
-    ]
-    labels = {
-        "cache_8": "KMS, cache 50,000, 8 threads",
-        "nocache_8": "KMS, no cache, 8 threads",
-        "cache_32": "KMS, cache 50,000, 32 threads",
-        "batch_1": "KMS, first batch only, 1 thread",
-        "batch_8": "KMS, first batch only, 8 threads",
-    }
-    for name, label in labels.items():
-        passes = kms[name]["passes"]
-        rows.append((label, passes[0], passes[0]))
-        if len(passes) > 1:
-            warm_pass = sorted(passes[1:], key=lambda p: p["msgs_per_s"])[len(passes[1:]) // 2]
-            rows.append((label + " (again: warm cache)", warm_pass, warm_pass))
-    lines = [
-        BEGIN,
-        "## Token key custody: key file and KMS\n",
-        f"Command: `{command}` (the full `make bench` runs it too). What is timed is the mask"
-        " step (`flows.steps.mask.Masker`: the tokens of each batch's distinct values in one"
-        " call, then sealing the new ones) over the valid logins of"
-        f" `generate(n, seed={t['seed']})`, in batches of {t['batch']:,} messages: the first"
-        f" {t['messages']:,} and the first {t['kms_messages']:,} messages with a key file"
-        f" (median of 3), the same {t['kms_messages']:,} with KMS (the warm row: the median of"
-        " 3 passes after the first; the last two rows: the first batch alone, where the cache"
-        f" cannot matter and the threads do). KMS is {t.get('kms_target', 'moto')}; one"
-        " GenerateMac round trip took"
-        f" **{t['latency_ms']:.1f} ms** (median of 200 sequential calls). Load average"
-        f" {t['load_average_start']:.1f} at the start, {t['load_average_end']:.1f} at the end"
-        " (other jobs share the machine).\n",
-        "| token key | messages | msgs/s | GenerateMac calls | calls/s | cache hit rate"
-        " | calls per message |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for label, p, k in rows:
-        extra = (
-            f"{k['kms_calls']:,} | {k['calls_per_s']:,.0f} | {k['hit_rate']:.0%}"
-            f" | {k['calls_per_msg']:.2f}"
-            if k
-            else "- | - | - | -"
-        )
-        lines.append(f"| {label} | {p['messages']:,} | {p['msgs_per_s']:,.0f} | {extra} |")
-    cold = kms["cache_8"]["passes"][0]
-    warm = sorted(kms["cache_8"]["passes"][1:], key=lambda p: p["msgs_per_s"])[1]
-    file_same = same["hmac-sha256"]
-    one, eight = kms["batch_1"]["passes"][0], kms["batch_8"]["passes"][0]
-    nocache = kms["nocache_8"]["passes"][0]
-    base = file_same["msgs_per_s"]
-    lines += [
-        "",
-        "Reading it: with a key file a token is a local MAC (about a microsecond), and the mask"
-        f" step runs at {file_same['msgs_per_s']:,.0f} msg/s on the same"
-        f" {file_same['messages']:,} messages. With KMS each value the cache has not seen is a"
-        f" GenerateMac call: on this stream {cold['calls_per_msg']:.2f} calls per message (the"
-        " generator keeps bringing new users, devices and ips; the cache answers"
-        f" {cold['hit_rate']:.0%} of the lookups; without it {nocache['calls_per_msg']:.2f} calls"
-        " per message), so the step runs at calls/s ÷ calls per"
-        f" message: {cold['msgs_per_s']:,.0f} msg/s, {cold['msgs_per_s'] / base:.1%}"
-        " of the key file's. Values that come back cost no call: over the same messages again"
-        f" the hit rate is {warm['hit_rate']:.0%} and the step runs at"
-        f" {warm['msgs_per_s']:,.0f} msg/s, {warm['msgs_per_s'] / base:.0%} of the key file's"
-        " (a cache lookup instead of a local MAC; on a shared machine: see the load"
-        " average). On one batch, one thread made"
-        f" {one['calls_per_s']:,.0f} calls/s and eight {eight['calls_per_s']:,.0f}"
-        f" ({eight['calls_per_s'] / one['calls_per_s']:.1f}x). Against moto the round trip is"
-        " mostly moto's own CPU on these 2 cores, so threads overlap little of it; against a"
-        " remote KMS the round trip is mostly waiting, which `tokens.kms_concurrency` threads"
-        " overlap, up to the account's KMS request quota. That is not measured here: measure"
-        " your own key with `python -m bench tokens --kms-key-id ...` before relying on a"
-        " figure. With KMS custody the pipeline's throughput is bounded by the new values per"
-        " second it meets times the GenerateMac rate it gets, not by the pipeline; size"
-        " `tokens.cache_size` to the active population.",
-        END,
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def splice(document: str, section: str) -> str:
-    """`document` with its tokens section replaced by `section` (appended if it has none)."""
-    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END) + r"\n?", re.S)
-    if pattern.search(document):
-        return pattern.sub(lambda _: section, document)
-    return document.rstrip("\n") + "\n\n" + section
-
-
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench tokens", description=__doc__.split("\n\n")[0])
-    p.add_argument("--messages", type=int, default=100_000)
-    p.add_argument("--kms-messages", type=int, default=5_000)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--work", type=Path, default=ROOT / "bench" / ".work")
-    p.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
-    p.add_argument("--report-only", action="store_true")
-    p.add_argument("--kms-key-id", default=None, help="your own HMAC_256 key instead of moto")
-    p.add_argument("--kms-endpoint", default=None, help="with --kms-key-id: a local endpoint")
-    args = p.parse_args(argv)
-    args.work.mkdir(parents=True, exist_ok=True)
-    if args.report_only:
-        results = json.loads((args.work / "tokens.json").read_text())
-    else:
-        results = measure(
-            args.messages, args.kms_messages, args.seed, args.kms_key_id, args.kms_endpoint
-        )
-        results["command"] = " ".join(["python -m bench tokens", *argv])
-        (args.work / "tokens.json").write_text(json.dumps(results, indent=1))
-    full = args.work / "results.json"
-    if full.exists():  # so that `python -m bench --report-only` keeps this section
-        stored = json.loads(full.read_text())
-        stored["tokens"] = results
-        full.write_text(json.dumps(stored, indent=1))
-    document = args.out.read_text() if args.out.exists() else "# Benchmarks\n"
-    args.out.write_text(splice(document, render(results, results["command"])))
-    log(f"wrote the token custody section of {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))

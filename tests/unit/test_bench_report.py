@@ -1,15 +1,16 @@
-"""docs/benchmarks.md rendered from a results.json-shaped sample of one run (bench/report.py):
-the figures and tables of the run, the page's words from bench/templates/, nothing written by
-hand spliced in (that is docs/benchmark-notes.md, linked), and the sections a command of their
-own rewrites (SQS, dedupe, tokens) carried over from the previous page when a run did not
-measure them. The committed page has the template's structure."""
+"""docs/benchmarks.md rendered from a results.json-shaped sample of one run (bench/report.py
+and bench/sections.py): the figures and tables of the run, the page's words from
+bench/templates/, nothing written by hand spliced in (that is docs/benchmark-notes.md, linked),
+and the sections a command of their own rewrites (SQS, dedupe, tokens) carried over from the
+previous page when a run did not measure them. The committed page has the template's
+structure."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
-from bench import report
+from bench import report, sections
 from tests.helpers import REPO
 
 NOTES = REPO / "docs" / "benchmark-notes.md"
@@ -197,11 +198,11 @@ def test_sections_not_measured_are_carried_from_the_previous_page() -> None:
     del results["sqs"], results["dedupe"]
     new = report.render(results)
     assert "## The SQS path\n" not in new and "## The dedupe window" not in new
-    carried = report.carry_sections(old, new)
+    carried = sections.carry_sections(old, new)
     assert "| **defaults: median** | | 950 | 4 | 1,500 |" in carried
     assert "## The dedupe window at full rate" in carried
     alone = sample_results()["sqs"] | {"exact": False}
-    rewritten = report.with_section(carried, "sqs", report.sqs_section(alone))
+    rewritten = sections.with_section(carried, "sqs", sections.sqs_section(alone))
     assert "Every flow run's ledger was **not exact**" in rewritten
     assert rewritten.count("## The SQS path\n") == 1
 

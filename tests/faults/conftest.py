@@ -1,5 +1,5 @@
-"""Fixtures for fault tests: keys, a PostgreSQL of the test's own (so it can be stopped),
-and the flow as a subprocess."""
+"""Fixtures for fault tests: a PostgreSQL of the test's own (so it can be stopped), the flow as
+a subprocess, and the rig that produces to the queue, drains it and checks the ledger."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +17,10 @@ import psycopg
 import pytest
 
 from logins.dev.embedded import EmbeddedPostgres, EmbeddedSqs
+from logins.dev.generator import GeneratedMessage, generate
 from tests.faults.producer import PacedProducer
 from tests.faults.sqs_proxy import SqsFaultProxy
-from tests.helpers import REPO, make_keys, private_data_dir, service_env, wait_for
-
-
-@pytest.fixture(scope="session")
-def fault_keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return make_keys(tmp_path_factory.mktemp("fault-keys") / "k")
+from tests.helpers import REPO, ledger_from_dsn, private_data_dir, service_env, wait_for
 
 
 @pytest.fixture
@@ -86,13 +83,13 @@ def start_flow(tmp_path: Path) -> Iterator[Callable[..., FlowProcess]]:
 
 @pytest.fixture
 def fault_env(
-    fault_keys: dict[str, Path], sqs: EmbeddedSqs, queue_url: str, tmp_path: Path
+    keys: dict[str, Path], sqs: EmbeddedSqs, queue_url: str, tmp_path: Path
 ) -> Callable[..., dict[str, str]]:
     """The contract's variables for `database_url`, with short visibility for fast recovery."""
 
     def env(database_url: str, yaml_text: str = "", **extra: str) -> dict[str, str]:
         values = service_env(
-            fault_keys,
+            keys,
             database_url=database_url,
             queue_url=queue_url,
             endpoint_url=sqs.endpoint_url,
@@ -125,8 +122,11 @@ def drain(
     for flow in flows:
         # A service is stopped once it runs: a SIGTERM while Python is still importing (the
         # producer may have finished before this flow even started) meets no handler yet.
+        def started(flow: FlowProcess = flow) -> bool:
+            return "start-up check" in flow.output() or not flow.running()
+
         wait_for(
-            lambda flow=flow: "start-up check" in flow.output() or not flow.running(),
+            started,
             60,
             "the flow's start-up checks (its signal handlers installed)",
         )
@@ -167,17 +167,52 @@ def in_flight(sqs: EmbeddedSqs, queue_url: str) -> tuple[int, int]:
 
 
 @pytest.fixture
-def flow_env_faults(
-    fault_keys: dict[str, Path], database_url: str, queue_url: str, sqs: EmbeddedSqs
-) -> dict[str, str]:
-    """The contract's variables for an in-process run in batch mode."""
-    return service_env(
-        fault_keys,
-        database_url=database_url,
-        queue_url=queue_url,
-        endpoint_url=sqs.endpoint_url,
-        LOGINS_STOP_WHEN_IDLE="2",
-    )
+def flow_env_faults(flow_env: dict[str, str]) -> dict[str, str]:
+    """The contract's variables for an in-process run in batch mode (tests/conftest.py's
+    flow_env), idle for 2 s before it stops."""
+    return {**flow_env, "LOGINS_STOP_WHEN_IDLE": "2"}
+
+
+@dataclass
+class Rig:
+    """What a fault test with the flow as a subprocess drives: this test's queue on moto, the
+    flows it started (stopped at its end) and the contract's variables (`fault_env`)."""
+
+    sqs: EmbeddedSqs
+    queue_url: str
+    start_flow: Callable[..., FlowProcess]
+    env: Callable[..., dict[str, str]]
+
+    def produce(self, n: int, seed: int) -> tuple[list[GeneratedMessage], PacedProducer]:
+        """`n` generated logins, and the producer started here that sends them at a pace."""
+        messages = generate(n, seed=seed)
+        producer = PacedProducer(self.sqs.client(), self.queue_url, [m.body for m in messages])
+        producer.start()
+        return messages, producer
+
+    def drain_and_check(
+        self,
+        database_url: str,
+        env: dict[str, str],
+        producer: PacedProducer,
+        *args: str,
+        running: Sequence[FlowProcess] = (),
+    ) -> dict[str, set[str]]:
+        """`drain`, then: every id sent in exactly one outcome, and none left in the queue."""
+        sent = drain(self.start_flow, env, producer, *args, running=running)
+        outcome = ledger_from_dsn(database_url, sent)
+        assert in_flight(self.sqs, self.queue_url) == (0, 0)
+        return outcome
+
+
+@pytest.fixture
+def rig(
+    sqs: EmbeddedSqs,
+    queue_url: str,
+    start_flow: Callable[..., FlowProcess],
+    fault_env: Callable[..., dict[str, str]],
+) -> Rig:
+    return Rig(sqs, queue_url, start_flow, fault_env)
 
 
 @pytest.fixture

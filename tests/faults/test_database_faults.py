@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -14,24 +13,17 @@ from logins.core.metrics import SQS_RECEIVED
 from logins.dev.embedded import EmbeddedPostgres, EmbeddedSqs
 from logins.dev.generator import generate
 from logins.dev.seed import send_bodies
-from tests.faults.conftest import FlowProcess, drain, in_flight, ledger_size, wait_until
-from tests.faults.producer import PacedProducer
+from tests.faults.conftest import Rig, in_flight, ledger_size, wait_until
 from tests.helpers import config_for, fetch, ledger_from_dsn, run
 
 
 def test_database_outage_is_retried_and_the_flow_keeps_running(
-    fault_env: Callable[..., dict[str, str]],
-    start_flow: Callable[..., FlowProcess],
-    own_postgres: EmbeddedPostgres,
-    sqs: EmbeddedSqs,
-    queue_url: str,
+    rig: Rig, own_postgres: EmbeddedPostgres
 ) -> None:
     database_url = own_postgres.create_database("logins")
-    messages = generate(1000, seed=71)
-    producer = PacedProducer(sqs.client(), queue_url, [m.body for m in messages])
-    producer.start()
-    env = fault_env(database_url)
-    flow = start_flow(env, "-w", "2")
+    _, producer = rig.produce(1000, seed=71)
+    env = rig.env(database_url)
+    flow = rig.start_flow(env, "-w", "2")
     wait_until(lambda: ledger_size(database_url) >= 150, 120, "150 committed messages")
 
     own_postgres.stop()
@@ -40,25 +32,17 @@ def test_database_outage_is_retried_and_the_flow_keeps_running(
     own_postgres.start()
     wait_until(lambda: ledger_size(database_url) >= 300, 120, "commits after the outage")
 
-    sent = drain(start_flow, env, producer, running=[flow])
+    rig.drain_and_check(database_url, env, producer, running=[flow])
     assert "database unavailable" in flow.output()
-    ledger_from_dsn(database_url, sent)
-    assert in_flight(sqs, queue_url) == (0, 0)
 
 
 def test_database_away_too_long_exits_nonzero_and_loses_nothing(
-    fault_env: Callable[..., dict[str, str]],
-    start_flow: Callable[..., FlowProcess],
-    own_postgres: EmbeddedPostgres,
-    sqs: EmbeddedSqs,
-    queue_url: str,
+    rig: Rig, own_postgres: EmbeddedPostgres
 ) -> None:
     database_url = own_postgres.create_database("logins")
-    messages = generate(600, seed=73)
-    producer = PacedProducer(sqs.client(), queue_url, [m.body for m in messages])
-    producer.start()
-    env = fault_env(database_url, "sink:\n  retry: {give_up_after_seconds: 3}\n")
-    flow = start_flow(env, "-w", "2")
+    _, producer = rig.produce(600, seed=73)
+    env = rig.env(database_url, "sink:\n  retry: {give_up_after_seconds: 3}\n")
+    flow = rig.start_flow(env, "-w", "2")
     wait_until(lambda: ledger_size(database_url) >= 100, 120, "100 committed messages")
 
     own_postgres.stop()
@@ -68,9 +52,7 @@ def test_database_away_too_long_exits_nonzero_and_loses_nothing(
     assert "nothing of this batch was deleted from the queue" in flow.output()
 
     own_postgres.start()
-    sent = drain(start_flow, env, producer)
-    ledger_from_dsn(database_url, sent)
-    assert in_flight(sqs, queue_url) == (0, 0)
+    rig.drain_and_check(database_url, env, producer)
 
 
 def test_a_row_the_database_refuses_is_isolated_then_parked(
@@ -149,24 +131,14 @@ def test_a_batch_slower_than_the_visibility_timeout_stays_invisible(
     assert in_flight(sqs, queue_url) == (0, 0)
 
 
-def test_two_independent_flows_on_one_queue(
-    fault_env: Callable[..., dict[str, str]],
-    start_flow: Callable[..., FlowProcess],
-    database_url: str,
-    sqs: EmbeddedSqs,
-    queue_url: str,
-) -> None:
+def test_two_independent_flows_on_one_queue(rig: Rig, database_url: str) -> None:
     """Concurrent consumers (two deployments, not a cluster): SQS may hand both the same
     message (at least once: after a visibility timeout ran out); the ledger keeps one outcome
     per message."""
-    messages = generate(800, seed=79)
-    producer = PacedProducer(sqs.client(), queue_url, [m.body for m in messages])
-    producer.start()
-    env = fault_env(database_url)
-    flows = [start_flow(env, "-w", "2") for _ in range(2)]
-    sent = drain(start_flow, env, producer, running=flows)
-    ledger_from_dsn(database_url, sent)
-    assert in_flight(sqs, queue_url) == (0, 0)
+    _, producer = rig.produce(800, seed=79)
+    env = rig.env(database_url)
+    flows = [rig.start_flow(env, "-w", "2") for _ in range(2)]
+    rig.drain_and_check(database_url, env, producer, running=flows)
 
 
 def _is_valid(body: str) -> bool:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,7 +25,7 @@ from logins.dev.embedded import EmbeddedSqs
 from logins.dev.generator import GeneratedMessage, generate
 from tests.faults.producer import PacedProducer
 from tests.faults.sqs_proxy import SqsFaultProxy
-from tests.helpers import REPO, ledger_from_dsn, make_keys, service_env
+from tests.helpers import REPO, ledger_from_dsn, service_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -35,11 +36,6 @@ QUEUE_COUNTS = [
     "ApproximateNumberOfMessagesNotVisible",
     "ApproximateNumberOfMessagesDelayed",
 ]
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return make_keys(tmp_path_factory.mktemp("keys") / "k")
 
 
 @dataclass
@@ -148,51 +144,54 @@ def report(name: str, run: Run, figures: dict[str, int], proxy: SqsFaultProxy) -
     )
 
 
-def test_throttling_is_retried_without_loss(
+@pytest.fixture
+def flow_through_proxy(
     tmp_path: Path,
     keys: dict[str, Path],
     database_url: str,
     queue_url: str,
     sqs: EmbeddedSqs,
     proxy: SqsFaultProxy,
-) -> None:
-    proxy.throttle(0.30)
-    run = run_flow(
-        tmp_path=tmp_path, keys=keys, database_url=database_url, queue_url=queue_url,
-        sqs=sqs, proxy=proxy, seed=31,
-    )  # fmt: skip
-    figures = assert_no_loss(run, database_url, sqs, queue_url)
-    report("throttling 30%", run, figures, proxy)
-    assert proxy.total("throttled") > 0
-    assert proxy.total("forwarded") > 0
+) -> Callable[..., Run]:
+    """`run(name, seed, during=..., source_yaml=...)`: `run_flow` through this test's proxy,
+    then `assert_no_loss` and `report`."""
+
+    def run(name: str, seed: int, **options: Any) -> Run:
+        flow_run = run_flow(
+            tmp_path=tmp_path, keys=keys, database_url=database_url, queue_url=queue_url,
+            sqs=sqs, proxy=proxy, seed=seed, **options,
+        )  # fmt: skip
+        figures = assert_no_loss(flow_run, database_url, sqs, queue_url)
+        report(name, flow_run, figures, proxy)
+        return flow_run
+
+    return run
 
 
-def test_server_errors_are_retried_without_loss(
-    tmp_path: Path,
-    keys: dict[str, Path],
-    database_url: str,
-    queue_url: str,
-    sqs: EmbeddedSqs,
+@pytest.mark.parametrize(
+    ("name", "inject", "seed", "counter"),
+    [
+        ("throttling 30%", lambda proxy: proxy.throttle(0.30), 31, "throttled"),
+        ("503 20%", lambda proxy: proxy.fail(0.20, status=503), 32, "failed"),
+    ],
+    ids=["throttling", "server-errors"],
+)
+def test_throttling_and_server_errors_are_retried_without_loss(
+    flow_through_proxy: Callable[..., Run],
     proxy: SqsFaultProxy,
+    name: str,
+    inject: Callable[[SqsFaultProxy], None],
+    seed: int,
+    counter: str,
 ) -> None:
-    proxy.fail(0.20, status=503)
-    run = run_flow(
-        tmp_path=tmp_path, keys=keys, database_url=database_url, queue_url=queue_url,
-        sqs=sqs, proxy=proxy, seed=32,
-    )  # fmt: skip
-    figures = assert_no_loss(run, database_url, sqs, queue_url)
-    report("503 20%", run, figures, proxy)
-    assert proxy.total("failed") > 0
+    inject(proxy)
+    flow_through_proxy(name, seed)
+    assert proxy.total(counter) > 0
     assert proxy.total("forwarded") > 0
 
 
 def test_outage_the_flow_waits_and_loses_nothing(
-    tmp_path: Path,
-    keys: dict[str, Path],
-    database_url: str,
-    queue_url: str,
-    sqs: EmbeddedSqs,
-    proxy: SqsFaultProxy,
+    flow_through_proxy: Callable[..., Run], proxy: SqsFaultProxy
 ) -> None:
     def outage(producer: PacedProducer, process: subprocess.Popen[bytes], run: Run) -> None:
         deadline = time.monotonic() + 60
@@ -220,10 +219,5 @@ def test_outage_the_flow_waits_and_loses_nothing(
     # A ReceiveMessage that moto answered while the cut dropped its response leaves those
     # messages in flight until their visibility timeout: 60 s by default, which would make
     # this run ~70 s. 20 s keeps it short and still shows that they come back and count once.
-    run = run_flow(
-        tmp_path=tmp_path, keys=keys, database_url=database_url, queue_url=queue_url,
-        sqs=sqs, proxy=proxy, seed=33, during=outage, source_yaml="  visibility_timeout: 20\n",
-    )  # fmt: skip
-    figures = assert_no_loss(run, database_url, sqs, queue_url)
-    report("outage 5s", run, figures, proxy)
+    flow_through_proxy("outage 5s", 33, during=outage, source_yaml="  visibility_timeout: 20\n")
     assert proxy.total("closed") > 0  # the outage really cut the flow's connections

@@ -3,15 +3,12 @@ a subprocess, and the rig that produces to the queue, drains it and checks the l
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
@@ -20,7 +17,14 @@ from logins.dev.embedded import EmbeddedPostgres, EmbeddedSqs
 from logins.dev.generator import GeneratedMessage, generate
 from tests.faults.producer import PacedProducer
 from tests.faults.sqs_proxy import SqsFaultProxy
-from tests.helpers import REPO, ledger_from_dsn, private_data_dir, service_env, wait_for
+from tests.helpers import (
+    REPO,
+    ledger_from_dsn,
+    private_data_dir,
+    service_env,
+    start_module,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -36,12 +40,12 @@ class FlowProcess:
     def __init__(self, env: dict[str, str], args: tuple[str, ...], log_dir: Path) -> None:
         self.log = log_dir / f"flow-{time.monotonic_ns()}.log"
         self._handle = self.log.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bytewax.run", "flows.logins", *args],
-            env={**os.environ, **env},
-            cwd=REPO,
+        self.proc: subprocess.Popen[bytes] = start_module(
+            ["bytewax.run", "flows.logins", *args],
+            env,
             stdout=self._handle,
             stderr=subprocess.STDOUT,
+            text=False,
         )
 
     def wait(self, timeout: float) -> int:
@@ -147,25 +151,6 @@ def ledger_size(database_url: str) -> int:
         return 0
 
 
-def wait_until(check: Callable[[], Any], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def in_flight(sqs: EmbeddedSqs, queue_url: str) -> tuple[int, int]:
-    attrs = sqs.client().get_queue_attributes(
-        QueueUrl=queue_url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return int(attrs["ApproximateNumberOfMessages"]), int(
-        attrs["ApproximateNumberOfMessagesNotVisible"]
-    )
-
-
 @pytest.fixture
 def flow_env_faults(flow_env: dict[str, str]) -> dict[str, str]:
     """The contract's variables for an in-process run in batch mode (tests/conftest.py's
@@ -201,8 +186,18 @@ class Rig:
         """`drain`, then: every id sent in exactly one outcome, and none left in the queue."""
         sent = drain(self.start_flow, env, producer, *args, running=running)
         outcome = ledger_from_dsn(database_url, sent)
-        assert in_flight(self.sqs, self.queue_url) == (0, 0)
+        assert self.in_flight() == (0, 0)
         return outcome
+
+    def in_flight(self) -> tuple[int, int]:
+        """Messages in the queue: (visible, received and not yet deleted)."""
+        attrs = self.sqs.client().get_queue_attributes(
+            QueueUrl=self.queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return int(attrs["ApproximateNumberOfMessages"]), int(
+            attrs["ApproximateNumberOfMessagesNotVisible"]
+        )
 
 
 @pytest.fixture

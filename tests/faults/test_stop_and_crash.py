@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from tests.faults.conftest import Rig, in_flight, ledger_size, wait_until
+from tests.faults.conftest import Rig, ledger_size
 from tests.faults.sqs_proxy import SqsFaultProxy
+from tests.helpers import run_module, wait_for
 
 
 def test_sigterm_commits_what_it_holds_and_exits_zero(rig: Rig, database_url: str) -> None:
     _, producer = rig.produce(1200, seed=51)
     env = rig.env(database_url, LOGINS_SHUTDOWN_TIMEOUT="20")
     flow = rig.start_flow(env, "-w", "2")
-    wait_until(lambda: ledger_size(database_url) >= 200, 120, "200 committed messages")
+    wait_for(lambda: ledger_size(database_url) >= 200, 120, "200 committed messages")
 
     flow.proc.send_signal(signal.SIGTERM)
     stopped_at = time.monotonic()
@@ -28,7 +27,7 @@ def test_sigterm_commits_what_it_holds_and_exits_zero(rig: Rig, database_url: st
     assert time.monotonic() - stopped_at < 20
     assert "stop requested: source finished" in flow.output()
     # everything it had received was committed and deleted, or released to the queue
-    assert in_flight(rig.sqs, rig.queue_url)[1] == 0
+    assert rig.in_flight()[1] == 0
 
     rig.drain_and_check(database_url, env, producer)
 
@@ -45,9 +44,8 @@ def test_kill_9_at_random_moments_then_restart(
     if recovery:
         directory = tmp_path / "recovery"
         directory.mkdir()
-        subprocess.run(
-            [sys.executable, "-m", "bytewax.recovery", str(directory), "2"], check=True, timeout=60
-        )
+        made = run_module(["bytewax.recovery", str(directory), "2"], timeout=60)
+        assert made.returncode == 0, made.stderr
         args = ("-r", str(directory), "-s", "1", "-b", "0")
     kills = 0
     while producer.is_alive() and kills < 4:
@@ -69,7 +67,7 @@ def test_kill_9_between_commit_and_delete(
     _, producer = rig.produce(800, seed=81)
     env = {**rig.env(database_url), "SQS_ENDPOINT_URL": proxy.endpoint_url}
     flow = rig.start_flow(env, "-w", "2")
-    wait_until(lambda: ledger_size(database_url) >= 150, 120, "150 committed messages")
+    wait_for(lambda: ledger_size(database_url) >= 150, 120, "150 committed messages")
 
     # Each commit now takes 0.5 s more, so batches are being written when SQS goes away
     # (a fast sink could otherwise have committed and deleted everything it held).
@@ -86,7 +84,7 @@ def test_kill_9_between_commit_and_delete(
     proxy.down()
     time.sleep(2)  # the batches in flight commit; their deletes cannot reach SQS
     flow.kill()
-    sent_so_far, in_queue = len(producer.sent_ids), sum(in_flight(rig.sqs, rig.queue_url))
+    sent_so_far, in_queue = len(producer.sent_ids), sum(rig.in_flight())
     committed = ledger_size(database_url)
     # more messages still in the queue than uncommitted ones: some were committed, not deleted
     assert in_queue > sent_so_far - committed

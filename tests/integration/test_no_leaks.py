@@ -32,7 +32,7 @@ import psycopg
 import pytest
 
 from logins.dev.generator import GeneratedMessage, generate
-from tests.helpers import assert_exact_ledger, config_for, run
+from tests.helpers import PIPELINE_TABLES, assert_exact_ledger, config_for, run
 from tests.integration.conftest import Telemetry
 from tests.integration.leaks import EXTRA_PII, LeakSearch, crafted, raw_values
 from tests.integration.vaultkit import Vault
@@ -49,16 +49,7 @@ def database_dump(dsn: str) -> tuple[dict[str, str], list[bytes]]:
             " JOIN information_schema.tables t USING (table_schema, table_name)"
             " WHERE c.table_schema = 'public' AND t.table_type = 'BASE TABLE'"
         ).fetchall()
-        assert {t for t, _, _ in columns} >= {
-            "user_logins",
-            "user_logins_rejected",
-            "user_logins_duplicates",
-            "logins_ledger",
-            "pii_vault",
-            "pii_audit",
-            "pii_erasures",
-            "pii_token_aliases",
-        }
+        assert {t for t, _, _ in columns} >= PIPELINE_TABLES | {"pii_erasures", "pii_token_aliases"}
         for table, column, kind in columns:
             values = conn.execute(f'SELECT "{column}" FROM "{table}"').fetchall()
             if kind == "bytea":

@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from pathlib import Path
 
 from logins.dev.embedded import EmbeddedSqs
 from logins.dev.seed import send_bodies
-from tests.helpers import run
+from tests.helpers import REPO, run
 from tests.integration.vaultkit import Vault, vault
 
 __all__ = ["vault"]
@@ -358,9 +357,7 @@ def test_purge_empties_sealed_bodies_past_the_retention_on_record(vault: Vault, 
     assert shorter.exit_code == 0 and "purged 0" in shorter.stdout  # the recent ones are today's
     forever = tmp_path / "forever.yaml"
     forever.write_text(
-        "extends: "
-        + str(Path(__file__).parents[2] / "config/local.yaml")
-        + "\nsink:\n  rejected_retention_days: null\n"
+        "extends: " + str(REPO / "config/local.yaml") + "\nsink:\n  rejected_retention_days: null\n"
     )
     kept = vault.cli("purge", LOGINS_CONFIG=str(forever))
     assert kept.exit_code == 2 and "kept forever" in kept.output

@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import boto3
 import psycopg
@@ -65,6 +66,16 @@ class AuthSqs:
     reader: tuple[str, str]  # sqs:* allowed
     nobody: tuple[str, str]  # no policy: AccessDenied
     admin: tuple[str, str]  # iam:* and sqs:*, for revoking the reader's key
+
+    def admin_client(self, service: str) -> Any:
+        """A boto3 client of `service` ("sqs", "iam") on this server, as the admin."""
+        return boto3.client(
+            service,  # type: ignore[call-overload]
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=self.admin[0],
+            aws_secret_access_key=self.admin[1],
+        )
 
 
 @pytest.fixture(scope="module")
@@ -482,13 +493,7 @@ def test_credentials_revoked_while_running_stop_the_flow(
     auth_sqs: AuthSqs,
     database_url: str,
 ) -> None:
-    admin = boto3.client(
-        "sqs",
-        endpoint_url=auth_sqs.endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=auth_sqs.admin[0],
-        aws_secret_access_key=auth_sqs.admin[1],
-    )
+    admin = auth_sqs.admin_client("sqs")
     queue_url = admin.create_queue(QueueName="revoked")["QueueUrl"]
     sent = send_bodies(admin, queue_url, (m.body for m in generate(30, seed=63)))
     env = service_env(
@@ -501,13 +506,7 @@ def test_credentials_revoked_while_running_stop_the_flow(
     )
     with module_logging_to(FLOW, env, tmp_path / "flow.log") as process:
         wait_for(lambda: ledger_ids(database_url) == set(sent), 60, "everything committed")
-        iam = boto3.client(
-            "iam",
-            endpoint_url=auth_sqs.endpoint,
-            region_name="us-east-1",
-            aws_access_key_id=auth_sqs.admin[0],
-            aws_secret_access_key=auth_sqs.admin[1],
-        )
+        iam = auth_sqs.admin_client("iam")
         iam.delete_access_key(UserName="reader", AccessKeyId=auth_sqs.reader[0])
         revoked_at = time.monotonic()
         code = process.wait(60)

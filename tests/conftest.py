@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -19,6 +19,7 @@ from botocore.exceptions import ClientError
 from psycopg import sql
 
 from logins.dev.embedded import EmbeddedKms, EmbeddedPostgres, EmbeddedSqs, dsn_with_database
+from logins.dev.seed import send_bodies
 from tests.helpers import make_keys, private_data_dir, queue_total, service_env
 
 DATABASE_URL_ENV = "LOGINS_TEST_DATABASE_URL"
@@ -108,18 +109,26 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture
-def flow_env(
+def contract_env(
     keys: dict[str, Path], database_url: str, queue_url: str, sqs: EmbeddedSqs
 ) -> dict[str, str]:
     """The operator contract's variables pointing at this test's database and queue; the flow
-    stops after a second idle."""
+    runs until stopped."""
     return service_env(
-        keys,
-        database_url=database_url,
-        queue_url=queue_url,
-        endpoint_url=sqs.endpoint_url,
-        LOGINS_STOP_WHEN_IDLE="1",
+        keys, database_url=database_url, queue_url=queue_url, endpoint_url=sqs.endpoint_url
     )
+
+
+@pytest.fixture
+def flow_env(contract_env: dict[str, str]) -> dict[str, str]:
+    """`contract_env`, and the flow stops after a second idle."""
+    return {**contract_env, "LOGINS_STOP_WHEN_IDLE": "1"}
+
+
+@pytest.fixture
+def send_to_queue(sqs: EmbeddedSqs, queue_url: str) -> Callable[[Iterable[str]], list[str]]:
+    """Sends bodies to this test's queue; the message ids SQS assigned, in order."""
+    return lambda bodies: send_bodies(sqs.client(), queue_url, bodies)
 
 
 @pytest.fixture

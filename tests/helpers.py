@@ -41,6 +41,18 @@ GOOD_LOGIN = {
     "device_id": "593-47-5928",
 }
 
+# The tables a migrated database of the logins stream holds (among others).
+PIPELINE_TABLES = frozenset(
+    {
+        "user_logins",
+        "user_logins_rejected",
+        "user_logins_duplicates",
+        "logins_ledger",
+        "pii_vault",
+        "pii_audit",
+    }
+)
+
 
 def make_keys(directory: Path) -> dict[str, Path]:
     return generate_keys(directory)

@@ -58,7 +58,8 @@ def run_demo(count: int, workers: int, seed: int, workdir: Path = Path(".demo"))
         say(f"4/5 running: {' '.join(command[1:])} (until the queue is drained)")
         log_path = workdir / "flow.log"
         started = time.monotonic()
-        code = _drain(command, env, log_path, sqs, queue_url, count)
+        client = sqs.client()
+        code = _drain(command, env, log_path, client, queue_url, count)
         say(
             f"    flow exited with {code} after {time.monotonic() - started:.1f}s (log: {log_path})"
         )
@@ -67,7 +68,8 @@ def run_demo(count: int, workers: int, seed: int, workdir: Path = Path(".demo"))
             return code
         config = load_config(env)
         with psycopg.connect(postgres.dsn, autocommit=True) as conn:
-            ok = _report(conn, config, env, keys, expected=count, queue=sqs, queue_url=queue_url)
+            left = _left(client, queue_url)
+            ok = _report(conn, config, env, keys, expected=count, left=left)
     say("    servers stopped.")
     return 0 if ok else 1
 
@@ -76,12 +78,11 @@ def _drain(
     command: list[str],
     env: dict[str, str],
     log_path: Path,
-    queue: EmbeddedSqs,
+    client: Any,
     queue_url: str,
     count: int,
 ) -> int:
     """Run the flow, its log in a file, and show meanwhile how much of the queue is done."""
-    client = queue.client()
     deadline = time.monotonic() + 600
     with log_path.open("w") as log, progress("drain: messages done", total=count) as bar:
         flow = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -116,21 +117,11 @@ def _left(client: Any, queue_url: str) -> int:
 
 
 def _report(
-    conn: Any,
-    config: Any,
-    env: dict[str, str],
-    keys: dict[str, Path],
-    *,
-    expected: int,
-    queue: EmbeddedSqs,
-    queue_url: str,
+    conn: Any, config: Any, env: dict[str, str], keys: dict[str, Path], *, expected: int, left: int
 ) -> bool:
+    """The counts (which must add up to `expected`, with `left` messages still in the queue),
+    sample rows, one reveal and the audit rows it made."""
     stats = collect(conn, config)
-    attrs = queue.client().get_queue_attributes(
-        QueueUrl=queue_url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    left = sum(int(v) for v in attrs.values())
     adds_up = stats.messages == expected and left == 0
     say("5/5 report")
     say(

@@ -15,7 +15,7 @@ the file name is not `test_*`, so only `make container-test` collects it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -23,7 +23,7 @@ import pytest
 from logins.dev.generator import GeneratedMessage, generate
 from logins.dev.seed import send_bodies
 from tests.container.lab import Lab, lab
-from tests.helpers import ledger_from_dsn
+from tests.helpers import ledger_from_dsn, wait_for
 
 # Enough that the kill lands mid-run: with the SQS path's hot calls over awscrt (issue 19)
 # three containers drained 3,000 messages before a kill at a quarter could land.
@@ -41,15 +41,6 @@ def committed(dsn: str) -> int:
     with psycopg.connect(dsn, connect_timeout=3) as conn:
         row = conn.execute("SELECT count(*) FROM logins_ledger").fetchone()
     return int(row[0]) if row else 0
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 class Run:
@@ -78,7 +69,7 @@ def test_a_cluster_of_three_containers_survives_a_kill_9(the_lab: Lab) -> None:
     addresses = the_lab.cluster_addresses(NAMES)
     for i, name in enumerate(NAMES):
         the_lab.flow(name, run.env, ["flows.logins", "-w", "1", "-i", str(i), "-a", addresses])
-    wait_until(lambda: committed(run.dsn) >= MESSAGES // 4, 240, "a quarter committed")
+    wait_for(lambda: committed(run.dsn) >= MESSAGES // 4, 240, "a quarter committed", every=0.5)
 
     the_lab.kill("flow-1")
     # Bytewax's processes stop together: the others lose their peer and exit non-zero.
@@ -97,7 +88,7 @@ def test_three_independent_consumers_survive_a_kill_9(the_lab: Lab) -> None:
     run = Run(the_lab, "consumers", seed=72)
     for name in NAMES:
         the_lab.flow(name, run.env, ["flows.logins", "-w", "1"])
-    wait_until(lambda: committed(run.dsn) >= MESSAGES // 4, 240, "a quarter committed")
+    wait_for(lambda: committed(run.dsn) >= MESSAGES // 4, 240, "a quarter committed", every=0.5)
 
     the_lab.kill("flow-1")
     time.sleep(2)

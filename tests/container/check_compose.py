@@ -336,32 +336,14 @@ def test_keygen_into_a_host_directory(stack: Stack, tmp_path: Path) -> None:
     keys = tmp_path / "keys"
     keys.mkdir()
     keys.chmod(0o755)  # what `mkdir keys` gives: readable by uid 10001, not writable
-    refused = docker(
-        "run",
-        "--rm",
-        "-v",
-        f"{keys}:/keys",
-        "--entrypoint",
-        "logins",
-        stack.image,
-        "keygen",
-        "/keys",
-    )
+    keygen = ("run", "--rm", "-v", f"{keys}:/keys", "--entrypoint", "logins", stack.image,
+              "keygen", "/keys")  # fmt: skip
+    refused = docker(*keygen)
     assert refused.returncode == 2  # an unusable environment: exit 2, as every command
     assert "cannot write keys into /keys: Permission denied" in refused.stderr
     assert "runs as uid 10001" in refused.stderr and "Traceback" not in refused.stderr
     os.chown(keys, 10001, 10001)
-    made = docker(
-        "run",
-        "--rm",
-        "-v",
-        f"{keys}:/keys",
-        "--entrypoint",
-        "logins",
-        stack.image,
-        "keygen",
-        "/keys",
-    )
+    made = docker(*keygen)
     assert made.returncode == 0, made.stderr
     modes = {p.name: (p.stat().st_uid, oct(p.stat().st_mode & 0o777)) for p in keys.iterdir()}
     assert modes == {

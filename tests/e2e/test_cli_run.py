@@ -19,11 +19,10 @@ import pytest
 from logins.dev.embedded import EmbeddedSqs, free_port
 from logins.dev.generator import generate
 from logins.dev.seed import send_bodies
-from tests.helpers import make_keys, service_env
+from tests.helpers import REPO, make_keys, service_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
-REPO = Path(__file__).resolve().parents[2]
 START_S = 30.0  # the check comes before the configuration: ~3 s here, room for a loaded machine
 
 

@@ -28,8 +28,6 @@ import json
 import os
 import pickle
 import sqlite3
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -44,9 +42,8 @@ from logins.core.keys import TokenKey, load_token_keys
 from logins.core.tokens import Tokenizer
 from logins.dev.embedded import EmbeddedSqs
 from logins.dev.seed import send_bodies
-from tests.helpers import make_keys, service_env
+from tests.helpers import REPO, make_keys, run_module, service_env
 
-REPO = Path(__file__).resolve().parents[2]
 WINDOW_SECONDS = 4  # the first run ends well within it, even on a loaded machine
 VICTIM = {"user_id": "victim-7", "ip": "203.0.113.77", "device_id": "999-88-7777"}
 CONFIG = f"""extends: {REPO / "config" / "local.yaml"}
@@ -81,18 +78,6 @@ def login(user: str, ip: str, device: str) -> str:
         {"user_id": user, "app_version": "2.3.0", "device_type": "ios", "ip": ip,
          "locale": "US", "device_id": device}
     )  # fmt: skip
-
-
-def run(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", *command],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
 
 
 @pytest.fixture
@@ -241,7 +226,7 @@ def test_after_the_window_the_store_holds_nothing_of_an_erased_user(
 ) -> None:
     recovery = tmp_path / "recovery"
     recovery.mkdir()
-    made = run(["bytewax.recovery", str(recovery), "1"], env)
+    made = run_module(["bytewax.recovery", str(recovery), "1"], env)
     assert made.returncode == 0, made.stderr
     flow = ["bytewax.run", "flows.logins", "-r", str(recovery), "-s", "1", "-b", "0"]
     client = sqs.client()
@@ -250,7 +235,7 @@ def test_after_the_window_the_store_holds_nothing_of_an_erased_user(
     victim_ids = send_bodies(client, queue_url, [victim, victim])  # a login and its resend
     sent = time.time()
     send_bodies(client, queue_url, others)
-    first = run(flow, env)
+    first = run_module(flow, env)
     assert first.returncode == 0, first.stderr[-3000:]
 
     # during the window the store holds the login: the attack, which holds the pads now,
@@ -262,7 +247,7 @@ def test_after_the_window_the_store_holds_nothing_of_an_erased_user(
     for path, raw in store_files(recovery).items():
         assert not {key for key in live_keys if key in raw}, path
 
-    forgot = run(
+    forgot = run_module(
         ["logins", "forget", "--user-id", VICTIM["user_id"], "--reason", "erasure request",
          "--private-key-file", env["PRIVATE_KEY"]],
         env,
@@ -273,7 +258,7 @@ def test_after_the_window_the_store_holds_nothing_of_an_erased_user(
     time.sleep(max(0.0, sent + 2 * WINDOW_SECONDS + 1 - time.time()))
     send_bodies(client, queue_url, [login(f"v-{i}", f"192.0.2.{i}", f"e-{i}") for i in range(8)])
     # long enough for a shard that got none of these to wake and retire on the wall clock
-    second = run(flow, {**env, "LOGINS_STOP_WHEN_IDLE": str(WINDOW_SECONDS + 2)})
+    second = run_module(flow, {**env, "LOGINS_STOP_WHEN_IDLE": str(WINDOW_SECONDS + 2)})
     assert second.returncode == 0, second.stderr[-3000:]
 
     # no snapshot holds the period's key any more, and no id of the user's messages is in

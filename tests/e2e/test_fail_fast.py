@@ -16,9 +16,10 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import boto3
 import psycopg
@@ -65,6 +66,16 @@ class AuthSqs:
     reader: tuple[str, str]  # sqs:* allowed
     nobody: tuple[str, str]  # no policy: AccessDenied
     admin: tuple[str, str]  # iam:* and sqs:*, for revoking the reader's key
+
+    def admin_client(self, service: str) -> Any:
+        """A boto3 client of `service` ("sqs", "iam") on this server, as the admin."""
+        return boto3.client(
+            service,  # type: ignore[call-overload]
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=self.admin[0],
+            aws_secret_access_key=self.admin[1],
+        )
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +170,25 @@ def pw_postgres() -> Iterator[PasswordPostgres]:
         yield PasswordPostgres(server.dsn, server.port)
 
 
+@pytest.fixture
+def env_for(
+    keys: dict[str, Path], sqs: EmbeddedSqs, queue_url: str
+) -> Callable[..., dict[str, str]]:
+    """`env_for(database_url, **extra)`: the contract's variables for this test's queue and
+    that database (a password server's, or none: "x")."""
+
+    def env(database_url: str, **extra: str) -> dict[str, str]:
+        return service_env(
+            keys,
+            database_url=database_url,
+            queue_url=queue_url,
+            endpoint_url=sqs.endpoint_url,
+            **extra,
+        )
+
+    return env
+
+
 # --- running the flow ---------------------------------------------------------------------------
 
 
@@ -200,6 +230,31 @@ def cannot_start_line(result: Result) -> str:
     ]
     assert lines, result.output[-3000:]
     return lines[0]
+
+
+def assert_refused_at_start(
+    results: dict[str, Result], expected: Mapping[str, tuple[str, ...]], service: str
+) -> tuple[dict[str, str], list[str]]:
+    """Every case exited 2 with a `cannot start` line holding its expected words; all but
+    "refused" (a closed port: transient) at once, without a retry; "refused" after its 5 s of
+    retries, each logged with its ConnectionRefused. Returns those lines and the retries'."""
+    lines: dict[str, str] = {}
+    for name, words in expected.items():
+        result = results[name]
+        assert result.code == 2, (name, result.output[-3000:])
+        line = lines[name] = cannot_start_line(result)
+        for word in words:
+            assert word in line, (name, word, line)
+    for name in expected.keys() - {"refused"}:  # permanent: no retry, at once
+        assert results[name].seconds < PERMANENT_S, (name, results[name].seconds)
+        assert "retrying" not in results[name].output, name
+    refused = results["refused"]
+    assert 5 <= refused.seconds < 5 + PERMANENT_S, refused.seconds
+    retries = [
+        line for line in refused.output.splitlines() if f"start-up check {service} (attempt" in line
+    ]
+    assert retries and all("ConnectionRefused" in line for line in retries), refused.output[-3000:]
+    return lines, retries
 
 
 # --- at start -------------------------------------------------------------------------------------
@@ -270,34 +325,18 @@ def test_sqs_refusals_stop_the_start_with_the_servers_words(
         "unknown_host": ("UnknownHost", "nonexistent.invalid", "Name or service not known"),
         "refused": ("ConnectionRefused", f"127.0.0.1:{closed}", "still failing after"),
     }
-    for name, words in expected.items():
-        result = results[name]
-        assert result.code == 2, (name, result.output[-3000:])
-        line = cannot_start_line(result)
+    lines, retries = assert_refused_at_start(results, expected, "sqs")
+    for name, line in lines.items():
         assert line.startswith("logins: cannot start: SQS queue "), (name, line)
-        for word in words:
-            assert word in line, (name, word, line)
-        assert "not-the-secret" not in result.output
-        assert auth_sqs.reader[1] not in result.output
-        assert "committed" not in result.output  # nothing was received
-    for name in expected.keys() - {"refused"}:  # permanent: no retry, at once
-        assert results[name].seconds < PERMANENT_S, (name, results[name].seconds)
-        assert "retrying" not in results[name].output, name
-    refused = results["refused"]
-    assert 5 <= refused.seconds < 5 + PERMANENT_S, refused.seconds
-    retries = [
-        line for line in refused.output.splitlines() if "start-up check sqs (attempt" in line
-    ]
-    assert retries, refused.output[-3000:]
-    assert all("ConnectionRefused" in line and "connection refused" in line for line in retries)
+        output = results[name].output
+        assert "not-the-secret" not in output
+        assert auth_sqs.reader[1] not in output
+        assert "committed" not in output  # nothing was received
+    assert all("connection refused" in line for line in retries)
 
 
 def test_postgres_refusals_stop_the_start_with_the_servers_words(
-    tmp_path: Path,
-    keys: dict[str, Path],
-    sqs: EmbeddedSqs,
-    queue_url: str,
-    pw_postgres: PasswordPostgres,
+    tmp_path: Path, env_for: Callable[..., dict[str, str]], pw_postgres: PasswordPostgres
 ) -> None:
     # The tables exist, migrated by the superuser. ROLE holds logins_pipeline but does not
     # inherit its privileges (ALTER ROLE ... NOINHERIT before the GRANT); READER holds
@@ -305,21 +344,12 @@ def test_postgres_refusals_stop_the_start_with_the_servers_words(
     with psycopg.connect(
         dsn_with_database(pw_postgres.admin_dsn, "logins"), autocommit=True
     ) as conn:
-        env = service_env(
-            keys, database_url="x", queue_url=queue_url, endpoint_url=sqs.endpoint_url
-        )
-        migrate(conn, config_for(env))
+        migrate(conn, config_for(env_for("x")))
         conn.execute(sql.SQL("ALTER ROLE {} NOINHERIT").format(sql.Identifier(ROLE)))
         conn.execute(sql.SQL("GRANT logins_pipeline TO {}").format(sql.Identifier(ROLE)))
         conn.execute(sql.SQL("GRANT logins_analyst TO {}").format(sql.Identifier(READER)))
     closed = free_port()
-    good = service_env(
-        keys,
-        database_url=pw_postgres.dsn(),
-        queue_url=queue_url,
-        endpoint_url=sqs.endpoint_url,
-        LOGINS_STOP_WHEN_IDLE="3",
-    )
+    good = env_for(pw_postgres.dsn(), LOGINS_STOP_WHEN_IDLE="3")
     cases = {
         "bad_password": {**good, "DATABASE_URL": pw_postgres.dsn(password="wrong-password")},
         "no_database": {**good, "DATABASE_URL": pw_postgres.dsn(database="nodb")},
@@ -372,37 +402,19 @@ def test_postgres_refusals_stop_the_start_with_the_servers_words(
             "still failing after",
         ),
     }
-    for name, words in expected.items():
-        result = results[name]
-        assert result.code == 2, (name, result.output[-3000:])
-        line = cannot_start_line(result)
-        for word in words:
-            assert word in line, (name, word, line)
-        assert PASSWORD not in result.output and "wrong-password" not in result.output, name
-    for name in expected.keys() - {"refused"}:
-        assert results[name].seconds < PERMANENT_S, (name, results[name].seconds)
-        assert "retrying" not in results[name].output, name
-    refused = results["refused"]
-    assert 5 <= refused.seconds < 5 + PERMANENT_S, refused.seconds
-    retries = [
-        line for line in refused.output.splitlines() if "start-up check postgres (attempt" in line
-    ]
-    assert retries and all("ConnectionRefused" in line for line in retries), refused.output[-3000:]
+    assert_refused_at_start(results, expected, "postgres")
+    for name in expected:
+        output = results[name].output
+        assert PASSWORD not in output and "wrong-password" not in output, name
 
 
 def test_check_connect_prints_one_line_per_check(
-    tmp_path: Path,
-    keys: dict[str, Path],
-    sqs: EmbeddedSqs,
-    queue_url: str,
-    database_url: str,
+    contract_env: dict[str, str], sqs: EmbeddedSqs, database_url: str
 ) -> None:
-    env = service_env(
-        keys, database_url=database_url, queue_url=queue_url, endpoint_url=sqs.endpoint_url
-    )
-
     def check(**override: str) -> subprocess.CompletedProcess[str]:
-        return run_module(["logins", "check", "--connect"], {**env, **override}, timeout=60)
+        return run_module(
+            ["logins", "check", "--connect"], {**contract_env, **override}, timeout=60
+        )
 
     ok = check()
     assert ok.returncode == 0, ok.stderr
@@ -439,18 +451,12 @@ def ledger_ids(dsn: str) -> set[str]:
 
 
 def test_queue_deleted_while_running_commits_what_it_holds_then_exits_2(
-    tmp_path: Path,
-    keys: dict[str, Path],
-    sqs: EmbeddedSqs,
-    queue_url: str,
-    database_url: str,
+    tmp_path: Path, contract_env: dict[str, str], sqs: EmbeddedSqs, queue_url: str
 ) -> None:
+    database_url = contract_env["DATABASE_URL"]
     client = sqs.client()
     first = send_bodies(client, queue_url, (m.body for m in generate(40, seed=61)))
-    env = service_env(
-        keys, database_url=database_url, queue_url=queue_url, endpoint_url=sqs.endpoint_url
-    )  # runs until stopped
-    with module_logging_to(FLOW, env, tmp_path / "flow.log") as process:
+    with module_logging_to(FLOW, contract_env, tmp_path / "flow.log") as process:
         wait_for(lambda: ledger_ids(database_url) >= set(first), 60, "the first batch committed")
         # Hold the next batch: the ledger cannot be written while this transaction locks it.
         with psycopg.connect(database_url) as lock:
@@ -487,13 +493,7 @@ def test_credentials_revoked_while_running_stop_the_flow(
     auth_sqs: AuthSqs,
     database_url: str,
 ) -> None:
-    admin = boto3.client(
-        "sqs",
-        endpoint_url=auth_sqs.endpoint,
-        region_name="us-east-1",
-        aws_access_key_id=auth_sqs.admin[0],
-        aws_secret_access_key=auth_sqs.admin[1],
-    )
+    admin = auth_sqs.admin_client("sqs")
     queue_url = admin.create_queue(QueueName="revoked")["QueueUrl"]
     sent = send_bodies(admin, queue_url, (m.body for m in generate(30, seed=63)))
     env = service_env(
@@ -506,13 +506,7 @@ def test_credentials_revoked_while_running_stop_the_flow(
     )
     with module_logging_to(FLOW, env, tmp_path / "flow.log") as process:
         wait_for(lambda: ledger_ids(database_url) == set(sent), 60, "everything committed")
-        iam = boto3.client(
-            "iam",
-            endpoint_url=auth_sqs.endpoint,
-            region_name="us-east-1",
-            aws_access_key_id=auth_sqs.admin[0],
-            aws_secret_access_key=auth_sqs.admin[1],
-        )
+        iam = auth_sqs.admin_client("iam")
         iam.delete_access_key(UserName="reader", AccessKeyId=auth_sqs.reader[0])
         revoked_at = time.monotonic()
         code = process.wait(60)
@@ -525,7 +519,7 @@ def test_credentials_revoked_while_running_stop_the_flow(
 
 def test_database_password_changed_while_running_stops_the_flow(
     tmp_path: Path,
-    keys: dict[str, Path],
+    env_for: Callable[..., dict[str, str]],
     sqs: EmbeddedSqs,
     queue_url: str,
     pw_postgres: PasswordPostgres,
@@ -534,11 +528,10 @@ def test_database_password_changed_while_running_stops_the_flow(
     (it was: retried for sink.retry.give_up_after_seconds, 300 s), nothing of it deleted."""
     with psycopg.connect(pw_postgres.admin_dsn, autocommit=True) as conn:
         conn.execute("CREATE DATABASE pipelined")
-    env = service_env(keys, database_url="x", queue_url=queue_url, endpoint_url=sqs.endpoint_url)
     with psycopg.connect(
         dsn_with_database(pw_postgres.admin_dsn, "pipelined"), autocommit=True
     ) as conn:
-        migrate(conn, config_for(env))  # as the superuser: tables, roles, grants
+        migrate(conn, config_for(env_for("x")))  # as the superuser: tables, roles, grants
         conn.execute(
             sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE logins_pipeline").format(
                 sql.Identifier(PIPELINE), sql.Literal(PASSWORD)
@@ -547,8 +540,7 @@ def test_database_password_changed_while_running_stops_the_flow(
     dsn = pw_postgres.dsn(user=PIPELINE, database="pipelined")
     client = sqs.client()
     first = send_bodies(client, queue_url, (m.body for m in generate(30, seed=64)))
-    env = service_env(keys, database_url=dsn, queue_url=queue_url, endpoint_url=sqs.endpoint_url)
-    with module_logging_to(FLOW, env, tmp_path / "flow.log") as process:
+    with module_logging_to(FLOW, env_for(dsn), tmp_path / "flow.log") as process:
         wait_for(lambda: ledger_ids(dsn) == set(first), 60, "the first messages committed")
         with psycopg.connect(pw_postgres.admin_dsn, autocommit=True) as conn:
             conn.execute(

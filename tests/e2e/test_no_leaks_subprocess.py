@@ -7,23 +7,18 @@ print afterwards. (tests/integration/test_no_leaks.py adds metrics and the error
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
 
-from logins.dev.embedded import EmbeddedSqs
 from logins.dev.generator import generate
-from logins.dev.seed import send_bodies
 from tests.helpers import run_module
 from tests.integration.leaks import EXTRA_PII, LeakSearch, crafted, raw_values
 
 
 def test_debug_output_json_logs_and_console_spans_hold_no_raw_value(
-    flow_env: dict[str, str],
-    keys: dict[str, Path],
-    database_url: str,
-    queue_url: str,
-    sqs: EmbeddedSqs,
+    flow_env: dict[str, str], keys: dict[str, Path], send_to_queue: Callable[[list[str]], list[str]]
 ) -> None:
     env = {
         **flow_env,
@@ -34,7 +29,7 @@ def test_debug_output_json_logs_and_console_spans_hold_no_raw_value(
     bodies = [m.body for m in generate(200, seed=41)] + crafted()
     search = LeakSearch(set(EXTRA_PII).union(*(raw_values(b) for b in bodies)))
     assert search.hits({"bodies": "\n".join(bodies)})  # the search finds them where they are
-    send_bodies(sqs.client(), queue_url, bodies)
+    send_to_queue(bodies)
 
     flow = run_module(["bytewax.run", "flows.logins", "-w", "2"], env)
     assert flow.returncode == 0, flow.stderr[-3000:]
@@ -49,7 +44,7 @@ def test_debug_output_json_logs_and_console_spans_hold_no_raw_value(
     )  # fmt: skip
     audit = run_module(["logins", "audit", "list", "--json"], env)
     assert stats.returncode == 0 and audit.returncode == 0
-    with psycopg.connect(database_url) as conn:
+    with psycopg.connect(env["DATABASE_URL"]) as conn:
         tables = [
             (t, c)
             for t, c in conn.execute(

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import REPO
+
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[2]
 SOURCES = ("pyproject.toml", "README.md", "logins", "flows", "connectors", "config")
 
 

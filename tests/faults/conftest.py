@@ -1,29 +1,30 @@
-"""Fixtures for fault tests: keys, a PostgreSQL of the test's own (so it can be stopped),
-and the flow as a subprocess."""
+"""Fixtures for fault tests: a PostgreSQL of the test's own (so it can be stopped), the flow as
+a subprocess, and the rig that produces to the queue, drains it and checks the ledger."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
 
 from logins.dev.embedded import EmbeddedPostgres, EmbeddedSqs
+from logins.dev.generator import GeneratedMessage, generate
 from tests.faults.producer import PacedProducer
 from tests.faults.sqs_proxy import SqsFaultProxy
-from tests.helpers import REPO, make_keys, private_data_dir, service_env, wait_for
-
-
-@pytest.fixture(scope="session")
-def fault_keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return make_keys(tmp_path_factory.mktemp("fault-keys") / "k")
+from tests.helpers import (
+    REPO,
+    ledger_from_dsn,
+    private_data_dir,
+    service_env,
+    start_module,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -39,12 +40,12 @@ class FlowProcess:
     def __init__(self, env: dict[str, str], args: tuple[str, ...], log_dir: Path) -> None:
         self.log = log_dir / f"flow-{time.monotonic_ns()}.log"
         self._handle = self.log.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bytewax.run", "flows.logins", *args],
-            env={**os.environ, **env},
-            cwd=REPO,
+        self.proc: subprocess.Popen[bytes] = start_module(
+            ["bytewax.run", "flows.logins", *args],
+            env,
             stdout=self._handle,
             stderr=subprocess.STDOUT,
+            text=False,
         )
 
     def wait(self, timeout: float) -> int:
@@ -86,13 +87,13 @@ def start_flow(tmp_path: Path) -> Iterator[Callable[..., FlowProcess]]:
 
 @pytest.fixture
 def fault_env(
-    fault_keys: dict[str, Path], sqs: EmbeddedSqs, queue_url: str, tmp_path: Path
+    keys: dict[str, Path], sqs: EmbeddedSqs, queue_url: str, tmp_path: Path
 ) -> Callable[..., dict[str, str]]:
     """The contract's variables for `database_url`, with short visibility for fast recovery."""
 
     def env(database_url: str, yaml_text: str = "", **extra: str) -> dict[str, str]:
         values = service_env(
-            fault_keys,
+            keys,
             database_url=database_url,
             queue_url=queue_url,
             endpoint_url=sqs.endpoint_url,
@@ -125,8 +126,11 @@ def drain(
     for flow in flows:
         # A service is stopped once it runs: a SIGTERM while Python is still importing (the
         # producer may have finished before this flow even started) meets no handler yet.
+        def started(flow: FlowProcess = flow) -> bool:
+            return "start-up check" in flow.output() or not flow.running()
+
         wait_for(
-            lambda flow=flow: "start-up check" in flow.output() or not flow.running(),
+            started,
             60,
             "the flow's start-up checks (its signal handlers installed)",
         )
@@ -147,37 +151,63 @@ def ledger_size(database_url: str) -> int:
         return 0
 
 
-def wait_until(check: Callable[[], Any], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+@pytest.fixture
+def flow_env_faults(flow_env: dict[str, str]) -> dict[str, str]:
+    """The contract's variables for an in-process run in batch mode (tests/conftest.py's
+    flow_env), idle for 2 s before it stops."""
+    return {**flow_env, "LOGINS_STOP_WHEN_IDLE": "2"}
 
 
-def in_flight(sqs: EmbeddedSqs, queue_url: str) -> tuple[int, int]:
-    attrs = sqs.client().get_queue_attributes(
-        QueueUrl=queue_url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    return int(attrs["ApproximateNumberOfMessages"]), int(
-        attrs["ApproximateNumberOfMessagesNotVisible"]
-    )
+@dataclass
+class Rig:
+    """What a fault test with the flow as a subprocess drives: this test's queue on moto, the
+    flows it started (stopped at its end) and the contract's variables (`fault_env`)."""
+
+    sqs: EmbeddedSqs
+    queue_url: str
+    start_flow: Callable[..., FlowProcess]
+    env: Callable[..., dict[str, str]]
+
+    def produce(self, n: int, seed: int) -> tuple[list[GeneratedMessage], PacedProducer]:
+        """`n` generated logins, and the producer started here that sends them at a pace."""
+        messages = generate(n, seed=seed)
+        producer = PacedProducer(self.sqs.client(), self.queue_url, [m.body for m in messages])
+        producer.start()
+        return messages, producer
+
+    def drain_and_check(
+        self,
+        database_url: str,
+        env: dict[str, str],
+        producer: PacedProducer,
+        *args: str,
+        running: Sequence[FlowProcess] = (),
+    ) -> dict[str, set[str]]:
+        """`drain`, then: every id sent in exactly one outcome, and none left in the queue."""
+        sent = drain(self.start_flow, env, producer, *args, running=running)
+        outcome = ledger_from_dsn(database_url, sent)
+        assert self.in_flight() == (0, 0)
+        return outcome
+
+    def in_flight(self) -> tuple[int, int]:
+        """Messages in the queue: (visible, received and not yet deleted)."""
+        attrs = self.sqs.client().get_queue_attributes(
+            QueueUrl=self.queue_url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return int(attrs["ApproximateNumberOfMessages"]), int(
+            attrs["ApproximateNumberOfMessagesNotVisible"]
+        )
 
 
 @pytest.fixture
-def flow_env_faults(
-    fault_keys: dict[str, Path], database_url: str, queue_url: str, sqs: EmbeddedSqs
-) -> dict[str, str]:
-    """The contract's variables for an in-process run in batch mode."""
-    return service_env(
-        fault_keys,
-        database_url=database_url,
-        queue_url=queue_url,
-        endpoint_url=sqs.endpoint_url,
-        LOGINS_STOP_WHEN_IDLE="2",
-    )
+def rig(
+    sqs: EmbeddedSqs,
+    queue_url: str,
+    start_flow: Callable[..., FlowProcess],
+    fault_env: Callable[..., dict[str, str]],
+) -> Rig:
+    return Rig(sqs, queue_url, start_flow, fault_env)
 
 
 @pytest.fixture

@@ -10,56 +10,41 @@ from pathlib import Path
 import psycopg
 
 from connectors.postgres.migrations import migrate
+from logins.core.config import AppConfig
 from logins.core.metrics import SQS_RECEIVED
-from logins.dev.embedded import EmbeddedPostgres, EmbeddedSqs
+from logins.dev.embedded import EmbeddedPostgres
 from logins.dev.generator import generate
-from logins.dev.seed import send_bodies
-from tests.faults.conftest import FlowProcess, drain, in_flight, ledger_size, wait_until
-from tests.faults.producer import PacedProducer
-from tests.helpers import config_for, fetch, ledger_from_dsn, run
+from tests.faults.conftest import Rig, ledger_size
+from tests.helpers import config_for, fetch, ledger_from_dsn, run, wait_for
 
 
 def test_database_outage_is_retried_and_the_flow_keeps_running(
-    fault_env: Callable[..., dict[str, str]],
-    start_flow: Callable[..., FlowProcess],
-    own_postgres: EmbeddedPostgres,
-    sqs: EmbeddedSqs,
-    queue_url: str,
+    rig: Rig, own_postgres: EmbeddedPostgres
 ) -> None:
     database_url = own_postgres.create_database("logins")
-    messages = generate(1000, seed=71)
-    producer = PacedProducer(sqs.client(), queue_url, [m.body for m in messages])
-    producer.start()
-    env = fault_env(database_url)
-    flow = start_flow(env, "-w", "2")
-    wait_until(lambda: ledger_size(database_url) >= 150, 120, "150 committed messages")
+    _, producer = rig.produce(1000, seed=71)
+    env = rig.env(database_url)
+    flow = rig.start_flow(env, "-w", "2")
+    wait_for(lambda: ledger_size(database_url) >= 150, 120, "150 committed messages")
 
     own_postgres.stop()
     time.sleep(6)
     assert flow.running(), flow.output()[-3000:]
     own_postgres.start()
-    wait_until(lambda: ledger_size(database_url) >= 300, 120, "commits after the outage")
+    wait_for(lambda: ledger_size(database_url) >= 300, 120, "commits after the outage")
 
-    sent = drain(start_flow, env, producer, running=[flow])
+    rig.drain_and_check(database_url, env, producer, running=[flow])
     assert "database unavailable" in flow.output()
-    ledger_from_dsn(database_url, sent)
-    assert in_flight(sqs, queue_url) == (0, 0)
 
 
 def test_database_away_too_long_exits_nonzero_and_loses_nothing(
-    fault_env: Callable[..., dict[str, str]],
-    start_flow: Callable[..., FlowProcess],
-    own_postgres: EmbeddedPostgres,
-    sqs: EmbeddedSqs,
-    queue_url: str,
+    rig: Rig, own_postgres: EmbeddedPostgres
 ) -> None:
     database_url = own_postgres.create_database("logins")
-    messages = generate(600, seed=73)
-    producer = PacedProducer(sqs.client(), queue_url, [m.body for m in messages])
-    producer.start()
-    env = fault_env(database_url, "sink:\n  retry: {give_up_after_seconds: 3}\n")
-    flow = start_flow(env, "-w", "2")
-    wait_until(lambda: ledger_size(database_url) >= 100, 120, "100 committed messages")
+    _, producer = rig.produce(600, seed=73)
+    env = rig.env(database_url, "sink:\n  retry: {give_up_after_seconds: 3}\n")
+    flow = rig.start_flow(env, "-w", "2")
+    wait_for(lambda: ledger_size(database_url) >= 100, 120, "100 committed messages")
 
     own_postgres.stop()
     code = flow.wait(60)
@@ -68,40 +53,45 @@ def test_database_away_too_long_exits_nonzero_and_loses_nothing(
     assert "nothing of this batch was deleted from the queue" in flow.output()
 
     own_postgres.start()
-    sent = drain(start_flow, env, producer)
-    ledger_from_dsn(database_url, sent)
-    assert in_flight(sqs, queue_url) == (0, 0)
+    rig.drain_and_check(database_url, env, producer)
+
+
+def migrated_with_trigger(
+    env: dict[str, str], tmp_path: Path, yaml_text: str, function: str, trigger: str
+) -> AppConfig:
+    """The config of `yaml_text` over `env`, its tables made, and the fault: a trigger
+    `function` that `trigger` fires on them."""
+    config = config_for(env, tmp_path, yaml_text)
+    with psycopg.connect(env["DATABASE_URL"]) as conn:
+        migrate(conn, config)
+        conn.execute(function)
+        conn.execute(trigger)
+    return config
 
 
 def test_a_row_the_database_refuses_is_isolated_then_parked(
     flow_env_faults: dict[str, str],
-    database_url: str,
-    sqs: EmbeddedSqs,
-    queue_url: str,
     tmp_path: Path,
+    send_to_queue: Callable[[list[str]], list[str]],
+    queue_counts: Callable[[], int],
 ) -> None:
-    config = config_for(
+    database_url = flow_env_faults["DATABASE_URL"]
+    config = migrated_with_trigger(
         flow_env_faults,
         tmp_path,
         "source: {visibility_timeout: 3}\nsink: {poison_after_attempts: 3}\n",
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " IF NEW.device_type = 'poison' THEN RAISE EXCEPTION 'refused'; END IF;"
+        " RETURN NEW; END $$",
+        "CREATE TRIGGER refuse BEFORE INSERT ON user_logins FOR EACH ROW"
+        " EXECUTE FUNCTION refuse_poison()",
     )
-    with psycopg.connect(database_url) as conn:
-        migrate(conn, config)
-        conn.execute(
-            "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-            " IF NEW.device_type = 'poison' THEN RAISE EXCEPTION 'refused'; END IF;"
-            " RETURN NEW; END $$"
-        )
-        conn.execute(
-            "CREATE TRIGGER refuse BEFORE INSERT ON user_logins FOR EACH ROW"
-            " EXECUTE FUNCTION refuse_poison()"
-        )
     messages = [m.body for m in generate(120, seed=75)]
     valid = [json.loads(b) for b in messages if _is_valid(b)]
     poison = [
         json.dumps({**valid[i], "device_type": "poison", "user_id": f"p{i}"}) for i in range(3)
     ]
-    sent = send_bodies(sqs.client(), queue_url, messages + poison)
+    sent = send_to_queue(messages + poison)
 
     run(config, workers=2)
 
@@ -115,58 +105,45 @@ def test_a_row_the_database_refuses_is_isolated_then_parked(
             d == "the database refused the row: SQLSTATE P0001 (RaiseException)" for _, d in parked
         )
         assert set(sent[:-3]) - outcome["rejected"] - outcome["duplicate"] == outcome["row"]
-    assert in_flight(sqs, queue_url) == (0, 0)
+    assert queue_counts() == 0
 
 
 def test_a_batch_slower_than_the_visibility_timeout_stays_invisible(
     flow_env_faults: dict[str, str],
-    database_url: str,
-    sqs: EmbeddedSqs,
-    queue_url: str,
     tmp_path: Path,
+    send_to_queue: Callable[[list[str]], list[str]],
+    queue_counts: Callable[[], int],
 ) -> None:
     # margins wide enough for a loaded 2-core machine: the heartbeat runs every 2 s, a
     # message waits at most ~2 s before its write extends it, each statement takes 6 s
-    config = config_for(flow_env_faults, tmp_path, "source: {visibility_timeout: 4}\n")
-    with psycopg.connect(database_url) as conn:
-        migrate(conn, config)
-        conn.execute(
-            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-            " PERFORM pg_sleep(6); RETURN NULL; END $$"
-        )
-        conn.execute(
-            "CREATE TRIGGER slow AFTER INSERT ON logins_ledger FOR EACH STATEMENT"
-            " EXECUTE FUNCTION slow()"
-        )
+    config = migrated_with_trigger(
+        flow_env_faults,
+        tmp_path,
+        "source: {visibility_timeout: 4}\n",
+        "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " PERFORM pg_sleep(6); RETURN NULL; END $$",
+        "CREATE TRIGGER slow AFTER INSERT ON logins_ledger FOR EACH STATEMENT"
+        " EXECUTE FUNCTION slow()",
+    )
     messages = generate(40, seed=77)
-    sent = send_bodies(sqs.client(), queue_url, (m.body for m in messages))
+    sent = send_to_queue([m.body for m in messages])
     received_before = SQS_RECEIVED._value.get()
 
     run(config)
 
-    ledger_from_dsn(database_url, sent)
+    ledger_from_dsn(flow_env_faults["DATABASE_URL"], sent)
     assert SQS_RECEIVED._value.get() - received_before == len(sent)  # none came back mid-write
-    assert in_flight(sqs, queue_url) == (0, 0)
+    assert queue_counts() == 0
 
 
-def test_two_independent_flows_on_one_queue(
-    fault_env: Callable[..., dict[str, str]],
-    start_flow: Callable[..., FlowProcess],
-    database_url: str,
-    sqs: EmbeddedSqs,
-    queue_url: str,
-) -> None:
+def test_two_independent_flows_on_one_queue(rig: Rig, database_url: str) -> None:
     """Concurrent consumers (two deployments, not a cluster): SQS may hand both the same
     message (at least once: after a visibility timeout ran out); the ledger keeps one outcome
     per message."""
-    messages = generate(800, seed=79)
-    producer = PacedProducer(sqs.client(), queue_url, [m.body for m in messages])
-    producer.start()
-    env = fault_env(database_url)
-    flows = [start_flow(env, "-w", "2") for _ in range(2)]
-    sent = drain(start_flow, env, producer, running=flows)
-    ledger_from_dsn(database_url, sent)
-    assert in_flight(sqs, queue_url) == (0, 0)
+    _, producer = rig.produce(800, seed=79)
+    env = rig.env(database_url)
+    flows = [rig.start_flow(env, "-w", "2") for _ in range(2)]
+    rig.drain_and_check(database_url, env, producer, running=flows)
 
 
 def _is_valid(body: str) -> bool:

@@ -10,9 +10,7 @@ in the flow's output.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +22,7 @@ from logins.dev.embedded import EmbeddedSqs
 from logins.dev.generator import GeneratedMessage, generate
 from tests.faults.producer import PacedProducer
 from tests.faults.sqs_proxy import SqsFaultProxy
-from tests.helpers import REPO, ledger_from_dsn, make_keys, service_env
+from tests.helpers import REPO, ledger_from_dsn, service_env, start_module
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -35,11 +33,6 @@ QUEUE_COUNTS = [
     "ApproximateNumberOfMessagesNotVisible",
     "ApproximateNumberOfMessagesDelayed",
 ]
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return make_keys(tmp_path_factory.mktemp("keys") / "k")
 
 
 @dataclass
@@ -61,58 +54,8 @@ class Run:
         return found
 
 
-def run_flow(
-    *,
-    tmp_path: Path,
-    keys: dict[str, Path],
-    database_url: str,
-    queue_url: str,
-    sqs: EmbeddedSqs,
-    proxy: SqsFaultProxy,
-    seed: int,
-    during: Callable[[PacedProducer, subprocess.Popen[bytes], Run], None] | None = None,
-    source_yaml: str = "",
-) -> Run:
-    """Feeds MESSAGES generated logins to moto while the flow drains them through the proxy."""
-    messages = generate(MESSAGES, seed=seed)
-    producer = PacedProducer(sqs.client(), queue_url, [m.body for m in messages], max_depth=60)
-    env = service_env(
-        keys, database_url=database_url, queue_url=queue_url, endpoint_url=proxy.endpoint_url
-    )
-    if source_yaml:  # a file layered over the local config, as an operator would write one
-        custom = tmp_path / "faults.yaml"
-        custom.write_text(f"extends: {REPO / 'config' / 'local.yaml'}\nsource:\n{source_yaml}")
-        env["LOGINS_CONFIG"] = str(custom)
-    # moto's queue URL names moto's own port: only the endpoint goes through the proxy.
-    assert str(proxy.port) not in queue_url
-    run = Run(messages, [], -1, "", 0.0)
-    started = time.monotonic()
-    producer.start()
-    while not producer.sent_ids and producer.is_alive():  # never start on an empty queue
-        time.sleep(0.02)
-    log_path = tmp_path / "flow.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bytewax.run", "flows.logins", "-w", "2"],
-            env={**os.environ, **env, "LOGINS_STOP_WHEN_IDLE": "3"},
-            cwd=REPO,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            if during is not None:
-                during(producer, process, run)
-            run.sent_ids = producer.finish(timeout=FLOW_TIMEOUT_S)
-            run.returncode = process.wait(
-                timeout=max(1.0, started + FLOW_TIMEOUT_S - time.monotonic())
-            )
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    run.seconds = time.monotonic() - started
-    run.output = log_path.read_text(errors="replace")
-    return run
+# What a test does while the flow runs: (the producer, the flow's process, the run so far).
+During = Callable[[PacedProducer, "subprocess.Popen[bytes]", Run], None]
 
 
 def assert_no_loss(run: Run, database_url: str, sqs: EmbeddedSqs, queue_url: str) -> dict[str, int]:
@@ -148,51 +91,89 @@ def report(name: str, run: Run, figures: dict[str, int], proxy: SqsFaultProxy) -
     )
 
 
-def test_throttling_is_retried_without_loss(
+@pytest.fixture
+def flow_through_proxy(
     tmp_path: Path,
     keys: dict[str, Path],
     database_url: str,
     queue_url: str,
     sqs: EmbeddedSqs,
     proxy: SqsFaultProxy,
-) -> None:
-    proxy.throttle(0.30)
-    run = run_flow(
-        tmp_path=tmp_path, keys=keys, database_url=database_url, queue_url=queue_url,
-        sqs=sqs, proxy=proxy, seed=31,
-    )  # fmt: skip
-    figures = assert_no_loss(run, database_url, sqs, queue_url)
-    report("throttling 30%", run, figures, proxy)
-    assert proxy.total("throttled") > 0
-    assert proxy.total("forwarded") > 0
+) -> Callable[..., Run]:
+    """`run(name, seed, during=None, source_yaml="")`: feeds MESSAGES generated logins to moto
+    while the flow drains them through the proxy (`during` runs meanwhile; `source_yaml`: the
+    source's settings over the local config), then `assert_no_loss` and `report`."""
+
+    def run(name: str, seed: int, during: During | None = None, source_yaml: str = "") -> Run:
+        messages = generate(MESSAGES, seed=seed)
+        producer = PacedProducer(sqs.client(), queue_url, [m.body for m in messages], max_depth=60)
+        env = service_env(
+            keys, database_url=database_url, queue_url=queue_url, endpoint_url=proxy.endpoint_url
+        )
+        if source_yaml:  # a file layered over the local config, as an operator would write one
+            custom = tmp_path / "faults.yaml"
+            custom.write_text(f"extends: {REPO / 'config' / 'local.yaml'}\nsource:\n{source_yaml}")
+            env["LOGINS_CONFIG"] = str(custom)
+        # moto's queue URL names moto's own port: only the endpoint goes through the proxy.
+        assert str(proxy.port) not in queue_url
+        flow_run = Run(messages, [], -1, "", 0.0)
+        started = time.monotonic()
+        producer.start()
+        while not producer.sent_ids and producer.is_alive():  # never start on an empty queue
+            time.sleep(0.02)
+        log_path = tmp_path / "flow.log"
+        with log_path.open("wb") as log:
+            process = start_module(
+                ["bytewax.run", "flows.logins", "-w", "2"],
+                {**env, "LOGINS_STOP_WHEN_IDLE": "3"},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                text=False,
+            )
+            try:
+                if during is not None:
+                    during(producer, process, flow_run)
+                flow_run.sent_ids = producer.finish(timeout=FLOW_TIMEOUT_S)
+                flow_run.returncode = process.wait(
+                    timeout=max(1.0, started + FLOW_TIMEOUT_S - time.monotonic())
+                )
+            finally:
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()
+        flow_run.seconds = time.monotonic() - started
+        flow_run.output = log_path.read_text(errors="replace")
+        figures = assert_no_loss(flow_run, database_url, sqs, queue_url)
+        report(name, flow_run, figures, proxy)
+        return flow_run
+
+    return run
 
 
-def test_server_errors_are_retried_without_loss(
-    tmp_path: Path,
-    keys: dict[str, Path],
-    database_url: str,
-    queue_url: str,
-    sqs: EmbeddedSqs,
+@pytest.mark.parametrize(
+    ("name", "inject", "seed", "counter"),
+    [
+        ("throttling 30%", lambda proxy: proxy.throttle(0.30), 31, "throttled"),
+        ("503 20%", lambda proxy: proxy.fail(0.20, status=503), 32, "failed"),
+    ],
+    ids=["throttling", "server-errors"],
+)
+def test_throttling_and_server_errors_are_retried_without_loss(
+    flow_through_proxy: Callable[..., Run],
     proxy: SqsFaultProxy,
+    name: str,
+    inject: Callable[[SqsFaultProxy], None],
+    seed: int,
+    counter: str,
 ) -> None:
-    proxy.fail(0.20, status=503)
-    run = run_flow(
-        tmp_path=tmp_path, keys=keys, database_url=database_url, queue_url=queue_url,
-        sqs=sqs, proxy=proxy, seed=32,
-    )  # fmt: skip
-    figures = assert_no_loss(run, database_url, sqs, queue_url)
-    report("503 20%", run, figures, proxy)
-    assert proxy.total("failed") > 0
+    inject(proxy)
+    flow_through_proxy(name, seed)
+    assert proxy.total(counter) > 0
     assert proxy.total("forwarded") > 0
 
 
 def test_outage_the_flow_waits_and_loses_nothing(
-    tmp_path: Path,
-    keys: dict[str, Path],
-    database_url: str,
-    queue_url: str,
-    sqs: EmbeddedSqs,
-    proxy: SqsFaultProxy,
+    flow_through_proxy: Callable[..., Run], proxy: SqsFaultProxy
 ) -> None:
     def outage(producer: PacedProducer, process: subprocess.Popen[bytes], run: Run) -> None:
         deadline = time.monotonic() + 60
@@ -220,10 +201,5 @@ def test_outage_the_flow_waits_and_loses_nothing(
     # A ReceiveMessage that moto answered while the cut dropped its response leaves those
     # messages in flight until their visibility timeout: 60 s by default, which would make
     # this run ~70 s. 20 s keeps it short and still shows that they come back and count once.
-    run = run_flow(
-        tmp_path=tmp_path, keys=keys, database_url=database_url, queue_url=queue_url,
-        sqs=sqs, proxy=proxy, seed=33, during=outage, source_yaml="  visibility_timeout: 20\n",
-    )  # fmt: skip
-    figures = assert_no_loss(run, database_url, sqs, queue_url)
-    report("outage 5s", run, figures, proxy)
+    flow_through_proxy("outage 5s", 33, during=outage, source_yaml="  visibility_timeout: 20\n")
     assert proxy.total("closed") > 0  # the outage really cut the flow's connections

@@ -13,17 +13,14 @@ from click.testing import CliRunner, Result
 
 from logins.cli import main
 from logins.dev.embedded import EmbeddedSqs, free_port
-from tests.helpers import make_keys, service_env
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def env(tmp_path: Path, database_url: str, queue_url: str, sqs: EmbeddedSqs) -> dict[str, str]:
-    keys = make_keys(tmp_path / "keys")
-    return service_env(
-        keys, database_url=database_url, queue_url=queue_url, endpoint_url=sqs.endpoint_url
-    )
+def env(contract_env: dict[str, str]) -> dict[str, str]:
+    """The contract's variables for this test's database and queue (tests/conftest.py)."""
+    return contract_env
 
 
 def cli(env: dict[str, str], *args: str) -> Result:

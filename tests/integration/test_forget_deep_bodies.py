@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
+from collections.abc import Callable
 
-from logins.dev.embedded import EmbeddedSqs
-from logins.dev.seed import send_bodies
 from tests.helpers import run
-from tests.integration.vaultkit import make_vault
+from tests.integration.vaultkit import Vault
 
 DEPTH = 3 * sys.getrecursionlimit()
 
@@ -26,20 +24,14 @@ def deep_body(escaped_user_id: str) -> str:
 
 
 def test_forget_erases_a_rejected_body_naming_the_user_deep_inside(
-    tmp_path: Path, database_url: str, sqs: EmbeddedSqs, queue_url: str
+    send_to_queue: Callable[[list[str]], list[str]], queue_vault: Callable[..., Vault]
 ) -> None:
-    v = make_vault(
-        tmp_path,
-        database_url,
-        SQS_QUEUE_URL=queue_url,
-        SQS_ENDPOINT_URL=sqs.endpoint_url,
-        LOGINS_STOP_WHEN_IDLE="1",
-    )
+    v = queue_vault()
     theirs, strangers = deep_body("\\u0075-1"), deep_body("\\u0075-10")
     assert "u-1" not in theirs
     login = {"user_id": "u-1", "app_version": "2.3.0", "device_type": "ios", "locale": "US",
              "ip": "192.0.2.10", "device_id": "d-1"}  # fmt: skip
-    send_bodies(sqs.client(), queue_url, [json.dumps(login), theirs, strangers])
+    send_to_queue([json.dumps(login), theirs, strangers])
     run(v.config)
     rejected = v.query("SELECT message_id, sealed_body FROM user_logins_rejected")
     assert len(rejected) == 2

@@ -63,6 +63,17 @@ def _day_name(day: dt.date) -> str:
     return f"logins_ledger_p{day:%Y%m%d}"
 
 
+def _create_day_partition(conn: Any, day: dt.date) -> dt.datetime:
+    """The ledger's partition for `day` (UTC), as the maintenance names it; its first instant."""
+    lo = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
+    conn.execute(
+        sql.SQL("CREATE TABLE {} PARTITION OF logins_ledger FOR VALUES FROM ({}) TO ({})").format(
+            sql.Identifier(_day_name(day)), sql.Literal(lo), sql.Literal(lo + dt.timedelta(days=1))
+        )
+    )
+    return lo
+
+
 def test_migrate_makes_a_partitioned_ledger_keyed_by_sent_time_and_one_unique_key(
     flow_env: dict[str, str], database_url: str
 ) -> None:
@@ -166,16 +177,7 @@ def test_maintenance_drops_what_the_retention_no_longer_needs(
         migrate(conn, config)
         conn.execute("SET ROLE logins_owner")  # as the migrations and the function make them
         for day in (old, kept):
-            lo = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
-            conn.execute(
-                sql.SQL(
-                    "CREATE TABLE {} PARTITION OF logins_ledger FOR VALUES FROM ({}) TO ({})"
-                ).format(
-                    sql.Identifier(_day_name(day)),
-                    sql.Literal(lo),
-                    sql.Literal(lo + dt.timedelta(days=1)),
-                )
-            )
+            lo = _create_day_partition(conn, day)
             conn.execute(
                 "INSERT INTO logins_ledger (message_id, outcome, sent_at) VALUES (%s, 'row', %s)",
                 (f"in-{day}", lo + dt.timedelta(hours=1)),
@@ -220,16 +222,7 @@ def test_the_pipeline_cannot_shorten_the_owners_retention(
         with db.connect(roles.OWNER) as conn:
             conn.execute("SET ROLE logins_owner")  # as the migrations make them
             for day in (young, expired):
-                lo = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
-                conn.execute(
-                    sql.SQL(
-                        "CREATE TABLE {} PARTITION OF logins_ledger FOR VALUES FROM ({}) TO ({})"
-                    ).format(
-                        sql.Identifier(_day_name(day)),
-                        sql.Literal(lo),
-                        sql.Literal(lo + dt.timedelta(days=1)),
-                    )
-                )
+                _create_day_partition(conn, day)
         abuse = [
             "SELECT logins_ledger_maintain(15, 366)",
             "SELECT logins_ledger_maintain(15)",

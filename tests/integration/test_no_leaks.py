@@ -16,63 +16,26 @@ searched, as a whole word and in its escaped forms, in:
   detail) and a database error that stops the flow (its exception and traceback).
 
 Loggers of the libraries the flow quietens (botocore, boto3, urllib3: WARNING, as
-logins.core.telemetry.setup does) are quietened here too: at DEBUG botocore logs whole HTTP
-responses, which hold the message bodies. That is why setup() pins them.
+logins.core.telemetry.setup does) are quietened here too (the `telemetry` fixture,
+tests/integration/conftest.py): at DEBUG botocore logs whole HTTP responses, which hold the
+message bodies. That is why setup() pins them.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
 import pytest
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from prometheus_client import REGISTRY, generate_latest
 
-from logins.core.telemetry import JsonFormatter
-from logins.dev.embedded import EmbeddedSqs
 from logins.dev.generator import GeneratedMessage, generate
-from logins.dev.seed import send_bodies
-from tests.helpers import assert_exact_ledger, config_for, run
+from tests.helpers import PIPELINE_TABLES, assert_exact_ledger, config_for, run
+from tests.integration.conftest import Telemetry
 from tests.integration.leaks import EXTRA_PII, LeakSearch, crafted, raw_values
-from tests.integration.vaultkit import make_vault
-
-QUIET = ("botocore", "boto3", "urllib3")  # as logins.core.telemetry.setup pins them
-
-
-@pytest.fixture
-def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
-    """Every span the flow makes, without installing a global tracer provider (allowed once
-    per process, and tests/integration/test_telemetry.py installs its own)."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    monkeypatch.setattr(trace, "get_tracer", provider.get_tracer)
-    yield exporter
-    provider.shutdown()
-
-
-@pytest.fixture
-def capture_logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    caplog.set_level(logging.DEBUG)  # the root logger and the capturing handler
-    quiet = {name: logging.getLogger(name).level for name in QUIET}
-    for name in quiet:
-        logging.getLogger(name).setLevel(logging.WARNING)
-    yield caplog
-    for name, level in quiet.items():
-        logging.getLogger(name).setLevel(level)
-
-
-def everything_logged(caplog: pytest.LogCaptureFixture) -> str:
-    formatter = JsonFormatter()
-    return caplog.text + "\n" + "\n".join(formatter.format(r) for r in caplog.records)
+from tests.integration.vaultkit import Vault
 
 
 def database_dump(dsn: str) -> tuple[dict[str, str], list[bytes]]:
@@ -86,16 +49,7 @@ def database_dump(dsn: str) -> tuple[dict[str, str], list[bytes]]:
             " JOIN information_schema.tables t USING (table_schema, table_name)"
             " WHERE c.table_schema = 'public' AND t.table_type = 'BASE TABLE'"
         ).fetchall()
-        assert {t for t, _, _ in columns} >= {
-            "user_logins",
-            "user_logins_rejected",
-            "user_logins_duplicates",
-            "logins_ledger",
-            "pii_vault",
-            "pii_audit",
-            "pii_erasures",
-            "pii_token_aliases",
-        }
+        assert {t for t, _, _ in columns} >= PIPELINE_TABLES | {"pii_erasures", "pii_token_aliases"}
         for table, column, kind in columns:
             values = conn.execute(f'SELECT "{column}" FROM "{table}"').fetchall()
             if kind == "bytea":
@@ -111,6 +65,22 @@ def database_dump(dsn: str) -> tuple[dict[str, str], list[bytes]]:
     return texts, sealed
 
 
+def everything_put_out(
+    database_url: str, telemetry: Telemetry
+) -> tuple[dict[str, str], list[bytes]]:
+    """{place: its text} (every column that is not a ciphertext, and `telemetry`'s places),
+    and the ciphertexts."""
+    texts, sealed = database_dump(database_url)
+    columns = {f"column {name}": text for name, text in texts.items()}
+    return {**columns, **telemetry.places()}, sealed
+
+
+def assert_nothing_found(search: LeakSearch, places: dict[str, str], sealed: list[bytes]) -> None:
+    """No value in any place, and none of their plain bytes in any ciphertext."""
+    assert search.hits(places) == {}
+    assert [search.find_bytes(s) for s in sealed if search.find_bytes(s)] == []
+
+
 def searched_values(messages: list[GeneratedMessage], bodies: list[str]) -> LeakSearch:
     values: set[str] = set(EXTRA_PII)
     for body in [m.body for m in messages] + bodies:
@@ -124,31 +94,20 @@ def searched_values(messages: list[GeneratedMessage], bodies: list[str]) -> Leak
 
 
 def test_nothing_leaks_from_a_run_with_two_workers(
-    tmp_path: Path,
-    database_url: str,
-    sqs: EmbeddedSqs,
-    queue_url: str,
-    spans: InMemorySpanExporter,
-    capture_logs: pytest.LogCaptureFixture,
-    capfd: pytest.CaptureFixture[str],
+    send_to_queue: Callable[[list[str]], list[str]],
+    queue_vault: Callable[..., Vault],
+    telemetry: Telemetry,
 ) -> None:
-    vault = make_vault(
-        tmp_path,
-        database_url,
-        SQS_QUEUE_URL=queue_url,
-        SQS_ENDPOINT_URL=sqs.endpoint_url,
-        LOGINS_STOP_WHEN_IDLE="1",
-        LOGINS_LOG_LEVEL="DEBUG",
-    )
+    vault = queue_vault(LOGINS_LOG_LEVEL="DEBUG")
     messages = generate(250, seed=31)
     bodies = crafted()
     search = searched_values(messages, bodies)
-    sent = send_bodies(sqs.client(), queue_url, [m.body for m in messages] + bodies)
+    sent = send_to_queue([m.body for m in messages] + bodies)
 
     run(vault.config, workers=2)
 
     # the run did what it should: every message accounted for, each value sealed once
-    with psycopg.connect(database_url) as conn:
+    with psycopg.connect(vault.dsn) as conn:
         outcome = assert_exact_ledger(conn, vault.config, sent)
     assert len(outcome["row"]) == sum(m.kind == "valid" for m in messages) + 2
     valid = [json.loads(b) for b in [m.body for m in messages if m.kind == "valid"] + bodies[-2:]]
@@ -167,47 +126,29 @@ def test_nothing_leaks_from_a_run_with_two_workers(
         f: sorted(values) for f, values in distinct.items()
     }
 
-    texts, sealed = database_dump(database_url)
-    out = capfd.readouterr()
-    places = {
-        **{f"column {name}": text for name, text in texts.items()},
-        "logs": everything_logged(capture_logs),
-        "stdout": out.out,
-        "stderr": out.err,
-        "spans": json.dumps([json.loads(s.to_json()) for s in spans.get_finished_spans()]),
-        "metrics": generate_latest(REGISTRY).decode(),
-    }
-    assert spans.get_finished_spans(), "the exporter saw no span: the search would be vacuous"
-    assert capture_logs.records, "no log record captured: the search would be vacuous"
-    assert search.hits(places) == {}
-    assert [search.find_bytes(s) for s in sealed if search.find_bytes(s)] == []
+    places, sealed = everything_put_out(vault.dsn, telemetry)
+    assert telemetry.spans.get_finished_spans(), "no span: the search would be vacuous"
+    assert telemetry.logs.records, "no log record captured: the search would be vacuous"
+    assert_nothing_found(search, places, sealed)
     assert len(sealed) > len(distinct["ip"])
 
 
 def test_nothing_leaks_from_the_error_paths(
     tmp_path: Path,
-    database_url: str,
-    sqs: EmbeddedSqs,
-    queue_url: str,
-    spans: InMemorySpanExporter,
-    capture_logs: pytest.LogCaptureFixture,
-    capfd: pytest.CaptureFixture[str],
+    send_to_queue: Callable[[list[str]], list[str]],
+    queue_vault: Callable[..., Vault],
+    telemetry: Telemetry,
 ) -> None:
     """A row the database refuses is parked as poison (logged, stored with a detail); then a
     database error that is not the row's stops the flow with an exception."""
-    env = {
-        "SQS_QUEUE_URL": queue_url,
-        "SQS_ENDPOINT_URL": sqs.endpoint_url,
-        "LOGINS_STOP_WHEN_IDLE": "1",
-    }
-    vault = make_vault(tmp_path, database_url, **env)
+    vault = queue_vault()
     config = config_for(vault.env, tmp_path, "sink:\n  poison_after_attempts: 1\n")
     with vault.connect() as conn:  # the analysts' table refuses ios logins
         conn.execute("ALTER TABLE user_logins ADD CONSTRAINT no_web CHECK (device_type <> 'ios')")
     messages = generate(100, seed=32)
     later = generate(20, seed=33)
     search = searched_values(messages + later, crafted())
-    send_bodies(sqs.client(), queue_url, [m.body for m in messages] + crafted())
+    send_to_queue([m.body for m in messages] + crafted())
     run(config)
     parked = vault.query(
         "SELECT count(*), min(detail) FROM user_logins_rejected WHERE reason = 'poison'"
@@ -224,23 +165,13 @@ def test_nothing_leaks_from_the_error_paths(
             "CREATE TRIGGER broken BEFORE INSERT ON logins_ledger"
             " FOR EACH ROW EXECUTE FUNCTION broken()"
         )
-    send_bodies(sqs.client(), queue_url, [m.body for m in later])
+    send_to_queue([m.body for m in later])
     with pytest.raises(Exception) as failure:
         run(config)
     crash = "".join(traceback.format_exception(failure.value))
     assert "psycopg.errors.InternalError_: storage failure" in crash
 
-    texts, sealed = database_dump(database_url)
-    out = capfd.readouterr()
-    places = {
-        **{f"column {name}": text for name, text in texts.items()},
-        "logs": everything_logged(capture_logs),
-        "stdout": out.out,
-        "stderr": out.err,
-        "exception": crash,
-        "spans": json.dumps([json.loads(s.to_json()) for s in spans.get_finished_spans()]),
-        "metrics": generate_latest(REGISTRY).decode(),
-    }
+    places, sealed = everything_put_out(vault.dsn, telemetry)
+    places["exception"] = crash
     assert "parked as poison" in places["logs"]
-    assert search.hits(places) == {}
-    assert [search.find_bytes(s) for s in sealed if search.find_bytes(s)] == []
+    assert_nothing_found(search, places, sealed)

@@ -7,42 +7,22 @@ printed, traced or exported."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from collections.abc import Callable
 
-import pytest
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from prometheus_client import REGISTRY, generate_latest
-
-from logins.dev.embedded import EmbeddedSqs
 from logins.dev.generator import generate
-from logins.dev.seed import send_bodies
 from tests.helpers import run
-from tests.integration.test_no_leaks import capture_logs, everything_logged, spans
-from tests.integration.vaultkit import make_vault
-
-__all__ = ["capture_logs", "spans"]  # fixtures, shared with test_no_leaks
+from tests.integration.conftest import Telemetry
+from tests.integration.vaultkit import Vault
 
 
 def test_no_token_in_logs_spans_metrics_or_output_of_a_run_and_a_forget(
-    tmp_path: Path,
-    database_url: str,
-    sqs: EmbeddedSqs,
-    queue_url: str,
-    spans: InMemorySpanExporter,
-    capture_logs: pytest.LogCaptureFixture,
-    capfd: pytest.CaptureFixture[str],
+    send_to_queue: Callable[[list[str]], list[str]],
+    queue_vault: Callable[..., Vault],
+    telemetry: Telemetry,
 ) -> None:
-    vault = make_vault(
-        tmp_path,
-        database_url,
-        SQS_QUEUE_URL=queue_url,
-        SQS_ENDPOINT_URL=sqs.endpoint_url,
-        LOGINS_STOP_WHEN_IDLE="1",
-        LOGINS_LOG_LEVEL="DEBUG",
-    )
+    vault = queue_vault(LOGINS_LOG_LEVEL="DEBUG")
     messages = generate(150, seed=7)
-    send_bodies(sqs.client(), queue_url, [m.body for m in messages])
+    send_to_queue([m.body for m in messages])
     run(vault.config)
     rows = vault.query("SELECT user_id, masked_ip, masked_device_id FROM user_logins")
     assert len(rows) > 100
@@ -51,15 +31,9 @@ def test_no_token_in_logs_spans_metrics_or_output_of_a_run_and_a_forget(
     erased = vault.cli("forget", "--user-id", rows[0][0], "--reason", "r")
     assert erased.exit_code == 0, erased.output
 
-    out = capfd.readouterr()
-    places = {
-        "logs": everything_logged(capture_logs),
-        "stdout": out.out,
-        "stderr": out.err,
-        "spans": json.dumps([json.loads(s.to_json()) for s in spans.get_finished_spans()]),
-        "metrics": generate_latest(REGISTRY).decode(),
-    }
-    assert spans.get_finished_spans() and capture_logs.records  # the search is not vacuous
+    places = telemetry.places()
+    # the search is not vacuous
+    assert telemetry.spans.get_finished_spans() and telemetry.logs.records
     needles = tokens | {t.split(".", 1)[1] for t in tokens}
     found = {where: [n for n in needles if n in text] for where, text in places.items()}
     assert {where: hits for where, hits in found.items() if hits} == {}

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 from bytewax.testing import TestingSource
 
 from connectors.sqs.source import NoAcker, to_message
@@ -21,25 +22,33 @@ from logins.core.config import AppConfig
 from logins.core.pipeline_keys import load_secrets
 from logins.dev.embedded import EmbeddedSqs
 from logins.dev.generator import GeneratedMessage, generate
-from logins.dev.seed import send_bodies
 from tests.helpers import assert_exact_ledger, config_for, fetch, run
 
+Generated = tuple[list[GeneratedMessage], list[str], AppConfig]
 
-def seed(sqs: EmbeddedSqs, queue_url: str, messages: list[GeneratedMessage]) -> list[str]:
-    return send_bodies(sqs.client(), queue_url, (m.body for m in messages))
+
+@pytest.fixture
+def run_generated(
+    flow_env: dict[str, str], send_to_queue: Callable[[list[str]], list[str]], tmp_path: Path
+) -> Callable[..., Generated]:
+    """`run_generated(n, seed, yaml_text="", workers=1)`: `n` generated logins sent to this
+    test's queue, then one run of the flow (its config: `yaml_text` over flow_env's); the
+    messages, the ids SQS gave them and the config."""
+
+    def run_them(n: int, seed: int, yaml_text: str = "", workers: int = 1) -> Generated:
+        messages = generate(n, seed=seed)
+        sent_ids = send_to_queue([m.body for m in messages])
+        config = config_for(flow_env, tmp_path, yaml_text)
+        run(config, workers=workers)
+        return messages, sent_ids, config
+
+    return run_them
 
 
 def test_generated_messages_end_exactly_once(
-    flow_env: dict[str, str],
-    sqs: EmbeddedSqs,
-    queue_url: str,
-    database_url: str,
-    queue_counts: Callable[[], int],
+    run_generated: Callable[..., Generated], database_url: str, queue_counts: Callable[[], int]
 ) -> None:
-    messages = generate(300, seed=7)
-    sent_ids = seed(sqs, queue_url, messages)
-    config = config_for(flow_env)
-    run(config)
+    messages, sent_ids, config = run_generated(300, seed=7)
 
     with psycopg.connect(database_url) as conn:
         outcome = assert_exact_ledger(conn, config, sent_ids)
@@ -83,16 +92,9 @@ def test_generated_messages_end_exactly_once(
 
 
 def test_two_workers_keep_the_ledger_exact(
-    flow_env: dict[str, str],
-    sqs: EmbeddedSqs,
-    queue_url: str,
-    database_url: str,
-    queue_counts: Callable[[], int],
+    run_generated: Callable[..., Generated], database_url: str, queue_counts: Callable[[], int]
 ) -> None:
-    messages = generate(200, seed=11)
-    sent_ids = seed(sqs, queue_url, messages)
-    config = config_for(flow_env)
-    run(config, workers=2)
+    messages, sent_ids, config = run_generated(200, seed=11, workers=2)
     with psycopg.connect(database_url) as conn:
         outcome = assert_exact_ledger(conn, config, sent_ids)
         assert len(outcome["rejected"]) == sum(m.kind == "malformed" for m in messages)
@@ -100,11 +102,11 @@ def test_two_workers_keep_the_ledger_exact(
 
 
 def test_the_visibility_heartbeat_ends_with_the_flow(
-    flow_env: dict[str, str], sqs: EmbeddedSqs, queue_url: str, database_url: str
+    flow_env: dict[str, str], send_to_queue: Callable[[list[str]], list[str]]
 ) -> None:
     """A heartbeat that outlived its flow kept extending what that flow still held, and its
     first error on the since-deleted queue stopped the next flow in the same process."""
-    seed(sqs, queue_url, generate(50, seed=13))
+    send_to_queue([m.body for m in generate(50, seed=13)])
     earlier = _heartbeats()  # of flows other tests in this process ran (and failed) before
     run(config_for(flow_env), workers=2)
     deadline = time.monotonic() + 5
@@ -120,6 +122,7 @@ def _heartbeats() -> set[threading.Thread]:
 def test_a_message_delivered_twice_gives_one_row(
     flow_env: dict[str, str],
     sqs: EmbeddedSqs,
+    send_to_queue: Callable[[list[str]], list[str]],
     queue_url: str,
     database_url: str,
     queue_counts: Callable[[], int],
@@ -127,7 +130,7 @@ def test_a_message_delivered_twice_gives_one_row(
     """First delivery committed but never deleted (a crash between commit and delete); SQS
     delivers it again after its visibility timeout, and the second write has no effect."""
     messages = generate(60, seed=3)
-    sent_ids = seed(sqs, queue_url, messages)
+    sent_ids = send_to_queue([m.body for m in messages])
     client = sqs.client()
     first: dict[str, Any] = {}  # by id: on a slow machine a message can come back mid-loop
     while len(first) < len(messages):
@@ -154,10 +157,7 @@ def test_a_message_delivered_twice_gives_one_row(
 
 
 def test_existing_producer_table_is_upgraded_and_keeps_its_rows(
-    flow_env: dict[str, str],
-    sqs: EmbeddedSqs,
-    queue_url: str,
-    database_url: str,
+    run_generated: Callable[..., Generated], database_url: str
 ) -> None:
     old_rows = [
         ("u1", "ios", "m-ip-1", "m-dev-1", "RU", 230, "2024-01-02"),
@@ -171,10 +171,7 @@ def test_existing_producer_table_is_upgraded_and_keeps_its_rows(
         )
         with conn.cursor() as cur:
             cur.executemany("INSERT INTO user_logins VALUES (%s, %s, %s, %s, %s, %s, %s)", old_rows)
-    messages = generate(50, seed=5)
-    seed(sqs, queue_url, messages)
-    config = config_for(flow_env)
-    run(config)
+    messages, _, config = run_generated(50, seed=5)
     run(config)  # a second start runs the migrations again: idempotent
     with psycopg.connect(database_url) as conn:
         kept = fetch(
@@ -199,18 +196,12 @@ def test_existing_producer_table_is_upgraded_and_keeps_its_rows(
 
 
 def test_masking_another_field_and_another_table_is_configuration(
-    flow_env: dict[str, str],
-    sqs: EmbeddedSqs,
-    queue_url: str,
-    database_url: str,
-    tmp_path: Path,
+    run_generated: Callable[..., Generated], database_url: str
 ) -> None:
-    messages = generate(80, seed=9)
-    seed(sqs, queue_url, messages)
-    config = config_for(
-        flow_env,
-        tmp_path,
-        """
+    messages, _, config = run_generated(
+        80,
+        seed=9,
+        yaml_text="""
 sink:
   table: logins_eu
 steps:
@@ -227,7 +218,6 @@ steps:
     fields: {ip: masked_ip, device_id: masked_device_id, user_id: masked_user_id}
 """,
     )
-    run(config)
     with psycopg.connect(database_url) as conn:
         rows = fetch(conn, "SELECT user_id, masked_user_id FROM logins_eu")
         assert len(rows) == sum(m.kind == "valid" for m in messages)

@@ -5,7 +5,6 @@ raised above it here; `make compat-test` does the same against a real 11.13."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -14,18 +13,15 @@ from click.testing import CliRunner
 from connectors import preflight
 from connectors.postgres import serverversion
 from logins.cli import main
-from logins.dev.embedded import EmbeddedSqs
-from tests.helpers import config_for, make_keys, service_env
+from tests.helpers import config_for
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def env(tmp_path: Path, database_url: str, queue_url: str, sqs: EmbeddedSqs) -> dict[str, str]:
-    keys = make_keys(tmp_path / "keys")
-    return service_env(
-        keys, database_url=database_url, queue_url=queue_url, endpoint_url=sqs.endpoint_url
-    )
+def env(contract_env: dict[str, str]) -> dict[str, str]:
+    """The contract's variables for this test's database and queue (tests/conftest.py)."""
+    return contract_env
 
 
 @pytest.fixture

@@ -10,9 +10,6 @@ runs the flow once against a real LocalStack 2.3.2 (tests/localstack2/).
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,7 +34,7 @@ from logins.dev.embedded import EmbeddedSqs
 from logins.dev.generator import generate
 from logins.dev.seed import send_bodies
 from tests.faults.sqs_proxy import SqsFaultProxy
-from tests.helpers import REPO, ledger_from_dsn, make_keys, service_env
+from tests.helpers import ledger_from_dsn, make_keys, queue_total, run_module, service_env
 
 pytestmark = pytest.mark.integration
 
@@ -211,27 +208,12 @@ def test_the_flow_against_a_query_only_server(
         endpoint_url=query_only.endpoint_url,
         LOGINS_STOP_WHEN_IDLE="2",
     )
-    flow = subprocess.run(
-        [sys.executable, "-m", "bytewax.run", "flows.logins", "-w", "2"],
-        env={**os.environ, **env},
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    flow = run_module(["bytewax.run", "flows.logins", "-w", "2"], env)
     assert flow.returncode == 0, flow.stderr[-3000:]
     assert flow.stderr.count(SWITCH_LOG) == 1, flow.stderr[-3000:]
     assert "start-up check sqs: ok" in flow.stderr and "(query protocol)" in flow.stderr
     ledger_from_dsn(database_url, sent)
-    attrs = sqs.client().get_queue_attributes(
-        QueueUrl=queue_url,
-        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
-    )["Attributes"]
-    assert attrs == {
-        "ApproximateNumberOfMessages": "0",
-        "ApproximateNumberOfMessagesNotVisible": "0",
-    }
+    assert queue_total(sqs.client(), queue_url) == 0  # none visible, none in flight
     counts = query_only.snapshot()
     assert counts["refused_json:GetQueueAttributes"] == 1  # the start-up check found out
     assert sum(n for k, n in counts.items() if k.startswith("refused_json:")) == 1

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
+from collections.abc import Callable
 
 from logins.dev.embedded import EmbeddedSqs
 from logins.dev.seed import send_bodies
-from tests.helpers import run
-from tests.integration.vaultkit import Vault, make_vault, vault
+from tests.helpers import REPO, run
+from tests.integration.vaultkit import Vault, vault
 
 __all__ = ["vault"]
 
@@ -271,18 +271,12 @@ def test_forget_a_user_erases_their_sealed_rejected_bodies_with_the_key(vault: V
 
 
 def test_an_erased_value_that_comes_back_is_new_data_not_linked_to_the_erased_one(
-    tmp_path, database_url: str, sqs: EmbeddedSqs, queue_url: str
+    sqs: EmbeddedSqs, queue_url: str, queue_vault: Callable[..., Vault]
 ) -> None:
     """The pipeline sees the erased ip again: the new row carries its ordinary token and the
     value is sealed again (it is a new login), while the erased row keeps its marker, which
     nothing links to the new token."""
-    v = make_vault(
-        tmp_path,
-        database_url,
-        SQS_QUEUE_URL=queue_url,
-        SQS_ENDPOINT_URL=sqs.endpoint_url,
-        LOGINS_STOP_WHEN_IDLE="1",
-    )
+    v = queue_vault()
     login = {"user_id": "u-1", "app_version": "2.3.0", "device_type": "ios", "locale": "US"}
     send_bodies(
         sqs.client(), queue_url, [json.dumps({**login, "ip": "192.0.2.10", "device_id": "d-1"})]
@@ -363,9 +357,7 @@ def test_purge_empties_sealed_bodies_past_the_retention_on_record(vault: Vault, 
     assert shorter.exit_code == 0 and "purged 0" in shorter.stdout  # the recent ones are today's
     forever = tmp_path / "forever.yaml"
     forever.write_text(
-        "extends: "
-        + str(Path(__file__).parents[2] / "config/local.yaml")
-        + "\nsink:\n  rejected_retention_days: null\n"
+        "extends: " + str(REPO / "config/local.yaml") + "\nsink:\n  rejected_retention_days: null\n"
     )
     kept = vault.cli("purge", LOGINS_CONFIG=str(forever))
     assert kept.exit_code == 2 and "kept forever" in kept.output

@@ -17,13 +17,6 @@ class EmbeddedKms(EmbeddedMoto):
     new key's material is set in moto's own state, as ImportKeyMaterial sets it on AWS.
     """
 
-    def start(self) -> EmbeddedKms:
-        super().start()
-        return self
-
-    def __enter__(self) -> EmbeddedKms:
-        return self.start()
-
     def client(self) -> Any:
         return self._boto_client("kms")
 
@@ -42,6 +35,3 @@ class EmbeddedKms(EmbeddedMoto):
             kms_backends[account][REGION].keys[meta["KeyId"]].key_material = material
         key_id: str = meta["KeyId"]
         return key_id
-
-    def __repr__(self) -> str:
-        return f"EmbeddedKms(endpoint_url={self.endpoint_url if self._port else None!r})"

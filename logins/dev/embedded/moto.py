@@ -4,10 +4,9 @@ base of the embedded SQS (sqs.py) and KMS (kms.py) servers, and the fixes they n
 from __future__ import annotations
 
 import threading
-from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
-from logins.dev.embedded.ports import HOST, START_ATTEMPTS, free_port
+from logins.dev.embedded.server import HOST, LoopbackServer, PortTaken
 
 REGION = "us-east-1"
 DUMMY_AWS_KEY = "testing"  # moto accepts any credentials; these never reach AWS
@@ -47,35 +46,34 @@ def _moto_server_class() -> Any:
     return _MOTO_SERVER_CLASS
 
 
-class EmbeddedMoto:
+class EmbeddedMoto(LoopbackServer):
     """moto's threaded server (the real AWS wire protocol, every service) on a loopback port."""
 
     def __init__(self, port: int | None = None) -> None:
-        self._port = port
+        super().__init__(port)
         self._server: Any = None
         self._session: Any = None  # one boto3 Session: each new one reloads the service models
         self._lock = threading.Lock()  # boto3 sessions are not thread-safe; clients are
 
-    def start(self) -> Any:
+    def start(self) -> Self:
         """Start serving; returns once the socket is listening."""
         if self._server is not None:
             return self
         server_class = _moto_server_class()
         _quiet_werkzeug()
         _serialise_sqs_queue_changes()
-        attempts = 1 if self._port is not None else START_ATTEMPTS
-        for attempt in range(1, attempts + 1):
-            port = self._port if self._port is not None else free_port()
+
+        def listen(port: int) -> None:
             server = server_class(ip_address=HOST, port=port, verbose=False)
             server.start()
-            if server.startup_error is None:
-                self._server, self._port = server, port
-                return self
-            if attempt == attempts:
-                raise RuntimeError(f"moto could not listen on {HOST}:{port}") from (
+            if server.startup_error is not None:
+                raise PortTaken(f"moto could not listen on {HOST}:{port}") from (
                     server.startup_error
                 )
-        raise AssertionError("unreachable")
+            self._server = server
+
+        self._listen(listen)
+        return self
 
     def stop(self) -> None:
         """Stop serving and release the port (upstream stop() leaves the socket open)."""
@@ -85,23 +83,6 @@ class EmbeddedMoto:
         server.stop()
         if server._server is not None:
             server._server.server_close()
-
-    def __enter__(self) -> Any:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError(f"{type(self).__name__} has no port until start()")
-        return self._port
 
     @property
     def endpoint_url(self) -> str:
@@ -121,6 +102,9 @@ class EmbeddedMoto:
                 aws_access_key_id=DUMMY_AWS_KEY,
                 aws_secret_access_key=DUMMY_AWS_KEY,
             )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(endpoint_url={self.endpoint_url if self._port else None!r})"
 
 
 def _serialise_sqs_queue_changes() -> None:

@@ -15,14 +15,13 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
 
-from logins.dev.embedded.ports import HOST, START_ATTEMPTS, free_port
+from logins.dev.embedded.server import HOST, LoopbackServer, PortTaken
 
 __all__ = ["EmbeddedPostgres", "dsn_with_database"]
 
@@ -148,10 +147,6 @@ def _cmdline(pid: int) -> str | None:
     return raw.replace(b"\0", b" ").decode(errors="replace").strip() or None
 
 
-class _PortTaken(RuntimeError):
-    """The server lost the race for its port to another process."""
-
-
 def _wait_gone(pid: int, timeout_s: float) -> bool:
     deadline = time.monotonic() + timeout_s
     while _pid_alive(pid):
@@ -161,7 +156,7 @@ def _wait_gone(pid: int, timeout_s: float) -> bool:
     return True
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(LoopbackServer):
     """A private PostgreSQL server (pgserver's binaries) in a folder, on TCP 127.0.0.1 only.
 
     The folder is the data directory; it is initialised on first start and reused afterwards.
@@ -174,9 +169,8 @@ class EmbeddedPostgres:
     """
 
     def __init__(self, data_dir: Path, port: int | None = None) -> None:
+        super().__init__(port)
         self.data_dir = Path(data_dir).absolute()
-        self._port = port
-        self._port_pinned = port is not None  # once started, the port never changes
         self._proc: subprocess.Popen[bytes] | None = None
         self._owner_pid = os.getpid()
         self._account: _Account | None = None
@@ -184,7 +178,7 @@ class EmbeddedPostgres:
 
     # -- lifecycle
 
-    def start(self) -> EmbeddedPostgres:
+    def start(self) -> Self:
         """Initialise the folder if needed and start; returns once the server accepts TCP."""
         if self._proc is not None and self._proc.poll() is None:
             return self
@@ -196,16 +190,7 @@ class EmbeddedPostgres:
                       "--auth=trust", "--encoding=UTF8", "--locale=C",
                       "--no-sync", "--no-instructions")  # fmt: skip
         self._stop_leftover()
-        for attempt in range(1, START_ATTEMPTS + 1):
-            if not self._port_pinned:
-                self._port = free_port()
-            try:
-                self._spawn()
-                break
-            except _PortTaken:
-                if self._port_pinned or attempt == START_ATTEMPTS:
-                    raise
-        self._port_pinned = True
+        self._listen(self._spawn)
         atexit.register(self._stop_at_exit)
         return self
 
@@ -232,24 +217,7 @@ class EmbeddedPostgres:
         self.stop()
         self.start()
 
-    def __enter__(self) -> EmbeddedPostgres:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
     # -- what clients need
-
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise RuntimeError("EmbeddedPostgres has no port until start()")
-        return self._port
 
     @property
     def pid(self) -> int | None:
@@ -284,12 +252,12 @@ class EmbeddedPostgres:
         if not (self.data_dir / "PG_VERSION").exists():
             os.chown(self.data_dir, self._account.uid, self._account.gid)
 
-    def _spawn(self) -> None:
-        """Start the postmaster and wait until postmaster.pid says "ready" (as pg_ctl -w does)."""
+    def _spawn(self, port: int) -> None:
+        """Start the postmaster on `port`; wait until postmaster.pid says "ready" (as pg_ctl -w)."""
         assert self._bin_dir is not None
         log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         argv = [str(self._bin_dir / "postgres"), "-D", str(self.data_dir),
-                "-h", HOST, "-p", str(self.port), "-k", "", "-c", "fsync=off"]  # fmt: skip
+                "-h", HOST, "-p", str(port), "-k", "", "-c", "fsync=off"]  # fmt: skip
         with self.log_path.open("ab") as log:
             proc = subprocess.Popen(
                 argv,
@@ -306,7 +274,7 @@ class EmbeddedPostgres:
             if proc.poll() is not None:
                 log_text = self._log_since(log_offset)
                 if "Address already in use" in log_text:
-                    raise _PortTaken(f"{HOST}:{self.port} is taken:\n{log_text}")
+                    raise PortTaken(f"{HOST}:{port} is taken:\n{log_text}")
                 raise RuntimeError(f"PostgreSQL exited with {proc.returncode}:\n{log_text}")
             if time.monotonic() > deadline:
                 proc.kill()

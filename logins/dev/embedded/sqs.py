@@ -23,13 +23,6 @@ class EmbeddedSqs(EmbeddedMoto):
         super().__init__(port)
         self._client: SqsClient | None = None
 
-    def start(self) -> EmbeddedSqs:
-        super().start()
-        return self
-
-    def __enter__(self) -> EmbeddedSqs:
-        return self.start()
-
     def client(self, protocol: Protocol = "auto") -> SqsClient:
         """A new SQS client for this server (the project's own, connectors/sqs/protocol.py;
         moto speaks both protocols), with dummy credentials (os.environ untouched)."""
@@ -49,6 +42,3 @@ class EmbeddedSqs(EmbeddedMoto):
             self._client = self.client()
         queue = self._client.create_queue(QueueName=name, Attributes=attributes)
         return queue["QueueUrl"]
-
-    def __repr__(self) -> str:
-        return f"EmbeddedSqs(endpoint_url={self.endpoint_url if self._port else None!r})"

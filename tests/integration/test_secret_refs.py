@@ -75,7 +75,7 @@ def test_keys_and_dsn_from_the_stores_work_like_the_files(
     assert shown["sink"]["dsn"] == dsn_ref
     assert shown["tokens"]["key_file"] == token_ref
     assert shown["vault"]["public_key_file"] == vault_ref
-    # the base64 is the last field of a key line (`<id> [hmac-sha256] <base64>`)
+    # the base64 is the last field of a key line (`<id> hmac-sha256 <base64>`)
     secret_texts = [PASSWORD, *(_key_text(keys, n).split()[-1] for n in ("token.key", "vault.pub"))]
     for where in (json.dumps(shown), repr(config), str(config), caplog.text):
         assert not [s for s in secret_texts if s in where]

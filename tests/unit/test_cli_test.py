@@ -10,9 +10,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from logins.cli import main
-from tests.helpers import GOOD_LOGIN
+from tests.helpers import GOOD_LOGIN, REPO
 
-REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "config/examples/logins.test.yaml"
 
 

@@ -13,8 +13,8 @@ from click.testing import CliRunner
 
 from logins.cli import main
 from logins.core.config import ConfigError, load_config
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 ENV = {
     "SQS_QUEUE_URL": "http://q",
     "LOGINS_TOKEN_KEY_FILE": "/keys/token.key",

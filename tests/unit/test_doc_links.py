@@ -17,7 +17,8 @@ import pytest
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers import REPO
+
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 _HTML_ANCHOR = re.compile(r"<a\s+(?:id|name)=\"([^\"]+)\"")
 

@@ -13,8 +13,8 @@ import yaml
 from click.testing import CliRunner
 
 from logins.cli import main
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 # every configuration file (`*.test.yaml` are `logins test` cases, not configurations)
 SHIPPED = sorted(
     p for p in (REPO / "config").glob("**/*.yaml") if not p.name.endswith(".test.yaml")

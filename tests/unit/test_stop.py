@@ -32,7 +32,7 @@ def _stops(flow: Any) -> tuple[Stop, Stop]:
 def test_two_flows_in_one_process_do_not_share_a_stop() -> None:
     config = load_config(ENV)
     secrets = Secrets(
-        Tokenizer([TokenKey("k", b"\x01" * 32, "hmac-sha256")]),
+        Tokenizer([TokenKey("k", b"\x01" * 32)]),
         Sealer(PrivateKey.generate().public_key),
     )
     first_source, first_sink = _stops(build_flow(config, secrets=secrets))

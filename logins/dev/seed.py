@@ -1,12 +1,17 @@
 """Sending messages to a queue in SendMessageBatch calls: at most 10 messages and 256 KiB each
-(connectors/sqs/limits.py), every body checked against SQS's rules before it is sent."""
+(connectors/sqs/limits.py), every body checked against SQS's rules before it is sent, and the
+entries SQS fails on its side sent again."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
 from connectors.sqs.limits import batches
+
+SEND_ATTEMPTS = 6  # of the entries SQS failed on its side: at most ~6 s of backoff in all
 
 
 def send_entries(
@@ -21,16 +26,44 @@ def send_entries(
     SQS would refuse raises ValueError naming its index and the rule, before its batch is sent."""
     sent: list[str] = []
     for chunk in batches(entries):
-        batch = [{"Id": str(i), **entry} for i, entry in enumerate(chunk)]
-        response = client.send_message_batch(QueueUrl=queue_url, Entries=batch)
-        failed = response.get("Failed", [])
-        if failed:
-            codes = sorted({f.get("Code", "?") for f in failed})
-            raise RuntimeError(f"SQS refused {len(failed)} of {len(chunk)} messages: {codes}")
-        by_id = {int(s["Id"]): s["MessageId"] for s in response["Successful"]}
-        sent += [by_id[i] for i in range(len(chunk))]
+        by_id = _send_batch(client, queue_url, [{"Id": str(i), **e} for i, e in enumerate(chunk)])
+        sent += [by_id[str(i)] for i in range(len(chunk))]
         if on_sent is not None:
             on_sent(len(chunk))
+    return sent
+
+
+class _Unsent(RuntimeError):
+    """Entries SQS failed on its side (`SenderFault` false: throttled, internal error)."""
+
+
+def _send_batch(client: Any, queue_url: str, batch: list[dict[str, Any]]) -> dict[str, str]:
+    """One SendMessageBatch, and again for the entries SQS failed on its side (a batch call
+    can succeed while some of its entries fail), with capped exponential backoff and jitter
+    (tenacity, as the sink's retries); returns the message id of each entry's `Id`. An entry
+    SQS refuses as the sender's fault is not retried: it raises at once, naming the codes."""
+    sent: dict[str, str] = {}
+    pending = batch
+    for attempt in Retrying(
+        stop=stop_after_attempt(SEND_ATTEMPTS),
+        wait=wait_random_exponential(multiplier=0.2, max=3),  # full jitter, as the sink
+        retry=retry_if_exception_type(_Unsent),
+        reraise=True,
+    ):
+        with attempt:
+            response = client.send_message_batch(QueueUrl=queue_url, Entries=pending)
+            sent |= {s["Id"]: s["MessageId"] for s in response.get("Successful", [])}
+            failed = response.get("Failed", [])
+            codes = sorted({f.get("Code", "?") for f in failed})
+            if any(f.get("SenderFault", True) for f in failed):
+                raise RuntimeError(f"SQS refused {len(failed)} of {len(batch)} messages: {codes}")
+            if failed:
+                retry = {f["Id"] for f in failed}
+                pending = [entry for entry in pending if entry["Id"] in retry]
+                raise _Unsent(
+                    f"SQS failed {len(failed)} of {len(batch)} messages on its side"
+                    f" {SEND_ATTEMPTS} times: {codes}"
+                )
     return sent
 
 

@@ -7,6 +7,11 @@ in flight or idle, so clients see connection refused/reset; `up()` listens again
 port. Point the flow's SQS_ENDPOINT_URL at `endpoint_url`: boto3 sends every call to the
 endpoint, while the queue URL (which names moto's own host:port) only travels in the body.
 
+`fail_entries(fraction)` answers SendMessageBatch (JSON protocol) as SQS does when some of a
+batch's entries fail: that fraction of the entries is withheld from the upstream server and
+listed under `Failed` (`SenderFault` false, `InternalError`, or true and `InvalidParameterValue`),
+the rest forwarded and their `Successful` entries relayed.
+
 `refuse_json()` makes it behave like LocalStack before 3.0 (the producer team's image): a
 JSON-protocol call (it carries `X-Amz-Target`) gets LocalStack 2.3.2's own answer, HTTP 500
 with an XML body "... Operation detection failed. Missing Action in request for query-protocol
@@ -58,6 +63,7 @@ class SqsFaultProxy:
         self._fail = 0.0
         self._fail_status = 503
         self._refuse_json = False
+        self._fail_entries = (0.0, False)
         self._delay = 0.0
         self._connections: set[socket.socket] = set()
         self._server: ThreadingHTTPServer | None = None
@@ -87,6 +93,25 @@ class SqsFaultProxy:
         trip: real SQS answers in 10-30 ms)."""
         with self._lock:
             self._delay = seconds
+
+    def fail_entries(self, fraction: float, sender_fault: bool = False) -> None:
+        """Fail `fraction` of each SendMessageBatch's entries, on SQS's side or the sender's."""
+        with self._lock:
+            self._fail_entries = (fraction, sender_fault)
+
+    def _withhold(self, body: bytes) -> tuple[bytes, list[dict[str, Any]]]:
+        """A SendMessageBatch body without the entries chosen to fail, and their `Failed`."""
+        with self._lock:
+            fraction, sender_fault = self._fail_entries
+            request = json.loads(body)
+            failed = [e for e in request["Entries"] if self._random.random() < fraction]
+            self.counts["entry_failed", "SendMessageBatch"] += len(failed)
+        request["Entries"] = [e for e in request["Entries"] if e not in failed]
+        code = "InvalidParameterValue" if sender_fault else "InternalError"
+        return json.dumps(request).encode(), [
+            {"Id": e["Id"], "SenderFault": sender_fault, "Code": code, "Message": "injected"}
+            for e in failed
+        ]
 
     def refuse_json(self, refuse: bool = True) -> None:
         """Answer JSON-protocol calls as LocalStack before 3.0 does (HTTP 500)."""
@@ -180,7 +205,11 @@ class SqsFaultProxy:
     def _forward(self, method: str, path: str, headers: Any, body: bytes) -> tuple[int, Any, bytes]:
         upstream = http.client.HTTPConnection(*self._upstream, timeout=60)
         try:
-            forwarded = {k: v for k, v in headers.items() if k.lower() not in _HOP_BY_HOP}
+            forwarded = {  # http.client sets Content-Length: a body may have been rewritten
+                k: v
+                for k, v in headers.items()
+                if k.lower() not in _HOP_BY_HOP and k.lower() != "content-length"
+            }
             upstream.request(method, path, body=body, headers=forwarded)
             response = upstream.getresponse()
             return response.status, response.getheaders(), response.read()
@@ -195,6 +224,13 @@ def _message_ids(payload: bytes) -> list[str]:
     with contextlib.suppress(ValueError, AttributeError):
         return [m["MessageId"] for m in json.loads(payload).get("Messages", [])]
     return []
+
+
+def _with_failed(payload: bytes, failed: list[dict[str, Any]]) -> bytes:
+    """A SendMessageBatch response with `failed` added to its `Failed` entries."""
+    response = json.loads(payload or b"{}")
+    response["Failed"] = [*response.get("Failed", []), *failed]
+    return json.dumps(response).encode()
 
 
 def _query_action(body: bytes) -> str:
@@ -255,6 +291,13 @@ def _handler(proxy: SqsFaultProxy) -> type[BaseHTTPRequestHandler]:
                 return
             if proxy._delay:
                 time.sleep(proxy._delay)
+            withheld: list[dict[str, Any]] = []
+            if operation == "SendMessageBatch" and target and proxy._fail_entries[0]:
+                body, withheld = proxy._withhold(body)
+                if not json.loads(body)["Entries"]:  # all withheld: SQS would answer alone
+                    payload = json.dumps({"Successful": [], "Failed": withheld}).encode()
+                    self._reply(200, payload, "application/x-amz-json-1.0")
+                    return
             try:
                 status, headers, payload = proxy._forward(
                     self.command, self.path, self.headers, body
@@ -262,6 +305,8 @@ def _handler(proxy: SqsFaultProxy) -> type[BaseHTTPRequestHandler]:
             except OSError:
                 self.close_connection = True  # upstream gone: drop the client's connection too
                 return
+            if withheld:
+                payload = _with_failed(payload, withheld)
             received = _message_ids(payload) if operation == "ReceiveMessage" else []
             try:
                 self.send_response(status)

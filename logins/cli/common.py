@@ -177,3 +177,16 @@ REASON = click.option("--reason", required=True, help="Why; recorded in the audi
 def echo_json(value: Any) -> None:
     """Print `value` as indented JSON (every command's --json output)."""
     click.echo(json.dumps(value, indent=2))
+
+
+def report_batches(result: Any, as_json: bool, summary: str) -> None:
+    """A batch command's end (rotate, rekey): its result as JSON, or `summary` and each failure
+    a line; exit 1 if any entry failed (the exit rule: a check failed)."""
+    if as_json:
+        echo_json(result.as_dict())
+    else:
+        click.echo(summary)
+        for failure in result.failures:
+            click.echo(f"  {failure}")
+    if result.failed:
+        raise SystemExit(1)

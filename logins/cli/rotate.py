@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -11,8 +10,8 @@ from logins.cli.common import (
     PRIVATE_KEY,
     REASON,
     Unusable,
-    echo_json,
     private_key,
+    report_batches,
     selected_config,
     tokenizer_of,
 )
@@ -92,14 +91,9 @@ def rotate_run(
             batch_size=batch_size,
             progress=bar,
         )
-    if as_json:
-        echo_json(result.as_dict())
-    else:
-        click.echo(
-            f"rotated {result.rotated} vault entries to token key {result.to_key_id};"
-            f" failed {result.failed}; still to rotate {result.remaining}"
-        )
-        for failure in result.failures:
-            click.echo(f"  {failure}")
-    if result.failed:
-        sys.exit(1)
+    report_batches(
+        result,
+        as_json,
+        f"rotated {result.rotated} vault entries to token key {result.to_key_id};"
+        f" failed {result.failed}; still to rotate {result.remaining}",
+    )

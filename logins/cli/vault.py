@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -12,6 +11,7 @@ from logins.cli.common import (
     Unusable,
     counts,
     echo_json,
+    report_batches,
     selected_config,
     tokenizer_of,
 )
@@ -114,16 +114,11 @@ def vault_rekey(
             )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    if as_json:
-        echo_json(result.as_dict())
-    else:
-        click.echo(
-            f"re-sealed {result.vault_rekeyed} vault entries and {result.rejected_rekeyed}"
-            f" rejected bodies from vault key {result.from_key_id} to {result.to_key_id};"
-            f" failed {result.failed}; still sealed to the old key: {result.remaining_vault}"
-            f" entries, {result.remaining_rejected} rejected bodies"
-        )
-        for failure in result.failures:
-            click.echo(f"  {failure}")
-    if result.failed:
-        sys.exit(1)
+    report_batches(
+        result,
+        as_json,
+        f"re-sealed {result.vault_rekeyed} vault entries and {result.rejected_rekeyed}"
+        f" rejected bodies from vault key {result.from_key_id} to {result.to_key_id};"
+        f" failed {result.failed}; still sealed to the old key: {result.remaining_vault}"
+        f" entries, {result.remaining_rejected} rejected bodies",
+    )

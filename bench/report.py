@@ -279,7 +279,7 @@ def _cost_rows(cost: dict[str, Any] | None, n: int) -> list[Row]:
 def _sqs_rows(sqs: dict[str, Any]) -> list[Row]:
     """Both SQS pairs (each ratio is the median over the repeats of flow / the bare drain
     measured beside it, so not the ratio of the two medians shown after it); the SQS path's
-    CPU per message (bench/sqscost.py) and the flow behind a 20 ms proxy, where measured."""
+    CPU per message (bench/sqs.py) and the flow behind a 20 ms proxy, where measured."""
     same, default = sqs["same_receivers"], sqs["defaults"]
     head = f"SQS path ({sqs['messages']:,} messages, `-w {sqs['workers']}`, median of"
     head += f" {sqs['repeats']})"

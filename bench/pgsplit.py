@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -28,8 +27,8 @@ import psycopg
 from psycopg import sql
 
 from bench import core
-from bench.common import ROOT, Rig, dataset, flow_env, keys, log, prepare_schema
-from bench.server import Server
+from bench.common import ROOT, Rig, dataset, flow_env, log, prepare_schema, session
+from bench.server import Server, backend_cpu_seconds
 from connectors.postgres.pool import Writers
 from connectors.postgres.schema import table_schema
 from logins.core.config import AppConfig, load_config
@@ -39,10 +38,6 @@ PHASES = ("copy_events", "insert", "copy_vault", "insert_vault", "commit", "flus
 # base: the sink's own statements; no_vault: without the vault's; direct_vault_insert: the
 # vault insert before the put function and its inbox (INSERT ... ON CONFLICT, counted).
 VARIANTS = ("base", "no_vault", "direct_vault_insert")
-
-
-def _backend_ns(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
 
 
 def load_batches(
@@ -134,9 +129,9 @@ def replay(
         wal0 = server.wal_lsn()
 
         def timed_phase(name: str, fn: Any, *args: Any) -> None:
-            c0, w0 = _backend_ns(pid), time.perf_counter()
+            c0, w0 = backend_cpu_seconds(pid) or 0.0, time.perf_counter()
             fn(*args)
-            acc[name] += (_backend_ns(pid) - c0) / 1e9
+            acc[name] += (backend_cpu_seconds(pid) or 0.0) - c0
             acc[f"{name}_wall"] += time.perf_counter() - w0
 
         def copy(statement: sql.Composed, kinds: list[str], rows: list[tuple], *tail: Any) -> None:
@@ -218,11 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variants", default="base,no_vault", help=",".join(VARIANTS))
     p.add_argument("--work", type=Path, default=ROOT / "bench" / ".work")
     args = p.parse_args(argv)
-    args.work.mkdir(parents=True, exist_ok=True)
-    keyfiles = keys(args.work)
-    server = Server(args.work, os.environ.get("BENCH_DATABASE_URL") or None, f"_{os.getpid()}")
     results: list[dict[str, Any]] = []
-    try:
+    with session(args.work) as (server, keyfiles):
         data, _ = dataset(args.work, args.messages, args.seed)
         run, dsn = core.run_flow(Rig(server, args.work, keyfiles, data), name="pgsplit_src",
                                  messages=args.messages, workers=1, keep_database=True)  # fmt: skip
@@ -238,8 +230,6 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"{variant} round {r}: first {first['cpu_us']} µs/msg, last"
                     f" {last['cpu_us']} µs/msg of backend CPU")  # fmt: skip
                 results.append(result)
-    finally:
-        server.stop()
     print(json.dumps({"messages": args.messages, "seal_cache": args.seal_cache,
                       "flow_backend_cpu_s": run.backend_cpu_seconds,
                       "flow_msgs_per_s": run.msgs_per_s,

@@ -215,10 +215,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         size = max(*sizes, args.sqs_messages + 100)  # room for the bodies SQS refuses
         log(f"dataset: {size:,} messages, seed {args.seed}")
         data, took = dataset(args.work, size, args.seed)
-        opened = Dataset(data)
-        results["dataset"] = {"n": opened.n, "seed": opened.seed, "kinds": opened.kinds,
-                              "generate_seconds": took, "bytes": data.stat().st_size}  # fmt: skip
-        opened.close()
+        with Dataset(data) as opened:
+            results["dataset"] = {"n": opened.n, "seed": opened.seed, "kinds": opened.kinds,
+                                  "generate_seconds": took,
+                                  "bytes": data.stat().st_size}  # fmt: skip
         rig = Rig(server, args.work, keyfiles, data)
         results["seal_us"] = seal_cost()
         log(f"sealing: {results['seal_us']}")

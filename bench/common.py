@@ -107,7 +107,7 @@ def keys(work: Path) -> dict[str, Path]:
 
 def dataset(work: Path, n: int, seed: int) -> tuple[Path, float | None]:
     """The dataset file for (n, seed), written once; returns it and the seconds writing took."""
-    path = work / f"logins-{n}-seed{seed}.dataset"
+    path = work / f"logins-{n}-seed{seed}.blocks"
     if path.exists():
         return path, None
     started = time.perf_counter()

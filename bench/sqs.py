@@ -63,7 +63,6 @@ from bench.generated import Dataset
 from bench.server import Poller
 from connectors.sqs.protocol import Protocol, make_client
 from logins.core.config import SqsSourceConfig, load_config
-from logins.dev.generator import KINDS
 from logins.dev.seed import send_bodies
 
 TARGET_SAME = 0.9  # the flow / a bare drain with as many receivers
@@ -260,18 +259,13 @@ def sendable(data: Path, messages: int) -> tuple[list[str], dict[str, int]]:
     bodies: list[str] = []
     expected = {"row": 0, "rejected": 0, "duplicate": 0}
     outcome = {"valid": "row", "malformed": "rejected", "resend": "duplicate"}
-    opened = Dataset(data)
-    try:
-        for number in range(opened.blocks):
-            block, kinds = opened.block(number)
-            for body, code in zip(block, kinds, strict=True):
-                if len(bodies) == messages:
-                    return bodies, expected
-                if body:
-                    bodies.append(body)
-                    expected[outcome[KINDS[code]]] += 1
-    finally:
-        opened.close()
+    with Dataset(data) as opened:
+        for _, body, kind in opened.messages():
+            if len(bodies) == messages:
+                break
+            if body:
+                bodies.append(body)
+                expected[outcome[kind]] += 1
     return bodies, expected
 
 

@@ -3,6 +3,7 @@ server, fresh databases, and running a flow as a subprocess while watching its m
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
 import os
@@ -29,6 +30,26 @@ from logins.dev.env import service_env
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 UNUSED_QUEUE = "http://unused.invalid/000000000000/bench"  # the in-process source needs none
+WORK = ROOT / "bench" / ".work"
+SHORT = {"messages": "-n", "workers": "-w"}  # the short options every command shares
+
+
+def parser(prog: str, doc: str | None, **options: Any) -> argparse.ArgumentParser:
+    """Every bench command's options: `--name` per keyword (underscores as dashes; `-n` and `-w`
+    for messages and workers), typed by its default (False: a flag; None: text); a (default,
+    help) pair also gives its help."""
+    p = argparse.ArgumentParser(
+        prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    for name, value in options.items():
+        default, text = value if isinstance(value, tuple) else (value, None)
+        flags = [f"--{name.replace('_', '-')}", *([SHORT[name]] if name in SHORT else [])]
+        if default is False:
+            p.add_argument(*flags, action="store_true", help=text)
+        else:
+            kind = str if default is None else type(default)
+            p.add_argument(*flags, default=default, type=kind, help=text)
+    return p
 
 
 def log(message: str) -> None:

@@ -18,7 +18,6 @@ figures go to docs/operations.md (Recovery).
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import random
@@ -32,6 +31,8 @@ from contextlib import closing
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+
+from bench.common import parser
 
 OLD_COMMIT = "37f0d37"  # the last commit with the former step
 T_RESEND = (1_000, 9_000)  # ms after the original
@@ -197,13 +198,10 @@ def one(variant: str, messages: int, rate: float, interval: float, seed: int) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.dedupe_recovery", description=__doc__)
-    p.add_argument("--messages", type=int, default=20_000)
-    p.add_argument("--rate", type=float, default=1_000.0, help="msg/s, real time")
-    p.add_argument("--interval", type=float, default=2.0, help="snapshot interval (-s)")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--variant", choices=["old", "new"], help="run one variant here (internal)")
-    args = p.parse_args(argv)
+    args = parser("python -m bench.dedupe_recovery", __doc__, messages=20_000,
+                  rate=(1_000.0, "msg/s, real time"), interval=(2.0, "snapshot interval (-s)"),
+                  seed=1, variant=(None, "old or new: run one variant here (internal)")
+                  ).parse_args(argv)  # fmt: skip
     if args.variant:
         result = one(args.variant, args.messages, args.rate, args.interval, args.seed)
         print(json.dumps(result))

@@ -16,18 +16,16 @@ the tables' size shows. Prints one JSON object.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from bench import core
-from bench.common import ROOT, Rig, dataset, flow_env, log, prepare_schema, session
+from bench.common import WORK, Rig, dataset, flow_env, log, parser, prepare_schema, session
 from bench.server import Server, backend_cpu_seconds
 from connectors.postgres.pool import Writers
 from connectors.postgres.schema import table_schema
@@ -204,15 +202,11 @@ def _per_message(acc: dict[str, float], upto: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.pgsplit", description=__doc__)
-    p.add_argument("-n", "--messages", type=int, default=1_000_000)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--segment", type=int, default=50_000)
-    p.add_argument("--rounds", type=int, default=1)
-    p.add_argument("--seal-cache", type=int, default=None, help="stage as a seal cache of N")
-    p.add_argument("--variants", default="base,no_vault", help=",".join(VARIANTS))
-    p.add_argument("--work", type=Path, default=ROOT / "bench" / ".work")
-    args = p.parse_args(argv)
+    args = parser("python -m bench.pgsplit", __doc__, messages=1_000_000, seed=1, segment=50_000,
+                  rounds=1, seal_cache=(0, "stage as a seal cache of N"),
+                  variants=("base,no_vault", ",".join(VARIANTS)), work=WORK
+                  ).parse_args(argv)  # fmt: skip
+    args.seal_cache = args.seal_cache or None  # fmt: skip
     results: list[dict[str, Any]] = []
     with session(args.work) as (server, keyfiles):
         data, _ = dataset(args.work, args.messages, args.seed)

@@ -16,14 +16,12 @@ after. Medians of the repeats.
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from bench.common import ROOT, flow_env, log, median, session
+from bench.common import WORK, flow_env, log, median, parser, session
 from bench.server import Server
 from connectors.postgres.migrations import migrate
 from logins.core.config import load_config
@@ -81,12 +79,8 @@ def row(statement: str, runs: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rows", type=int, default=1_000_000)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--erase-share", type=float, default=0.01)
-    p.add_argument("--work", type=Path, default=ROOT / "bench" / ".work")
-    args = p.parse_args()
+    args = parser("python -m bench.storage_rewrite", __doc__, rows=1_000_000, repeats=3,
+                  erase_share=0.01, work=WORK).parse_args()  # fmt: skip
     with session(args.work, shared=False) as (server, keyfiles):
         dsn = server.fresh_database("bench_storage_rewrite")
         config = load_config(flow_env(keyfiles, dsn))

@@ -20,12 +20,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from bench.common import log, median
+from bench.common import log
 from bench.generated import Dataset
 from bench.server import Server
 from connectors.postgres.migrations import migrate

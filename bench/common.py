@@ -6,14 +6,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import json
 import os
-import statistics
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +54,6 @@ def parser(prog: str, doc: str | None, **options: Any) -> argparse.ArgumentParse
 
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values)
 
 
 def git() -> dict[str, Any]:
@@ -282,27 +278,10 @@ def read_ledger(database_url: str, config: AppConfig) -> Ledger:
     )
 
 
-@contextlib.contextmanager
-def timed() -> Iterator[list[float]]:
-    """`with timed() as t: ...` leaves the elapsed seconds in t[0]."""
-    box: list[float] = []
-    started = time.perf_counter()
-    try:
-        yield box
-    finally:
-        box.append(time.perf_counter() - started)
-
-
 def as_dict(obj: Any) -> Any:
-    """Dataclasses (nested) as plain data for results.json."""
-    from dataclasses import asdict, is_dataclass
+    """Dataclasses (nested), tuples and paths as plain data for results.json."""
 
-    if is_dataclass(obj) and not isinstance(obj, type):
-        return {k: as_dict(v) for k, v in asdict(obj).items()}
-    if isinstance(obj, dict):
-        return {str(k): as_dict(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [as_dict(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
+    def plain(o: Any) -> Any:
+        return asdict(o) if is_dataclass(o) and not isinstance(o, type) else str(o)
+
+    return json.loads(json.dumps(obj, default=plain))

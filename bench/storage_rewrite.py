@@ -16,12 +16,13 @@ after. Medians of the repeats.
 
 from __future__ import annotations
 
+from statistics import median
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from bench.common import WORK, flow_env, log, median, parser, session
+from bench.common import WORK, flow_env, log, parser, session
 from bench.server import Server
 from connectors.postgres.migrations import migrate
 from logins.core.config import load_config

@@ -100,9 +100,8 @@ def one(variant: str, messages: int, rate: float, interval: float, seed: int) ->
     import bytewax.operators as op
     from bytewax.dataflow import Dataflow
     from bytewax.inputs import DynamicSource, StatelessSourcePartition
-    from bytewax.outputs import DynamicSink, StatelessSinkPartition
     from bytewax.recovery import RecoveryConfig, init_db_dir
-    from bytewax.testing import run_main
+    from bytewax.testing import TestingSink, run_main
 
     from flows.steps import dedupe
     from logins.core.config import DedupeStep
@@ -122,7 +121,6 @@ def one(variant: str, messages: int, rate: float, interval: float, seed: int) ->
         pass
 
     kind = OldEvent if variant == "old" else Event
-    counts = {"duplicates": 0, "messages": 0}
 
     class Paced(StatelessSourcePartition[Any]):
         def __init__(self) -> None:
@@ -147,22 +145,12 @@ def one(variant: str, messages: int, rate: float, interval: float, seed: int) ->
         def build(self, step_id: str, worker_index: int, worker_count: int) -> Paced:
             return Paced()
 
-    class Counter(StatelessSinkPartition[Any]):
-        def write_batch(self, items: list[Any]) -> None:
-            counts["messages"] += len(items)
-            counts["duplicates"] += sum(
-                e.duplicate or getattr(e, "duplicate_of", None) is not None for e in items
-            )
-
-    class Sink(DynamicSink[Any]):
-        def build(self, step_id: str, worker_index: int, worker_count: int) -> Counter:
-            return Counter()
-
     flow = Dataflow("dedupe_recovery")
     events = op.input("in", flow, Source())
     keyed = op.map("shard", events, lambda e: (dedupe.shard_of(e, step.shards), e))
     deduped = op.stateful_batch(step.name, keyed, build)
-    op.output("out", op.map("unkey", deduped, lambda kv: kv[1]), Sink())
+    out: list[Any] = []
+    op.output("out", op.map("unkey", deduped, lambda kv: kv[1]), TestingSink(out))
 
     with tempfile.TemporaryDirectory(prefix="dedupe-recovery-") as tmp:
         store = Path(tmp)
@@ -177,15 +165,16 @@ def one(variant: str, messages: int, rate: float, interval: float, seed: int) ->
         files = {p.name: p.stat().st_size for p in store.iterdir() if p.is_file()}
         snapshots = _snapshots(store)
     written = after["write_bytes"] - before["write_bytes"]
+    duplicates = sum(e.duplicate or getattr(e, "duplicate_of", None) is not None for e in out)
     live = sum(1 for _, _, _, resend in plan if not resend)  # the run is shorter than the window
     return {
         "variant": variant,
-        "messages": counts["messages"],
-        "duplicates": counts["duplicates"],
+        "messages": len(out),
+        "duplicates": duplicates,
         "resends": sum(1 for *_, resend in plan if resend),
         "write_bytes": written,
         "wchar": after["wchar"] - before["wchar"],
-        "written_per_message": written / max(counts["messages"], 1),
+        "written_per_message": written / max(len(out), 1),
         "store_bytes": sum(files.values()),
         "store_files": files,
         "snapshot_rows": snapshots["rows"],

@@ -171,7 +171,7 @@ class _GeneratedPartition(StatelessSourcePartition[SqsMessage]):
             raise StopIteration
         if self._rate is None:
             start, bodies = next(self._blocks)  # StopIteration ends the partition
-            return self._stamp(start, bodies)
+            return self._stamp(enumerate(bodies, start))
         return self._paced()
 
     def _paced(self) -> list[SqsMessage]:
@@ -192,15 +192,12 @@ class _GeneratedPartition(StatelessSourcePartition[SqsMessage]):
                 self._pending = [(start + i, b) for i, b in enumerate(bodies)]
             take, self._pending = self._pending[:due], self._pending[due:]
             due -= len(take)
-            out += self._stamp_pairs(take)
+            out += self._stamp(take)
         self._emitted += len(out)
         self._awake = datetime.now(timezone.utc) + _PACED_TICK
         return out
 
-    def _stamp(self, start: int, bodies: list[str]) -> list[SqsMessage]:
-        return self._stamp_pairs(enumerate(bodies, start))
-
-    def _stamp_pairs(self, pairs: Iterable[tuple[int, str]]) -> list[SqsMessage]:
+    def _stamp(self, pairs: Iterable[tuple[int, str]]) -> list[SqsMessage]:
         """Messages `index: body`, sent (SentTimestamp) and received now."""
         now = time.time()
         sent = int(now * 1000)

@@ -33,7 +33,7 @@ import contextlib
 import threading
 import time
 from argparse import Namespace
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,50 +207,42 @@ def bare_drain(
 
 
 class EmptyWatch(Poller):
-    """Polls the queue's counts every `interval` s; `empty_at` is the first epoch time it saw
-    nothing visible, in flight or delayed after having seen something.
+    """Polls the queue's counts every `interval` s once the flow's ledger (`table` at `dsn`)
+    holds `expected` entries; `empty_at` is the first epoch time it saw nothing visible, in
+    flight or delayed.
 
-    With `ready`, the queue is polled only once `ready()` is true (checked every `interval`
-    s): the flow's run waits for its ledger to hold every message, so no GetQueueAttributes
-    reaches the server while the flow drains. Ten of them a second cost LocalStack about 5 %
-    more CPU per message drained and a bare drain about 15 % of its rate (measured: 690
-    against 838 msg/s, three alternating rounds), a load the bare drain beside it did not
-    carry."""
+    The ledger is counted on PostgreSQL, not on the SQS server the flow shares the cores with,
+    so no GetQueueAttributes reaches that server while the flow drains. Ten of them a second
+    cost LocalStack about 5 % more CPU per message drained and a bare drain about 15 % of its
+    rate (measured: 690 against 838 msg/s, three alternating rounds), a load the bare drain
+    beside it did not carry."""
 
     def __init__(
-        self, sqs: Any, queue_url: str, ready: Callable[[], bool], interval: float = 0.1
+        self, sqs: Any, queue_url: str, dsn: str, table: str, expected: int, interval: float = 0.1
     ) -> None:
-        self._sqs, self._url, self._ready, self._interval = sqs, queue_url, ready, interval
+        self._sqs, self._url, self._interval = sqs, queue_url, interval
+        self._dsn, self._count = (
+            dsn,
+            sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table)),
+        )
+        self._expected = expected
         self.empty_at: float | None = None
         super().__init__()
 
     def _poll(self) -> None:
         names = [f"ApproximateNumberOfMessages{s}" for s in ("", "NotVisible", "Delayed")]
-        while not self._stop.wait(self._interval):
-            try:
-                if self._ready():
-                    break
-            except psycopg.Error:
-                continue  # the flow's schema is not there yet, or the server is busy
+        with psycopg.connect(self._dsn, autocommit=True) as conn:
+            while not self._stop.wait(self._interval):
+                try:
+                    if int(conn.execute(self._count).fetchone()[0]) >= self._expected:  # type: ignore[index]
+                        break
+                except psycopg.Error:
+                    continue  # the flow's schema is not there yet, or the server is busy
         while not self._stop.wait(self._interval):
             attrs = self._sqs.get_queue_attributes(QueueUrl=self._url, AttributeNames=names)
             if not any(int(v) for v in attrs["Attributes"].values()):
                 self.empty_at = time.time()
                 return
-
-
-@contextlib.contextmanager
-def ledger_holds(dsn: str, table: str, expected: int) -> Iterator[Callable[[], bool]]:
-    """A check that the flow's ledger has `expected` entries: one count on PostgreSQL (not on
-    the SQS server the flow shares the cores with) per call."""
-    query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))
-    with psycopg.connect(dsn, autocommit=True) as conn:
-
-        def holds() -> bool:
-            row = conn.execute(query).fetchone()
-            return row is not None and int(row[0]) >= expected
-
-        yield holds
 
 
 def sendable(data: Path, messages: int) -> tuple[list[str], dict[str, int]]:
@@ -297,10 +289,7 @@ def run_flow(
     config = load_config(env)
     prepare_schema(dsn, config)
     argv = [PYTHON, "-m", "bytewax.run", "flows.logins", "-w", str(WORKERS)]
-    with (
-        ledger_holds(dsn, config.sink.ledger_table, len(bodies)) as holds,
-        EmptyWatch(sqs, queue_url, ready=holds) as watch,
-    ):
+    with EmptyWatch(sqs, queue_url, dsn, config.sink.ledger_table, len(bodies)) as watch:
         process = run_process(argv, env, work / f"sqs-{name}.log", len(bodies) / 50 + 300)
     if process.returncode != 0:
         raise RuntimeError(f"sqs flow exited {process.returncode}:\n{tail(process.log_path)}")

@@ -152,16 +152,11 @@ def sqs_section(s: dict[str, Any]) -> str:
     )
 
 
-KEY_FILE_LABELS = {  # bench/tokens.py's algorithms; any other is named as it is measured
-    "hmac-sha256": "key file, HMAC-SHA256",
-}
-
-
 def tokens_section(t: dict[str, Any]) -> str:
     """Key file against KMS (bench/tokens.py): every run, then what it means, in figures."""
     kms, same = t["kms"], t["file_same"]
     rows: list[Row] = [
-        (KEY_FILE_LABELS.get(name, f"key file, {name}"), f"{p['messages']:,}",
+        (f"key file, {name.upper()}", f"{p['messages']:,}",
          f"{p['msgs_per_s']:,.0f}", "-", "-", "-", "-")
         for where in ("file", "file_same") for name, p in t[where].items()
     ]  # fmt: skip

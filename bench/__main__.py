@@ -37,93 +37,72 @@ from pathlib import Path
 from typing import Any
 
 from bench import baselines, chart, core, dedupe, profile, report, sections, sqs, tokens
-from bench.common import ROOT, Rig, as_dict, dataset, finish, flow_env, log, session, stamp
+from bench.common import (
+    ROOT,
+    WORK,
+    Rig,
+    as_dict,
+    dataset,
+    finish,
+    flow_env,
+    log,
+    parser,
+    session,
+    stamp,
+)
 from bench.generated import Dataset
 from logins.core.config import load_config
 
-WORK, PAGE = ROOT / "bench" / ".work", ROOT / "docs" / "benchmarks.md"
+PAGE = ROOT / "docs" / "benchmarks.md"
 SQS_ENDPOINT = os.environ.get("BENCH_SQS_ENDPOINT") or None
 
 
 @dataclass(frozen=True)
 class Part:
-    """A part measured alone, `python -m bench NAME`: its options, its measurement, and the
-    section of docs/benchmarks.md it rewrites (None: it has none, or nothing to write)."""
+    """A part measured alone, `python -m bench NAME`: its options (common.parser's), its
+    measurement, and the section of docs/benchmarks.md it rewrites (None: it has none)."""
 
     doc: str
-    options: Callable[[argparse.ArgumentParser], None]
+    options: dict[str, Any]
     measure: Callable[[argparse.Namespace], dict[str, Any]]
     section: Callable[[dict[str, Any]], str | None] = lambda _: None
     ok: Callable[[dict[str, Any]], bool] = lambda _: True
 
 
-def _core_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-n", "--messages", type=int, default=1_000_000)
-    p.add_argument("-w", "--workers", type=int, default=1)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--baseline-messages", type=int, default=10_000)
-    p.add_argument("--baseline-seconds", type=float, default=baselines.NAIVE_SECONDS)
-
-
-def _dedupe_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rate", type=float, default=10_000.0, help="messages/s of simulated time")
-    p.add_argument("--minutes", type=float, default=12.0, help="simulated minutes")
-
-
-def _tokens_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--messages", type=int, default=100_000)
-    p.add_argument("--kms-messages", type=int, default=5_000)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--kms-key-id", default=None, help="your own HMAC_256 key instead of moto")
-    p.add_argument("--kms-endpoint", default=None, help="with --kms-key-id: a local endpoint")
-
-
-def _sqs_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--endpoint", default=SQS_ENDPOINT)
-    p.add_argument("-n", "--messages", type=int, default=40_000)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--no-pairs", action="store_true", help="skip the flow-vs-drain rate pairs")
-    p.add_argument(
-        "--cpu-sizes",
-        default="4000,24000",
-        help="SMALL,LARGE: the flow's marginal CPU per message between them ('' skips)",
-    )
-    p.add_argument(
-        "--delay-ms",
-        type=float,
-        default=20.0,
-        help="the fault proxy holds each call this long (0 skips)",
-    )
-    p.add_argument("--delay-messages", type=int, default=10_000)
-    p.add_argument("--flow-source", default="",
-                   help="KEY=VALUE,... overriding the flow's source: in the CPU runs")  # fmt: skip
-
-
 PARTS = {
-    "core": Part(core.alone.__doc__ or "", _core_options, core.alone),
-    "dedupe": Part(dedupe.__doc__ or "", _dedupe_options,
-                   lambda a: dedupe.run(a.rate, a.minutes), sections.dedupe_section),
-    "tokens": Part(tokens.__doc__ or "", _tokens_options,
-                   lambda a: tokens.measure(a.messages, a.kms_messages, a.seed, a.kms_key_id,
-                                            a.kms_endpoint), sections.tokens_section),
-    "sqs": Part(sqs.__doc__ or "", _sqs_options, sqs.alone,
-                lambda out: sections.sqs_section(out) if "defaults" in out else None,
-                lambda out: all(x.get("exact", True) for x in (out, out.get("cpu") or {},
-                                                                out.get("delayed") or {}))),
+    "core": Part(core.alone.__doc__ or "", {
+        "messages": 1_000_000, "workers": 1, "seed": 1, "baseline_messages": 10_000,
+        "baseline_seconds": baselines.NAIVE_SECONDS}, core.alone),
+    "dedupe": Part(dedupe.__doc__ or "", {
+        "rate": (10_000.0, "messages/s of simulated time"),
+        "minutes": (12.0, "simulated minutes")},
+        lambda a: dedupe.run(a.rate, a.minutes), sections.dedupe_section),
+    "tokens": Part(tokens.__doc__ or "", {
+        "messages": 100_000, "kms_messages": 5_000, "seed": 1,
+        "kms_key_id": (None, "your own HMAC_256 key instead of moto"),
+        "kms_endpoint": (None, "with --kms-key-id: a local endpoint")},
+        lambda a: tokens.measure(a.messages, a.kms_messages, a.seed, a.kms_key_id,
+                                 a.kms_endpoint), sections.tokens_section),
+    "sqs": Part(sqs.__doc__ or "", {
+        "endpoint": SQS_ENDPOINT, "messages": 40_000, "repeats": 3, "seed": 1,
+        "no_pairs": (False, "skip the flow-vs-drain rate pairs"),
+        "cpu_sizes": ("4000,24000",
+                      "SMALL,LARGE: the flow's marginal CPU per message between them ('' skips)"),
+        "delay_ms": (20.0, "the fault proxy holds each call this long (0 skips)"),
+        "delay_messages": 10_000,
+        "flow_source": ("", "KEY=VALUE,... overriding the flow's source: in the CPU runs")},
+        sqs.alone, lambda out: sections.sqs_section(out) if "defaults" in out else None,
+        lambda out: all(x.get("exact", True) for x in (out, out.get("cpu") or {},
+                                                        out.get("delayed") or {}))),
 }  # fmt: skip
 
 
 def part_main(name: str, argv: list[str]) -> int:
     part = PARTS[name]
-    p = argparse.ArgumentParser(prog=f"python -m bench {name}", description=part.doc,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    p.add_argument("--work", type=Path, default=WORK)
-    p.add_argument("--out", type=Path, default=PAGE)
-    p.add_argument("--no-doc", action="store_true", help="do not rewrite the page's section")
-    p.add_argument("--report-only", action="store_true", help=f"re-render the last {name}.json")
-    part.options(p)
+    p = parser(f"python -m bench {name}", part.doc, **part.options,
+               json=(False, "print one JSON object on stdout"), work=WORK, out=PAGE,
+               no_doc=(False, "do not rewrite the page's section"),
+               report_only=(False, f"re-render the last {name}.json"))  # fmt: skip
     args = p.parse_args(argv)
     if name == "sqs" and not args.endpoint and not args.report_only:
         p.error("give --endpoint or BENCH_SQS_ENDPOINT (e.g. LocalStack's http://127.0.0.1:4566)")
@@ -150,27 +129,17 @@ def part_main(name: str, argv: list[str]) -> int:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--messages", type=int, default=1_000_000, help="core path size")
-    p.add_argument("--small", type=int, default=100_000, help="the memory-growth comparison size")
-    p.add_argument("--cost-small", type=int, default=50_000, help="the cost-per-message size")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--repeats", type=int, default=3, help="repeats of the short measurements")
-    p.add_argument("--naive-messages", type=int, default=10_000)
-    p.add_argument("--latency-rate", type=float, default=500.0)
-    p.add_argument("--latency-seconds", type=float, default=25.0)
-    p.add_argument("--profile-messages", type=int, default=100_000)
-    p.add_argument("--sqs-endpoint", default=SQS_ENDPOINT)
-    p.add_argument("--sqs-messages", type=int, default=40_000)
-    p.add_argument("--py-spy", default=os.environ.get("PY_SPY") or None)
-    p.add_argument("--no-profile", action="store_true")
-    p.add_argument("--work", type=Path, default=WORK)
-    p.add_argument("--out", type=Path, default=PAGE)
-    p.add_argument("--chart", type=Path, default=ROOT / "docs" / "benchmarks.png")
-    p.add_argument("--quick", action="store_true", help="small sizes, one repeat")
-    p.add_argument("--report-only", action="store_true")
-    p.add_argument("--dedupe", action="store_true", help="also the dedupe window")
+    p = parser("python -m bench", __doc__,
+               messages=(1_000_000, "core path size"),
+               small=(100_000, "the memory-growth comparison size"),
+               cost_small=(50_000, "the cost-per-message size"), seed=1,
+               repeats=(3, "repeats of the short measurements"), naive_messages=10_000,
+               latency_rate=500.0, latency_seconds=25.0, profile_messages=100_000,
+               sqs_endpoint=SQS_ENDPOINT, sqs_messages=40_000,
+               py_spy=os.environ.get("PY_SPY") or None, no_profile=False, work=WORK, out=PAGE,
+               chart=ROOT / "docs" / "benchmarks.png",
+               quick=(False, "small sizes, one repeat"), report_only=False,
+               dedupe=(False, "also the dedupe window"))  # fmt: skip
     args = p.parse_args(argv)
     if args.quick:
         args.messages, args.small, args.cost_small, args.repeats = 50_000, 10_000, 5_000, 1
@@ -215,10 +184,10 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         size = max(*sizes, args.sqs_messages + 100)  # room for the bodies SQS refuses
         log(f"dataset: {size:,} messages, seed {args.seed}")
         data, took = dataset(args.work, size, args.seed)
-        opened = Dataset(data)
-        results["dataset"] = {"n": opened.n, "seed": opened.seed, "kinds": opened.kinds,
-                              "generate_seconds": took, "bytes": data.stat().st_size}  # fmt: skip
-        opened.close()
+        with Dataset(data) as opened:
+            results["dataset"] = {"n": opened.n, "seed": opened.seed, "kinds": opened.kinds,
+                                  "generate_seconds": took,
+                                  "bytes": data.stat().st_size}  # fmt: skip
         rig = Rig(server, args.work, keyfiles, data)
         results["seal_us"] = seal_cost()
         log(f"sealing: {results['seal_us']}")

@@ -20,14 +20,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from bench.common import log, median
+from bench.common import log
 from bench.generated import Dataset
-from bench.server import Server, backend_cpu_seconds
+from bench.server import Server
 from connectors.postgres.migrations import migrate
 from connectors.postgres.schema import Column, table_schema
 from logins.core.config import AppConfig
@@ -68,19 +69,14 @@ def _repeat(
         for attempt in range(repeats):
             setup(conn)
             conn.commit()
-            wal, cpu = server.wal_lsn(), server.cpu_seconds()
-            own = backend_cpu_seconds(conn.info.backend_pid)
-            started = time.perf_counter()
-            loaded = load(conn)
-            elapsed = time.perf_counter() - started
-            cpu_after = server.cpu_seconds()  # this connection's backend is a live child
-            own_after = backend_cpu_seconds(conn.info.backend_pid)
-            if cpu is not None and cpu_after is not None:
-                result.postgres_cpu.append(cpu_after - cpu)
-            if own is not None and own_after is not None:
-                result.backend_cpu.append(own_after - own)
-            result.wal_bytes.append(server.wal_bytes(wal))
-            result.rates.append(count(conn, loaded) / elapsed)
+            with server.measured(conn) as got:  # this connection's backend is a live child
+                loaded = load(conn)
+            for key, into in (("server_cpu", result.postgres_cpu),
+                              ("backend_cpu", result.backend_cpu)):  # fmt: skip
+                if got[key] is not None:
+                    into.append(got[key])
+            result.wal_bytes.append(got["wal_bytes"])
+            result.rates.append(count(conn, loaded) / got["seconds"])
             log(f"{result.name} {attempt + 1}/{repeats}: {result.rates[-1]:,.0f} items/s")
     server.drop_database(database)
     return result
@@ -137,11 +133,8 @@ def naive(
     max_seconds: float | None = None,
 ) -> Repeated:
     """`max_seconds` bounds each repeat: its speed is the disk's commit latency."""
-    dataset = Dataset(data)
-    try:
+    with Dataset(data) as dataset:
         bodies = [body for _, body in dataset.iter_bodies(messages)]
-    finally:
-        dataset.close()
     published = _published(config)
     insert = sql.SQL("INSERT INTO naive_logins ({}) VALUES ({})").format(
         _ids([c.name for c in published]), sql.SQL(", ").join(sql.Placeholder() * len(published))

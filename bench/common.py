@@ -3,16 +3,17 @@ server, fresh databases, and running a flow as a subprocess while watching its m
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
+import json
 import os
-import statistics
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +30,30 @@ from logins.dev.env import service_env
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 UNUSED_QUEUE = "http://unused.invalid/000000000000/bench"  # the in-process source needs none
+WORK = ROOT / "bench" / ".work"
+SHORT = {"messages": "-n", "workers": "-w"}  # the short options every command shares
+
+
+def parser(prog: str, doc: str | None, **options: Any) -> argparse.ArgumentParser:
+    """Every bench command's options: `--name` per keyword (underscores as dashes; `-n` and `-w`
+    for messages and workers), typed by its default (False: a flag; None: text); a (default,
+    help) pair also gives its help."""
+    p = argparse.ArgumentParser(
+        prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    for name, value in options.items():
+        default, text = value if isinstance(value, tuple) else (value, None)
+        flags = [f"--{name.replace('_', '-')}", *([SHORT[name]] if name in SHORT else [])]
+        if default is False:
+            p.add_argument(*flags, action="store_true", help=text)
+        else:
+            kind = str if default is None else type(default)
+            p.add_argument(*flags, default=default, type=kind, help=text)
+    return p
 
 
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def median(values: Sequence[float]) -> float:
-    return statistics.median(values)
 
 
 def git() -> dict[str, Any]:
@@ -107,7 +124,7 @@ def keys(work: Path) -> dict[str, Path]:
 
 def dataset(work: Path, n: int, seed: int) -> tuple[Path, float | None]:
     """The dataset file for (n, seed), written once; returns it and the seconds writing took."""
-    path = work / f"logins-{n}-seed{seed}.dataset"
+    path = work / f"logins-{n}-seed{seed}.blocks"
     if path.exists():
         return path, None
     started = time.perf_counter()
@@ -261,27 +278,10 @@ def read_ledger(database_url: str, config: AppConfig) -> Ledger:
     )
 
 
-@contextlib.contextmanager
-def timed() -> Iterator[list[float]]:
-    """`with timed() as t: ...` leaves the elapsed seconds in t[0]."""
-    box: list[float] = []
-    started = time.perf_counter()
-    try:
-        yield box
-    finally:
-        box.append(time.perf_counter() - started)
-
-
 def as_dict(obj: Any) -> Any:
-    """Dataclasses (nested) as plain data for results.json."""
-    from dataclasses import asdict, is_dataclass
+    """Dataclasses (nested), tuples and paths as plain data for results.json."""
 
-    if is_dataclass(obj) and not isinstance(obj, type):
-        return {k: as_dict(v) for k, v in asdict(obj).items()}
-    if isinstance(obj, dict):
-        return {str(k): as_dict(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [as_dict(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
+    def plain(o: Any) -> Any:
+        return asdict(o) if is_dataclass(o) and not isinstance(o, type) else str(o)
+
+    return json.loads(json.dumps(obj, default=plain))

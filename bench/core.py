@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import time
 from argparse import Namespace
+from collections.abc import Callable
 from dataclasses import dataclass
+from statistics import median
 from typing import Any
 
 import psycopg
@@ -20,13 +22,11 @@ from bench.common import (
     dataset,
     flow_env,
     log,
-    median,
     prepare_schema,
     read_ledger,
     run_process,
     session,
     tail,
-    timed,
 )
 from bench.generated import kinds_of
 from connectors.postgres.pool import Writers
@@ -183,22 +183,21 @@ def statement_costs(dsn: str, config: AppConfig, batches: int = 5) -> dict[str, 
             )
         )
         conn.commit()
+        plain = sql.SQL("INSERT INTO bench_plain SELECT {} FROM stage_events").format(columns)
+
+        def ms(key: str, run: Callable[[], object]) -> None:
+            started = time.perf_counter()
+            run()
+            times[key].append((time.perf_counter() - started) * 1000)
+
         for _ in range(batches):
             conn.execute(stage_rows)
             conn.execute(stage_vault)
             for key in ("insert", "insert_vault"):
-                with timed() as took:
-                    conn.execute(statements[key])
-                times[key].append(took[0] * 1000)
-            with timed() as took:
-                conn.commit()
-            times["commit"].append(took[0] * 1000)
+                ms(key, lambda key=key: conn.execute(statements[key]))  # type: ignore[misc]
+            ms("commit", conn.commit)
             conn.execute(stage_rows)
-            with timed() as took:
-                conn.execute(
-                    sql.SQL("INSERT INTO bench_plain SELECT {} FROM stage_events").format(columns)
-                )
-            times["plain"].append(took[0] * 1000)
+            ms("plain", lambda: conn.execute(plain))
             conn.rollback()
     return {key: median(values) for key, values in times.items()}
 

@@ -31,8 +31,9 @@ import sys
 import time
 import tracemalloc
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import REGISTRY
 
@@ -44,6 +45,7 @@ from logins.core.records import Event, Rejection, SqsMessage
 
 T0 = 1_780_000_000_000  # ms
 BUDGETS_MB = (25, 50, 100, 150, 250, 500, 1000)
+T = TypeVar("T")
 NEW_LOGIN_SHARE = 0.95  # the generator's mix: 95 % of messages are new valid logins
 
 
@@ -55,15 +57,21 @@ def _evicted() -> float:
     return REGISTRY.get_sample_value("logins_dedupe_evicted_early_total") or 0.0
 
 
+def _traced(build: Callable[[], T]) -> tuple[T, int]:
+    """What `build` returns, and the bytes tracemalloc saw it allocate."""
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    built = build()
+    allocated = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    return built, allocated
+
+
 def bytes_per_slot() -> dict[str, float]:
     """tracemalloc's count of what one default shard's table allocates, per slot."""
     step = _defaults()
     slots = dedupe.slots_per_period(step.memory_budget_mb, step.shards)
-    tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
-    logic = dedupe.DedupeLogic(step.window_seconds, slots, None)
-    allocated = tracemalloc.get_traced_memory()[0] - before
-    tracemalloc.stop()
+    logic, allocated = _traced(lambda: dedupe.DedupeLogic(step.window_seconds, slots, None))
     both = logic.window.slots * dedupe.PERIODS
     return {"slots": both, "bytes": allocated, "bytes_per_slot": allocated / both}
 
@@ -137,11 +145,7 @@ def window_run(
     slots = dedupe.slots_per_period(step.memory_budget_mb, shards)
     build = dedupe.builder(step.window_seconds, slots)
     started = time.perf_counter()
-    tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
-    logics = {str(s): build(None) for s in range(shards)}
-    state_bytes = tracemalloc.get_traced_memory()[0] - before
-    tracemalloc.stop()
+    logics, state_bytes = _traced(lambda: {str(s): build(None) for s in range(shards)})
 
     rng = random.Random(seed)  # noqa: S311 (synthetic data, reproducible)
     result = WindowRun(rate, minutes, state_bytes=state_bytes)

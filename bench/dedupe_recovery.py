@@ -18,7 +18,6 @@ figures go to docs/operations.md (Recovery).
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import random
@@ -32,6 +31,8 @@ from contextlib import closing
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+
+from bench.common import parser
 
 OLD_COMMIT = "37f0d37"  # the last commit with the former step
 T_RESEND = (1_000, 9_000)  # ms after the original
@@ -99,9 +100,8 @@ def one(variant: str, messages: int, rate: float, interval: float, seed: int) ->
     import bytewax.operators as op
     from bytewax.dataflow import Dataflow
     from bytewax.inputs import DynamicSource, StatelessSourcePartition
-    from bytewax.outputs import DynamicSink, StatelessSinkPartition
     from bytewax.recovery import RecoveryConfig, init_db_dir
-    from bytewax.testing import run_main
+    from bytewax.testing import TestingSink, run_main
 
     from flows.steps import dedupe
     from logins.core.config import DedupeStep
@@ -121,7 +121,6 @@ def one(variant: str, messages: int, rate: float, interval: float, seed: int) ->
         pass
 
     kind = OldEvent if variant == "old" else Event
-    counts = {"duplicates": 0, "messages": 0}
 
     class Paced(StatelessSourcePartition[Any]):
         def __init__(self) -> None:
@@ -146,22 +145,12 @@ def one(variant: str, messages: int, rate: float, interval: float, seed: int) ->
         def build(self, step_id: str, worker_index: int, worker_count: int) -> Paced:
             return Paced()
 
-    class Counter(StatelessSinkPartition[Any]):
-        def write_batch(self, items: list[Any]) -> None:
-            counts["messages"] += len(items)
-            counts["duplicates"] += sum(
-                e.duplicate or getattr(e, "duplicate_of", None) is not None for e in items
-            )
-
-    class Sink(DynamicSink[Any]):
-        def build(self, step_id: str, worker_index: int, worker_count: int) -> Counter:
-            return Counter()
-
     flow = Dataflow("dedupe_recovery")
     events = op.input("in", flow, Source())
     keyed = op.map("shard", events, lambda e: (dedupe.shard_of(e, step.shards), e))
     deduped = op.stateful_batch(step.name, keyed, build)
-    op.output("out", op.map("unkey", deduped, lambda kv: kv[1]), Sink())
+    out: list[Any] = []
+    op.output("out", op.map("unkey", deduped, lambda kv: kv[1]), TestingSink(out))
 
     with tempfile.TemporaryDirectory(prefix="dedupe-recovery-") as tmp:
         store = Path(tmp)
@@ -176,15 +165,16 @@ def one(variant: str, messages: int, rate: float, interval: float, seed: int) ->
         files = {p.name: p.stat().st_size for p in store.iterdir() if p.is_file()}
         snapshots = _snapshots(store)
     written = after["write_bytes"] - before["write_bytes"]
+    duplicates = sum(e.duplicate or getattr(e, "duplicate_of", None) is not None for e in out)
     live = sum(1 for _, _, _, resend in plan if not resend)  # the run is shorter than the window
     return {
         "variant": variant,
-        "messages": counts["messages"],
-        "duplicates": counts["duplicates"],
+        "messages": len(out),
+        "duplicates": duplicates,
         "resends": sum(1 for *_, resend in plan if resend),
         "write_bytes": written,
         "wchar": after["wchar"] - before["wchar"],
-        "written_per_message": written / max(counts["messages"], 1),
+        "written_per_message": written / max(len(out), 1),
         "store_bytes": sum(files.values()),
         "store_files": files,
         "snapshot_rows": snapshots["rows"],
@@ -197,13 +187,10 @@ def one(variant: str, messages: int, rate: float, interval: float, seed: int) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.dedupe_recovery", description=__doc__)
-    p.add_argument("--messages", type=int, default=20_000)
-    p.add_argument("--rate", type=float, default=1_000.0, help="msg/s, real time")
-    p.add_argument("--interval", type=float, default=2.0, help="snapshot interval (-s)")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--variant", choices=["old", "new"], help="run one variant here (internal)")
-    args = p.parse_args(argv)
+    args = parser("python -m bench.dedupe_recovery", __doc__, messages=20_000,
+                  rate=(1_000.0, "msg/s, real time"), interval=(2.0, "snapshot interval (-s)"),
+                  seed=1, variant=(None, "old or new: run one variant here (internal)")
+                  ).parse_args(argv)  # fmt: skip
     if args.variant:
         result = one(args.variant, args.messages, args.rate, args.interval, args.seed)
         print(json.dumps(result))

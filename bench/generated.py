@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
+import pickle
 import struct
 import time
-from array import array
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import BinaryIO
+from typing import Self
 
 import orjson
 from bytewax.inputs import DynamicSource, StatelessSourcePartition
@@ -35,9 +36,8 @@ from logins.core.stop import Stop
 from logins.dev.generator import KINDS, iter_messages
 
 DEFAULT_BATCH = 1000
-_MAGIC = b"LOGINS-DATASET-1\n"
+_MAGIC = b"LOGINS-DATASET-2\n"
 _TRAILER = struct.Struct("<Q16s")  # index length, magic (padded)
-_BLOCK_HEADER = struct.Struct("<I")  # messages in the block
 _PACED_TICK = timedelta(milliseconds=5)
 
 
@@ -66,28 +66,20 @@ def _seed_hash(seed: int) -> hashlib.blake2b:
 def write_dataset(
     path: Path, n: int, *, seed: int = 0, block_size: int = DEFAULT_BATCH
 ) -> dict[str, int]:
-    """Write `iter_messages(n, seed=seed)` to `path` in blocks; returns the count of each kind.
-
-    A block is its message count, each body's byte length, each message's kind, then the
-    bodies (UTF-8). An index of block offsets follows the blocks.
-    """
-    kind_code = {k: i for i, k in enumerate(KINDS)}
+    """Write `iter_messages(n, seed=seed)` to `path`; returns the count of each kind. Each block
+    is pickled (its bodies, each one's kind as an index into KINDS); an index of the blocks'
+    offsets follows them, then its length."""
+    code = {k: i for i, k in enumerate(KINDS)}
     counts = dict.fromkeys(KINDS, 0)
     offsets: list[int] = []
+    stream = iter_messages(n, seed=seed)
     with path.open("wb") as out:
         out.write(_MAGIC)
-        lengths, kinds, bodies = array("I"), bytearray(), bytearray()
-        for generated in iter_messages(n, seed=seed):
-            raw = generated.body.encode("utf-8", "surrogatepass")
-            lengths.append(len(raw))
-            kinds.append(kind_code[generated.kind])
-            bodies += raw
-            counts[generated.kind] += 1
-            if len(lengths) == block_size:
-                offsets.append(_write_block(out, lengths, kinds, bodies))
-                lengths, kinds, bodies = array("I"), bytearray(), bytearray()
-        if lengths:
-            offsets.append(_write_block(out, lengths, kinds, bodies))
+        while block := list(itertools.islice(stream, block_size)):
+            offsets.append(out.tell())
+            pickle.dump(([m.body for m in block], bytes(code[m.kind] for m in block)), out)
+            for m in block:
+                counts[m.kind] += 1
         index = orjson.dumps(
             {"n": n, "seed": seed, "block_size": block_size, "offsets": offsets, "kinds": counts}
         )
@@ -96,17 +88,8 @@ def write_dataset(
     return counts
 
 
-def _write_block(out: BinaryIO, lengths: array[int], kinds: bytearray, bodies: bytearray) -> int:
-    offset = out.tell()
-    out.write(_BLOCK_HEADER.pack(len(lengths)))
-    out.write(lengths.tobytes())
-    out.write(kinds)
-    out.write(bodies)
-    return offset
-
-
 class Dataset:
-    """A dataset file opened for reading blocks (one open file per reader)."""
+    """A dataset file opened for reading blocks (one open file per reader; `with` closes it)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -125,6 +108,12 @@ class Dataset:
         self.kinds: dict[str, int] = index["kinds"]
         self._offsets: list[int] = index["offsets"]
 
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @property
     def blocks(self) -> int:
         return len(self._offsets)
@@ -132,29 +121,24 @@ class Dataset:
     def block(self, number: int) -> tuple[list[str], bytes]:
         """The bodies of block `number` and their kind codes (indices into KINDS)."""
         self._file.seek(self._offsets[number])
-        (count,) = _BLOCK_HEADER.unpack(self._file.read(_BLOCK_HEADER.size))
-        lengths = array("I")
-        lengths.frombytes(self._file.read(4 * count))
-        kinds = self._file.read(count)
-        raw = self._file.read(sum(lengths))
-        bodies: list[str] = []
-        start = 0
-        for length in lengths:
-            bodies.append(raw[start : start + length].decode("utf-8", "surrogatepass"))
-            start += length
-        return bodies, kinds
+        return pickle.load(self._file)  # noqa: S301 (our own file)
+
+    def messages(self, limit: int | None = None) -> Iterator[tuple[int, str, str]]:
+        """(index, body, kind) of the first `limit` messages (all by default), in order."""
+        limit = self.n if limit is None else min(limit, self.n)
+        for number in range(self.blocks):
+            start = number * self.block_size
+            if start >= limit:
+                return
+            bodies, kinds = self.block(number)
+            for i, (body, kind) in enumerate(zip(bodies, kinds, strict=True), start):
+                if i >= limit:
+                    return
+                yield i, body, KINDS[kind]
 
     def iter_bodies(self, limit: int | None = None) -> Iterator[tuple[int, str]]:
         """(index, body) of the first `limit` messages (all by default), in order."""
-        limit = self.n if limit is None else min(limit, self.n)
-        index = 0
-        for number in range(self.blocks):
-            bodies, _ = self.block(number)
-            for body in bodies:
-                if index >= limit:
-                    return
-                yield index, body
-                index += 1
+        return ((i, body) for i, body, _ in self.messages(limit))
 
     def close(self) -> None:
         self._file.close()
@@ -187,7 +171,7 @@ class _GeneratedPartition(StatelessSourcePartition[SqsMessage]):
             raise StopIteration
         if self._rate is None:
             start, bodies = next(self._blocks)  # StopIteration ends the partition
-            return self._stamp(start, bodies)
+            return self._stamp(enumerate(bodies, start))
         return self._paced()
 
     def _paced(self) -> list[SqsMessage]:
@@ -208,15 +192,12 @@ class _GeneratedPartition(StatelessSourcePartition[SqsMessage]):
                 self._pending = [(start + i, b) for i, b in enumerate(bodies)]
             take, self._pending = self._pending[:due], self._pending[due:]
             due -= len(take)
-            out += self._stamp_pairs(take)
+            out += self._stamp(take)
         self._emitted += len(out)
         self._awake = datetime.now(timezone.utc) + _PACED_TICK
         return out
 
-    def _stamp(self, start: int, bodies: list[str]) -> list[SqsMessage]:
-        return self._stamp_pairs(enumerate(bodies, start))
-
-    def _stamp_pairs(self, pairs: Iterable[tuple[int, str]]) -> list[SqsMessage]:
+    def _stamp(self, pairs: Iterable[tuple[int, str]]) -> list[SqsMessage]:
         """Messages `index: body`, sent (SentTimestamp) and received now."""
         now = time.time()
         sent = int(now * 1000)
@@ -289,34 +270,22 @@ def _generated_blocks(
 def _dataset_blocks(
     path: Path, n: int | None, worker: int, workers: int
 ) -> Iterator[tuple[int, list[str]]]:
-    dataset = Dataset(path)
-    limit = dataset.n if n is None else min(n, dataset.n)
-    try:
+    with Dataset(path) as dataset:
+        limit = dataset.n if n is None else min(n, dataset.n)
         for number in range(worker, dataset.blocks, workers):
             start = number * dataset.block_size
             if start >= limit:
                 break
             bodies, _ = dataset.block(number)
             yield start, bodies[: limit - start]
-    finally:
-        dataset.close()
 
 
 def kinds_of(path: Path, n: int | None = None) -> dict[str, int]:
     """How many of the first `n` messages of a dataset are valid, resends and malformed."""
-    dataset = Dataset(path)
-    try:
-        limit = dataset.n if n is None else min(n, dataset.n)
-        if limit == dataset.n:
+    with Dataset(path) as dataset:
+        if n is None or n >= dataset.n:
             return dict(dataset.kinds)
         counts = dict.fromkeys(KINDS, 0)
-        for number in range(dataset.blocks):
-            start = number * dataset.block_size
-            if start >= limit:
-                break
-            _, kinds = dataset.block(number)
-            for code in kinds[: limit - start]:
-                counts[KINDS[code]] += 1
+        for _, _, kind in dataset.messages(n):
+            counts[kind] += 1
         return counts
-    finally:
-        dataset.close()

@@ -12,7 +12,6 @@ The figures are this machine's (2 shared cores), not Lambda's: read them as rela
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -27,13 +26,13 @@ from typing import Any
 import boto3
 import psycopg
 
+from bench.common import ROOT, parser
 from connectors.postgres.migrations import migrate
 from logins.core.config import load_config
 from logins.core.keys import generate_keys
 from logins.dev.embedded import EmbeddedPostgres, EmbeddedSqs
 from logins.dev.generator import generate
 
-ROOT = Path(__file__).resolve().parent.parent
 _CHILD = """
 import json, sys, time
 started = time.perf_counter()
@@ -105,10 +104,9 @@ def _store(endpoint: str, dsn: str, keys: dict[str, Path]) -> dict[str, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.lambda_package")
-    parser.add_argument("--batch", type=int, default=500, help="records per invocation")
-    parser.add_argument("--warm", type=int, default=5, help="warm invocations after the cold one")
-    args = parser.parse_args()
+    args = parser("python -m bench.lambda_package", __doc__,
+                  batch=(500, "records per invocation"),
+                  warm=(5, "warm invocations after the cold one")).parse_args()  # fmt: skip
     work = Path(tempfile.mkdtemp(prefix="logins-lambda-bench-"))
     try:
         package = work / "package"

@@ -8,7 +8,6 @@ this is worth a number; the result is quoted in docs/operations.md.
 
 from __future__ import annotations
 
-import argparse
 import random
 import statistics
 import time
@@ -16,6 +15,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Histogram
 
+from bench.common import parser
 from logins.core.metrics import LATENCY_BUCKETS, BatchHistogram
 
 
@@ -29,11 +29,8 @@ def per_message_us(run: Callable[[list[float]], None], values: list[float], repe
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.metrics_cost")
-    parser.add_argument("--messages", type=int, default=200_000)
-    parser.add_argument("--batch", type=int, default=1000, help="messages per committed batch")
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
+    args = parser("python -m bench.metrics_cost", __doc__, messages=200_000, repeats=5,
+                  batch=(1000, "messages per committed batch")).parse_args()  # fmt: skip
     rng = random.Random(1)  # noqa: S311 (sample lags, not secrets)
     values = [rng.expovariate(1 / 2.0) for _ in range(args.messages)]  # lags around 2 s
 

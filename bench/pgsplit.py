@@ -1,6 +1,6 @@
 """Where PostgreSQL's CPU per message goes: the sink's statements replayed one by one.
 
-    python -m bench.pgsplit -n N [--variants base,no_vault,direct_vault_insert] [--rounds R]
+    python -m bench.pgsplit -n N [--variants base,direct_vault_insert] [--rounds R]
 
 Runs the core path once into a fresh database (kept), then replays its batches, in the order
 the flow committed them, into fresh databases migrated by the project (one per variant,
@@ -16,33 +16,26 @@ the tables' size shows. Prints one JSON object.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import time
 from collections import OrderedDict
-from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from bench import core
-from bench.common import ROOT, Rig, dataset, flow_env, keys, log, prepare_schema
-from bench.server import Server
+from bench.common import WORK, Rig, dataset, flow_env, log, parser, prepare_schema, session
+from bench.server import Server, backend_cpu_seconds
 from connectors.postgres.pool import Writers
 from connectors.postgres.schema import table_schema
 from logins.core.config import AppConfig, load_config
 from logins.core.vaultschema import tables
 
 PHASES = ("copy_events", "insert", "copy_vault", "insert_vault", "commit", "flush_vault")
-# base: the sink's own statements; no_vault: without the vault's; direct_vault_insert: the
-# vault insert before the put function and its inbox (INSERT ... ON CONFLICT, counted).
-VARIANTS = ("base", "no_vault", "direct_vault_insert")
-
-
-def _backend_ns(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0])
+# base: the sink's own statements; direct_vault_insert: the vault insert before the put
+# function and its inbox (INSERT ... ON CONFLICT, counted), as docs/vault.md compares them.
+VARIANTS = ("base", "direct_vault_insert")
 
 
 def load_batches(
@@ -134,9 +127,9 @@ def replay(
         wal0 = server.wal_lsn()
 
         def timed_phase(name: str, fn: Any, *args: Any) -> None:
-            c0, w0 = _backend_ns(pid), time.perf_counter()
+            c0, w0 = backend_cpu_seconds(pid) or 0.0, time.perf_counter()
             fn(*args)
-            acc[name] += (_backend_ns(pid) - c0) / 1e9
+            acc[name] += (backend_cpu_seconds(pid) or 0.0) - c0
             acc[f"{name}_wall"] += time.perf_counter() - w0
 
         def copy(statement: sql.Composed, kinds: list[str], rows: list[tuple], *tail: Any) -> None:
@@ -156,7 +149,7 @@ def replay(
         for rows, entries in batches:
             timed_phase("copy_events", copy, copy_events, types, rows, "row", 1)
             timed_phase("insert", run, st["insert"])
-            if entries and variant != "no_vault":
+            if entries:
                 timed_phase("copy_vault", copy, st["copy_vault"], VAULT_TYPES, entries)
                 timed_phase("insert_vault", run, vault_insert)
                 acc["vault_entries"] += len(entries)
@@ -209,20 +202,13 @@ def _per_message(acc: dict[str, float], upto: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.pgsplit", description=__doc__)
-    p.add_argument("-n", "--messages", type=int, default=1_000_000)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--segment", type=int, default=50_000)
-    p.add_argument("--rounds", type=int, default=1)
-    p.add_argument("--seal-cache", type=int, default=None, help="stage as a seal cache of N")
-    p.add_argument("--variants", default="base,no_vault", help=",".join(VARIANTS))
-    p.add_argument("--work", type=Path, default=ROOT / "bench" / ".work")
-    args = p.parse_args(argv)
-    args.work.mkdir(parents=True, exist_ok=True)
-    keyfiles = keys(args.work)
-    server = Server(args.work, os.environ.get("BENCH_DATABASE_URL") or None, f"_{os.getpid()}")
+    args = parser("python -m bench.pgsplit", __doc__, messages=1_000_000, seed=1, segment=50_000,
+                  rounds=1, seal_cache=(0, "stage as a seal cache of N"),
+                  variants=(",".join(VARIANTS), ",".join(VARIANTS)), work=WORK
+                  ).parse_args(argv)  # fmt: skip
+    args.seal_cache = args.seal_cache or None  # fmt: skip
     results: list[dict[str, Any]] = []
-    try:
+    with session(args.work) as (server, keyfiles):
         data, _ = dataset(args.work, args.messages, args.seed)
         run, dsn = core.run_flow(Rig(server, args.work, keyfiles, data), name="pgsplit_src",
                                  messages=args.messages, workers=1, keep_database=True)  # fmt: skip
@@ -238,8 +224,6 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"{variant} round {r}: first {first['cpu_us']} µs/msg, last"
                     f" {last['cpu_us']} µs/msg of backend CPU")  # fmt: skip
                 results.append(result)
-    finally:
-        server.stop()
     print(json.dumps({"messages": args.messages, "seal_cache": args.seal_cache,
                       "flow_backend_cpu_s": run.backend_cpu_seconds,
                       "flow_msgs_per_s": run.msgs_per_s,

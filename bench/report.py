@@ -59,35 +59,29 @@ def figures(r: dict[str, Any]) -> dict[str, Any]:
     one, two, small = runs["core_1w"], runs["core_2w"], runs["small_1w"]
     small_rss = median(s["process"]["peak_rss_mb"] for s in small)
     naive, ceiling = median(r["naive"]["rates"]), median(r["ceiling"]["rates"])
-    eo = r.get("ceiling_exactly_once")
-    eo_ceiling = median(eo["rates"]) if eo else None
-    sqs = r.get("sqs")
-    if sqs and "defaults" not in sqs:  # results.json of a run before the two SQS pairs
-        sqs = None
+    eo_ceiling = median(r["ceiling_exactly_once"]["rates"])
     messages = one["messages"]
     seals = one["ledger"]["vault_entries"] + one["ledger"]["outcomes"].get("rejected", 0)
     return {
         "one": one, "two": two, "small_rss": small_rss, "naive": naive, "ceiling": ceiling,
         "small_rate": median(s["msgs_per_s"] for s in small),
-        "lat": runs["latency"]["latency_ms"], "sqs": sqs,
+        "lat": runs["latency"]["latency_ms"], "sqs": r.get("sqs"),
         "vs_naive": one["msgs_per_s"] / naive, "vs_ceiling": _rows_per_s(one) / ceiling,
         "eo_ceiling": eo_ceiling,
-        "vs_eo": one["msgs_per_s"] / eo_ceiling if eo_ceiling else None,
+        "vs_eo": one["msgs_per_s"] / eo_ceiling,
         "rss_growth": one["process"]["peak_rss_mb"] / small_rss,
         "rss_half": _peak_until(one["process"]["rss_samples"], 0.5),
         "seals_per_msg": seals / messages,
         "small_vault": median(s["ledger"]["vault_entries"] for s in small),
         "cpu_us_per_msg": one["process"]["cpu_seconds"] / messages * 1e6,
         "pg_us_per_msg": _us_each(_pg_seconds(one), messages),
-        "cost": costs(one, runs.get("cost_small_1w") or []),
+        "cost": costs(one, runs["cost_small_1w"]),
     }  # fmt: skip
 
 
-def costs(one: dict[str, Any], small: list[dict[str, Any]]) -> dict[str, Any] | None:
+def costs(one: dict[str, Any], small: list[dict[str, Any]]) -> dict[str, Any]:
     """µs per message of the long run and (median over repeats) of the short one: wall time
     (1 / committed msg/s), the flow process's CPU and PostgreSQL's CPU."""
-    if not small:
-        return None
 
     def per_msg(run: dict[str, Any]) -> dict[str, float | None]:
         n = run["messages"]
@@ -133,7 +127,7 @@ def render(r: dict[str, Any]) -> str:
         seed=ds["seed"],
         kinds=", ".join(f"{ds['kinds'][k]:,} {label} ({ds['kinds'][k] / ds['n']:.1%})"
                         for k, label in kinds),
-        figures=table_rows(_figure_rows(r, f)), ledger_check=_exact(r),
+        figures=_figure_rows(r, f), ledger_check=_exact(r),
         dedupe_budget=f"{_dedupe_budget_mb():g}", missed=missed_section(r, f),
         messages=f"{n:,}", vault_entries=f"{one['ledger']['vault_entries']:,}",
         rejected=f"{one['ledger']['outcomes'].get('rejected', 0):,}",
@@ -185,7 +179,7 @@ def _exact(r: dict[str, Any]) -> str:
         r["runs"]["latency"],
     ]
     bad = [x["name"] for x in runs if not x["exact"]]
-    if r.get("sqs") and not r["sqs"].get("exact", r["sqs"].get("flow_exact")):
+    if r.get("sqs") and not r["sqs"]["exact"]:
         bad.append("sqs")
     if bad:
         return f"**the ledger did not match the data in {', '.join(bad)}** (see results.json)."
@@ -197,70 +191,40 @@ def _exact(r: dict[str, Any]) -> str:
     return text + fill("resends_missed.md", missed=", ".join(missed)).rstrip("\n")
 
 
-def _figure_rows(r: dict[str, Any], f: dict[str, Any]) -> list[Row]:
-    one, two, lat, sqs = f["one"], f["two"], f["lat"], f["sqs"]
-    n, small_n = one["messages"], r["runs"]["small_1w"][0]["messages"]
-    repeats, peak = len(r["naive"]["rates"]), one["process"]["peak_rss_mb"]
-    flat = f"flat (within {FLAT - 1:.0%})"
-    rows: list[Row] = [
-        (f"core path, 1 worker, {n:,} messages: committed msg/s", whole(one["msgs_per_s"]),
-         f">= {TARGET_MSGS:,}", status(one["msgs_per_s"] >= TARGET_MSGS)),
-        (f"core path, 2 workers, {n:,} messages: committed msg/s", whole(two["msgs_per_s"]),
-         "", ""),
-        (f"core path, 1 worker, {small_n:,} messages (median of {len(r['runs']['small_1w'])})",
-         whole(f["small_rate"]), "", ""),
-        *_cost_rows(f["cost"], n),
-        (f"baseline: one INSERT + COMMIT per message ({r['naive']['items']:,} messages, median"
-         f" of {repeats}): msg/s", whole(f["naive"]), "", ""),
-        ("pipeline (1 worker) / baseline", f"{f['vs_naive']:.1f}x",
-         "no target: the baseline's speed is the disk's commit latency", ""),
+def _figure_rows(r: dict[str, Any], f: dict[str, Any]) -> str:
+    one, two, lat, peak = f["one"], f["two"], f["lat"], f["one"]["process"]["peak_rss_mb"]
+    sqs_rows = _sqs_rows(f["sqs"]) if f["sqs"] else [
+        (f"SQS path, {what}: flow / bare drain", "not run (no `--sqs-endpoint`)",
+         f">= {target:.0%}", "not run")
+        for what, target in (("same receivers", TARGET_SQS_SAME), ("defaults", TARGET_SQS_DEFAULT))
     ]  # fmt: skip
-    if f["eo_ceiling"] is not None:
-        rows += [
-            ("exactly-once ceiling: the same rows COPYed into a stage, then INSERT ... ON"
-             f" CONFLICT into the row and ledger tables (median of {repeats}): rows/s",
-             whole(f["eo_ceiling"]), "", ""),
-            ("pipeline msg/s (1 worker) / exactly-once ceiling", f"{f['vs_eo']:.1%}",
-             f">= {TARGET_VS_CEILING:.0%}", status(f["vs_eo"] >= TARGET_VS_CEILING)),
-        ]  # fmt: skip
-    rows += [
-        (f"bare COPY of the same rows, no index (median of {repeats}): rows/s",
-         whole(f["ceiling"]), "", ""),
-        ("pipeline rows/s (1 worker) / bare COPY", f"{f['vs_ceiling']:.1%}", "", ""),
-    ]  # fmt: skip
-    if sqs:
-        rows += _sqs_rows(sqs)
-    else:
-        rows += [
-            (f"SQS path, {what}: flow / bare drain", "not run (no `--sqs-endpoint`)",
-             f">= {target:.0%}", "not run")
-            for what, target in (("same receivers", TARGET_SQS_SAME),
-                                 ("defaults", TARGET_SQS_DEFAULT))
-        ]  # fmt: skip
-    return [
-        *rows,
-        (f"latency at {r['runs']['latency']['rate']:g} msg/s offered: p50 / p99 (max)",
-         f"{lat['p50']:,.0f} / {lat['p99']:,.0f} ms ({lat['max']:,.0f} ms)",
-         f"p99 <= {TARGET_P99_MS / 1000:g} s", status(lat["p99"] <= TARGET_P99_MS)),
-        (f"peak RSS of the flow process at {n:,} messages (1 worker)", f"{peak:,.0f} MB",
-         f"<= {TARGET_RSS_MB:.0f} MB", status(peak <= TARGET_RSS_MB)),
-        (f"peak RSS at {small_n:,} -> {n:,} messages (1 worker)",
-         f"{f['small_rss']:,.0f} -> {peak:,.0f} MB ({f['rss_growth'] - 1:+.0%})",
-         flat, status(f["rss_growth"] <= FLAT)),
-        (f"peak RSS within the {n:,}-message run: its first half -> all of it",
-         f"{f['rss_half']:,.0f} -> {peak:,.0f} MB ({peak / f['rss_half'] - 1:+.0%})",
-         flat, status(peak <= f["rss_half"] * FLAT)),
-        (f"peak RSS at {n:,} messages, 2 workers", f"{two['process']['peak_rss_mb']:,.0f} MB",
-         "", ""),
-    ]  # fmt: skip
+    return fill(
+        "figures.md", n=f"{one['messages']:,}", small_n=f"{r['runs']['small_1w'][0]['messages']:,}",
+        small_repeats=len(r["runs"]["small_1w"]), repeats=len(r["naive"]["rates"]),
+        one_rate=whole(one["msgs_per_s"]), target_msgs=f"{TARGET_MSGS:,}",
+        one_met=status(one["msgs_per_s"] >= TARGET_MSGS), two_rate=whole(two["msgs_per_s"]),
+        small_rate=whole(f["small_rate"]), cost_rows=table_rows(_cost_rows(f["cost"], one)),
+        naive_n=f"{r['naive']['items']:,}", naive=whole(f["naive"]),
+        vs_naive=f"{f['vs_naive']:.1f}x", eo=whole(f["eo_ceiling"]), vs_eo=f"{f['vs_eo']:.1%}",
+        target_vs_eo=f"{TARGET_VS_CEILING:.0%}", eo_met=status(f["vs_eo"] >= TARGET_VS_CEILING),
+        ceiling=whole(f["ceiling"]), vs_ceiling=f"{f['vs_ceiling']:.1%}",
+        sqs_rows=table_rows(sqs_rows), rate=f"{r['runs']['latency']['rate']:g}",
+        p50=f"{lat['p50']:,.0f}", p99=f"{lat['p99']:,.0f}", max=f"{lat['max']:,.0f}",
+        p99_target=f"{TARGET_P99_MS / 1000:g}",
+        p99_met=status(lat["p99"] <= TARGET_P99_MS), peak=f"{peak:,.0f}",
+        rss_target=f"{TARGET_RSS_MB:.0f}", rss_met=status(peak <= TARGET_RSS_MB),
+        small_rss=f"{f['small_rss']:,.0f}", rss_growth=f"{f['rss_growth'] - 1:+.0%}",
+        flat=f"flat (within {FLAT - 1:.0%})", growth_met=status(f["rss_growth"] <= FLAT),
+        half=f"{f['rss_half']:,.0f}", half_growth=f"{peak / f['rss_half'] - 1:+.0%}",
+        half_met=status(peak <= f["rss_half"] * FLAT),
+        two_peak=f"{two['process']['peak_rss_mb']:,.0f}",
+    ).rstrip("\n")  # fmt: skip
 
 
-def _cost_rows(cost: dict[str, Any] | None, n: int) -> list[Row]:
-    """The cost per message at `n` against the short runs': the target is on wall time, the
-    CPU rows say on whose side it grows."""
-    if cost is None:
-        return []
-    head = f"1 worker, {cost['n']:,} (median of {cost['repeats']}) -> {n:,} messages"
+def _cost_rows(cost: dict[str, Any], one: dict[str, Any]) -> list[Row]:
+    """The cost per message of the long run against the short runs': the target is on wall
+    time, the CPU rows say on whose side it grows."""
+    head = f"1 worker, {cost['n']:,} (median of {cost['repeats']}) -> {one['messages']:,} messages"
     rows: list[Row] = []
     for key, what, target in (
         ("wall", "wall time per message (1 / msg/s)", True),
@@ -279,7 +243,7 @@ def _cost_rows(cost: dict[str, Any] | None, n: int) -> list[Row]:
 def _sqs_rows(sqs: dict[str, Any]) -> list[Row]:
     """Both SQS pairs (each ratio is the median over the repeats of flow / the bare drain
     measured beside it, so not the ratio of the two medians shown after it); the SQS path's
-    CPU per message (bench/sqscost.py) and the flow behind a 20 ms proxy, where measured."""
+    CPU per message (bench/sqs.py) and the flow behind a 20 ms proxy, where measured."""
     same, default = sqs["same_receivers"], sqs["defaults"]
     head = f"SQS path ({sqs['messages']:,} messages, `-w {sqs['workers']}`, median of"
     head += f" {sqs['repeats']})"
@@ -321,10 +285,10 @@ def missed_section(r: dict[str, Any], f: dict[str, Any]) -> str:
     """Each missed target with this run's own figures; the reasons measured apart and what
     was tried are in docs/benchmark-notes.md."""
     parts = []
-    if f["vs_eo"] is not None and f["vs_eo"] < TARGET_VS_CEILING:
+    if f["vs_eo"] < TARGET_VS_CEILING:
         parts.append(_ceiling_reason(r, f))
     cost = f["cost"]
-    if cost and cost["long"]["wall"] > cost["short"]["wall"] * COST_GROWTH:
+    if cost["long"]["wall"] > cost["short"]["wall"] * COST_GROWTH:
         parts.append(_growth_reason(cost, f["one"]["messages"]))
     pair = f["sqs"] and f["sqs"]["same_receivers"]
     if pair and not pair["met"]:

@@ -97,44 +97,27 @@ def _when(
 
 def dedupe_section(d: dict[str, Any]) -> str:
     run, memory, load = d["window_run"], d["memory"], d["load"]
-    held = memory["bytes_per_slot"] / load["load"] if load["load"] else float("nan")
     offered, recognised = run["resends_offered"], run["resends_recognised"]
-    cpu_us = run["dedupe_cpu_seconds"] / max(run["messages"], 1) * 1e6
-    gaps = run["gaps_minutes"]
-    rows: list[Row] = [
-        (f"resends {gaps['min']:.1f}-{gaps['max']:.1f} min after their original, at"
-         f" {run['rate']:,.0f} msg/s for {run['minutes']:g} simulated minutes: recognised /"
-         " offered", f"{recognised:,} / {offered:,}", "all",
-         status(recognised == offered and run["resends_wrong"] == 0)),
-        ("new logins reported as duplicates", f"{run['false_duplicates']:,}", "0",
-         status(run["false_duplicates"] == 0)),
-        ("fingerprints dropped before their window ended (`logins_dedupe_evicted_early`)",
-         f"{run['evicted_early']:,}", "", ""),
-        ("dedupe state of the 64 shards (tracemalloc when built; at the end, `sys.getsizeof`"
-         f" of its arrays and dicts: {run['state_bytes_end'] / 1e6:.2f} MB)",
-         f"{run['state_bytes'] / 1e6:.2f} MB", "<= 150 MB", status(run["state_bytes"] <= 150e6)),
-        ("bytes per slot (tracemalloc, one shard at the default budget)",
-         f"{memory['bytes_per_slot']:.2f}", "", ""),
-        ("highest load that held the window (one shard, two windows of new logins)",
-         f"{load['load']:.1%}", "", ""),
-        ("bytes per fingerprint held at that load", f"{held:.1f}", "", ""),
-        ("dedupe throughput (sharding + `on_batch`, wall clock / CPU per message)",
-         f"{run['msgs_per_s']:,.0f} msg/s / {cpu_us:.1f} µs", "", ""),
-        ("peak RSS of the benchmark process", f"{run['peak_rss_mb']:,.0f} MB", "", ""),
-    ]  # fmt: skip
     return fill(
         "dedupe.md",
         when=_when(d["command"], d["started"], d["git"], d.get("load_average")),
-        rows=table_rows(rows),
-        window_minutes=f"{d['window_seconds'] / 60:g}",
-        budget_rows=table_rows(
-            (
-                f"{x['mb']:g}",
-                *(f"{x[k]:,.0f}" for k in ("fingerprints", "logins_per_s", "msgs_per_s")),
-            )
-            for x in d["table"]
-        ),
-    )
+        gap_min=f"{run['gaps_minutes']['min']:.1f}", gap_max=f"{run['gaps_minutes']['max']:.1f}",
+        rate=f"{run['rate']:,.0f}", minutes=f"{run['minutes']:g}", recognised=f"{recognised:,}",
+        offered=f"{offered:,}",
+        recognised_met=status(recognised == offered and run["resends_wrong"] == 0),
+        false_duplicates=f"{run['false_duplicates']:,}",
+        false_met=status(run["false_duplicates"] == 0), evicted=f"{run['evicted_early']:,}",
+        state_end=f"{run['state_bytes_end'] / 1e6:.2f}", state=f"{run['state_bytes'] / 1e6:.2f}",
+        state_met=status(run["state_bytes"] <= 150e6),
+        bytes_per_slot=f"{memory['bytes_per_slot']:.2f}", load=f"{load['load']:.1%}",
+        held=f"{memory['bytes_per_slot'] / load['load'] if load['load'] else float('nan'):.1f}",
+        msgs_per_s=f"{run['msgs_per_s']:,.0f}",
+        cpu_us=f"{run['dedupe_cpu_seconds'] / max(run['messages'], 1) * 1e6:.1f}",
+        peak_rss=f"{run['peak_rss_mb']:,.0f}", window_minutes=f"{d['window_seconds'] / 60:g}",
+        budget_rows=table_rows((f"{x['mb']:g}", *(f"{x[k]:,.0f}" for k in
+                                ("fingerprints", "logins_per_s", "msgs_per_s")))
+                               for x in d["table"]),
+    )  # fmt: skip
 
 
 def sqs_section(s: dict[str, Any]) -> str:
@@ -169,16 +152,11 @@ def sqs_section(s: dict[str, Any]) -> str:
     )
 
 
-KEY_FILE_LABELS = {  # bench/tokens.py's algorithms; any other is named as it is measured
-    "hmac-sha256": "key file, HMAC-SHA256",
-}
-
-
 def tokens_section(t: dict[str, Any]) -> str:
     """Key file against KMS (bench/tokens.py): every run, then what it means, in figures."""
     kms, same = t["kms"], t["file_same"]
     rows: list[Row] = [
-        (KEY_FILE_LABELS.get(name, f"key file, {name}"), f"{p['messages']:,}",
+        (f"key file, {name.upper()}", f"{p['messages']:,}",
          f"{p['msgs_per_s']:,.0f}", "-", "-", "-", "-")
         for where in ("file", "file_same") for name, p in t[where].items()
     ]  # fmt: skip

@@ -3,8 +3,11 @@ whole server's, one backend's, or the backends of one database, sampled while a 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Self
 
@@ -85,6 +88,21 @@ class Server:
         except (OSError, ValueError, IndexError):
             return None
         return total / ticks
+
+    @contextlib.contextmanager
+    def measured(self, conn: psycopg.Connection[Any]) -> Iterator[dict[str, Any]]:
+        """Around a block of statements on `conn`: its wall `seconds`, the `wal_bytes` the
+        server wrote, the CPU seconds of the server (`server_cpu`) and of `conn`'s own backend
+        (`backend_cpu`; None where /proc cannot tell)."""
+        pid, got = conn.info.backend_pid, dict[str, Any]()
+        wal, cpu, own = self.wal_lsn(), self.cpu_seconds(), backend_cpu_seconds(pid)
+        started = time.perf_counter()
+        yield got
+        got["seconds"] = time.perf_counter() - started
+        for key, before, after in (("server_cpu", cpu, self.cpu_seconds()),
+                                   ("backend_cpu", own, backend_cpu_seconds(pid))):  # fmt: skip
+            got[key] = None if before is None or after is None else after - before
+        got["wal_bytes"] = self.wal_bytes(wal)
 
     def backends_cpu(self, database: str) -> BackendsCpu:
         """A sampler of the CPU used by the backends connected to `database` (of this server):

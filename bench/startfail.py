@@ -9,7 +9,6 @@ case's median wall time and exit code.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import subprocess
@@ -18,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.common import parser
 from logins.core.keys import generate_keys
 from logins.dev.embedded import EmbeddedPostgres, EmbeddedSqs, dsn_with_database
 from logins.dev.env import service_env
@@ -38,9 +38,7 @@ def _run(env: dict[str, str]) -> tuple[float, int, str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    args = parser("python -m bench.startfail", __doc__, repeats=3).parse_args()
     with tempfile.TemporaryDirectory() as tmp, EmbeddedSqs() as sqs:
         keys = generate_keys(Path(tmp) / "keys")
         queue = sqs.create_queue("startfail")

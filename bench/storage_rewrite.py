@@ -16,18 +16,14 @@ after. Medians of the repeats.
 
 from __future__ import annotations
 
-import argparse
-import os
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from statistics import median
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
-from bench.common import ROOT, flow_env, keys, log, median
-from bench.server import Server, backend_cpu_seconds
+from bench.common import WORK, flow_env, log, parser, session
+from bench.server import Server
 from connectors.postgres.migrations import migrate
 from logins.core.config import load_config
 from logins.pii.storage import erased_tables
@@ -56,90 +52,65 @@ ERASE = {
 }
 
 
-@dataclass
-class Measured:
-    statement: str
-    table: str
-    seconds: list[float] = field(default_factory=list)
-    cpu: list[float] = field(default_factory=list)
-    wal_mb: list[float] = field(default_factory=list)
-    mb_before: list[float] = field(default_factory=list)
-    mb_after: list[float] = field(default_factory=list)
-
-    def row(self) -> str:
-        cpu = f"{median(self.cpu):.2f}" if self.cpu else "n/a"
-        return (
-            f"| `{self.statement}` | {median(self.seconds):.2f} | {cpu} |"
-            f" {median(self.wal_mb):.0f} | {median(self.mb_before):.0f} ->"
-            f" {median(self.mb_after):.0f} |"
-        )
+SIZE_MB = "SELECT pg_total_relation_size(%s::regclass) / 1048576.0"
 
 
-def one(conn: psycopg.Connection[Any], statement: str, params: Any = None) -> Any:
-    row = conn.execute(statement, params).fetchone()
-    assert row is not None
-    return row[0]
+def measure(server: Server, conn: psycopg.Connection[Any], form: str, table: str) -> dict[str, Any]:
+    """One statement of `form` on `table`: Server.measured's figures, the table's size before
+    and after."""
+    before = conn.execute(SIZE_MB, (table,)).fetchone()
+    with server.measured(conn) as got:
+        conn.execute(sql.SQL(form).format(sql.Identifier(table)))
+    after = conn.execute(SIZE_MB, (table,)).fetchone()
+    assert before is not None and after is not None
+    return got | {"wal_mb": got["wal_bytes"] / 2**20, "before": before[0], "after": after[0]}
 
 
-def measure(conn: psycopg.Connection[Any], statement: sql.Composed, into: Measured) -> None:
-    pid = one(conn, "SELECT pg_backend_pid()")
-    size = "SELECT pg_total_relation_size(%s::regclass) / 1048576.0"
-    into.mb_before.append(float(one(conn, size, (into.table,))))
-    lsn = one(conn, "SELECT pg_current_wal_lsn()")
-    cpu = backend_cpu_seconds(pid)
-    started = time.perf_counter()
-    conn.execute(statement)
-    into.seconds.append(time.perf_counter() - started)
-    after = backend_cpu_seconds(pid)
-    if cpu is not None and after is not None:
-        into.cpu.append(after - cpu)
-    into.wal_mb.append(
-        float(one(conn, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s) / 1048576.0", (lsn,)))
+def row(statement: str, runs: list[dict[str, Any]]) -> str:
+    """The statement's table row: medians of its runs."""
+
+    def m(key: str, form: str) -> str:
+        known = [float(r[key]) for r in runs if r[key] is not None]
+        return form.format(median(known)) if known else "n/a"
+
+    return (
+        f"| `{statement}` | {m('seconds', '{:.2f}')} | {m('backend_cpu', '{:.2f}')} |"
+        f" {m('wal_mb', '{:.0f}')} | {m('before', '{:.0f}')} -> {m('after', '{:.0f}')} |"
     )
-    into.mb_after.append(float(one(conn, size, (into.table,))))
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--rows", type=int, default=1_000_000)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--erase-share", type=float, default=0.01)
-    p.add_argument("--work", type=Path, default=ROOT / "bench" / ".work")
-    args = p.parse_args()
-    args.work.mkdir(parents=True, exist_ok=True)
-    server = Server(args.work, os.environ.get("BENCH_DATABASE_URL"))
-    try:
+    args = parser("python -m bench.storage_rewrite", __doc__, rows=1_000_000, repeats=3,
+                  erase_share=0.01, work=WORK).parse_args()  # fmt: skip
+    with session(args.work, shared=False) as (server, keyfiles):
         dsn = server.fresh_database("bench_storage_rewrite")
-        config = load_config(flow_env(keys(args.work), dsn))
+        config = load_config(flow_env(keyfiles, dsn))
         assert set(FILL) <= set(erased_tables(config))
+        rows = []
         with psycopg.connect(dsn, autocommit=True) as conn:
             migrate(conn, config)
             for table, fill in FILL.items():
                 log(f"filling {table} with {args.rows:,} rows")
                 conn.execute(fill, {"n": args.rows})
             conn.execute("VACUUM ANALYZE")
-            results = []
             for form in ("VACUUM (FULL, ANALYZE) {}", "VACUUM {}"):
                 for table in FILL:
-                    got = Measured(form.format(table), table)
+                    runs = []
                     for i in range(args.repeats):
                         conn.execute(ERASE[table], {"share": args.erase_share})
-                        measure(conn, sql.SQL(form).format(sql.Identifier(table)), got)
-                        log(f"{got.statement} #{i + 1}: {got.seconds[-1]:.2f} s")
-                    results.append(got)
+                        runs.append(measure(server, conn, form, table))
+                        log(f"{form.format(table)} #{i + 1}: {runs[-1]['seconds']:.2f} s")
+                    rows.append(row(form.format(table), runs))
         info = server.describe()
-        print(
-            f"{args.rows:,} rows per table, {args.erase_share:.0%} erased before each repeat,"
-            f" medians of {args.repeats}; PostgreSQL {info['version']} ({info['where']},"
-            f" fsync {info['fsync']}, shared_buffers {info['shared_buffers']})\n"
-        )
-        print("| statement | wall s (table locked) | backend CPU s | WAL MB | MB before -> after |")
-        print("|---|---|---|---|---|")
-        for got in results:
-            print(got.row())
         server.drop_database("bench_storage_rewrite")
-    finally:
-        server.stop()
+    print(
+        f"{args.rows:,} rows per table, {args.erase_share:.0%} erased before each repeat,"
+        f" medians of {args.repeats}; PostgreSQL {info['version']} ({info['where']},"
+        f" fsync {info['fsync']}, shared_buffers {info['shared_buffers']})\n"
+    )
+    print("| statement | wall s (table locked) | backend CPU s | WAL MB | MB before -> after |")
+    print("|---|---|---|---|---|")
+    print("\n".join(rows))
 
 
 if __name__ == "__main__":

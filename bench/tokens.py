@@ -15,6 +15,7 @@ moto's own work), which real KMS costs too, with network latency instead of moto
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import subprocess
 import time
@@ -60,41 +61,29 @@ class Target:
 
 @contextlib.contextmanager
 def kms_target(key_id: str | None, endpoint: str | None) -> Iterator[Target]:
+    """The operator's key, else a fresh HMAC key on moto's server in its own process on a free
+    loopback port."""
     if key_id is not None:
         yield Target(endpoint, key_id, False, f"the KMS key {key_id} at {endpoint or 'AWS KMS'}")
         return
-    with moto_kms() as local:
-        created = _client(Target(local, "", True, "")).create_key(
-            KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC"
-        )
-        yield Target(
-            local,
-            created["KeyMetadata"]["KeyId"],
-            True,
-            "moto's server (`python -m moto.server`) in its own process on loopback, sharing"
-            " the 2 cores",
-        )
-
-
-@contextlib.contextmanager
-def moto_kms() -> Iterator[str]:
-    """moto's server in its own process on a free loopback port; its endpoint URL."""
     port = free_port()
     server = subprocess.Popen(
         [PYTHON, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    endpoint = f"http://127.0.0.1:{port}"
+    moto = Target(f"http://127.0.0.1:{port}", "", True, "moto's server (`python -m moto.server`)"
+                  " in its own process on loopback, sharing the 2 cores")  # fmt: skip
     try:
-        client = _client(Target(endpoint, "", True, ""))
+        client = _client(moto)
         for _ in range(200):
             try:
                 client.list_keys(Limit=1)
                 break
             except Exception:
                 time.sleep(0.05)
-        yield endpoint
+        created = client.create_key(KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC")
+        yield dataclasses.replace(moto, key_id=created["KeyMetadata"]["KeyId"])
     finally:
         server.terminate()
         server.wait(10)

@@ -9,13 +9,13 @@ time (process_time), minimum and median over the rounds.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import statistics
 import time
 from pathlib import Path
 from types import ModuleType
 
+from bench.common import parser
 from logins.core.config import ValidateStep, load_config
 from logins.core.keys import TokenKey
 from logins.core.tokens import Tokenizer
@@ -52,16 +52,14 @@ def _round(module: ModuleType, step: ValidateStep, bodies: list[str]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--baseline", type=Path, help="another flows/steps/validate.py")
-    parser.add_argument("--rounds", type=int, default=60)
-    parser.add_argument("-n", type=int, default=20_000, help="bodies per schema")
-    args = parser.parse_args()
+    args = parser("python -m bench.validate", __doc__, rounds=60,
+                  baseline=(None, "another flows/steps/validate.py"),
+                  messages=(20_000, "bodies per schema")).parse_args()  # fmt: skip
     here = _module(Path(__file__).resolve().parent.parent / "flows/steps/validate.py", "this")
-    other = _module(args.baseline, "baseline") if args.baseline else None
+    other = _module(Path(args.baseline), "baseline") if args.baseline else None
     cases = {
-        "logins": (logins_schema(), [m.body for m in generate(args.n, seed=1)]),
-        "signups": (_signups(), [m.body for m in iter_records(_signups(), args.n, seed=1)]),
+        "logins": (logins_schema(), [m.body for m in generate(args.messages, seed=1)]),
+        "signups": (_signups(), [m.body for m in iter_records(_signups(), args.messages, seed=1)]),
     }
     for name, (step, bodies) in cases.items():
         if other is not None and name != "logins":

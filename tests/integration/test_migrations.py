@@ -13,7 +13,8 @@ import pytest
 from connectors.postgres import migrations, schemaversion
 from connectors.postgres.migrations import SchemaMismatch, ensure_schema, migrate
 from connectors.postgres.schemaversion import SchemaError
-from logins.core.config import AppConfig, load_config
+from logins.core.config import AppConfig, ConfigError, load_config
+from logins.core.config.models import LONGEST_SUFFIX, PG_NAME_MAX_BYTES
 from tests.helpers import config_for, fetch
 
 # The producer team's DDL exactly as published (DESIGN.md, README).
@@ -183,3 +184,40 @@ def test_a_future_version_2_migration_runs_once_on_a_version_1_database(
         assert ran == [("public", "logins_owner")]
         assert fetch(conn, "SELECT version FROM logins_schema_version") == [(2,)]
         assert ("added_in_v2", "text") in columns(conn, "user_logins")
+
+
+def _names_yaml(longer: str = "") -> str:
+    """Every configured table name at its limit (`longer`: that key one byte over it)."""
+    names = {
+        key: key.split(".")[1][0] * (PG_NAME_MAX_BYTES - len(suffix) + (key == longer))
+        for key, suffix in LONGEST_SUFFIX.items()
+    }
+    sink = "".join(f"  {k.split('.')[1]}: {v}\n" for k, v in names.items() if k.startswith("sink"))
+    vault = "".join(
+        f"  {k.split('.')[1]}: {v}\n" for k, v in names.items() if k.startswith("vault")
+    )
+    return f"sink:\n{sink}  ledger_table: {'l' * 53}\nvault:\n{vault}"
+
+
+def test_names_at_their_limits_are_made_whole_and_one_byte_more_is_refused(
+    flow_env: dict[str, str], database_url: str, tmp_path: Path
+) -> None:
+    """PostgreSQL truncates a name over 63 bytes with a NOTICE only, and `CREATE ... IF NOT
+    EXISTS` then skips an index whose truncated name is taken (a long audit table lost its
+    unique prev_hash index so): each configured name is refused at load past the length at
+    which its longest derived name still fits, and at that length nothing is truncated."""
+    config = config_for(flow_env, tmp_path, _names_yaml())
+    notices: list[str] = []
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
+        migrate(conn, config)
+        unique = fetch(
+            conn,
+            "SELECT count(*) FROM pg_index WHERE indrelid = to_regclass(%s) AND indisunique",
+            config.vault.audit_table,
+        )
+    assert not [n for n in notices if "truncated" in n], notices
+    assert unique[0][0] >= 1  # the audit chain's unique predecessor is there
+    for key in LONGEST_SUFFIX:
+        with pytest.raises(ConfigError, match=f"{key.split('.')[1]}: .* is longer than"):
+            config_for(flow_env, tmp_path, _names_yaml(longer=key))

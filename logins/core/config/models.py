@@ -131,7 +131,31 @@ class DatabaseRetryConfig(StrictModel):
 
 
 SQS_MAX_RETENTION_DAYS = 14  # MessageRetentionPeriod's maximum: no delivery comes later
+PG_NAME_MAX_BYTES = 63  # PostgreSQL truncates a longer name: an index could silently not be made
 LEDGER_NAME_MAX_BYTES = 53  # + "_pYYYYMMDD" (the ledger's day partitions) <= 63 bytes
+# The longest suffix the schema adds to each configured name (connectors/postgres/ddl.py, the
+# vault's and audit's functions): `<vault>_token_aliases_new_token_idx`, `<audit>_prev_hash_key`,
+# `<rejected>_rejected_at_idx`, `<sink>_unified`. tests/unit/test_schema.py checks every name
+# the schema builds for names at these limits.
+LONGEST_SUFFIX = {
+    "sink.table": "_unified",
+    "sink.rejected_table": "_rejected_at_idx",
+    "sink.duplicates_table": "",
+    "vault.table": "_token_aliases_new_token_idx",
+    "vault.audit_table": "_prev_hash_key",
+}
+
+
+def check_name_fits(key: str, name: str) -> None:
+    """Refuse a configured name whose longest derived name PostgreSQL would truncate."""
+    most = PG_NAME_MAX_BYTES - len(LONGEST_SUFFIX[key])
+    if len(name.encode()) > most:
+        raise ValueError(
+            f"{key.split('.')[1]}: {name!r} is longer than {most} bytes (the schema names"
+            f" {name}{LONGEST_SUFFIX[key]} after it, within PostgreSQL's"
+            f" {PG_NAME_MAX_BYTES}-byte names)"
+        )
+
 
 # sink.<key> -> the suffix of its default name after sink.table
 _DERIVED_TABLES = {
@@ -240,6 +264,9 @@ class PostgresSinkConfig(StrictModel):
         tables = [self.table, self.rejected_table, self.duplicates_table, self.ledger_table]
         if len(set(tables)) != len(tables):
             raise ValueError(f"the sink's tables must differ, got {tables}")
+        check_name_fits("sink.table", self.table)
+        check_name_fits("sink.rejected_table", self.rejected_table)
+        check_name_fits("sink.duplicates_table", self.duplicates_table)
         if len(self.ledger_table.encode()) > LEDGER_NAME_MAX_BYTES:
             raise ValueError(
                 f"ledger_table: {self.ledger_table!r} is longer than {LEDGER_NAME_MAX_BYTES}"
@@ -315,6 +342,12 @@ class VaultConfig(StrictModel):
         if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
             raise ValueError("must be 'sha256:' and 64 hex digits, as `logins keygen` prints it")
         return f"sha256:{text}"
+
+    @model_validator(mode="after")
+    def _check_names(self) -> VaultConfig:
+        check_name_fits("vault.table", self.table)
+        check_name_fits("vault.audit_table", self.audit_table)
+        return self
 
 
 class TokensConfig(StrictModel):

@@ -184,12 +184,16 @@ def load_token_keys(path: KeySource) -> list[TokenKey]:
     keys: list[TokenKey] = []
     for number, (key_id, algorithm, encoded) in _parse_lines(text, source, TOKEN_KEY_LINE):
         secret = _b64(encoded, source, number)
+        # No field of a refused line is echoed: a misplaced field may be a key.
         if len(secret) != 32 or not key_id.isalnum():
-            raise KeyFileError(f"{source}: key {key_id!r} must be 32 bytes, id alnum")
+            raise KeyFileError(f"{source}: line {number}: the key must be 32 bytes, its id alnum")
         if algorithm != HMAC_SHA256:
-            raise KeyFileError(f"{source}: line {number}: unknown algorithm {algorithm!r}")
+            raise KeyFileError(
+                f"{source}: line {number}: the second field must be {HMAC_SHA256!r}"
+                " (the only token algorithm)"
+            )
         if hmac_key_id(secret) != key_id:
-            raise KeyFileError(f"{source}: key {key_id!r}: the id does not match the key")
+            raise KeyFileError(f"{source}: line {number}: the key id does not match the key")
         keys.append(TokenKey(key_id, secret))
     ids = [k.key_id for k in keys]
     if len(set(ids)) != len(ids):

@@ -1,12 +1,14 @@
-"""Attacks on today's refactors (the vault functions defined through one helper, the GRANT
-types derived from their parameter list, the inbox and the DDL in modules of their own), as
-each role's login would try them (tests/integration/rolekit.py).
+"""The schema's functions and grants attacked as each role's login would
+(tests/integration/rolekit.py), first written against the refactor that defines the vault
+functions through one helper, derives the GRANT types from their parameter list, and keeps the
+inbox and the DDL in modules of their own.
 
-The schema `logins migrate` builds was compared with main's (48405b4) on two fresh databases:
-`pg_dump --schema-only` and pg_proc (identity arguments, SECURITY DEFINER, proconfig, ACL),
-relation and column ACLs are identical, for the shipped configuration and for one whose table
-names hold quotes, dots, spaces and dollar signs. The tests below pin what that comparison
-found, so that a later change to the helper or the grants that widens anything fails here.
+The schema `logins migrate` built then was compared with the one before (48405b4) on two fresh
+databases: `pg_dump --schema-only` and pg_proc (identity arguments, SECURITY DEFINER,
+proconfig, ACL), relation and column ACLs are identical, for the shipped configuration and for
+one whose table names hold quotes, dots, spaces and dollar signs. The tests below pin what that
+comparison found, so that a later change to the helper or the grants that widens anything
+fails here.
 
 Three things got through, none new (main built the same schema and read keys alike); what
 was done about each:

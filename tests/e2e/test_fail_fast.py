@@ -96,14 +96,13 @@ def auth_sqs() -> Iterator[AuthSqs]:
             except OSError:
                 assert time.monotonic() < deadline and process.poll() is None, "moto did not start"
                 time.sleep(0.1)
-        setup = {
-            "endpoint_url": endpoint,
-            "region_name": "us-east-1",
-            "aws_access_key_id": "setup",
-            "aws_secret_access_key": "setup",
-        }
-        iam = boto3.client("iam", **setup)
-        queue_url = boto3.client("sqs", **setup).create_queue(QueueName="login-queue")["QueueUrl"]
+        setup = boto3.Session(
+            region_name="us-east-1", aws_access_key_id="setup", aws_secret_access_key="setup"
+        )
+        iam = setup.client("iam", endpoint_url=endpoint)
+        queue_url = setup.client("sqs", endpoint_url=endpoint).create_queue(
+            QueueName="login-queue"
+        )["QueueUrl"]
 
         def user(name: str, actions: list[str]) -> tuple[str, str]:
             iam.create_user(UserName=name)

@@ -85,6 +85,13 @@ def fetch(conn: Any, query: str, *params: Any) -> list[tuple[Any, ...]]:
     return list(conn.execute(query, params).fetchall())
 
 
+def one(conn: Any, query: str, *params: Any) -> Any:
+    """The first column of the one row `query` returns (asserted there: mypy knows no row)."""
+    row = conn.execute(query, params or None).fetchone()
+    assert row is not None
+    return row[0]
+
+
 def ledger(conn: Any, config: AppConfig) -> dict[str, set[str]]:
     sink = config.sink
     return {

@@ -140,6 +140,7 @@ def test_valid_malformed_and_resent_records_all_commit(
     assert outcome["duplicate"] == {resend["messageId"]}
     assert duplicates == [(resend["messageId"],)]
     assert [reasons[i] for i in ids(*malformed)] == ["not_json", "missing_field", "invalid_value"]
+    assert config.tokens.key_file is not None
     tokenizer = Tokenizer(load_token_keys(config.tokens.key_file))
     assert {m[0] for m in masked} == {tokenizer.token("ip", b["ip"]) for b in bodies}
     assert "committed 9 records (5 rows, 3 rejected, 1 duplicates" in logs.text

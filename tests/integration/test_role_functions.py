@@ -33,6 +33,7 @@ from connectors.postgres import roles
 from logins.core.keys import load_token_keys, load_vault_public_key
 from logins.core.tokens import Tokenizer
 from logins.core.vault import Sealer
+from tests.helpers import one
 from tests.integration.rolekit import RoleDatabase, role_database
 
 TOKEN = "k1.00000000000000000000000000000000"
@@ -149,10 +150,11 @@ def test_an_eraser_erases_only_through_forget_which_records_its_login(db: RoleDa
     assert refusals(db, roles.ERASER, attacks) == {s: "42501" for s in attacks}
     before = db.query("SELECT count(*) FROM pii_audit")[0][0]
     with db.connect(roles.ERASER) as conn:
-        (done,) = conn.execute(
+        done = one(
+            conn,
             "SELECT pii_forget(%s, '{}', 'erasure 18', 'someone-else', '{}')",
-            ([tokens["ip"]],),
-        ).fetchone() or (None,)
+            [tokens["ip"]],
+        )
     assert done["erased"] == [tokens["ip"]] and done["rows_rewritten"] == 1
     assert db.query("SELECT count(*) FROM pii_vault WHERE token = %s", tokens["ip"]) == [(0,)]
     (marker,) = db.query("SELECT masked_ip FROM user_logins WHERE user_id = 'erase-me'")[0]
@@ -188,23 +190,26 @@ def test_a_rotator_writes_only_through_rotate_and_rekey_which_record_its_login(
             "SELECT pii_rotate('yearly', 'admin', %s, 0, 0, '{}', '{}', '{}', '{}')",
             (json.dumps({"phase": "start", "to_token_key": "k2"}),),
         )
-        (rotated,) = conn.execute(
+        rotated = one(
+            conn,
             "SELECT pii_rotate('yearly', 'admin', '{\"phase\": \"batch\"}', 0, 0, %s, %s, %s, %s)",
-            (
-                [tokens["ip"], "k1.22222222222222222222222222222222"],
-                [new, "k2.33333333333333333333333333333333"],
-                [b"s", b"t"],
-                ["v", "v"],
-            ),
-        ).fetchone() or (None,)
+            [tokens["ip"], "k1.22222222222222222222222222222222"],
+            [new, "k2.33333333333333333333333333333333"],
+            [b"s", b"t"],
+            ["v", "v"],
+        )
         conn.execute(
             "SELECT pii_rekey('new pair', NULL, %s, 0, 0, false, '{}', '{}', '', '')",
             (json.dumps({"phase": "start", "from_vault_key": "v", "to_vault_key": "v2"}),),
         )
-        (rekeyed,) = conn.execute(
+        rekeyed = one(
+            conn,
             "SELECT pii_rekey('new pair', NULL, '{}', 0, 0, false, %s, %s, %s, %s)",
-            ([new], [b"resealed"], "v", "v2"),
-        ).fetchone() or (None,)
+            [new],
+            [b"resealed"],
+            "v",
+            "v2",
+        )
     assert (rotated, rekeyed) == (1, 1)  # an old token not in the vault gets no alias
     assert db.query("SELECT old_token, field FROM pii_token_aliases WHERE new_token = %s", new) == [
         (tokens["ip"], "ip")
@@ -610,10 +615,12 @@ def test_an_erasers_detail_cannot_stand_for_what_forget_did(db: RoleDatabase) ->
     row = login_row(db, "real-user", "203.0.113.70", "670-00-0001")
     claim = {"user": "somebody-else", "entries": ["forged"], "rows_rewritten": 99}
     with db.connect(roles.ERASER) as conn:
-        (done,) = conn.execute(
+        done = one(
+            conn,
             "SELECT pii_forget(%s, '{}', 'gdpr', NULL, %s::jsonb)",
-            ([row["ip"]], json.dumps(claim)),
-        ).fetchone()
+            [row["ip"]],
+            json.dumps(claim),
+        )
     ((detail,),) = db.query("SELECT detail FROM pii_audit WHERE id = %s", done["audit_id"])
     assert "user" not in detail and detail["requested"] == claim
     assert detail["rows_rewritten"] == 1 and detail["entries"] != ["forged"]
@@ -640,7 +647,7 @@ def test_purge_uses_the_owners_retention_not_the_erasers(db: RoleDatabase) -> No
     ]
     assert refusals(db, roles.ERASER, tried) == dict(zip(tried, ["42883", "42501"], strict=True))
     with db.connect(roles.ERASER) as conn:
-        (got,) = conn.execute("SELECT pii_purge('cleanup', NULL)").fetchone()
+        got = one(conn, "SELECT pii_purge('cleanup', NULL)")
     assert got["retention_days"] == days
     assert db.query(
         "SELECT octet_length(sealed_body) FROM user_logins_rejected WHERE message_id = 'm-fresh'"

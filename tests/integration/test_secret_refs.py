@@ -109,11 +109,11 @@ def test_a_missing_secret_names_the_reference_and_the_services_code(
         )
     else:
         env = _env(keys, DATABASE_URL="secretsmanager:logins-test/no-such-dsn")
-        with pytest.raises(ConfigError) as failure:
+        with pytest.raises(ConfigError) as config_failure:
             load_config(env)
         prod = Path("config/prod.yaml").read_text().splitlines()
         dsn_line = next(i for i, line in enumerate(prod, 1) if line.startswith("  dsn:"))
-        assert str(failure.value).endswith(
+        assert str(config_failure.value).endswith(
             f"config/prod.yaml:{dsn_line}: sink.dsn: secretsmanager:logins-test/no-such-dsn:"
             " Secrets Manager answered ResourceNotFoundException: Secrets Manager can't find the"
             " specified secret."
@@ -160,6 +160,7 @@ def test_a_role_without_read_access_is_refused_and_told_so(
     config = load_config(
         _env(keys, LOGINS_TOKEN_KEY_FILE=token_ref, LOGINS_VAULT_PUBLIC_KEY_FILE=vault_ref)
     )
+    assert config.tokens.key_file is not None
     with enable_iam_authentication():
         for name, value in intruder.items():
             monkeypatch.setenv(name, value)

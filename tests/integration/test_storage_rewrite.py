@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from connectors.postgres import roles
+from tests.helpers import one
 from tests.integration.rolekit import RoleDatabase, role_database
 from tests.integration.vaultkit import Vault
 
@@ -77,12 +77,6 @@ def other_users(db: RoleDatabase, n: int) -> None:
             " FROM generate_series(1, %s) i",
             (n,),
         )
-
-
-def one(conn: Any, statement: str, *params: Any) -> Any:
-    row = conn.execute(statement, params or None).fetchone()
-    assert row is not None
-    return row[0]
 
 
 def wal_since(db: RoleDatabase, lsn: str) -> bytes:

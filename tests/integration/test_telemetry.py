@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from click.testing import CliRunner
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
@@ -37,6 +37,13 @@ def sample(name: str, **labels: str) -> float:
     return value or 0.0
 
 
+def count(span: ReadableSpan, name: str) -> int:
+    """A count the sink sets on its span (an attribute's type is any of OpenTelemetry's)."""
+    value = (span.attributes or {})[name]
+    assert isinstance(value, int)
+    return value
+
+
 def test_spans_and_metrics(
     spans: InMemorySpanExporter, flow_env: dict[str, str], sqs: EmbeddedSqs, queue_url: str
 ) -> None:
@@ -50,8 +57,7 @@ def test_spans_and_metrics(
 
     batches = [s for s in spans.get_finished_spans() if s.name == "logins.sink.write_batch"]
     assert batches
-    attributes = [dict(s.attributes or {}) for s in batches]
-    assert sum(a["logins.batch.rows"] for a in attributes) == sum(
+    assert sum(count(s, "logins.batch.rows") for s in batches) == sum(
         m.kind == "valid" for m in messages
     )
     assert sample("logins_messages_total", outcome="row") - rows_before == sum(
@@ -124,7 +130,7 @@ def test_the_batch_span_links_to_each_producers_trace(
         assert attributes["messaging.system"] == "aws_sqs"
         assert attributes["messaging.destination.name"] == queue_name
         assert attributes["messaging.batch.message_count"] == attributes["logins.batch.size"]
-    assert sum(dict(s.attributes or {})["messaging.batch.message_count"] for s in batches) == 40
+    assert sum(count(s, "messaging.batch.message_count") for s in batches) == 40
 
 
 def test_generate_trace_sends_a_traceparent_per_message_and_prints_its_span(

@@ -146,7 +146,9 @@ def test_generate_check_and_the_flow(endpoint: str, database_url: str, tmp_path:
     assert flow.stderr.count("refused the JSON protocol") == 1
     with psycopg.connect(database_url) as conn:
         ids = {row[0] for row in conn.execute("SELECT message_id FROM logins_ledger")}
-        outcome = dict(conn.execute("SELECT outcome, count(*) FROM logins_ledger GROUP BY 1"))
+        outcome: dict[str, int] = dict(
+            conn.execute("SELECT outcome, count(*) FROM logins_ledger GROUP BY 1")
+        )
     assert set(sent) <= ids and len(ids) == 500, outcome  # every message once, none lost
     attrs = client.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
     assert attrs["ApproximateNumberOfMessages"] == "0"

@@ -4,6 +4,7 @@ all pass, 1 with each failing case's expected and actual side by side, 2 for a m
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -88,7 +89,7 @@ def test_each_failing_case_shows_expected_and_actual_side_by_side(tmp_path: Path
 
 
 def test_cases_run_in_order_through_the_real_dedupe_window(tmp_path: Path) -> None:
-    def at(time: str, expect: dict[str, object]) -> dict[str, object]:
+    def at(time: str, expect: Mapping[str, object]) -> dict[str, object]:
         return {"name": time, "message": GOOD_LOGIN, "sent_at": time, "expect": expect}
 
     row = {"row": {"masked_ip": {"token_of": "199.172.111.135"}}}

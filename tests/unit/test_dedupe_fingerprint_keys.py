@@ -90,8 +90,8 @@ def test_kms_gives_nothing_and_the_period_key_alone_tests_a_guess(kms: EmbeddedK
     # and the fingerprint is the same whatever the token key: it depends on none
     other = Validator(step, Tokenizer([KmsKey(kms.create_hmac_key(), region="us-east-1",
                                               endpoint_url=kms.endpoint_url)]))  # fmt: skip
-    body = json.dumps(VICTIM)
+    victim_body = json.dumps(VICTIM)
     assert (
-        other(SqsMessage("m", "r", body, T0, 1)).fingerprint
-        == validator(SqsMessage("m", "r", body, T0, 1)).fingerprint
+        other(SqsMessage("m", "r", victim_body, T0, 1)).fingerprint
+        == validator(SqsMessage("m", "r", victim_body, T0, 1)).fingerprint
     )

@@ -206,7 +206,8 @@ def test_it_agrees_with_a_plain_model(steps: list[tuple[int, int, bool]]) -> Non
     tick = tick_ms(WINDOW / 10)
     ticks = WINDOW / 10 * SECOND // tick
     model: dict[int, int] = {}
-    sent, last_sent = T0, {}
+    sent = T0
+    last_sent: dict[int, int] = {}  # n -> the SentTimestamp of its last message
     for n, gap, redeliver in steps:
         sent += gap
         again = redeliver and n in last_sent  # the last message of `n`, delivered again

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 
 import pytest
 from prometheus_client import REGISTRY
@@ -40,7 +41,7 @@ def validator() -> Validator:
     return Validator(step, Tokenizer([TokenKey("k1", b"s" * 32)]))
 
 
-def messages(*bodies: dict[str, object]) -> list[SqsMessage]:
+def messages(*bodies: Mapping[str, object]) -> list[SqsMessage]:
     return [SqsMessage(f"m-{i}", "r", json.dumps(b), 1, 1) for i, b in enumerate(bodies)]
 
 

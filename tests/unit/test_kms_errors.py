@@ -10,8 +10,18 @@ from logins.core.kms import _transient
 
 
 def error(code: str, status: int) -> ClientError:
+    """A ClientError with the whole ResponseMetadata botocore gives it (and its stubs require)."""
     return ClientError(
-        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        {
+            "Error": {"Code": code, "Message": "m"},
+            "ResponseMetadata": {
+                "RequestId": "r",
+                "HostId": "",
+                "HTTPStatusCode": status,
+                "HTTPHeaders": {},
+                "RetryAttempts": 0,
+            },
+        },
         "GenerateMac",
     )
 

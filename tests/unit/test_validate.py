@@ -9,7 +9,7 @@ import pytest
 from flows.steps.validate import REASONS, Validator
 from logins.core.config import FieldSpec, ValidateStep
 from logins.core.keys import TokenKey
-from logins.core.records import SqsMessage
+from logins.core.records import Event, SqsMessage
 from logins.core.tokens import Tokenizer
 from tests.helpers import GOOD_LOGIN
 
@@ -32,7 +32,7 @@ def validator() -> Validator:
     return Validator(SCHEMA, Tokenizer([TokenKey("k1", b"\x01" * 32)]))
 
 
-def check(validator: Validator, body: str):  # type: ignore[no-untyped-def]
+def check(validator: Validator, body: str) -> Event:
     return validator(SqsMessage("id-1", "rh", body, 1_700_000_000_000, 1))
 
 

@@ -86,7 +86,9 @@ def measured_peak_rss_mb(workers: int) -> float:
 
 
 def _mib(quantity: str) -> float:
-    number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)([KMG]i)", quantity).groups()  # type: ignore[union-attr]
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([KMG]i)", quantity)
+    assert match is not None, quantity
+    number, unit = match.groups()
     return float(number) * _MIB[unit]
 
 

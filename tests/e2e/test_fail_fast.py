@@ -19,7 +19,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import boto3
 import psycopg
@@ -33,6 +33,7 @@ from logins.dev.seed import send_bodies
 from tests.helpers import (
     config_for,
     module_logging_to,
+    one,
     private_data_dir,
     queue_total,
     run_module,
@@ -67,10 +68,10 @@ class AuthSqs:
     nobody: tuple[str, str]  # no policy: AccessDenied
     admin: tuple[str, str]  # iam:* and sqs:*, for revoking the reader's key
 
-    def admin_client(self, service: str) -> Any:
-        """A boto3 client of `service` ("sqs", "iam") on this server, as the admin."""
+    def admin_client(self, service: Literal["sqs", "iam"]) -> Any:
+        """A boto3 client of `service` on this server, as the admin."""
         return boto3.client(
-            service,  # type: ignore[call-overload]
+            service,
             endpoint_url=self.endpoint,
             region_name="us-east-1",
             aws_access_key_id=self.admin[0],
@@ -153,7 +154,7 @@ def pw_postgres() -> Iterator[PasswordPostgres]:
     trust; database `logins` has the flow's tables, owned by the superuser."""
     with private_data_dir() as data_dir, EmbeddedPostgres(data_dir) as server:
         with psycopg.connect(server.dsn, autocommit=True) as conn:
-            hba = Path(conn.execute("SHOW hba_file").fetchone()[0])  # type: ignore[index]
+            hba = Path(one(conn, "SHOW hba_file"))
             hba.write_text(
                 f"host all {ROLE},{READER},{PIPELINE} 127.0.0.1/32 scram-sha-256\n"
                 + hba.read_text()

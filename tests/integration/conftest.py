@@ -9,7 +9,7 @@ import secrets
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import boto3
 import pytest
@@ -33,9 +33,9 @@ class SecretStore:
 
     endpoint_url: str
 
-    def client(self, service: str, **credentials: str) -> Any:
+    def client(self, service: Literal["secretsmanager", "ssm", "iam"], **credentials: str) -> Any:
         return boto3.session.Session().client(
-            service,  # type: ignore[call-overload]
+            service,
             endpoint_url=self.endpoint_url,
             region_name="us-east-1",
             aws_access_key_id=credentials.get("key", "testing"),

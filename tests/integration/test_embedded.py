@@ -22,7 +22,7 @@ import psycopg
 import pytest
 
 from logins.dev.embedded import EmbeddedPostgres, EmbeddedSqs, free_port
-from tests.helpers import private_data_dir, queue_total
+from tests.helpers import fetch, private_data_dir, queue_total
 
 pytestmark = pytest.mark.integration
 
@@ -60,9 +60,11 @@ def _assert_gone(postmaster_pid: int) -> None:
 
 def test_postgres_is_real_and_reached_over_tcp(database_url: str) -> None:
     with psycopg.connect(database_url) as conn:
-        version, server_addr, server_port = conn.execute(
+        row = conn.execute(
             "SELECT version(), inet_server_addr()::text, inet_server_port()"
-        ).fetchone()  # type: ignore[misc]
+        ).fetchone()
+        assert row is not None
+        version, server_addr, server_port = row
         assert version.startswith("PostgreSQL ")
         # inet_server_addr() is NULL over a unix socket: this proves TCP.
         assert server_addr is not None
@@ -82,10 +84,7 @@ def test_each_database_is_fresh_and_distinct(
     with psycopg.connect(database_url) as one, psycopg.connect(other_url) as other:
         one.execute("CREATE TABLE marker (x int)")
         one.commit()
-        names = {
-            conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
-            for conn in (one, other)
-        }
+        names = {fetch(conn, "SELECT current_database()")[0][0] for conn in (one, other)}
         assert len(names) == 2
         assert other.execute("SELECT to_regclass('marker')").fetchone() == (None,)
 

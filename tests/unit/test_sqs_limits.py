@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Sized
 
 import pytest
 from hypothesis import given, settings
@@ -52,8 +53,8 @@ def entries(*bodies: str) -> list[dict[str, str]]:
     return [{"MessageBody": body} for body in bodies]
 
 
-def sizes(groups: object) -> list[int]:
-    return [len(group) for group in groups]  # type: ignore[attr-defined]
+def sizes(groups: Iterable[Sized]) -> list[int]:
+    return [len(group) for group in groups]
 
 
 def test_batches_hold_ten_messages_and_256_kib_at_most() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -111,9 +112,9 @@ def test_bad_key_files_are_named_not_printed(
     assert "A" * 43 not in str(info.value)  # never the key
 
 
-def _refused(path: Path, load: object, mode: int) -> None:
+def _refused(path: Path, load: Callable[[Path], object], mode: int) -> None:
     with pytest.raises(KeyFileError) as info:
-        load(path)  # type: ignore[operator]
+        load(path)
     assert str(info.value).endswith(f"(mode {mode:04o}); a secret must be readable by its"
                                     f" owner only: chmod 600 {path}")  # fmt: skip
 

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from connectors.sqs.acker import SqsAcker
+from connectors.sqs.calls import sqs_client
 from connectors.sqs.heartbeat import Heartbeat, InFlight
 from connectors.sqs.source import SqsSource, _SqsPartition, to_message
 from logins.core.config import SqsSourceConfig
@@ -99,3 +100,24 @@ def test_one_heartbeat_per_process_started_by_the_first_user_and_stopped_by_the_
     while heartbeats() > before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert heartbeats() == before
+
+
+def test_a_receive_from_a_deep_queue_answers_well_within_the_read_timeout(
+    sqs: EmbeddedSqs, queue_url: str
+) -> None:
+    """moto checks each message it hands out against the retention period by computing every
+    queue attribute (three passes over all messages, each), so a 10-message receive from 1000
+    messages took ~1 s of CPU; under the queue's lock (embedded/moto.py) sixteen receivers then
+    queued past the client's read timeout (wait_time_seconds + 10), gave up on a receive moto
+    still served, and its messages stayed invisible for the visibility timeout (the demo's
+    minute-long stall at "20 in flight"). The embedded server reads the period directly."""
+    send_bodies(sqs.client(), queue_url, [f"body {i}" for i in range(1000)])
+    config = config_for(sqs.endpoint_url, queue_url, wait_time_seconds=0)
+    client = sqs_client(config)
+    took = []
+    for _ in range(3):
+        started = time.monotonic()
+        response = client.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)
+        took.append(time.monotonic() - started)
+        assert len(response["Messages"]) == 10
+    assert min(took) < 0.25, took

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 import pytest
 
 from connectors.sqs.acker import SqsAcker
+from connectors.sqs.calls import sqs_client
 from connectors.sqs.heartbeat import Heartbeat, InFlight
 from connectors.sqs.source import SqsSource, _SqsPartition, to_message
 from logins.core.config import SqsSourceConfig
@@ -99,3 +101,32 @@ def test_one_heartbeat_per_process_started_by_the_first_user_and_stopped_by_the_
     while heartbeats() > before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert heartbeats() == before
+
+
+def test_a_receive_computes_no_queue_attributes_per_message(
+    sqs: EmbeddedSqs, queue_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """moto checks each message it hands out against the retention period by computing every
+    queue attribute (three passes over all messages, each), so a 10-message receive from 1000
+    messages took ~1 s of CPU; under the queue's lock (embedded/moto.py) sixteen receivers then
+    queued past the client's read timeout (wait_time_seconds + 10), gave up on a receive moto
+    still served, and its messages stayed invisible for the visibility timeout (the demo's
+    minute-long stall at "20 in flight"). The embedded server reads the period directly: a
+    receive over the network computes the queue's attributes not once per message (counted
+    in moto's backend, which the embedded server runs in this process)."""
+    from moto.sqs.models import SQSBackend
+
+    computed = []
+    original = SQSBackend.get_queue_attributes
+
+    def counted(self: SQSBackend, *args: Any, **kwargs: Any) -> Any:
+        computed.append(args)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(SQSBackend, "get_queue_attributes", counted)
+    send_bodies(sqs.client(), queue_url, [f"body {i}" for i in range(200)])
+    client = sqs_client(config_for(sqs.endpoint_url, queue_url, wait_time_seconds=0))
+    for _ in range(3):
+        response = client.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)
+        assert len(response["Messages"]) == 10
+    assert computed == []  # was one per message handed out: 30

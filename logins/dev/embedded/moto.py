@@ -62,6 +62,7 @@ class EmbeddedMoto(LoopbackServer):
         server_class = _moto_server_class()
         _quiet_werkzeug()
         _serialise_sqs_queue_changes()
+        _retention_check_without_attributes()
 
         def listen(port: int) -> None:
             server = server_class(ip_address=HOST, port=port, verbose=False)
@@ -140,6 +141,25 @@ def _serialise_sqs_queue_changes() -> None:
     delete_message._logins_serialised = True  # type: ignore[attr-defined]
     Queue.delete_message = delete_message  # type: ignore[method-assign]
     SQSBackend.receive_message = receive_message  # type: ignore[method-assign]
+
+
+def _retention_check_without_attributes() -> None:
+    """Make moto's receive check a message's retention period by reading the queue's period.
+
+    moto 5 (up to 5.2.5) computes every queue attribute for each message a receive hands out,
+    three times (each a few passes over all messages): a 10-message receive from 500 messages
+    costs ~0.5 s of CPU, under the queue's lock. Sixteen receivers (two workers' receive calls)
+    then wait on that lock past the client's read timeout; the client gives up and retries,
+    moto still serves the abandoned receive, and its messages stay invisible until their
+    visibility timeout (the demo stalled a minute at "20 in flight"). Same result, one read."""
+    from moto.core.utils import unix_time
+    from moto.sqs.models import SQSBackend
+
+    def valid(self: Any, queue_name: str, message: Any) -> bool:
+        period = int(self.get_queue(queue_name).message_retention_period)
+        return bool(period + message.sent_timestamp / 1000 > unix_time())
+
+    SQSBackend.is_message_valid_based_on_retention_period = valid  # type: ignore[method-assign]
 
 
 def _quiet_werkzeug() -> None:

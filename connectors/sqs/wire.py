@@ -17,6 +17,7 @@ than through boto3, ~2.4x less than urllib3 with botocore's SigV4Auth.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -44,6 +45,7 @@ from botocore.exceptions import (
 from botocore.parsers import create_parser
 from botocore.retries import quota, standard
 
+log = logging.getLogger(__name__)
 HOT_OPERATIONS = {
     "receive_message": "ReceiveMessage",
     "delete_message_batch": "DeleteMessageBatch",
@@ -241,6 +243,16 @@ class JsonWire:
             if response is not None:
                 self._refuse(response=(response, None), request_dict={"url": self._url})
                 parsed = self._parse(response, model)
+            elif isinstance(caught, ReadTimeoutError):
+                # Retried without a word by botocore's rules; but what the server still did
+                # counts: a receive it served after this gave up keeps its messages invisible
+                # until their visibility timeout (the demo's "20 in flight" minute, moto's).
+                log.warning(
+                    "SQS %s: no answer within %.0f s, connection closed, call retried; messages"
+                    " a receive brought meanwhile come back after their visibility timeout",
+                    name,
+                    self._read_timeout,
+                )
             delay = self._retry.needs_retry(
                 response=None if response is None else (response, parsed),
                 attempts=attempts,

@@ -130,3 +130,25 @@ def test_a_receive_computes_no_queue_attributes_per_message(
         response = client.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)
         assert len(response["Messages"]) == 10
     assert computed == []  # was one per message handed out: 30
+
+
+def test_a_receive_that_times_out_is_retried_and_said(
+    sqs: EmbeddedSqs, queue_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A receive the server answers only after the read timeout (wait_time_seconds + 10): the
+    client closes the connection and retries (botocore's rule, silent), and says so, because
+    the messages the server still handed to that receive stay invisible until their
+    visibility timeout: without the line, "N in flight, 0 held" has no visible cause."""
+    send_bodies(sqs.client(), queue_url, [f"body {i}" for i in range(20)])
+    proxy = SqsFaultProxy(sqs.endpoint_url)
+    try:
+        proxy.delay(10.5)  # read by the first call only: the retry is answered at once
+        client = sqs_client(config_for(proxy.endpoint_url, queue_url, wait_time_seconds=0))
+        threading.Timer(1.0, proxy.delay, args=(0.0,)).start()
+        with caplog.at_level("WARNING", logger="connectors.sqs.wire"):
+            response = client.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10)
+        assert len(response["Messages"]) == 10  # the retry's
+        assert "SQS ReceiveMessage: no answer within 10 s" in caplog.text
+        assert proxy.counts["forwarded", "ReceiveMessage"] == 2
+    finally:
+        proxy.close()
